@@ -1,0 +1,1 @@
+"""Online anomaly detectors: pure code that turns window records into scores and alerts."""

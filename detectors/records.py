@@ -1,0 +1,91 @@
+"""Records that flow into and out of the detectors. Pure data, JSON-friendly.
+
+Times are UTC epoch seconds (floats) inside the detectors; ISO-8601 strings only at the edges
+(ALERTS.jsonl, the `anomalies` topic, the API).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SeriesKind = Literal["volume", "conversion"]
+AnomalyKind = Literal[
+    "spike",
+    "drop",
+    "disappeared",
+    "new_event",
+    "conversion_up",
+    "conversion_down",
+    "violation_surge",
+]
+AlertState = Literal["pending", "firing", "resolved"]
+
+
+@dataclass(slots=True)
+class WindowRecord:
+    """What the aggregate stage emits for one series and one closed event-time window.
+
+    Volume series: `series` = {"event": name, <dim>: value, ...} (dims such as source, platform,
+    app_version), `count` events, `distinct_users`, `violations` = events of this series that broke
+    the plan (quarantined or flagged) with `violation_codes` counting each code once per event.
+    Conversion series: `series` = {"from_event", "to_event", <dims>}, `kind` = "conversion",
+    `denominator` = users who did `from_event`, `numerator` = those of them who then did
+    `to_event` within the funnel's window; `count` = numerator.
+    """
+
+    series: dict[str, str]
+    window_start: float
+    window_end: float
+    count: int = 0
+    distinct_users: int = 0
+    violations: int = 0
+    violation_codes: dict[str, int] = field(default_factory=dict)
+    kind: SeriesKind = "volume"
+    numerator: int = 0
+    denominator: int = 0
+    planned: bool = True  # False for events the plan does not know (candidates for new_event)
+
+    def series_key(self) -> str:
+        """A stable, human-readable key: `kind|k=v|k=v` with keys sorted."""
+        parts = [f"{k}={v}" for k, v in sorted(self.series.items())]
+        return "|".join([self.kind, *parts])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowRecord:
+        return cls(**data)
+
+
+@dataclass(slots=True)
+class Attribution:
+    """How much of a deviation one dimension value explains (shares of one dimension sum to ~1)."""
+
+    dimension: str
+    value: str
+    share: float
+
+
+@dataclass(slots=True)
+class Anomaly:
+    """An alert about one series: the ALERTS.jsonl line and the `anomalies` topic value."""
+
+    id: str
+    kind: AnomalyKind
+    series: dict[str, str]
+    state: AlertState
+    started_at: str  # ISO-8601 UTC
+    updated_at: str
+    ended_at: str | None
+    observed: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    explanation: str
+    attribution: list[Attribution] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""The trackwatch service: collector, Faust app and agents, exporter, CLI."""

@@ -1,0 +1,1 @@
+"""The tracking plan as code: format, loading, validation, normalisation, lint and diff."""

@@ -1,0 +1,149 @@
+"""The tracking plan as plain data: what the loader builds and the validator compiles.
+
+A plan is immutable once loaded. Everything here is pure data with no I/O; see
+`tracking_plan.loader` for reading YAML files and `tracking_plan.validator` for checking events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Mode(StrEnum):
+    """What happens to an event that breaks the plan."""
+
+    BLOCK = "block"  # invalid -> quarantine only
+    FLAG = "flag"  # forward to events.valid with its violations attached
+    OMIT = "omit"  # strip unplanned properties (recording that), quarantine other violations
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    DRAFT = "draft"
+    DEPRECATED = "deprecated"
+
+
+class PropType(StrEnum):
+    STRING = "string"
+    NUMBER = "number"  # int or float, never bool
+    INTEGER = "integer"  # int (or a float with no fractional part), never bool
+    BOOLEAN = "boolean"
+    OBJECT = "object"
+    ARRAY = "array"
+    TIMESTAMP = "timestamp"  # ISO-8601 string or epoch seconds/milliseconds; normalised to UTC
+    ANY = "any"
+
+
+class Identity(StrEnum):
+    """Which identifier every event must carry."""
+
+    USER_ID = "userId"
+    ANONYMOUS_ID = "anonymousId"
+    ANY = "any"  # at least one of userId / anonymousId
+
+
+class CallType(StrEnum):
+    TRACK = "track"
+    PAGE = "page"
+    SCREEN = "screen"
+    IDENTIFY = "identify"
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """One property (or array item / nested object field) of an event."""
+
+    name: str
+    type: PropType = PropType.ANY
+    required: bool = False
+    nullable: bool = False
+    description: str = ""
+    enum: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    minimum: float | None = None  # numbers: value; strings: length; arrays: item count
+    maximum: float | None = None
+    max_length: int | None = None  # strings only
+    format: str | None = None  # "currency" (ISO 4217 code), "email", "uri", "date-time"
+    default: Any = None
+    has_default: bool = False
+    items: PropertySpec | None = None  # arrays: schema of each item
+    properties: tuple[PropertySpec, ...] = ()  # objects: nested fields
+    additional_properties: bool = True  # objects: are unlisted nested fields allowed?
+    pii: bool = False
+    line: int | None = None  # where it was declared in the plan file, for messages
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One planned event (a `track` name, or a named page/screen, or the identify traits)."""
+
+    name: str
+    call: CallType = CallType.TRACK
+    description: str = ""
+    owner: str = ""
+    status: Status = Status.ACTIVE
+    sources: tuple[str, ...] = ()  # empty: every source
+    mode: Mode | None = None  # None: fall back to the source's, then the plan's default
+    properties: tuple[PropertySpec, ...] = ()
+    allow_unplanned_properties: bool = False
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A sender of events (web, ios, android, server), its platform and its default mode."""
+
+    name: str
+    platform: str = ""
+    mode: Mode | None = None
+    description: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """Ordered steps whose step-to-step conversion rates the detectors watch."""
+
+    name: str
+    steps: tuple[str, ...]
+    window_minutes: int = 60  # a user converts if the next step follows within this time
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole tracking plan."""
+
+    name: str
+    version: str
+    default_mode: Mode = Mode.BLOCK
+    identity: Identity = Identity.ANY
+    required_context: tuple[str, ...] = ()  # dotted paths under `context`, e.g. "app.version"
+    pii: tuple[str, ...] = ()  # property names that must never arrive, at any depth
+    sources: dict[str, SourceSpec] = field(default_factory=dict)
+    events: dict[str, EventSpec] = field(default_factory=dict)  # key: (call-prefixed) event name
+    funnels: tuple[Funnel, ...] = ()
+    path: str | None = None  # the file it was loaded from, if any
+
+    def mode_for(self, event: EventSpec | None, source: str | None) -> Mode:
+        """The effective mode: event's, else the source's, else the plan default."""
+        if event is not None and event.mode is not None:
+            return event.mode
+        spec = self.sources.get(source or "")
+        if spec is not None and spec.mode is not None:
+            return spec.mode
+        return self.default_mode
+
+
+def event_key(call: CallType | str, name: str | None) -> str:
+    """The key of `Plan.events` for a call: the event name for `track`, else `"<call>:<name>"`.
+
+    Identify calls have no name: their key is `"identify"`. Unnamed page/screen calls use
+    `"page"` / `"screen"`.
+    """
+    call = CallType(call)
+    if call is CallType.TRACK:
+        return name or ""
+    return f"{call.value}:{name}" if name else call.value
