@@ -19,8 +19,12 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "streams.cli_plan",  # plan lint, plan diff, plan import, validate
     "streams.cli_service",  # run, worker, collector, broker, simulate, replay
+    "streams.cli_worker",  # worker, replay
     "streams.cli_detect",  # detect, backtest, anomalies
     "streams.cli_ops",  # quarantine replay, ops helpers
+    "streams.cli_validate",  # validate
+    "streams.cli_simulate",  # simulate
+    "streams.cli_quarantine",  # quarantine replay, plans publish/current
 )
 
 
