@@ -7,6 +7,7 @@ integration tests; production uses Apache Kafka (see docker-compose.yml).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -45,6 +46,14 @@ def broker_binary() -> str:
         raise BrokerError(str(exc)) from exc
 
 
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: ask the kernel to SIGTERM this (child) process when the thread that forked it dies,
+    even if the parent is SIGKILLed. Use from the main thread only (the signal follows the thread).
+    """
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class EmbeddedBroker:
     """A Tansu broker on loopback, started as a child process.
 
@@ -52,8 +61,16 @@ class EmbeddedBroker:
     ...     create_topics(broker.bootstrap)
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, log_path: Path | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_path: Path | None = None,
+        tie_to_parent: bool = False,
+    ):
+        """`tie_to_parent`: the broker dies with the thread that starts it, even on SIGKILL."""
         self.host = host
+        self.tie_to_parent = tie_to_parent
         self.port = port or free_port(host)
         default_log = Path(tempfile.gettempdir()) / f"trackwatch-broker-{self.port}.log"
         self.log_path = log_path or default_log
@@ -85,7 +102,12 @@ class EmbeddedBroker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent if self.tie_to_parent else None,
         )
         log.close()
         self._wait_ready(timeout)
