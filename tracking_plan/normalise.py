@@ -49,10 +49,17 @@ _minute_epochs: dict[str, float] = {}
 _minute_texts: dict[int, str] = {}
 _second_epochs: dict[str, float] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch, for valid seconds only
 _SECOND_CACHE_MAX = 20_000
+_second_texts: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS."
 _SECONDS = {f"{s:02d}": float(s) for s in range(60)}
 _MILLIS = {f"{ms:03d}": ms / 1000.0 for ms in range(1000)}
 _SECONDS_TEXT = tuple(f"{s:02d}" for s in range(60))
-_MILLIS_TEXT = tuple(f".{ms:03d}Z" for ms in range(1000))
+MILLIS_Z = tuple(f"{ms:03d}Z" for ms in range(1000))  # millisecond -> "mmmZ"
+
+# For code that inlines the canonical fast paths (the generated validator): the caches are
+# cleared when full, never replaced, so these bound methods stay valid.
+cached_second_epoch = _second_epochs.get  # "YYYY-MM-DDTHH:MM:SS" -> epoch, or None
+cached_second_text = _second_texts.get  # epoch second -> "YYYY-MM-DDTHH:MM:SS.", or None
+millis_z_fraction = {f".{ms:03d}Z": ms / 1000.0 for ms in range(1000)}.get  # ".mmmZ" -> 0.mmm
 
 
 def _epoch_number(value: float) -> float | None:
@@ -137,17 +144,29 @@ def parse_timestamp(value: object) -> float | None:
     return None
 
 
-def format_timestamp(epoch: float) -> str:
-    """ISO-8601 UTC with milliseconds and `Z`. `epoch` must be a plausible timestamp."""
-    minute, millis = divmod(round(epoch * 1000), 60_000)
+def second_text(second: int) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.` of an epoch second (UTC), cached (see `format_timestamp`)."""
+    minute, seconds = divmod(second, 60)
     prefix = _minute_texts.get(minute)
     if prefix is None:
         prefix = time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minute * 60))
         if len(_minute_texts) >= _CACHE_MAX:
             _minute_texts.clear()
         _minute_texts[minute] = prefix
-    seconds, millis = divmod(millis, 1000)
-    return prefix + _SECONDS_TEXT[seconds] + _MILLIS_TEXT[millis]
+    text = prefix + _SECONDS_TEXT[seconds] + "."
+    if len(_second_texts) >= _SECOND_CACHE_MAX:
+        _second_texts.clear()
+    _second_texts[second] = text
+    return text
+
+
+def format_timestamp(epoch: float) -> str:
+    """ISO-8601 UTC with milliseconds and `Z`. `epoch` must be a plausible timestamp."""
+    second, millis = divmod(round(epoch * 1000), 1000)
+    head = _second_texts.get(second)
+    if head is None:
+        head = second_text(second)
+    return head + MILLIS_Z[millis]
 
 
 def plausible(epoch: float, received_at: float) -> bool:

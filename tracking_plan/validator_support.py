@@ -23,6 +23,7 @@ _CONTAINERS = frozenset(
     (dict, list)
 )  # str() of larger ints is slow (and limited by Python): describe by size
 
+_PII_DETECTED = Code.PII_DETECTED.value
 _new = object.__new__
 _set_code = Violation.code.__set__  # type: ignore[attr-defined]
 _set_path = Violation.path.__set__  # type: ignore[attr-defined]
@@ -48,16 +49,12 @@ def _clip(text: str, limit: int) -> str:
 def describe(value: object) -> str:
     """A short, printable, ASCII-escaped description of `value`: its JSON type and a clipped
     repr, at most `GOT_MAX` characters."""
-    kind = type(value)
+    kind = type(value)  # the checks are exclusive: ordered by how common they are
     if kind is str:
         text = "string " + repr(value[:GOT_MAX])  # type: ignore[index]
         if len(text) <= GOT_MAX:
             return text
         return text[: GOT_MAX - 1] + "…"
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "boolean true" if value else "boolean false"
     if kind is int:
         number: int = value  # type: ignore[assignment]
         if number.bit_length() > _MAX_INT_BITS:
@@ -66,10 +63,14 @@ def describe(value: object) -> str:
         return text if len(text) <= GOT_MAX else text[: GOT_MAX - 1] + "…"
     if kind is float:
         return "number " + repr(value)  # at most 24 characters
-    if kind is dict:
-        return f"object with {len(value)} keys"  # type: ignore[arg-type]
     if kind is list:
         return f"array of {len(value)} items"  # type: ignore[arg-type]
+    if kind is dict:
+        return f"object with {len(value)} keys"  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "boolean true" if value else "boolean false"
     return _clip(f"{kind.__name__} value", GOT_MAX)
 
 
@@ -110,6 +111,15 @@ class PiiDetector:
         self._safe: set[Any] = set()
         self._safe_max = safe_max
 
+    @property
+    def active(self) -> bool:
+        """Are there PII names to look for at all?"""
+        return bool(self._pii)
+
+    def safe_keys(self) -> set[Any]:
+        """The live cache of keys judged harmless (for code that inlines `scan`'s fast path)."""
+        return self._safe
+
     def is_pii(self, key: object) -> bool:
         if key in self._safe:
             return False
@@ -125,7 +135,7 @@ class PiiDetector:
     def report(self, key: str, path: str, viol: list[Violation]) -> None:
         viol.append(
             violation(
-                Code.PII_DETECTED.value,
+                _PII_DETECTED,
                 path,
                 f"no PII (a property named like {self.matched_name(key)!r})",
                 REDACTED,
@@ -144,6 +154,8 @@ class PiiDetector:
         if not self._pii:
             return
         safe = self._safe
+        if type(value) is list and _CONTAINERS.isdisjoint(map(type, value)):
+            return  # scalars only: no keys at all
         # Fast path for the usual context: known keys, at most one level of nested objects whose
         # values are all scalars. Anything else takes the full walk below.
         if type(value) is dict and safe.issuperset(value):
