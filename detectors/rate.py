@@ -1,0 +1,299 @@
+"""Online model of a rate per window (conversion: numerator/denominator; violations/count).
+
+The rate p is Beta-distributed: its mean is learnt with exponential forgetting (half-life
+`halflife` windows) and its concentration ν (effective sample size) is the smallest of
+- the forgotten sample size behind the estimate (few users seen → wide),
+- what the residuals say: the intra-class correlation ρ of the sums over w windows is estimated
+  online per scale, ν_w = 1/ρ_w - 1 (the rate also wobbles between windows, not only binomially),
+- `ess_cap`, so that the model keeps adapting however much data it has seen.
+The numerator given the denominator is then beta-binomial: "+200 % on 40 users" gives a tail
+probability near 0.1, not an alarm, while a 20 % change on thousands of users does.
+
+As in `detectors.volume`, `assess` scores the sums over the last 1, 5, 15, 60 and 240 windows
+(numerator against the expected numerator given the denominators), Bonferroni-corrected over the
+scales; the 4-hour scale is for sparse funnels (a few users per minute), where an hour holds too
+few conversions to show even a large change.
+The rate may depend on the hour of day: a 24-slot ratio (observed / expected numerators per UTC
+hour, shrunk towards 1 by 20 pseudo-events, forgotten over ~10 days, learnt from the second day)
+modulates the base rate.
+
+Call `assess(ts, numerator, denominator)` once per window in time order, then
+`learn(ts, numerator, denominator)`. The Assessment is in RATE units: observed = numerator /
+denominator of this window, expected = learnt rate, lower/upper = `interval_level` interval of the
+rate for this window's denominator; score and direction come from the multi-window evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from detectors.base import Assessment
+from detectors.intervals import (
+    betabinom_midp,
+    betabinom_rate_interval,
+    score_from_pvalue,
+    two_sided,
+)
+
+_PRIOR_A = 0.5  # Jeffreys prior on the rate
+_PRIOR_B = 0.5
+_RHO_PRIOR = 1e-3
+_RHO_PRIOR_WEIGHT = 30.0
+_RHO_FLOOR = 1e-6
+_Z_CAP = 5.0
+_HOUR_PRIOR_EVENTS = 20.0
+
+
+def _decay(halflife: float) -> float:
+    return 0.5 ** (1.0 / halflife)
+
+
+class RateModel:
+    """Per-series rate model (beta-binomial). Implements `detectors.base.SeriesModel`."""
+
+    def __init__(
+        self,
+        window_seconds: float = 60.0,
+        scales: Sequence[int] = (1, 5, 15, 60, 240),
+        halflife: float = 1440.0,  # windows
+        ess_cap: float = 20000.0,
+        dispersion_halflife: float = 2880.0,  # windows
+        warmup_seconds: float = 6 * 3600.0,
+        min_weight: float = 100.0,
+        interval_level: float = 0.99,
+        hour_of_day: bool = True,
+        hour_halflife: float = 10.0,  # visits of the hour (days)
+    ) -> None:
+        self.window_seconds = float(window_seconds)
+        self.scales = sorted({int(s) for s in scales})
+        if not self.scales or self.scales[0] < 1:
+            raise ValueError("scales must be positive window counts")
+        if min(window_seconds, halflife, dispersion_halflife, hour_halflife, ess_cap) <= 0:
+            raise ValueError("window_seconds, half-lives and ess_cap must be positive")
+        if not 0.0 < interval_level < 1.0:
+            raise ValueError("need 0 < interval_level < 1")
+        self.halflife = float(halflife)
+        self.ess_cap = float(ess_cap)
+        self.dispersion_halflife = float(dispersion_halflife)
+        self.warmup_seconds = float(warmup_seconds)
+        self.min_weight = float(min_weight)
+        self.interval_level = float(interval_level)
+        self.hour_of_day = bool(hour_of_day)
+        self.hour_halflife = float(hour_halflife)
+        # Hour-of-day modulation: ratio of observed to expected numerators per UTC hour.
+        self.hour_o = [0.0] * 24
+        self.hour_e = [0.0] * 24
+        self.num = 0.0  # EW sum of numerators
+        self.den = 0.0  # EW sum of denominators
+        self.total = 0.0  # all denominators ever learnt (for the learning flag)
+        self.first_ts: float | None = None
+        self.rho_num = [0.0] * len(self.scales)
+        self.rho_den = [0.0] * len(self.scales)
+        # Buffers of [ts, numerator, denominator, expected numerator, and their cumulative sums].
+        self.seen: list[list[float]] = []
+        self.learnt: list[list[float]] = []
+
+    def base_rate(self) -> float:
+        """The learnt rate over all hours (posterior mean)."""
+        return (self.num + _PRIOR_A) / (self.den + _PRIOR_A + _PRIOR_B)
+
+    def hour_factor(self, ts: float) -> float:
+        """How the rate at this hour of day compares with the base rate (shrunk towards 1)."""
+        if not self.hour_of_day:
+            return 1.0
+        h = int(ts // 3600.0) % 24
+        return (self.hour_o[h] + _HOUR_PRIOR_EVENTS) / (self.hour_e[h] + _HOUR_PRIOR_EVENTS)
+
+    def expected(self, ts: float) -> float:
+        """The expected rate of the window starting at `ts`."""
+        return min(self.base_rate() * self.hour_factor(ts), 0.999)
+
+    def rho(self, scale_index: int = 0) -> float:
+        num, den = self.rho_num[scale_index], self.rho_den[scale_index]
+        if den <= 0.0:
+            return _RHO_PRIOR
+        return min(max(_RHO_FLOOR, num / den), 0.999)
+
+    def concentration(self, scale_index: int = 0) -> float:
+        """ν: effective sample size of the predictive Beta for the given scale."""
+        nu_resid = 1.0 / self.rho(scale_index) - 1.0
+        return max(1.0, min(self.den + _PRIOR_A + _PRIOR_B, nu_resid, self.ess_cap))
+
+    def is_learning(self, ts: float) -> bool:
+        if self.first_ts is None or ts - self.first_ts < self.warmup_seconds:
+            return True
+        return self.total < self.min_weight
+
+    def assess(self, ts: float, observed: float, weight: float = 1.0) -> Assessment:
+        x, n = _clean(observed, weight)
+        p = self.expected(ts)
+        _push(self.seen, ts, x, n, n * p, self.scales[-1], self.window_seconds)
+        best_p, best_dir, tested = 1.0, 0, 0
+        for idx, (sx, sn, se, full) in enumerate(
+            _multi_sums(self.seen, ts, self.scales, self.window_seconds)
+        ):
+            if not full or sn <= 0.0:
+                continue
+            tested += 1
+            nu = self.concentration(idx)
+            q = se / sn
+            if (sx - se) ** 2 < sn * q * (1.0 - q) * (nu + sn) / (nu + 1.0):
+                continue  # within one sd: no evidence worth the exact tails
+            upper, lower = betabinom_midp(sx, sn, q, nu)
+            pv, direction = two_sided(upper, lower)
+            if pv < best_p:
+                best_p, best_dir = pv, direction
+        pv = min(1.0, best_p * max(tested, 1))
+        lower, upper = betabinom_rate_interval(n, p, self.concentration(0), self.interval_level)
+        return Assessment(
+            observed=x / n if n > 0 else p,
+            expected=p,
+            lower=lower,
+            upper=upper,
+            score=score_from_pvalue(pv),
+            direction=best_dir if pv < 1.0 - self.interval_level else 0,
+            learning=self.is_learning(ts),
+        )
+
+    def learn(self, ts: float, observed: float, weight: float = 1.0) -> None:
+        x, n = _clean(observed, weight)
+        if self.first_ts is None:
+            self.first_ts = ts
+        p = self.expected(ts)
+        if self.den > 0.0:
+            self._learn_dispersion(ts, x, n, p)
+        base = self.base_rate()
+        keep = _decay(self.halflife)
+        self.num = keep * self.num + x
+        self.den = keep * self.den + n
+        # Hours are learnt against a base rate that has seen a whole day (not a running mean of
+        # the first hours, which would bias every hour towards the ones before it).
+        if self.hour_of_day and ts - self.first_ts >= 86400.0:
+            h = int(ts // 3600.0) % 24
+            # Forget per window spent in the hour: `hour_halflife` days of 60 windows each.
+            keep = _decay(self.hour_halflife * 3600.0 / self.window_seconds)
+            self.hour_o[h] = keep * self.hour_o[h] + x
+            self.hour_e[h] = keep * self.hour_e[h] + n * base
+        self.total += n
+
+    def _learn_dispersion(self, ts: float, x: float, n: float, p: float) -> None:
+        _push(self.learnt, ts, x, n, n * p, self.scales[-1], self.window_seconds)
+        keep = _decay(self.dispersion_halflife)
+        for idx, (sx, sn, se, full) in enumerate(
+            _multi_sums(self.learnt, ts, self.scales, self.window_seconds)
+        ):
+            if not full or sn < 2.0:
+                continue
+            q = se / sn
+            binom_var = sn * q * (1.0 - q)
+            scale = sn * (sn - 1.0) * q * (1.0 - q)
+            if scale <= 0.0:
+                continue
+            if self.rho_den[idx] <= 0.0:
+                self.rho_num[idx] = _RHO_PRIOR * scale * _RHO_PRIOR_WEIGHT
+                self.rho_den[idx] = scale * _RHO_PRIOR_WEIGHT
+            var = binom_var + self.rho(idx) * scale
+            resid2 = min((sx - se) ** 2, _Z_CAP * _Z_CAP * var)
+            self.rho_num[idx] = keep * self.rho_num[idx] + (resid2 - binom_var)
+            self.rho_den[idx] = keep * self.rho_den[idx] + scale
+
+    def to_state(self) -> dict:
+        return {
+            "type": "rate",
+            "params": {
+                "window_seconds": self.window_seconds,
+                "scales": list(self.scales),
+                "halflife": self.halflife,
+                "ess_cap": self.ess_cap,
+                "dispersion_halflife": self.dispersion_halflife,
+                "warmup_seconds": self.warmup_seconds,
+                "min_weight": self.min_weight,
+                "interval_level": self.interval_level,
+                "hour_of_day": self.hour_of_day,
+                "hour_halflife": self.hour_halflife,
+            },
+            "hour_o": list(self.hour_o),
+            "hour_e": list(self.hour_e),
+            "num": self.num,
+            "den": self.den,
+            "total": self.total,
+            "first_ts": self.first_ts,
+            "rho_num": list(self.rho_num),
+            "rho_den": list(self.rho_den),
+            "seen": [list(r) for r in self.seen],
+            "learnt": [list(r) for r in self.learnt],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> RateModel:
+        m = cls(**state["params"])
+        m.hour_o = [float(x) for x in state["hour_o"]]
+        m.hour_e = [float(x) for x in state["hour_e"]]
+        m.num = float(state["num"])
+        m.den = float(state["den"])
+        m.total = float(state["total"])
+        m.first_ts = state["first_ts"]
+        m.rho_num = [float(x) for x in state["rho_num"]]
+        m.rho_den = [float(x) for x in state["rho_den"]]
+        m.seen = [[float(x) for x in r] for r in state["seen"]]
+        m.learnt = [[float(x) for x in r] for r in state["learnt"]]
+        return m
+
+
+def _clean(observed: float, weight: float) -> tuple[float, float]:
+    """Non-negative integers with numerator ≤ denominator (a numerator above its denominator is
+    capped: a funnel step cannot convert more users than entered it)."""
+    if not (math.isfinite(float(observed)) and math.isfinite(float(weight))):
+        raise ValueError(f"numerator and denominator must be finite, got {observed!r}/{weight!r}")
+    if observed < 0 or weight < 0:
+        raise ValueError(f"numerator and denominator must be ≥ 0, got {observed!r}/{weight!r}")
+    n = round(float(weight))
+    x = min(max(round(float(observed)), 0), n)
+    return float(x), float(n)
+
+
+def _push(buf: list[list[float]], ts: float, x: float, n: float, e: float, size: int, step: float):
+    """Append [ts, x, n, expected x, cum x, cum n, cum expected] (replacing an entry for the same
+    window) and keep the last `size` rows."""
+    if buf and abs(buf[-1][0] - ts) < 0.5 * step:
+        prev = buf.pop()
+        cx, cn, ce = prev[4] - prev[1], prev[5] - prev[2], prev[6] - prev[3]
+    elif buf:
+        last = buf[-1]
+        cx, cn, ce = last[4], last[5], last[6]
+        # Windows skipped since the last row had nobody to measure: record them as empty, so
+        # that the sums over the last w windows stay complete.
+        missing = min(round((ts - last[0]) / step) - 1, size)
+        for k in range(missing, 0, -1):
+            buf.append([ts - k * step, 0.0, 0.0, 0.0, cx, cn, ce])
+    else:
+        cx = cn = ce = 0.0
+    buf.append([ts, x, n, e, cx + x, cn + n, ce + e])
+    if len(buf) > size:
+        del buf[0 : len(buf) - size]
+
+
+def _multi_sums(
+    buf: list[list[float]], ts: float, scales: list[int], step: float
+) -> list[tuple[float, float, float, bool]]:
+    """Per scale w: sums of numerators, denominators and expected numerators over the last w rows,
+    and whether they are exactly the w consecutive windows ending at `ts` (no gap)."""
+    last = buf[-1]
+    size = len(buf)
+    out = []
+    for w in scales:
+        if w > size:
+            out.append((0.0, 0.0, 0.0, False))
+            continue
+        row = buf[-w]
+        full = row[0] >= ts - (w - 0.5) * step and last[0] <= ts + 0.5 * step
+        out.append(
+            (
+                last[4] - row[4] + row[1],
+                last[5] - row[5] + row[2],
+                last[6] - row[6] + row[3],
+                full,
+            )
+        )
+    return out
