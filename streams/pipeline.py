@@ -1,0 +1,193 @@
+"""The processing shared by the Faust agents and the offline replay (pure: no Kafka, no Faust).
+
+`BatchProcessor.process(raw_bytes)` turns one events.raw message (a JSON array of envelopes)
+into what the validate stage writes: forwarded events, quarantine records and, for the aggregate
+stage, one compact *tally* per event. `count_tally` feeds a tally to a `WindowAggregator`.
+
+Nothing is lost: a message that is not JSON becomes one quarantine record (`malformed_json`)
+holding the raw text; a JSON array with some malformed items quarantines those items alone
+(`bad_envelope`), the others are processed. Duplicates (same messageId, see
+`streams.envelope.message_id`) are dropped and counted: they are retries of an event already kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streams.envelope import BadBatch, check_envelope, message_id, parse_received_at
+from streams.windows import WindowAggregator
+from tracking_plan.dedupe import Deduper
+from tracking_plan.model import Plan
+from tracking_plan.validator import Result, compile_plan
+from tracking_plan.violations import Code, Violation
+
+DEFAULT_DEDUPE_MAX_AGE = 24 * 3600.0
+DEFAULT_DEDUPE_MAX_ENTRIES = 100_000
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What one events.raw message produced."""
+
+    valid: list[dict[str, Any]] = field(default_factory=list)  # {"source", "event"}
+    quarantine: list[dict[str, Any]] = field(default_factory=list)  # Q records
+    tallies: list[dict[str, Any]] = field(default_factory=list)  # for the aggregator
+    duplicates: Counter[str] = field(default_factory=Counter)  # by source
+    received: int = 0
+    max_received_at: float | None = None  # newest reception time in the batch
+
+
+def quarantine_record(envelope: Any, violations: list[Violation], plan_version: str) -> dict:
+    """A line of events.quarantine / Q.jsonl: the original envelope and every violation."""
+    return {
+        "envelope": envelope,
+        "violations": [v.to_dict() for v in violations],
+        "plan_version": plan_version,
+    }
+
+
+def _raw_record(raw: bytes, problem: Violation, plan_version: str) -> dict:
+    """Quarantine record for a message that is not a JSON array: keep its bytes."""
+    record = quarantine_record(None, [problem], plan_version)
+    try:
+        record["raw"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        record["raw_base64"] = base64.b64encode(raw).decode("ascii")
+    return record
+
+
+_SCALAR = (str, int, float)
+BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
+
+
+def _tally_stub(body: Any, paths: tuple[tuple[str, ...], ...] = BASE_PATHS) -> dict[str, Any]:
+    """The few fields of a call the aggregator needs, flat: anonymousId, userId and the scalar
+    value of each dimension path under its dotted name (``context.app.version``)."""
+    if type(body) is not dict:
+        return {}
+    stub: dict[str, Any] = {}
+    for name in ("anonymousId", "userId"):
+        value = body.get(name)
+        if type(value) is str:
+            stub[name] = value
+    for path in paths:
+        node: Any = body
+        for part in path:
+            if type(node) is not dict:
+                node = None
+                break
+            node = node.get(part)
+        if node is not None and type(node) in _SCALAR:
+            stub[".".join(path)] = node
+    return stub
+
+
+def tally(
+    source: str,
+    result: Result,
+    received_at: float,
+    body: Any,
+    paths: tuple[tuple[str, ...], ...] = BASE_PATHS,
+) -> dict[str, Any]:
+    """What the aggregator needs to count one validated event (small, JSON-friendly)."""
+    ts = result.event_time
+    if ts is None or not math.isfinite(ts):
+        ts = received_at
+    quarantined = result.outcome == "quarantined"
+    return {
+        "source": source,
+        "key": result.event_key or "(broken)",
+        "planned": result.planned,
+        "ts": ts,
+        "codes": sorted({v.code for v in result.violations}),
+        "q": quarantined,
+        "event": _tally_stub(body if quarantined else result.event, paths),
+    }
+
+
+def count_tally(aggregator: WindowAggregator, item: dict[str, Any]) -> bool:
+    """Add one tally to `aggregator`; False when it was late."""
+    return aggregator.add(
+        item["event"],
+        item["source"],
+        item["codes"],
+        event_key=item["key"],
+        received_at=item["ts"],
+        ts=item["ts"],
+        planned=item["planned"],
+        quarantined=item["q"],
+    )
+
+
+class BatchProcessor:
+    """Dedupe, validate and route the envelopes of events.raw messages."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        deduper: Deduper | None = None,
+        dimensions: tuple[str, ...] = (),
+    ) -> None:
+        """`dimensions`: the aggregator's; dotted ones (``context.locale``) are carried in the
+        tallies."""
+        self.plan = plan
+        extra = tuple(tuple(d.split(".")) for d in dimensions if "." in d)
+        self.paths = BASE_PATHS + tuple(p for p in extra if p not in BASE_PATHS)
+        self.plan_version = plan.version
+        self.validator = compile_plan(plan)
+        self.deduper = deduper or Deduper(DEFAULT_DEDUPE_MAX_AGE, DEFAULT_DEDUPE_MAX_ENTRIES)
+
+    def process(self, raw: bytes) -> BatchOutput:
+        """Process one events.raw message value."""
+        out = BatchOutput()
+        try:
+            items = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            problem = Violation(
+                Code.MALFORMED_JSON, "$", "a JSON array of envelopes", str(exc)[:80]
+            )
+            out.quarantine.append(_raw_record(raw, problem, self.plan_version))
+            out.received = 1
+            return out
+        if isinstance(items, dict):
+            items = [items]
+        if not isinstance(items, list):
+            problem = Violation(
+                Code.BAD_ENVELOPE, "$", "a JSON array of envelopes", type(items).__name__
+            )
+            out.quarantine.append(_raw_record(raw, problem, self.plan_version))
+            out.received = 1
+            return out
+        for index, item in enumerate(items):
+            self.process_envelope(item, out, index)
+        return out
+
+    def process_envelope(self, item: Any, out: BatchOutput, index: int = 0) -> None:
+        """Process one envelope into `out` (the unit shared by the agents and the replay)."""
+        out.received += 1
+        try:
+            envelope = check_envelope(item, index)
+            received_at = parse_received_at(envelope["received_at"]).timestamp()
+        except (BadBatch, ValueError, OverflowError) as exc:
+            problem = Violation(Code.BAD_ENVELOPE, f"$[{index}]", "an envelope", str(exc)[:80])
+            out.quarantine.append(quarantine_record(item, [problem], self.plan_version))
+            return
+        source = envelope["source"]
+        if out.max_received_at is None or received_at > out.max_received_at:
+            out.max_received_at = received_at
+        if self.deduper.seen(message_id(envelope), received_at):
+            out.duplicates[source] += 1
+            return
+        body = envelope["body"]
+        result = self.validator.validate(body, source=source, received_at=received_at)
+        if result.outcome == "quarantined":
+            out.quarantine.append(quarantine_record(envelope, result.violations, self.plan_version))
+        else:
+            out.valid.append({"source": source, "event": result.event})
+        out.tallies.append(tally(source, result, received_at, body, self.paths))

@@ -1,0 +1,422 @@
+"""Event-time window aggregation (pure: no Kafka, no Faust).
+
+The same `WindowAggregator` runs inside the Faust aggregate agent and in the offline replay,
+so both give the same window records for the same input in the same order.
+
+Time
+    Every event is placed by its *event time* (the normalised `timestamp`, else `received_at`).
+    Windows are tumbling, `[start, start + window_seconds)`, aligned on the epoch.
+    The *watermark* is the largest event time seen so far (`add` raises it, `advance` may raise
+    it further, e.g. from a heartbeat). A window is *closed* once
+    ``window_end + allowed_lateness <= watermark``; `advance` emits the records of every closed
+    window, oldest first, and forgets them. Whether an event is late depends only on the events
+    added before it (never on how the caller groups calls to `advance`), which keeps streaming
+    and replay identical.
+
+Late events
+    An event whose window is already closed is not added to any window (adding it to another
+    window would distort that one); it is counted in `late_events` by source (the worker exports
+    it as ``trackwatch_late_events_total``). The event itself is not lost: it is in events.valid.
+
+Volume series
+    One series per event key (``Plan.events`` key, e.g. ``Product Viewed``, ``page:Home``) and
+    the chosen dimensions: `source`, `platform` (the plan's source spec, else
+    ``context.os.name``), `app_version` (``context.app.version``), or any dotted path under the
+    event (``context.locale``); a missing value is ``"unknown"``. `count` counts events forwarded
+    to events.valid (valid and flagged), `distinct_users` their distinct users (exact sets: the
+    state is bounded by the open windows), `violations` events with at least one violation
+    (flagged *or* quarantined), `violation_codes` each code once per event. Unplanned events get
+    ``planned=False``; at most `max_unplanned_series` distinct unplanned names per window keep
+    their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
+    the state.
+
+Conversion series (one per funnel step pair, source and platform of the *first* step)
+    `denominator` = distinct users who did step i in window W; `numerator` = those of them who
+    did step i+1 (from any source: a server-side "Order Completed" converts a web "Checkout
+    Started") at some time t with s <= t <= s + funnel.window_minutes for one of their step-i
+    times s in W. It is computed when that can no longer change, i.e. once
+    ``W.end + funnel window + window + allowed_lateness <= watermark``. The record is then
+    *dated* by the window it is published with, ``W + funnel window + window`` (the first window
+    closed after every matching next step has been seen), because the detectors take each window
+    once, all its records together: a conversion rate is an hour late by nature. A user is
+    matched on either of userId / anonymousId.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.records import WindowRecord
+from tracking_plan.model import Funnel, Plan
+from tracking_plan.normalise import parse_timestamp
+
+UNKNOWN = "unknown"
+OTHER_UNPLANNED = "(other unplanned)"
+DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
+PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
+
+
+def _lookup(event: dict[str, Any], dotted: str) -> Any:
+    node: Any = event
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _get(event: dict[str, Any], dotted: str) -> Any:
+    """`event[dotted]` when flattened (the tallies of `streams.pipeline`), else the nested path."""
+    if dotted in event:
+        return event[dotted]
+    return _lookup(event, dotted)
+
+
+def _label(value: Any) -> str:
+    if value is None or value == "" or isinstance(value, dict | list):
+        return UNKNOWN
+    text = str(value)
+    return text[:64]
+
+
+def user_key(event: dict[str, Any]) -> str | None:
+    """The id distinct users are counted on: anonymousId, else userId (the partition key)."""
+    for name in ("anonymousId", "userId"):
+        value = event.get(name)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _user_ids(event: dict[str, Any]) -> tuple[str, ...]:
+    ids = []
+    for name in ("anonymousId", "userId"):
+        value = event.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+            ids.append(f"{name[0]}:{value}")
+    return tuple(ids)
+
+
+def event_time(event: dict[str, Any], received_at: float) -> float:
+    """The event's normalised `timestamp` in epoch seconds, else `received_at`."""
+    ts = parse_timestamp(event.get("timestamp"))
+    if ts is None or not math.isfinite(ts):
+        return received_at
+    return ts
+
+
+@dataclass
+class _Volume:
+    count: int = 0
+    users: set[str] = field(default_factory=set)
+    violations: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Step:
+    """Who did step i of a funnel in one window, per (source, platform): id -> step times.
+
+    A user is keyed by their first id (``a:<anonymousId>``, else ``u:<userId>``); `aliases` keeps
+    their other id so that a next step carrying only that one still matches.
+    """
+
+    users: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+    aliases: dict[str, set[str]] = field(default_factory=dict)
+
+
+class WindowAggregator:
+    """Counts events into tumbling event-time windows; emits `WindowRecord`s per closed window."""
+
+    def __init__(
+        self,
+        window_seconds: int = 60,
+        allowed_lateness_seconds: int = 120,
+        dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
+        funnels: Sequence[Funnel] = (),
+        plan: Plan | None = None,
+        max_unplanned_series: int = 200,
+    ) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        if allowed_lateness_seconds < 0:
+            raise ValueError("allowed_lateness_seconds must not be negative")
+        self.window = int(window_seconds)
+        self.lateness = float(allowed_lateness_seconds)
+        self.dimensions = tuple(dimensions)
+        self.funnels = tuple(funnels)
+        self.platforms = {n: s.platform for n, s in (plan.sources if plan else {}).items()}
+        self.max_unplanned = max_unplanned_series
+        self.watermark = -math.inf
+        self.late_events: Counter[str] = Counter()
+        self.added = 0
+        # window start -> (event key, planned, dims...) -> accumulators
+        self._volumes: dict[int, dict[tuple[Any, ...], _Volume]] = {}
+        self._unplanned_names: dict[int, set[str]] = {}
+        # (funnel index, step index) -> window start -> step state
+        self._steps: dict[tuple[int, int], dict[int, _Step]] = {}
+        # (funnel index, step index) -> user id -> times that user did that step (i >= 1)
+        self._next_times: dict[tuple[int, int], dict[str, list[float]]] = {}
+        self._pruned_at: float | None = None
+        self._step_index: dict[str, list[tuple[int, int]]] = {}
+        for fi, funnel in enumerate(self.funnels):
+            for si, name in enumerate(funnel.steps):
+                self._step_index.setdefault(name, []).append((fi, si))
+
+    # ---------------------------------------------------------------- input
+
+    def dimension_values(self, event: dict[str, Any], source: str) -> tuple[str, ...]:
+        values = []
+        for dim in self.dimensions:
+            if dim == "source":
+                values.append(_label(source))
+            elif dim == "platform":
+                values.append(self.platform_of(event, source))
+            elif dim == "app_version":
+                values.append(_label(_get(event, "context.app.version")))
+            else:
+                values.append(_label(_get(event, dim)))
+        return tuple(values)
+
+    def platform_of(self, event: dict[str, Any], source: str) -> str:
+        return self.platforms.get(source) or _label(_get(event, "context.os.name"))
+
+    def add(
+        self,
+        event: dict[str, Any],
+        source: str,
+        violations: Iterable[str] = (),
+        *,
+        event_key: str,
+        received_at: float,
+        ts: float | None = None,
+        planned: bool = True,
+        quarantined: bool = False,
+    ) -> bool:
+        """Count one event. `violations` are its violation codes. Returns False if it was late.
+
+        `ts` is its event time if already known (else `event_time(event, received_at)`).
+        Quarantined events only raise their series' violation counts (and the watermark).
+        """
+        if ts is None or not math.isfinite(ts):
+            ts = event_time(event, received_at)
+        start = int(ts // self.window) * self.window
+        if start + self.window + self.lateness <= self.watermark:
+            self.late_events[source] += 1
+            return False
+        self.added += 1
+        if ts > self.watermark:
+            self.watermark = ts
+        name = event_key
+        if not planned:
+            names = self._unplanned_names.setdefault(start, set())
+            if name not in names and len(names) >= self.max_unplanned:
+                name = OTHER_UNPLANNED
+            else:
+                names.add(name)
+        key = (name, planned, *self.dimension_values(event, source))
+        acc = self._volumes.setdefault(start, {}).get(key)
+        if acc is None:
+            acc = self._volumes[start][key] = _Volume()
+        codes = set(violations)
+        if codes:
+            acc.violations += 1
+            acc.codes.update(codes)
+        if quarantined:
+            return True
+        acc.count += 1
+        user = user_key(event)
+        if user is not None:
+            acc.users.add(user)
+        if planned and event_key in self._step_index:
+            self._add_funnel_step(event, source, event_key, ts, start)
+        return True
+
+    def _add_funnel_step(
+        self, event: dict[str, Any], source: str, name: str, ts: float, start: int
+    ) -> None:
+        ids = _user_ids(event)
+        if not ids:
+            return
+        for fi, si in self._step_index[name]:
+            funnel = self.funnels[fi]
+            if si + 1 < len(funnel.steps):  # a "from" step: count into the denominator
+                step = self._steps.setdefault((fi, si), {}).setdefault(start, _Step())
+                dims = (_label(source), self.platform_of(event, source))
+                step.users.setdefault(dims, {}).setdefault(ids[0], []).append(ts)
+                if len(ids) > 1:
+                    step.aliases.setdefault(ids[0], set()).update(ids[1:])
+            if si > 0:  # a "to" step: remember when each id did it
+                times = self._next_times.setdefault((fi, si), {})
+                for uid in ids:
+                    times.setdefault(uid, []).append(ts)
+
+    # --------------------------------------------------------------- output
+
+    def advance(self, watermark: float | None = None) -> list[WindowRecord]:
+        """Raise the watermark (if given) and return the records of every newly closed window."""
+        if watermark is not None and watermark > self.watermark:
+            self.watermark = watermark
+        limit = self.watermark - self.lateness
+        records: list[WindowRecord] = []
+        for start in sorted(self._volumes):
+            if start + self.window > limit:
+                break
+            records.extend(self._volume_records(start, self._volumes.pop(start)))
+            self._unplanned_names.pop(start, None)
+        for (fi, si), windows in self._steps.items():
+            horizon = self.funnels[fi].window_minutes * 60
+            for start in sorted(windows):
+                # every window that can hold a matching next step must be closed
+                if start + 2 * self.window + horizon > limit:
+                    break
+                records.extend(self._conversion_records(fi, si, start, windows.pop(start)))
+        boundary = limit // self.window if limit > -math.inf else None
+        if boundary is not None and (  # every PRUNE_EVERY windows: memory stays bounded
+            self._pruned_at is None or boundary - self._pruned_at >= PRUNE_EVERY
+        ):
+            self._pruned_at = boundary
+            self._prune_next_times(limit)
+        return records
+
+    def flush_all(self) -> list[WindowRecord]:
+        """Close every window now (end of a replay): as if the watermark went to infinity."""
+        return self.advance(math.inf)
+
+    def _volume_records(
+        self, start: int, series: dict[tuple[Any, ...], _Volume]
+    ) -> list[WindowRecord]:
+        out = []
+        for key in sorted(series, key=repr):
+            acc = series[key]
+            name, planned, *dims = key
+            labels = {"event": name, **dict(zip(self.dimensions, dims, strict=True))}
+            out.append(
+                WindowRecord(
+                    series=labels,
+                    window_start=float(start),
+                    window_end=float(start + self.window),
+                    count=acc.count,
+                    distinct_users=len(acc.users),
+                    violations=acc.violations,
+                    violation_codes=dict(sorted(acc.codes.items())),
+                    planned=planned,
+                )
+            )
+        return out
+
+    def _conversion_records(self, fi: int, si: int, start: int, step: _Step) -> list[WindowRecord]:
+        funnel = self.funnels[fi]
+        horizon = funnel.window_minutes * 60
+        times = self._next_times.get((fi, si + 1), {})
+        out = []
+        for dims in sorted(step.users):
+            users = step.users[dims]
+            denominator = len(users)
+            numerator = 0
+            for uid, starts in users.items():
+                candidates = list(times.get(uid, ()))
+                for other in step.aliases.get(uid, ()):
+                    candidates.extend(times.get(other, ()))
+                if any(s <= t <= s + horizon for s in starts for t in candidates):
+                    numerator += 1
+            out.append(
+                WindowRecord(
+                    series={
+                        "funnel": funnel.name,
+                        "from_event": funnel.steps[si],
+                        "to_event": funnel.steps[si + 1],
+                        "source": dims[0],
+                        "platform": dims[1],
+                    },
+                    window_start=float(start + horizon + self.window),
+                    window_end=float(start + horizon + 2 * self.window),
+                    count=numerator,
+                    distinct_users=denominator,
+                    kind="conversion",
+                    numerator=numerator,
+                    denominator=denominator,
+                )
+            )
+        return out
+
+    def _prune_next_times(self, limit: float) -> None:
+        """Forget step times no pending window can still match."""
+        for (fi, _si), users in self._next_times.items():
+            pending = [s for (f, _), w in self._steps.items() if f == fi for s in w]
+            oldest = min(pending) if pending else limit - self.window
+            cutoff = min(oldest, limit - self.window)
+            for uid in list(users):
+                kept = [t for t in users[uid] if t >= cutoff]
+                if kept:
+                    users[uid] = kept
+                else:
+                    del users[uid]
+
+    # ---------------------------------------------------------------- state
+
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of the open windows (restored by `from_state`)."""
+        return {
+            "v": 1,
+            "watermark": None if self.watermark == -math.inf else self.watermark,
+            "added": self.added,
+            "late": dict(self.late_events),
+            "volumes": [
+                [
+                    start,
+                    [
+                        [list(key), acc.count, sorted(acc.users), acc.violations, dict(acc.codes)]
+                        for key, acc in series.items()
+                    ],
+                ]
+                for start, series in self._volumes.items()
+            ],
+            "unplanned": [[start, sorted(names)] for start, names in self._unplanned_names.items()],
+            "steps": [
+                [
+                    fi,
+                    si,
+                    start,
+                    [[list(dims), users] for dims, users in step.users.items()],
+                    {uid: sorted(a) for uid, a in step.aliases.items()},
+                ]
+                for (fi, si), windows in self._steps.items()
+                for start, step in windows.items()
+            ],
+            "next": [[fi, si, users] for (fi, si), users in self._next_times.items()],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace this aggregator's windows with a snapshot from `to_state`."""
+        if state.get("v") != 1:
+            raise ValueError(f"unknown window state version {state.get('v')!r}")
+        wm = state["watermark"]
+        self.watermark = -math.inf if wm is None else float(wm)
+        self.added = int(state["added"])
+        self.late_events = Counter(state["late"])
+        self._volumes = {}
+        for start, series in state["volumes"]:
+            window = self._volumes[int(start)] = {}
+            for key, count, users, violations, codes in series:
+                window[tuple(key)] = _Volume(count, set(users), violations, Counter(codes))
+        self._unplanned_names = {int(s): set(names) for s, names in state["unplanned"]}
+        self._steps = {}
+        for fi, si, start, dims_users, aliases in state["steps"]:
+            step = _Step(
+                users={tuple(dims): users for dims, users in dims_users},
+                aliases={uid: set(a) for uid, a in aliases.items()},
+            )
+            self._steps.setdefault((fi, si), {})[int(start)] = step
+        self._next_times = {(fi, si): users for fi, si, users in state["next"]}
+
+    @property
+    def open_windows(self) -> list[int]:
+        """Starts of the windows still accepting events, oldest first."""
+        return sorted(self._volumes)

@@ -1,0 +1,402 @@
+"""The Faust agents. All real work is in the pure modules (`streams.pipeline`,
+`streams.windows`, `streams.merge`, `detectors.engine`); this module moves batches between Kafka
+topics, keeps per-partition state in a table and exports metrics.
+
+Agents
+- process (events.raw): dedupe, validate, route to events.valid / events.quarantine, and count
+  every outcome (quarantined ones too) into the raw partition's event-time windows, flushed to
+  metrics.windows when windows close. Validation and aggregation are fused in one agent: both
+  are keyed by the raw partition (the collector puts one user's events on one partition), so
+  this saves re-parsing every event from events.valid, and the dedupe window and the window
+  counts live in the same snapshot.
+- detect (metrics.windows): merges the flushes of all partitions per window and runs the
+  `DetectionEngine`; alerts go to the anomalies topic, the Prometheus gauges and /api/anomalies.
+
+Message formats (orjson; every Kafka message carries a batch: Faust costs ~230 µs per message):
+- events.valid, partition = the events.raw partition:
+  ``{"origin": [raw_partition, raw_offset], "events": [{"source", "event"}...]}``, `event` the
+  normalised event (with `violations` when flagged).
+- events.quarantine, same partition: a JSON array of ``{"envelope", "violations",
+  "plan_version"}`` (plus ``raw`` / ``raw_base64`` when the message was not a JSON array).
+- metrics.windows, partition 0: a *flush* ``{"partition", "flush": raw_offset, "closed_until",
+  "records": [WindowRecord...]}``; ``closed_until`` = no record of an earlier window follows.
+- anomalies: one Anomaly per message, key = its id.
+
+Exactly-once state, at-least-once output: each agent snapshots its state per input partition
+(`streams.snapshots`: not one changelog write per event) and acknowledges input only once a
+snapshot covers it, so the committed offset never passes the snapshot. After a crash the worker
+restores the snapshot, skips input the snapshot covers and re-runs the rest deterministically:
+no event is lost or counted twice in the windows. Outputs of the re-run are sent again; they
+carry ids for their consumers to skip what they have seen: `origin` on events.valid (highest raw
+offset per raw partition), `flush` on metrics.windows (highest per partition, which the detect
+agent applies). Quarantine records are re-sent the same way (dedupe them by messageId).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from math import inf
+from typing import Any
+
+import faust
+import orjson
+
+from detectors.annotations import Annotation
+from detectors.records import Anomaly, WindowRecord
+from streams import metrics as m
+from streams import snapshots
+from streams.merge import WindowMerger
+from streams.pipeline import BatchOutput, BatchProcessor, count_tally
+from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
+from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
+from tracking_plan.dedupe import Deduper
+from tracking_plan.model import Plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    """Tuning of the agents (defaults suit one worker on a laptop)."""
+
+    dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS
+    window_seconds: int = 60
+    allowed_lateness_seconds: int = 120
+    batch_messages: int = 200  # events.raw messages per take() (each holds many envelopes)
+    batch_within: float = 0.05  # seconds take() waits for a fuller batch
+    snapshot_interval: float = 5.0  # seconds between state snapshots of a busy partition
+    dedupe_max_age: float = 24 * 3600.0
+    dedupe_max_entries: int = 100_000  # per partition; a full snapshot of 100k ids ~4.6 MB
+    idle_grace_seconds: float = 120.0  # wall time after which a silent partition is skipped
+    annotations: list[Annotation] = field(default_factory=list)
+
+
+@dataclass
+class _Partition:
+    """One input partition's state in an agent: what it covers and what awaits its snapshot."""
+
+    offset: int = -1  # last input offset folded into the state
+    unacked: list[Any] = field(default_factory=list)
+    saved_at: float = field(default_factory=time.monotonic)
+    last_event: Any = None
+    state: Any = None
+
+
+def _label(planned: bool, key: str) -> str:
+    return key if planned else m.UNPLANNED_EVENT_LABEL
+
+
+class Pipeline:
+    """Installs the three agents on a Faust app and holds what the web view shows."""
+
+    def __init__(self, app: faust.App, plan: Plan, config: WorkerConfig, partitions: int) -> None:
+        self.app = app
+        self.plan = plan
+        self.config = config
+        self.partitions = partitions
+        self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
+        # per agent: input partition -> its state in memory (see `_current`)
+        self.parts: dict[str, dict[int, _Partition]] = {
+            "process": {},
+            "detect": {},
+        }
+        self.raw = app.topic(RAW, value_type=bytes, value_serializer="raw")
+        self.valid = app.topic(VALID, value_type=bytes, value_serializer="raw")
+        self.quarantine = app.topic(QUARANTINE, value_type=bytes, value_serializer="raw")
+        self.windows = app.topic(WINDOWS, value_type=bytes, value_serializer="raw")
+        self.alerts = app.topic(ANOMALIES, value_type=bytes, value_serializer="raw")
+        self.state_table = snapshots.state_table(app, "process-state", partitions)
+        self.detect_state = snapshots.state_table(app, "detect-state", partitions)
+        m.PLAN_VERSION.labels(plan.version).set(1)
+        app.agent(self.raw, name="process")(self._process_agent)
+        app.agent(self.windows, name="detect")(self._detect_agent)
+
+    @staticmethod
+    def _current(parts: dict[int, _Partition], table: Any, p: int) -> _Partition | None:
+        """The in-memory state of partition `p` unless the table holds a newer snapshot (another
+        worker owned `p` meanwhile): then None, and the caller reloads. In-memory state is
+        never dropped on a rebalance: messages already buffered may still arrive for it, and
+        state rebuilt from an older snapshot would count them on top of a gap."""
+        part = parts.get(p)
+        if part is not None and snapshots.covered(table, p) > part.offset:
+            return None
+        return part
+
+    # ------------------------------------------------------------------ shared plumbing
+
+    async def _checkpoint(self, stream: Any, table: Any, part: _Partition, state: dict) -> None:
+        """Outputs delivered, then the snapshot, then acknowledge the input it covers."""
+        if part.last_event is None:
+            return
+        await self.app.producer.flush()
+        snapshots.save(table, part.last_event, state, part.offset)
+        await self.app.producer.flush()
+        for event in part.unacked:
+            await stream.ack(event)
+        part.unacked.clear()
+        part.saved_at = time.monotonic()
+
+    def _due(self, part: _Partition) -> bool:
+        return time.monotonic() - part.saved_at >= self.config.snapshot_interval
+
+    # ------------------------------------------------------------------ validate + aggregate
+
+    def _new_aggregator(self) -> WindowAggregator:
+        c = self.config
+        return WindowAggregator(
+            window_seconds=c.window_seconds,
+            allowed_lateness_seconds=c.allowed_lateness_seconds,
+            dimensions=c.dimensions,
+            funnels=self.plan.funnels,
+            plan=self.plan,
+        )
+
+    def _restore(self, p: int) -> _Partition:
+        """The state of raw partition `p` from its last snapshot (empty if none)."""
+        state, covered = snapshots.load(self.state_table, p)
+        log.info("process: partition %d resumes after offset %d", p, covered)
+        agg = self._new_aggregator()
+        closed = None
+        if state is not None:
+            deduper = Deduper.from_state(state["dedupe"])
+            agg.load_state(state["agg"])
+            closed = state["closed"]
+        else:
+            deduper = Deduper(self.config.dedupe_max_age, self.config.dedupe_max_entries)
+        processor = BatchProcessor(self.plan, deduper, self.config.dimensions)
+        return _Partition(
+            offset=covered,
+            state={"proc": processor, "agg": agg, "closed": closed, "late_seen": Counter()},
+        )
+
+    async def _process_agent(self, stream: Any) -> None:
+        """events.raw -> dedupe, validate -> events.valid / events.quarantine, and count the
+        outcome into the partition's windows -> metrics.windows. Validation and aggregation are
+        fused: both are keyed by the raw partition (one user per partition), so this saves a
+        second parse of every event and makes dedupe state and window counts one snapshot."""
+        parts = self.parts["process"]
+        t_end = time.perf_counter()
+        async for events in stream.noack_take(self.config.batch_messages, self.config.batch_within):
+            t0 = time.perf_counter()
+            touched: set[int] = set()
+            n_events = 0
+            newest: float | None = None
+            for event in events:
+                p, offset = event.message.partition, event.message.offset
+                part = self._current(parts, self.state_table, p)
+                if part is None:
+                    part = parts[p] = self._restore(p)
+                part.unacked.append(event)
+                part.last_event = event
+                if offset <= part.offset:  # already in the restored state
+                    continue
+                out = part.state["proc"].process(event.value or b"")
+                await self._route(p, offset, out)
+                agg: WindowAggregator = part.state["agg"]
+                for item in out.tallies:
+                    count_tally(agg, item)
+                part.offset = offset
+                # windows are closed after every message, never per batch: the flushes are then
+                # a function of the input alone, so a re-run after a crash re-sends the very same
+                # flushes (same `flush` id), which the detect agent skips
+                await self._flush_windows(p, part)
+                touched.add(p)
+                n_events += out.received
+                if out.max_received_at is not None:
+                    newest = max(newest or 0.0, out.max_received_at)
+            for p, part in list(parts.items()):
+                if part.unacked and (self._due(part) or p not in touched):
+                    await self._checkpoint(stream, self.state_table, part, _process_state(part))
+            t2 = time.perf_counter()
+            log.debug(
+                "process: %d messages, %d events in %.1f ms (waited %.1f ms)",
+                len(events), n_events, 1e3 * (t2 - t0), 1e3 * (t0 - t_end),
+            )  # fmt: skip
+            t_end = t2
+            m.BATCH_SIZE.labels("process").observe(n_events)
+            m.LAST_PROCESSED.labels("process").set(time.time())
+            if newest is not None:
+                m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
+
+    async def _route(self, p: int, offset: int, out: BatchOutput) -> None:
+        if out.valid:
+            value = orjson.dumps({"origin": [p, offset], "events": out.valid})
+            await self.valid.send(value=value, partition=p % self.partitions)
+        if out.quarantine:
+            value = orjson.dumps(out.quarantine)
+            await self.quarantine.send(value=value, partition=p % self.partitions)
+        _export_validate_metrics(out)
+
+    async def _flush_windows(self, q: int, part: _Partition) -> bool:
+        agg: WindowAggregator = part.state["agg"]
+        records = agg.advance()
+        closed = agg.watermark - agg.lateness
+        boundary = (closed // agg.window) * agg.window if closed > float("-inf") else None
+        for source, n in (agg.late_events - part.state["late_seen"]).items():
+            m.LATE_EVENTS.labels(source).inc(n)
+        part.state["late_seen"] = Counter(agg.late_events)
+        if not records and boundary == part.state["closed"]:
+            return False
+        part.state["closed"] = boundary
+        flush = {
+            "partition": str(q),
+            "flush": part.offset,
+            "closed_until": boundary,
+            "records": [_record_dict(r) for r in records],
+        }
+        await self.windows.send(value=orjson.dumps(flush), partition=0)
+        for rec in records:
+            m.WINDOWS_EMITTED.labels(rec.kind).inc()
+        return True
+
+    # ------------------------------------------------------------------ detect
+
+    def _new_engine(self, state: dict | None) -> Any:
+        try:
+            from detectors.engine import DetectionEngine
+        except ImportError:  # the detectors are optional: windows still flow without them
+            return None
+        if state is not None:
+            return DetectionEngine.from_state(
+                state, plan=self.plan, annotations=self.config.annotations
+            )
+        return DetectionEngine(plan=self.plan, annotations=self.config.annotations)
+
+    async def _detect_agent(self, stream: Any) -> None:
+        parts = self.parts["detect"]
+        async for events in stream.noack_take(self.config.batch_messages, self.config.batch_within):
+            for event in events:
+                p, offset = event.message.partition, event.message.offset
+                part = self._current(parts, self.detect_state, p)
+                if part is None:
+                    part = parts[p] = self._restore_detect(p)
+                part.unacked.append(event)
+                part.last_event = event
+                if offset <= part.offset:
+                    continue
+                part.offset = offset
+                try:
+                    flush = orjson.loads(event.value or b"")
+                    records = [WindowRecord.from_dict(r) for r in flush["records"]]
+                    source, seq = str(flush["partition"]), int(flush["flush"])
+                    closed = flush["closed_until"]
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    log.error("detect: unreadable metrics.windows message at %s/%s", p, offset)
+                    continue
+                seen = part.state["flushes"]
+                if seq <= seen.get(source, -1):
+                    continue  # re-sent by a restarted aggregate stage
+                seen[source] = seq
+                merger: WindowMerger = part.state["merger"]
+                before = merger.released_until
+                released = merger.add(
+                    source, -inf if closed is None else closed, records, time.monotonic()
+                )
+                engine = part.state["engine"]
+                if engine is not None and (released or merger.released_until > before):
+                    # `until`: windows closed everywhere but without records count as empty
+                    until = merger.released_until
+                    changes = engine.process(released, until=until if until > -inf else None)
+                    await self._publish(changes, engine)
+            for part in list(parts.values()):
+                if part.unacked:
+                    await self._checkpoint(stream, self.detect_state, part, _detect_state(part))
+
+    def _restore_detect(self, p: int) -> _Partition:
+        state, covered = snapshots.load(self.detect_state, p)
+        merger = WindowMerger(self.config.idle_grace_seconds)
+        flushes: dict[str, int] = {}
+        engine_state = None
+        if state is not None:
+            merger.load_state(state["merger"])
+            flushes = state["flushes"]
+            engine_state = state["engine"]
+        engine = self._new_engine(engine_state)
+        if engine is not None:
+            for anomaly in engine.active():
+                self.anomalies[anomaly.id] = anomaly
+        return _Partition(
+            offset=covered, state={"merger": merger, "flushes": flushes, "engine": engine}
+        )
+
+    async def _publish(self, anomalies: list[Anomaly], engine: Any) -> None:
+        for anomaly in anomalies:
+            await self.alerts.send(key=anomaly.id.encode(), value=orjson.dumps(anomaly.to_dict()))
+            if anomaly.state == "resolved":
+                self.anomalies.pop(anomaly.id, None)
+            else:
+                self.anomalies[anomaly.id] = anomaly
+            if anomaly.state == "firing":
+                m.ANOMALIES.labels(anomaly.kind).inc()
+        for labels, obs, exp, lo, up, score, firing in engine.gauges():
+            m.SERIES_OBSERVED.labels(**labels).set(obs)
+            m.SERIES_EXPECTED.labels(**labels).set(exp)
+            m.SERIES_LOWER.labels(**labels).set(lo)
+            m.SERIES_UPPER.labels(**labels).set(up)
+            m.SERIES_SCORE.labels(**labels).set(score)
+            m.ANOMALY_FIRING.labels(**labels).set(1 if firing else 0)
+
+
+_RECORD_FIELDS = tuple(WindowRecord.__dataclass_fields__)
+
+
+def _record_dict(record: WindowRecord) -> dict[str, Any]:
+    """`record.to_dict()` without `dataclasses.asdict`'s deep copy (a hot path)."""
+    out = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    out["series"] = dict(record.series)
+    out["violation_codes"] = dict(record.violation_codes)
+    return out
+
+
+def _process_state(part: _Partition) -> dict[str, Any]:
+    s = part.state
+    return {
+        "dedupe": s["proc"].deduper.to_state(),
+        "agg": s["agg"].to_state(),
+        "closed": s["closed"],
+    }
+
+
+def _detect_state(part: _Partition) -> dict[str, Any]:
+    s = part.state
+    engine = s["engine"]
+    return {
+        "merger": s["merger"].to_state(),
+        "flushes": s["flushes"],
+        "engine": engine.to_state() if engine is not None else None,
+    }
+
+
+def _export_validate_metrics(out: BatchOutput) -> None:
+    received: Counter[tuple[str, str]] = Counter()
+    valid: Counter[tuple[str, str]] = Counter()
+    flagged: Counter[tuple[str, str, str]] = Counter()
+    quarantined: Counter[tuple[str, str, str]] = Counter()
+    for t in out.tallies:
+        key = (t["source"], _label(t["planned"], t["key"]))
+        received[key] += 1
+        if t["q"]:
+            for code in t["codes"]:
+                quarantined[(*key, code)] += 1
+        else:
+            valid[key] += 1
+            for code in t["codes"]:
+                flagged[(*key, code)] += 1
+    for record in out.quarantine:  # envelopes or messages that could not even be read
+        code = record["violations"][0]["code"]
+        if code in ("malformed_json", "bad_envelope") and len(record["violations"]) == 1:
+            received[("(unknown)", m.UNPLANNED_EVENT_LABEL)] += 1
+            quarantined[("(unknown)", m.UNPLANNED_EVENT_LABEL, code)] += 1
+    for (source, event), n in received.items():
+        m.RECEIVED.labels(source, event).inc(n)
+    for (source, event), n in valid.items():
+        m.VALID.labels(source, event).inc(n)
+    for labels, n in flagged.items():
+        m.FLAGGED.labels(*labels).inc(n)
+    for labels, n in quarantined.items():
+        m.QUARANTINED.labels(*labels).inc(n)
+    for source, n in out.duplicates.items():
+        m.DUPLICATES.labels(source).inc(n)

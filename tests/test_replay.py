@@ -1,0 +1,149 @@
+"""The offline replay (`trackwatch replay`) and the shared batch processing, without Kafka."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.pipeline import BatchProcessor
+from streams.replay import replay
+from tests.streaming_support import make_envelopes
+from tests.worker_process import PLAN
+from tracking_plan.loader import load_plan
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return load_plan(PLAN)
+
+
+def write_events(path: Path, lines: list[bytes]) -> Path:
+    data = b"\n".join(lines) + b"\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_batch_processor_routes_every_envelope(plan) -> None:
+    envs = make_envelopes(200, seed=4, seconds=60)
+    proc = BatchProcessor(plan)
+    out = proc.process(orjson.dumps([*envs, {"source": "web"}, 17]))
+    unique = {e["body"]["messageId"] for e in envs}
+    assert out.received == len(envs) + 2
+    assert sum(out.duplicates.values()) == len(envs) - len(unique)
+    assert len(out.valid) + len(out.quarantine) == len(unique) + 2
+    assert len(out.tallies) == len(unique)  # unreadable envelopes have no series
+    broken = [q for q in out.quarantine if q["violations"][0]["code"] == "bad_envelope"]
+    assert [q["envelope"] for q in broken] == [{"source": "web"}, 17]
+    assert broken[0]["violations"][0]["path"] == f"$[{len(envs)}]"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "field"),
+    [
+        (b"\xff\xfe not json", "malformed_json", "raw_base64"),
+        (b'{"unterminated": ', "malformed_json", "raw"),
+        (b'"just a string"', "bad_envelope", "raw"),
+        (b"", "malformed_json", "raw"),
+    ],
+)
+def test_unreadable_messages_are_quarantined_with_their_bytes(plan, raw, code, field) -> None:
+    out = BatchProcessor(plan).process(raw)
+    (record,) = out.quarantine
+    assert record["violations"][0]["code"] == code
+    assert record["envelope"] is None and field in record
+    assert not out.valid and not out.tallies
+
+
+def test_replay_cli_writes_quarantine_windows_and_alerts(tmp_path: Path) -> None:
+    envs = make_envelopes(1500, seed=8, seconds=1200)
+    lines = [orjson.dumps(e) for e in envs]
+    lines.insert(10, b"{broken json")
+    lines.insert(20, '{"source": "w\u00e9b\u202e", "body": 1}'.encode())
+    lines.insert(30, b"   ")
+    events = write_events(tmp_path / "events.jsonl.gz", lines)
+    out = {name: tmp_path / f"{name}.jsonl" for name in ("alerts", "q", "w")}
+    result = runner.invoke(
+        app,
+        [
+            "replay",
+            "--plan", str(PLAN),
+            "--events", str(events),
+            "--alerts-out", str(out["alerts"]),
+            "--quarantine-out", str(out["q"]),
+            "--windows-out", str(out["w"]),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    q = read_jsonl(out["q"])
+    codes = [r["violations"][0]["code"] for r in q]
+    assert codes.count("malformed_json") == 1 and codes.count("bad_envelope") == 1
+    assert all(set(r) >= {"envelope", "violations", "plan_version"} for r in q)
+    assert all(set(v) == {"code", "path", "expected", "got"} for r in q for v in r["violations"])
+    windows = read_jsonl(out["w"])
+    unique = {e["body"]["messageId"]: e for e in envs}
+    counted = sum(w["count"] for w in windows if w["kind"] == "volume")
+    quarantined_events = len(q) - 2
+    assert counted == len(unique) - quarantined_events
+    assert out["alerts"].exists()
+    assert f"{len(lines) - 1:,} envelopes" in result.output
+
+
+def test_replay_is_deterministic_and_independent_of_file_compression(tmp_path: Path) -> None:
+    lines = [orjson.dumps(e) for e in make_envelopes(800, seed=9, seconds=900)]
+    outputs = []
+    for name in ("a.jsonl", "b.jsonl.gz"):
+        events = write_events(tmp_path / name, lines)
+        w = tmp_path / f"{name}.w"
+        alerts = tmp_path / f"{name}.alerts"
+        result = runner.invoke(
+            app,
+            ["replay", "--plan", str(PLAN), "--events", str(events), "--alerts-out", str(alerts),
+             "--windows-out", str(w)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs.append((w.read_bytes(), alerts.read_bytes()))
+    assert outputs[0] == outputs[1] and outputs[0][0]
+
+
+def test_replay_matches_the_library_call(plan, tmp_path: Path) -> None:
+    lines = [orjson.dumps(e) for e in make_envelopes(500, seed=10, seconds=600)]
+    records = []
+    stats = replay(plan, lines, on_window=records.append)
+    assert stats.windows == len(records) > 0
+    assert stats.envelopes == 500 and stats.valid + stats.quarantined + stats.duplicates == 500
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--events", "missing.jsonl"], "no such file"),
+        (["--plan", "nope.yaml"], "nope.yaml"),
+        (["--dimensions", "source,pla tform"], "not a dimension"),
+        (["--alerts-out", "no/such/dir/a.jsonl"], "does not exist"),
+    ],
+)
+def test_replay_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    events = write_events(tmp_path / "e.jsonl", [orjson.dumps(make_envelopes(1)[0])])
+    base = {"--plan": str(PLAN), "--events": str(events), "--alerts-out": str(tmp_path / "a")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value if "/" in value or flag == "--dimensions" else str(tmp_path / value)
+    argv = ["replay", *[x for kv in base.items() for x in kv]]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
