@@ -44,6 +44,7 @@ _PHI_PRIOR = 0.1  # before residuals are seen: ~30 % relative noise on top of Po
 _PHI_PRIOR_WEIGHT = 30.0
 _HOUR_PRIOR_WEIGHT = 120.0  # an hour's own estimate needs a few days to move off the global one
 _PHI_FLOOR = 0.001  # ≥ 3 % relative error: no model is better than that on real traffic
+_PHI_CEILING = 100.0  # sd ≈ 10× the mean: wider says nothing, and huge values overflow quantiles
 _Z_CAP = 5.0  # residuals beyond ±5 sd are clipped when learning the dispersion
 
 
@@ -143,7 +144,7 @@ class VolumeModel:
             k = int(ts // 3600.0) % 24 * len(self.scales) + scale_index
             if self.hour_den[k] > 0.0:
                 phi = max(phi, self.hour_num[k] / self.hour_den[k])
-        return max(_PHI_FLOOR, phi)
+        return min(_PHI_CEILING, max(_PHI_FLOOR, phi))
 
     def is_learning(self, ts: float) -> bool:
         if self.first_ts is None or ts - self.first_ts < self.warmup_seconds:

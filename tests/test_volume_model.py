@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -279,3 +280,13 @@ def test_busy_series_is_watched_in_its_first_week(factor):
     assert max(a.score for a in out[1440:start]) < FIRE
     hits = [i for i, a in enumerate(out[start:]) if a.score >= FIRE]
     assert hits and hits[0] <= 10
+
+
+def test_runaway_dispersion_is_capped_and_still_gives_finite_intervals() -> None:
+    """Regression: hypothesis once drove phi to 1e151 and the interval overflowed."""
+    m = VolumeModel()
+    m.disp_num = [1e300 for _ in m.disp_num]
+    m.disp_den = [1e-150 for _ in m.disp_den]
+    a = m.assess(MONDAY, 80.0)
+    assert math.isfinite(a.lower) and math.isfinite(a.upper)
+    assert 0.0 <= a.score <= 1.0
