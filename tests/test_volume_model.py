@@ -285,8 +285,10 @@ def test_busy_series_is_watched_in_its_first_week(factor):
 def test_runaway_dispersion_is_capped_and_still_gives_finite_intervals() -> None:
     """Regression: hypothesis once drove phi to 1e151 and the interval overflowed."""
     m = VolumeModel()
-    m.disp_num = [1e300 for _ in m.disp_num]
-    m.disp_den = [1e-150 for _ in m.disp_den]
-    a = m.assess(MONDAY, 80.0)
+    for i in range(60):
+        m.learn(MONDAY + 60 * i, 80.0)
+    m.disp_num = [1.4e151 for _ in m.disp_num]
+    m.disp_den = [1.0 for _ in m.disp_den]
+    a = m.assess(MONDAY + 3600, 80.0)
     assert math.isfinite(a.lower) and math.isfinite(a.upper)
     assert 0.0 <= a.score <= 1.0
