@@ -76,7 +76,9 @@ def create_app(
     data_dir: str | Path | None = None,
     partitions: int | None = None,
 ) -> faust.App:
-    """A Faust app for `broker` (``host:port`` or ``kafka://host:port``) validating with `plan`.
+    """A Faust app for `broker` (``host:port`` or ``kafka://host:port``) validating with `plan`
+    until a plan is published on the broker's `plans` topic (`trackwatch plans publish`): the
+    workers then switch to it between two batches, without a restart.
 
     `store` is ``memory://`` (state restored from the changelog topics at start) or
     ``rocksdb://`` (needs faust-streaming[rocksdb]). `web_port=None` disables the web server.
@@ -100,6 +102,7 @@ def create_app(
         broker_request_timeout=40.0,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=8_000_000,  # per partition: several batch messages per fetch
         stream_wait_empty=False,  # agents hold un-acked input until their next snapshot
         producer_max_request_size=2_000_000,
         producer_max_batch_size=1_000_000,  # a batch message is ~100-300 kB: one Kafka batch each
@@ -108,7 +111,7 @@ def create_app(
         web_host="127.0.0.1",
         table_cleanup_interval=3600.0,
     )
-    pipeline = Pipeline(app, loaded, config or WorkerConfig(), n)
+    pipeline = Pipeline(app, loaded, config or WorkerConfig(), n, bootstrap=bootstrap)
     app.pipeline = pipeline  # type: ignore[attr-defined]
 
     @app.page("/api/anomalies")

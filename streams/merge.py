@@ -22,6 +22,16 @@ from typing import Any
 
 from detectors.records import WindowRecord
 
+_RECORD_FIELDS = tuple(WindowRecord.__dataclass_fields__)
+
+
+def record_dict(record: WindowRecord) -> dict[str, Any]:
+    """`record.to_dict()` without `dataclasses.asdict`'s deep copy (a hot path)."""
+    out = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    out["series"] = dict(record.series)
+    out["violation_codes"] = dict(record.violation_codes)
+    return out
+
 
 def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
     """Sum the partial records of the same series and window (first-seen order kept)."""
@@ -30,9 +40,7 @@ def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
         key = (rec.series_key(), rec.window_start)
         into = merged.get(key)
         if into is None:
-            merged[key] = WindowRecord.from_dict(
-                {**rec.to_dict(), "violation_codes": dict(rec.violation_codes)}
-            )
+            merged[key] = WindowRecord.from_dict(record_dict(rec))  # a copy: `rec` stays as is
             continue
         into.count += rec.count
         into.distinct_users += rec.distinct_users
@@ -84,7 +92,7 @@ class WindowMerger:
     def to_state(self) -> dict[str, Any]:
         return {
             "closed": self.closed,
-            "pending": [[s, [r.to_dict() for r in recs]] for s, recs in self.pending.items()],
+            "pending": [[s, [record_dict(r) for r in recs]] for s, recs in self.pending.items()],
             "released_until": None if self.released_until == -math.inf else self.released_until,
             "dropped_late": self.dropped_late,
         }

@@ -24,7 +24,7 @@ from streams.envelope import BadBatch, check_envelope, message_id, parse_receive
 from streams.windows import WindowAggregator
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
-from tracking_plan.validator import Result, compile_plan
+from tracking_plan.validator import Result, Validator, compile_plan
 from tracking_plan.violations import Code, Violation
 
 DEFAULT_DEDUPE_MAX_AGE = 24 * 3600.0
@@ -105,7 +105,7 @@ def tally(
         "key": result.event_key or "(broken)",
         "planned": result.planned,
         "ts": ts,
-        "codes": sorted({v.code for v in result.violations}),
+        "codes": sorted({v.code for v in result.violations}) if result.violations else [],
         "q": quarantined,
         "event": _tally_stub(body if quarantined else result.event, paths),
     }
@@ -133,15 +133,18 @@ class BatchProcessor:
         plan: Plan,
         deduper: Deduper | None = None,
         dimensions: tuple[str, ...] = (),
+        validator: Validator | None = None,
     ) -> None:
         """`dimensions`: the aggregator's; dotted ones (``context.locale``) are carried in the
-        tallies."""
+        tallies. `validator`: `plan` already compiled (else it is compiled here)."""
         self.plan = plan
         extra = tuple(tuple(d.split(".")) for d in dimensions if "." in d)
         self.paths = BASE_PATHS + tuple(p for p in extra if p not in BASE_PATHS)
         self.plan_version = plan.version
-        self.validator = compile_plan(plan)
+        self.validator = validator or compile_plan(plan)
         self.deduper = deduper or Deduper(DEFAULT_DEDUPE_MAX_AGE, DEFAULT_DEDUPE_MAX_ENTRIES)
+        self._last_stamp: str | None = None  # the last received_at parsed, and its value
+        self._last_received_at = 0.0
 
     def process(self, raw: bytes) -> BatchOutput:
         """Process one events.raw message value."""
@@ -172,8 +175,22 @@ class BatchProcessor:
         """Process one envelope into `out` (the unit shared by the agents and the replay)."""
         out.received += 1
         try:
-            envelope = check_envelope(item, index)
-            received_at = parse_received_at(envelope["received_at"]).timestamp()
+            if (  # the shape `check_envelope` checks, inline for the common case
+                type(item) is dict
+                and type(item.get("source")) is str
+                and item["source"]
+                and type(item.get("received_at")) is str
+                and type(item.get("body")) is dict
+            ):
+                envelope = item
+            else:
+                envelope = check_envelope(item, index)
+            stamp = envelope["received_at"]
+            if stamp == self._last_stamp:  # envelopes of one collector batch share it
+                received_at = self._last_received_at
+            else:
+                received_at = parse_received_at(stamp).timestamp()
+                self._last_stamp, self._last_received_at = stamp, received_at
         except (BadBatch, ValueError, OverflowError) as exc:
             problem = Violation(Code.BAD_ENVELOPE, f"$[{index}]", "an envelope", str(exc)[:80])
             out.quarantine.append(quarantine_record(item, [problem], self.plan_version))

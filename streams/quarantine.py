@@ -293,6 +293,7 @@ def valid_messages(
             orjson.dumps(
                 {
                     "origin": [p, -1],  # the aggregate stage skips it: counted when quarantined
+                    "plan_version": plan_version,  # as on the worker's own messages
                     "events": [{"source": i.source, "event": i.event} for i in chunk],
                     "tallies": [],
                     "replay": {

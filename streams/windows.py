@@ -77,6 +77,8 @@ def _get(event: dict[str, Any], dotted: str) -> Any:
 
 
 def _label(value: Any) -> str:
+    if type(value) is str:  # the common case, first
+        return value[:64] if value else UNKNOWN
     if value is None or value == "" or isinstance(value, dict | list):
         return UNKNOWN
     text = str(value)
@@ -87,14 +89,19 @@ def user_key(event: dict[str, Any]) -> str | None:
     """The id distinct users are counted on: anonymousId, else userId (the partition key)."""
     for name in ("anonymousId", "userId"):
         value = event.get(name)
-        if isinstance(value, str) and value:
-            return value
+        if type(value) is str:
+            if value:
+                return value
+            continue
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
     return None
 
 
 def _user_ids(event: dict[str, Any]) -> tuple[str, ...]:
+    anonymous, user = event.get("anonymousId"), event.get("userId")
+    if user is None and type(anonymous) is str and anonymous:  # the common case
+        return (f"a:{anonymous}",)
     ids = []
     for name in ("anonymousId", "userId"):
         value = event.get(name)
@@ -221,13 +228,15 @@ class WindowAggregator:
             else:
                 names.add(name)
         key = (name, planned, *self.dimension_values(event, source))
-        acc = self._volumes.setdefault(start, {}).get(key)
+        window = self._volumes.get(start)
+        if window is None:
+            window = self._volumes[start] = {}
+        acc = window.get(key)
         if acc is None:
-            acc = self._volumes[start][key] = _Volume()
-        codes = set(violations)
-        if codes:
+            acc = window[key] = _Volume()
+        if violations:
             acc.violations += 1
-            acc.codes.update(codes)
+            acc.codes.update(set(violations))
         if quarantined:
             return True
         acc.count += 1
@@ -244,11 +253,16 @@ class WindowAggregator:
         ids = _user_ids(event)
         if not ids:
             return
+        dims: tuple[str, str] | None = None
         for fi, si in self._step_index[name]:
             funnel = self.funnels[fi]
             if si + 1 < len(funnel.steps):  # a "from" step: count into the denominator
-                step = self._steps.setdefault((fi, si), {}).setdefault(start, _Step())
-                dims = (_label(source), self.platform_of(event, source))
+                windows = self._steps.setdefault((fi, si), {})
+                step = windows.get(start)
+                if step is None:
+                    step = windows[start] = _Step()
+                if dims is None:
+                    dims = (_label(source), self.platform_of(event, source))
                 step.users.setdefault(dims, {}).setdefault(ids[0], []).append(ts)
                 if len(ids) > 1:
                     step.aliases.setdefault(ids[0], set()).update(ids[1:])

@@ -13,14 +13,21 @@ Agents
   `DetectionEngine`; alerts go to the anomalies topic, the Prometheus gauges and /api/anomalies.
 
 Message formats (orjson; every Kafka message carries a batch: Faust costs ~230 µs per message):
-- events.valid, partition = the events.raw partition:
-  ``{"origin": [raw_partition, raw_offset], "events": [{"source", "event"}...]}``, `event` the
-  normalised event (with `violations` when flagged).
+- events.valid, partition = the events.raw partition: ``{"origin": [raw_partition, raw_offset],
+  "plan_version", "events": [{"source", "event"}...]}``, `event` the normalised event (with
+  `violations` when flagged), `plan_version` the plan that validated the whole message.
 - events.quarantine, same partition: a JSON array of ``{"envelope", "violations",
   "plan_version"}`` (plus ``raw`` / ``raw_base64`` when the message was not a JSON array).
 - metrics.windows, partition 0: a *flush* ``{"partition", "flush": raw_offset, "closed_until",
   "records": [WindowRecord...]}``; ``closed_until`` = no record of an earlier window follows.
 - anomalies: one Anomaly per message, key = its id.
+
+Plan hot reload: the `--plan` file validates until a plan is published to the `plans` topic
+(`trackwatch plans publish`, `streams.plan_sync`). Every worker follows that single-partition
+topic with a `PlanWatcher` and reads `watcher.current` once per batch, so one message is always
+validated by one plan version and all workers converge on the last valid plan published. The
+process agent starts only once the watcher has caught up with the topic. Funnels are taken
+from the plan a partition's windows were created with (a funnel change applies to new state).
 
 Exactly-once state, at-least-once output: each agent snapshots its state per input partition
 (`streams.snapshots`: not one changelog write per event) and acknowledges input only once a
@@ -34,6 +41,7 @@ agent applies). Quarantine records are re-sent the same way (dedupe them by mess
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -48,14 +56,22 @@ from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
 from streams import metrics as m
 from streams import snapshots
-from streams.merge import WindowMerger
+from streams.merge import WindowMerger, record_dict
 from streams.pipeline import BatchOutput, BatchProcessor, count_tally
+from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
 from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 
 log = logging.getLogger(__name__)
+
+try:  # imported now, not in the detect agent: importing scipy would stall the event loop ~1 s
+    from detectors.engine import DetectionEngine
+except ImportError:  # pragma: no cover - the detectors are optional: windows flow without them
+    DetectionEngine = None  # type: ignore[assignment,misc]
+else:
+    DetectionEngine()  # loads its model classes (river, ...) now, for the same reason
 
 
 @dataclass
@@ -92,9 +108,17 @@ def _label(planned: bool, key: str) -> str:
 class Pipeline:
     """Installs the three agents on a Faust app and holds what the web view shows."""
 
-    def __init__(self, app: faust.App, plan: Plan, config: WorkerConfig, partitions: int) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        plan: Plan,
+        config: WorkerConfig,
+        partitions: int,
+        bootstrap: str | None = None,
+    ) -> None:
+        """`plan` validates until a plan is published on the plans topic of `bootstrap` (None:
+        `plan` only, no hot reload)."""
         self.app = app
-        self.plan = plan
         self.config = config
         self.partitions = partitions
         self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
@@ -110,9 +134,47 @@ class Pipeline:
         self.alerts = app.topic(ANOMALIES, value_type=bytes, value_serializer="raw")
         self.state_table = snapshots.state_table(app, "process-state", partitions)
         self.detect_state = snapshots.state_table(app, "detect-state", partitions)
-        m.PLAN_VERSION.labels(plan.version).set(1)
+        # the plan in use: `plan` until the plans topic holds one (exports trackwatch_plan_info)
+        self.plans = PlanWatcher(bootstrap or "", initial=plan)
+        self.plans_ready = asyncio.Event()  # set once caught up with the plans topic
+        if bootstrap is None:
+            self.plans_ready.set()
+        else:
+            app.task(self._follow_plans)
         app.agent(self.raw, name="process")(self._process_agent)
         app.agent(self.windows, name="detect")(self._detect_agent)
+
+    @property
+    def plan(self) -> Plan:
+        """The plan validating now."""
+        return self.active.plan
+
+    @property
+    def active(self) -> ActivePlan:
+        current = self.plans.current
+        assert current is not None  # the watcher starts with the --plan file
+        return current
+
+    async def _follow_plans(self) -> None:
+        """Catch up with the plans topic (the agents wait for it), then follow it until the
+        worker stops. If the topic cannot be read, the agents go on with the plan they have."""
+        while True:
+            try:
+                await self.plans.start()
+                break
+            except Exception as exc:  # broker away, topic unreadable: retry
+                log.error(
+                    "plans topic unreadable (%s); validating with plan %s meanwhile",
+                    exc, self.plans.current_version,
+                )  # fmt: skip
+                self.plans_ready.set()
+                await asyncio.sleep(5.0)
+        self.plans_ready.set()
+        log.info("plan %s in use (following the plans topic)", self.plans.current_version)
+        try:
+            await asyncio.Event().wait()  # the watcher follows in its own task
+        finally:
+            await self.plans.stop()
 
     @staticmethod
     def _current(parts: dict[int, _Partition], table: Any, p: int) -> _Partition | None:
@@ -144,21 +206,21 @@ class Pipeline:
 
     # ------------------------------------------------------------------ validate + aggregate
 
-    def _new_aggregator(self) -> WindowAggregator:
+    def _new_aggregator(self, plan: Plan) -> WindowAggregator:
         c = self.config
         return WindowAggregator(
             window_seconds=c.window_seconds,
             allowed_lateness_seconds=c.allowed_lateness_seconds,
             dimensions=c.dimensions,
-            funnels=self.plan.funnels,
-            plan=self.plan,
+            funnels=plan.funnels,
+            plan=plan,
         )
 
-    def _restore(self, p: int) -> _Partition:
+    def _restore(self, p: int, active: ActivePlan) -> _Partition:
         """The state of raw partition `p` from its last snapshot (empty if none)."""
         state, covered = snapshots.load(self.state_table, p)
         log.info("process: partition %d resumes after offset %d", p, covered)
-        agg = self._new_aggregator()
+        agg = self._new_aggregator(active.plan)
         closed = None
         if state is not None:
             deduper = Deduper.from_state(state["dedupe"])
@@ -166,7 +228,7 @@ class Pipeline:
             closed = state["closed"]
         else:
             deduper = Deduper(self.config.dedupe_max_age, self.config.dedupe_max_entries)
-        processor = BatchProcessor(self.plan, deduper, self.config.dimensions)
+        processor = BatchProcessor(active.plan, deduper, self.config.dimensions, active.validator)
         return _Partition(
             offset=covered,
             state={"proc": processor, "agg": agg, "closed": closed, "late_seen": Counter()},
@@ -178,8 +240,10 @@ class Pipeline:
         fused: both are keyed by the raw partition (one user per partition), so this saves a
         second parse of every event and makes dedupe state and window counts one snapshot."""
         parts = self.parts["process"]
+        await self.plans_ready.wait()  # validate with the published plan from the first batch
         t_end = time.perf_counter()
         async for events in stream.noack_take(self.config.batch_messages, self.config.batch_within):
+            active = self.active  # one plan version for the whole batch
             t0 = time.perf_counter()
             touched: set[int] = set()
             n_events = 0
@@ -188,13 +252,16 @@ class Pipeline:
                 p, offset = event.message.partition, event.message.offset
                 part = self._current(parts, self.state_table, p)
                 if part is None:
-                    part = parts[p] = self._restore(p)
+                    part = parts[p] = self._restore(p, active)
                 part.unacked.append(event)
                 part.last_event = event
                 if offset <= part.offset:  # already in the restored state
                     continue
-                out = part.state["proc"].process(event.value or b"")
-                await self._route(p, offset, out)
+                proc: BatchProcessor = part.state["proc"]
+                if swap_into(proc, active):
+                    part.state["agg"].platforms = _platforms(active.plan)
+                out = proc.process(event.value or b"")
+                await self._route(p, offset, out, proc.plan_version)
                 agg: WindowAggregator = part.state["agg"]
                 for item in out.tallies:
                     count_tally(agg, item)
@@ -203,6 +270,8 @@ class Pipeline:
                 # a function of the input alone, so a re-run after a crash re-sends the very same
                 # flushes (same `flush` id), which the detect agent skips
                 await self._flush_windows(p, part)
+                if self._due(part):  # also inside a long batch: acks keep up with the input
+                    await self._checkpoint(stream, self.state_table, part, _process_state(part))
                 touched.add(p)
                 n_events += out.received
                 if out.max_received_at is not None:
@@ -221,9 +290,11 @@ class Pipeline:
             if newest is not None:
                 m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
 
-    async def _route(self, p: int, offset: int, out: BatchOutput) -> None:
+    async def _route(self, p: int, offset: int, out: BatchOutput, plan_version: str) -> None:
         if out.valid:
-            value = orjson.dumps({"origin": [p, offset], "events": out.valid})
+            value = orjson.dumps(
+                {"origin": [p, offset], "plan_version": plan_version, "events": out.valid}
+            )
             await self.valid.send(value=value, partition=p % self.partitions)
         if out.quarantine:
             value = orjson.dumps(out.quarantine)
@@ -245,7 +316,7 @@ class Pipeline:
             "partition": str(q),
             "flush": part.offset,
             "closed_until": boundary,
-            "records": [_record_dict(r) for r in records],
+            "records": [record_dict(r) for r in records],
         }
         await self.windows.send(value=orjson.dumps(flush), partition=0)
         for rec in records:
@@ -255,9 +326,7 @@ class Pipeline:
     # ------------------------------------------------------------------ detect
 
     def _new_engine(self, state: dict | None) -> Any:
-        try:
-            from detectors.engine import DetectionEngine
-        except ImportError:  # the detectors are optional: windows still flow without them
+        if DetectionEngine is None:  # the detectors are optional: windows still flow without
             return None
         if state is not None:
             return DetectionEngine.from_state(
@@ -296,13 +365,19 @@ class Pipeline:
                     source, -inf if closed is None else closed, records, time.monotonic()
                 )
                 engine = part.state["engine"]
+                if engine is not None and engine.plan is not self.plan:
+                    _set_engine_plan(engine, self.plan)
                 if engine is not None and (released or merger.released_until > before):
                     # `until`: windows closed everywhere but without records count as empty
                     until = merger.released_until
                     changes = engine.process(released, until=until if until > -inf else None)
                     await self._publish(changes, engine)
             for part in list(parts.values()):
-                if part.unacked:
+                # once per snapshot interval: during a catch-up, flushes come in many small
+                # batches; in steady traffic (a flush a minute per partition) every batch is due.
+                # The last batch of a burst is acknowledged with the next flush; a restart
+                # before that re-runs it from the snapshot (and skips its re-sent flushes)
+                if part.unacked and self._due(part):
                     await self._checkpoint(stream, self.detect_state, part, _detect_state(part))
 
     def _restore_detect(self, p: int) -> _Partition:
@@ -340,15 +415,17 @@ class Pipeline:
             m.ANOMALY_FIRING.labels(**labels).set(1 if firing else 0)
 
 
-_RECORD_FIELDS = tuple(WindowRecord.__dataclass_fields__)
+def _set_engine_plan(engine: Any, plan: Plan) -> None:
+    """Let a `DetectionEngine` judge series (planned? block mode?) by a hot-reloaded plan."""
+    engine.plan = plan
+    cache = getattr(engine, "_forwarded", None)  # per-(event, source) modes of the old plan
+    if isinstance(cache, dict):
+        cache.clear()
 
 
-def _record_dict(record: WindowRecord) -> dict[str, Any]:
-    """`record.to_dict()` without `dataclasses.asdict`'s deep copy (a hot path)."""
-    out = {name: getattr(record, name) for name in _RECORD_FIELDS}
-    out["series"] = dict(record.series)
-    out["violation_codes"] = dict(record.violation_codes)
-    return out
+def _platforms(plan: Plan) -> dict[str, str | None]:
+    """The source -> platform map a `WindowAggregator` takes from its plan."""
+    return {name: spec.platform for name, spec in plan.sources.items()}
 
 
 def _process_state(part: _Partition) -> dict[str, Any]:

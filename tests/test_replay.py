@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
+from streams.envelope import parse_received_at
 from streams.pipeline import BatchProcessor
 from streams.replay import replay
 from tests.streaming_support import make_envelopes
@@ -147,3 +148,64 @@ def test_replay_cli_errors_are_one_line(tmp_path: Path, args: list[str], message
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"source": "", "received_at": "2026-09-21T00:00:00Z", "body": {}},
+        {"source": 3, "received_at": "2026-09-21T00:00:00Z", "body": {}},
+        {"source": "web", "received_at": 1790000000, "body": {}},
+        {"source": "web", "received_at": "2026-09-21T00:00:00Z", "body": []},
+        {"source": "web", "body": {}},
+        ["not", "an", "envelope"],
+    ],
+)
+def test_bad_envelopes_fail_the_fast_shape_check_like_check_envelope(plan, item) -> None:
+    from streams.envelope import BadBatch, check_envelope
+
+    with pytest.raises(BadBatch) as exc:
+        check_envelope(item, 0)
+    out = BatchProcessor(plan).process(orjson.dumps([item]))
+    assert [r["violations"][0]["code"] for r in out.quarantine] == ["bad_envelope"]
+    assert out.quarantine[0]["violations"][0]["got"] == str(exc.value)[:80]
+    assert not out.valid and not out.tallies
+
+
+def test_received_at_is_parsed_per_distinct_stamp(plan) -> None:
+    envs = make_envelopes(6, seed=5, seconds=60, bad_every=0, dup_every=0)
+    shared = "2026-09-21T00:00:05.250Z"
+    for env in envs[:3]:
+        env["received_at"] = shared
+    envs[4]["received_at"] = "2026-09-21T02:00:05+02:00"  # the same instant, written otherwise
+    for env in envs:
+        del env["body"]["timestamp"]  # the event time is then the reception time
+    proc = BatchProcessor(plan)
+    out = proc.process(orjson.dumps(envs))
+    expected = [parse_received_at(e["received_at"]).timestamp() for e in envs]
+    assert [t["ts"] for t in out.tallies] == expected
+    assert out.max_received_at == max(expected)
+    # a later batch with a stamp seen before still gets its own value, not the last one's
+    again = proc.process(orjson.dumps([{**envs[0], "body": {**envs[0]["body"], "messageId": "n"}}]))
+    assert again.max_received_at == parse_received_at(shared).timestamp()
+
+
+def test_a_processor_validates_with_the_plan_swapped_into_it() -> None:
+    from streams.plan_sync import ActivePlan, swap_into
+    from tests.test_quarantine_support import T0, V1, V2, plan_text, viewed
+    from tracking_plan.loader import parse_plan
+
+    env = viewed("m-1", "u-1", T0, coupon="X")  # ios, block mode: unplanned property -> quarantine
+    v1 = ActivePlan.of(parse_plan(plan_text(V1)))
+    proc = BatchProcessor(v1.plan, validator=v1.validator)
+    assert proc.validator is v1.validator  # given, not compiled again
+    first = proc.process(orjson.dumps([env]))
+    assert [r["plan_version"] for r in first.quarantine] == [V1] and not first.valid
+
+    v2 = ActivePlan.of(parse_plan(plan_text(V2, coupon=True)))
+    assert swap_into(proc, v2) and not swap_into(proc, v2)
+    env["body"]["messageId"] = "m-2"
+    second = proc.process(orjson.dumps([env]))
+    assert not second.quarantine
+    assert [e["event"]["properties"]["coupon"] for e in second.valid] == ["X"]
+    assert proc.plan_version == V2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
@@ -67,12 +68,26 @@ def test_sigkill_mid_stream_loses_and_double_counts_nothing(kafka, tmp_path: Pat
     bootstrap = kafka.bootstrap
     envelopes = make_envelopes(24_000, seed=11, seconds=1800, users=300)
     tail = closers(4 * 3600)
-    messages = produce(bootstrap, envelopes, PARTITIONS, batch=40)
-    produce(bootstrap, tail, PARTITIONS, batch=100)
+    # the input arrives while the worker runs (a live stream, in event-time order), so that the
+    # kill below falls mid-stream however fast the worker is
+    produced: list[int] = []
+
+    def feed(chunks: int = 24, pause: float = 0.3) -> None:
+        size = len(envelopes) // chunks
+        for i in range(chunks):
+            produced.append(
+                produce(bootstrap, envelopes[i * size : (i + 1) * size], PARTITIONS, 40)
+            )
+            time.sleep(pause)
+        produced.append(produce(bootstrap, envelopes[chunks * size :], PARTITIONS, 40))
+        produce(bootstrap, tail, PARTITIONS, batch=100)
+
     app_id = f"tw-restart-{uuid.uuid4().hex[:6]}"
     log = tmp_path / "worker.log"
 
     first = start_worker(bootstrap, app_id, log, tmp_path, "--snapshot-interval", "0.3")
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
     deadline = time.monotonic() + 90
     # kill once every partition wrote snapshots (chunks + manifest: >= 2 changelog messages
     # each) and window flushes went out, before the input is all read
@@ -83,6 +98,9 @@ def test_sigkill_mid_stream_loses_and_double_counts_nothing(kafka, tmp_path: Pat
         time.sleep(0.02)
     stop_worker(first, signal.SIGKILL)
     at_kill = end_offsets(bootstrap, VALID)
+    feeder.join(60)
+    assert not feeder.is_alive()
+    messages = sum(produced)
     assert 0 < at_kill < messages, f"not killed mid-stream ({at_kill} of {messages})"
 
     log2 = tmp_path / "worker2.log"
