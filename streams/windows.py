@@ -278,6 +278,11 @@ class WindowAggregator:
         if watermark is not None and watermark > self.watermark:
             self.watermark = watermark
         limit = self.watermark - self.lateness
+        return self._close(limit, limit)
+
+    def _close(self, limit: float, funnel_limit: float) -> list[WindowRecord]:
+        """Records of the volume windows ending by `limit` and of the funnel cohorts whose
+        next-step windows all end by `funnel_limit`."""
         records: list[WindowRecord] = []
         for start in sorted(self._volumes):
             if start + self.window > limit:
@@ -288,7 +293,7 @@ class WindowAggregator:
             horizon = self.funnels[fi].window_minutes * 60
             for start in sorted(windows):
                 # every window that can hold a matching next step must be closed
-                if start + 2 * self.window + horizon > limit:
+                if start + 2 * self.window + horizon > funnel_limit:
                     break
                 records.extend(self._conversion_records(fi, si, start, windows.pop(start)))
         boundary = limit // self.window if limit > -math.inf else None
@@ -300,8 +305,13 @@ class WindowAggregator:
         return records
 
     def flush_all(self) -> list[WindowRecord]:
-        """Close every window now (end of a replay): as if the watermark went to infinity."""
-        return self.advance(math.inf)
+        """End of input (a replay): close every window, the one holding the last event included,
+        but publish only the funnel cohorts whose conversion horizon ends by then. Later cohorts
+        are dropped: their users have not had the time to convert, so they would read as a
+        conversion drop, dated after the end of the data."""
+        records = self._close(math.inf, self.watermark + self.window)
+        self._steps.clear()
+        return records
 
     def _volume_records(
         self, start: int, series: dict[tuple[Any, ...], _Volume]

@@ -225,3 +225,21 @@ def test_counted_plus_late_equals_added_and_batching_does_not_matter(offsets, ba
     assert counted + sum(one.late_events.values()) == len(offsets)
     # the same records; only the moment (and so the order) in which they come out may differ
     assert sorted(map(_canon, out_one)) == sorted(map(_canon, out_many))
+
+
+def test_end_of_input_drops_cohorts_that_had_no_time_to_convert():
+    a = agg(allowed_lateness_seconds=0)
+    add(a, "View", T0, "a")
+    add(a, "Add", T0 + 30, "a")
+    add(a, "View", T0 + 60 * 8, "b")  # its 10-minute horizon runs past the last event
+    records = a.flush_all()
+    cohorts = {r.window_start for r in records if r.kind == "conversion"}
+    assert cohorts == set()  # T0's horizon (T0 + 11 min) also ends after the last event (8 min)
+    a = agg(allowed_lateness_seconds=0)
+    add(a, "View", T0, "a")
+    add(a, "Add", T0 + 30, "a")
+    add(a, "View", T0 + 60 * 11, "b")  # the window T0+11 min is the last: T0 horizon is done
+    records = a.flush_all()
+    conv = [r for r in records if r.kind == "conversion" and r.series["from_event"] == "View"]
+    assert [(r.window_start, r.numerator, r.denominator) for r in conv] == [(T0 + 660, 1, 1)]
+    assert max(r.window_start for r in records) <= T0 + 660
