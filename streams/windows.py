@@ -170,6 +170,10 @@ class WindowAggregator:
         self._steps: dict[tuple[int, int], dict[int, _Step]] = {}
         # (funnel index, step index) -> user id -> times that user did that step (i >= 1)
         self._next_times: dict[tuple[int, int], dict[str, list[float]]] = {}
+        # (funnel index, step index) -> user id -> time of the user's last counted entry: a user
+        # enters a step's cohort at most once per funnel horizon, so that one busy visitor
+        # (ten products viewed in ten minutes) is one trial, not ten correlated ones
+        self._entries: dict[tuple[int, int], dict[str, float]] = {}
         self._pruned_at: float | None = None
         self._step_index: dict[str, list[tuple[int, int]]] = {}
         for fi, funnel in enumerate(self.funnels):
@@ -256,7 +260,8 @@ class WindowAggregator:
         dims: tuple[str, str] | None = None
         for fi, si in self._step_index[name]:
             funnel = self.funnels[fi]
-            if si + 1 < len(funnel.steps):  # a "from" step: count into the denominator
+            if si + 1 < len(funnel.steps) and self._enters(fi, si, ids[0], ts):
+                # a "from" step that opens a new entry: count into the denominator
                 windows = self._steps.setdefault((fi, si), {})
                 step = windows.get(start)
                 if step is None:
@@ -270,6 +275,16 @@ class WindowAggregator:
                 times = self._next_times.setdefault((fi, si), {})
                 for uid in ids:
                     times.setdefault(uid, []).append(ts)
+
+    def _enters(self, fi: int, si: int, uid: str, ts: float) -> bool:
+        """Whether `uid` doing step `si` at `ts` is a new entry into that step's cohort (no
+        counted entry within one funnel horizon, either side), recording it if so."""
+        entries = self._entries.setdefault((fi, si), {})
+        last = entries.get(uid)
+        if last is not None and abs(ts - last) < self.funnels[fi].window_minutes * 60:
+            return False
+        entries[uid] = ts if last is None else max(ts, last)
+        return True
 
     # --------------------------------------------------------------- output
 
@@ -371,7 +386,12 @@ class WindowAggregator:
         return out
 
     def _prune_next_times(self, limit: float) -> None:
-        """Forget step times no pending window can still match."""
+        """Forget step times no pending window can still match, and entries older than a
+        horizon before the watermark."""
+        for (fi, _si), entries in self._entries.items():
+            cutoff = limit - self.lateness - self.funnels[fi].window_minutes * 60
+            for uid in [u for u, t in entries.items() if t < cutoff]:
+                del entries[uid]
         for (fi, _si), users in self._next_times.items():
             pending = [s for (f, _), w in self._steps.items() if f == fi for s in w]
             oldest = min(pending) if pending else limit - self.window
@@ -415,6 +435,7 @@ class WindowAggregator:
                 for start, step in windows.items()
             ],
             "next": [[fi, si, users] for (fi, si), users in self._next_times.items()],
+            "entries": [[fi, si, users] for (fi, si), users in self._entries.items()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -439,6 +460,7 @@ class WindowAggregator:
             )
             self._steps.setdefault((fi, si), {})[int(start)] = step
         self._next_times = {(fi, si): users for fi, si, users in state["next"]}
+        self._entries = {(fi, si): users for fi, si, users in state.get("entries", [])}
 
     @property
     def open_windows(self) -> list[int]:

@@ -243,3 +243,20 @@ def test_end_of_input_drops_cohorts_that_had_no_time_to_convert():
     conv = [r for r in records if r.kind == "conversion" and r.series["from_event"] == "View"]
     assert [(r.window_start, r.numerator, r.denominator) for r in conv] == [(T0 + 660, 1, 1)]
     assert max(r.window_start for r in records) <= T0 + 660
+
+
+def test_a_busy_user_enters_a_funnel_cohort_once_per_horizon():
+    a = agg(allowed_lateness_seconds=0)
+    add(a, "View", T0, "b")  # a visitor who does not convert
+    for minute in range(10):  # one who views a product every minute...
+        add(a, "View", T0 + 60 * minute, "a")
+    add(a, "Add", T0 + 60 * 9 + 30, "a")  # ...and adds one to the cart
+    add(a, "View", T0 + 60 * 25, "a")  # a new visit after the 10-minute horizon: a new entry
+    add(a, "Other", T0 + 60 * 40, "z")  # time passes: every cohort is complete
+    conv = [r for r in a.advance() if r.kind == "conversion" and r.series["from_event"] == "View"]
+    assert sum(r.denominator for r in conv) == 3  # a (twice, 25 min apart) and b
+    assert sum(r.numerator for r in conv) == 1
+    state = a.to_state()
+    b = agg(allowed_lateness_seconds=0)
+    b.load_state(state)
+    assert b.to_state() == state
