@@ -11,6 +11,7 @@ import orjson
 import typer
 
 from streams.errors import fail
+from streams.pipeline import writable_quarantine_record
 from streams.windows import DEFAULT_DIMENSIONS
 
 WORKER_GC = (50_000, 50, 100)  # garbage-collector thresholds of the worker process
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
                     dimensions=dims,
                     window_seconds=window_seconds,
                     allowed_lateness_seconds=lateness_seconds,
-                    on_quarantine=writer(quarantine_f, lambda r: r),
+                    on_quarantine=writer(quarantine_f, writable_quarantine_record),
                     on_window=writer(windows_f, lambda r: r.to_dict()),
                     on_alert=writer(alerts_f, lambda a: a.to_dict()),
                     on_progress=advance,

@@ -101,9 +101,12 @@ def message_id(envelope: Envelope) -> str:
     value = body.get("messageId")
     if isinstance(value, str) and value:
         return value
-    canonical = orjson.dumps(
-        [envelope.get("source"), body], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-    )
+    try:
+        canonical = orjson.dumps(
+            [envelope.get("source"), body], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        )
+    except TypeError:  # nested deeper than orjson writes (254 levels; it reads 1024)
+        canonical = repr([envelope.get("source"), body]).encode("utf-8", "surrogatepass")
     return "sha1:" + hashlib.sha1(canonical, usedforsecurity=False).hexdigest()
 
 

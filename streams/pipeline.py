@@ -13,7 +13,9 @@ holding the raw text; a JSON array with some malformed items quarantines those i
 from __future__ import annotations
 
 import base64
+import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +62,92 @@ def _raw_record(raw: bytes, problem: Violation, plan_version: str) -> dict:
     except UnicodeDecodeError:
         record["raw_base64"] = base64.b64encode(raw).decode("ascii")
     return record
+
+
+TOO_DEEP = Violation(
+    Code.BAD_ENVELOPE,
+    "$",
+    "JSON nested at most 254 levels (kept as text in envelope_json)",
+    "deeper nesting",
+)
+
+
+def _as_text_record(record: dict[str, Any], key: str, plan_version: str) -> dict[str, Any]:
+    """A quarantine record for `record[key]`, which orjson cannot write (nested deeper than its
+    254-level limit, though it reads up to 1024): kept as JSON text, so nothing is lost."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5000))
+    try:
+        text = json.dumps(record.get(key), ensure_ascii=False)
+    finally:
+        sys.setrecursionlimit(limit)
+    violations = (
+        [*record.get("violations", ()), TOO_DEEP.to_dict()]
+        if key == "envelope"
+        else [TOO_DEEP.to_dict()]
+    )
+    return {
+        "envelope": None,
+        "envelope_json": text,
+        "violations": violations,
+        "plan_version": plan_version,
+    }
+
+
+def writable_quarantine_record(record: dict[str, Any]) -> dict[str, Any]:
+    """`record`, or its JSON-text form when orjson cannot write it (see `_as_text_record`)."""
+    try:
+        orjson.dumps(record)
+    except TypeError:
+        return _as_text_record(record, "envelope", str(record.get("plan_version", "")))
+    return record
+
+
+def encode_outputs(
+    out: BatchOutput, origin: list[int], plan_version: str
+) -> tuple[bytes | None, bytes | None]:
+    """The events.valid and events.quarantine values of one raw message (None: nothing to send).
+
+    Records orjson cannot write go to quarantine as JSON text instead of stopping the worker.
+    """
+    too_deep: list[dict[str, Any]] = []
+    valid = out.valid
+    if valid:
+        try:
+            orjson.dumps(valid)
+        except TypeError:  # orjson.JSONEncodeError: nested too deep
+            kept = []
+            for item in valid:
+                try:
+                    orjson.dumps(item)
+                    kept.append(item)
+                except TypeError:
+                    too_deep.append(_as_text_record({"event": item}, "event", plan_version))
+            valid = kept
+    quarantine = out.quarantine
+    try:
+        q_value = orjson.dumps(quarantine) if quarantine or too_deep else None
+    except TypeError:
+        q_value = None
+        fixed = []
+        for record in quarantine:
+            try:
+                orjson.dumps(record)
+                fixed.append(record)
+            except TypeError:
+                fixed.append(_as_text_record(record, "envelope", plan_version))
+        quarantine = fixed
+    if too_deep:
+        quarantine = [*quarantine, *too_deep]
+        q_value = None
+    if q_value is None and quarantine:
+        q_value = orjson.dumps(quarantine)
+    v_value = (
+        orjson.dumps({"origin": origin, "plan_version": plan_version, "events": valid})
+        if valid
+        else None
+    )
+    return v_value, q_value
 
 
 _SCALAR = (str, int, float)

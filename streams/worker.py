@@ -57,7 +57,7 @@ from detectors.records import Anomaly, WindowRecord
 from streams import metrics as m
 from streams import snapshots
 from streams.merge import WindowMerger, record_dict
-from streams.pipeline import BatchOutput, BatchProcessor, count_tally
+from streams.pipeline import BatchOutput, BatchProcessor, count_tally, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
 from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
@@ -291,14 +291,11 @@ class Pipeline:
                 m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
 
     async def _route(self, p: int, offset: int, out: BatchOutput, plan_version: str) -> None:
-        if out.valid:
-            value = orjson.dumps(
-                {"origin": [p, offset], "plan_version": plan_version, "events": out.valid}
-            )
-            await self.valid.send(value=value, partition=p % self.partitions)
-        if out.quarantine:
-            value = orjson.dumps(out.quarantine)
-            await self.quarantine.send(value=value, partition=p % self.partitions)
+        valid, quarantine = encode_outputs(out, [p, offset], plan_version)
+        if valid is not None:
+            await self.valid.send(value=valid, partition=p % self.partitions)
+        if quarantine is not None:
+            await self.quarantine.send(value=quarantine, partition=p % self.partitions)
         _export_validate_metrics(out)
 
     async def _flush_windows(self, q: int, part: _Partition) -> bool:

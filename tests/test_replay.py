@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from pathlib import Path
 
 import orjson
@@ -209,3 +210,39 @@ def test_a_processor_validates_with_the_plan_swapped_into_it() -> None:
     assert not second.quarantine
     assert [e["event"]["properties"]["coupon"] for e in second.valid] == ["X"]
     assert proc.plan_version == V2
+
+
+def test_replay_quarantines_an_envelope_too_deep_to_write_back(tmp_path) -> None:
+    """orjson reads 1024 levels but writes only 254: such an envelope is kept as JSON text."""
+    deep: object = "x"
+    for _ in range(400):
+        deep = {"k": deep}
+    events = tmp_path / "ev.jsonl"
+    body = {"type": "track", "event": "Cart Viewed", "anonymousId": "a", "properties": deep}
+    envelope = {"source": "server", "received_at": "2026-11-02T10:00:00Z", "body": body}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        events.write_text(json.dumps(envelope) + "\n", encoding="utf-8")
+    finally:
+        sys.setrecursionlimit(limit)
+    q = tmp_path / "q.jsonl"
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            "--plan",
+            str(PLAN),
+            "--events",
+            str(events),
+            "--alerts-out",
+            str(tmp_path / "a.jsonl"),
+            "--quarantine-out",
+            str(q),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [line] = q.read_text(encoding="utf-8").splitlines()
+    record = json.loads(line)
+    assert "bad_envelope" in {v["code"] for v in record["violations"]}
+    assert '"k"' in record["envelope_json"]
