@@ -31,7 +31,10 @@ from the plan a partition's windows were created with (a funnel change applies t
 
 Exactly-once state, at-least-once output: each agent snapshots its state per input partition
 (`streams.snapshots`: not one changelog write per event) and acknowledges input only once a
-snapshot covers it, so the committed offset never passes the snapshot. After a crash the worker
+snapshot covers it, so the committed offset never passes the snapshot: the outputs' and the
+snapshot's records are all acknowledged by the broker first (`producer.flush()` alone does not
+guarantee it). A gap in the offsets of events.raw (input skipped on the way) is logged as an
+error. After a crash the worker
 restores the snapshot, skips input the snapshot covers and re-runs the rest deterministically:
 no event is lost or counted twice in the windows. Outputs of the re-run are sent again; they
 carry ids for their consumers to skip what they have seen: `origin` on events.valid (highest raw
@@ -96,6 +99,7 @@ class _Partition:
 
     offset: int = -1  # last input offset folded into the state
     unacked: list[Any] = field(default_factory=list)
+    sent: list[Any] = field(default_factory=list)  # futures of outputs not yet confirmed
     saved_at: float = field(default_factory=time.monotonic)
     last_event: Any = None
     state: Any = None
@@ -190,12 +194,15 @@ class Pipeline:
     # ------------------------------------------------------------------ shared plumbing
 
     async def _checkpoint(self, stream: Any, table: Any, part: _Partition, state: dict) -> None:
-        """Outputs delivered, then the snapshot, then acknowledge the input it covers."""
+        """Outputs delivered, then the snapshot, then acknowledge the input it covers. Every
+        step waits for the broker's acknowledgement (a failed send raises: nothing is acked)."""
         if part.last_event is None:
             return
         await self.app.producer.flush()
-        snapshots.save(table, part.last_event, state, part.offset)
-        await self.app.producer.flush()
+        if part.sent:
+            await asyncio.gather(*part.sent)
+            part.sent.clear()
+        await snapshots.save(table, part.last_event, state, part.offset)  # acked by the broker
         for event in part.unacked:
             await stream.ack(event)
         part.unacked.clear()
@@ -257,11 +264,17 @@ class Pipeline:
                 part.last_event = event
                 if offset <= part.offset:  # already in the restored state
                     continue
+                if part.offset >= 0 and offset > part.offset + 1:
+                    # events.raw is neither compacted nor transactional: a gap is lost input
+                    # (seen right after a takeover; see issue 5). Logged, not yet repaired
+                    log.error(
+                        "process: partition %d jumps from offset %d to %d", p, part.offset, offset
+                    )
                 proc: BatchProcessor = part.state["proc"]
                 if swap_into(proc, active):
                     part.state["agg"].platforms = _platforms(active.plan)
                 out = proc.process(event.value or b"")
-                await self._route(p, offset, out, proc.plan_version)
+                part.sent += await self._route(p, offset, out, proc.plan_version)
                 agg: WindowAggregator = part.state["agg"]
                 for item in out.tallies:
                     count_tally(agg, item)
@@ -290,13 +303,16 @@ class Pipeline:
             if newest is not None:
                 m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
 
-    async def _route(self, p: int, offset: int, out: BatchOutput, plan_version: str) -> None:
+    async def _route(self, p: int, offset: int, out: BatchOutput, plan_version: str) -> list[Any]:
+        """Send the outputs of one message; the futures of their delivery."""
         valid, quarantine = encode_outputs(out, [p, offset], plan_version)
+        sent = []
         if valid is not None:
-            await self.valid.send(value=valid, partition=p % self.partitions)
+            sent.append(await self.valid.send(value=valid, partition=p % self.partitions))
         if quarantine is not None:
-            await self.quarantine.send(value=quarantine, partition=p % self.partitions)
+            sent.append(await self.quarantine.send(value=quarantine, partition=p % self.partitions))
         _export_validate_metrics(out)
+        return sent
 
     async def _flush_windows(self, q: int, part: _Partition) -> bool:
         agg: WindowAggregator = part.state["agg"]
@@ -315,7 +331,7 @@ class Pipeline:
             "closed_until": boundary,
             "records": [record_dict(r) for r in records],
         }
-        await self.windows.send(value=orjson.dumps(flush), partition=0)
+        part.sent.append(await self.windows.send(value=orjson.dumps(flush), partition=0))
         for rec in records:
             m.WINDOWS_EMITTED.labels(rec.kind).inc()
         return True

@@ -1,0 +1,156 @@
+"""Attribution: which dimension values (source, platform, app version, …) explain a deviation.
+
+For every dimension that splits a series, each value's expected part is learnt from normal
+windows as an exponentially weighted (EW) baseline:
+
+- volumes: the value's EW share of the series' count, so expected_v = share_v × expected total;
+- rates (conversion, violation): the value's EW rate numerator/denominator, so the expected
+  numerator is denominator_v × rate_v (the series' expected rate for a value never seen).
+
+The deviation of a value is (observed_v − expected_v) in the direction of the anomaly; values
+moving the other way count 0. A value's share is its deviation over the dimension's total, so the
+shares of one dimension sum to 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detectors.records import Attribution
+
+# dimension -> value -> (numerator, denominator); for volumes the denominator is unused (1).
+Breakdown = dict[str, dict[str, tuple[float, float]]]
+
+
+@dataclass(slots=True)
+class SliceBaseline:
+    """EW numerator/denominator per dimension value. Bounded: at most `max_values` per dimension."""
+
+    alpha: float = 0.02
+    max_values: int = 50
+    num: dict[str, dict[str, float]] = field(default_factory=dict)
+    den: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def learn(self, breakdown: Breakdown) -> None:
+        """Move the baseline toward a window judged normal."""
+        for dim, values in breakdown.items():
+            nums = self.num.setdefault(dim, {})
+            dens = self.den.setdefault(dim, {})
+            for value in set(nums) | set(values):
+                n, d = values.get(value, (0.0, 0.0))
+                nums[value] = (1 - self.alpha) * nums.get(value, 0.0) + self.alpha * n
+                dens[value] = (1 - self.alpha) * dens.get(value, 0.0) + self.alpha * d
+            if len(nums) > self.max_values:
+                keep = sorted(nums, key=lambda v: dens[v] + nums[v], reverse=True)
+                keep = keep[: self.max_values]
+                self.num[dim] = {v: nums[v] for v in keep}
+                self.den[dim] = {v: dens[v] for v in keep}
+
+    def share(self, dim: str, value: str) -> float:
+        """The value's EW share of the series' volume (0 if never seen)."""
+        nums = self.num.get(dim, {})
+        total = sum(nums.values())
+        return nums.get(value, 0.0) / total if total > 0 else 0.0
+
+    def rate(self, dim: str, value: str, fallback: float) -> float:
+        """The value's EW rate, or `fallback` when it has too little history."""
+        den = self.den.get(dim, {}).get(value, 0.0)
+        if den < 1.0:
+            return fallback
+        return self.num[dim].get(value, 0.0) / den
+
+    def values(self, dim: str) -> set[str]:
+        return set(self.num.get(dim, {}))
+
+    def to_state(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "max_values": self.max_values,
+            "num": self.num,
+            "den": self.den,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> SliceBaseline:
+        return cls(**state)
+
+
+def expected_parts(
+    metric: str, breakdown: Breakdown, baseline: SliceBaseline, expected: float
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per dimension value: (observed, expected) numerators of one window.
+
+    `metric` is "volume" (expected = the series' expected count) or a rate metric (expected = the
+    series' expected rate).
+    """
+    parts: dict[str, dict[str, tuple[float, float]]] = {}
+    for dim, values in breakdown.items():
+        dim_parts = {}
+        names = set(values) | (baseline.values(dim) if metric == "volume" else set())
+        for value in names:
+            num, den = values.get(value, (0.0, 0.0))
+            if metric == "volume":
+                exp = expected * baseline.share(dim, value)
+            else:
+                exp = den * baseline.rate(dim, value, expected)
+            dim_parts[value] = (num, exp)
+        parts[dim] = dim_parts
+    return parts
+
+
+def accumulate(
+    total: dict[str, dict[str, list[float]]], parts: dict[str, dict[str, tuple[float, float]]]
+) -> None:
+    """Add one window's (observed, expected) parts into running sums (bounded by the baseline)."""
+    for dim, values in parts.items():
+        acc = total.setdefault(dim, {})
+        for value, (obs, exp) in values.items():
+            slot = acc.setdefault(value, [0.0, 0.0])
+            slot[0] += obs
+            slot[1] += exp
+        if len(acc) > 200:  # hostile cardinality: keep the biggest contributors
+            keep = sorted(acc, key=lambda v: abs(acc[v][0] - acc[v][1]), reverse=True)[:100]
+            total[dim] = {v: acc[v] for v in keep}
+
+
+def notable(
+    parts: dict[str, dict[str, list[float]] | dict[str, tuple[float, float]]],
+    attribution: list[Attribution],
+    margin: float = 0.15,
+) -> list[Attribution]:
+    """The attributions worth telling a person: values over-represented in the deviation.
+
+    A value whose share of the deviation is about its usual share of the series (a uniform
+    change) explains nothing; it must exceed its expected share by `margin`.
+    """
+    result = []
+    for a in attribution:
+        values = parts.get(a.dimension, {})
+        total = sum(exp for _, exp in values.values())
+        usual = values[a.value][1] / total if a.value in values and total > 0 else 0.0
+        if a.share >= 0.5 and a.share - usual >= margin:
+            result.append(a)
+    return result
+
+
+def attribute(
+    parts: dict[str, dict[str, list[float]] | dict[str, tuple[float, float]]],
+    direction: int,
+    top: int = 3,
+) -> list[Attribution]:
+    """Rank dimension values by their share of the deviation in `direction` (+1 up, -1 down).
+
+    Returns the `top` (dimension, value) pairs with the largest shares, best first.
+    """
+    sign = 1 if direction >= 0 else -1
+    ranked: list[Attribution] = []
+    for dim, values in parts.items():
+        devs = {v: max(0.0, (obs - exp) * sign) for v, (obs, exp) in values.items()}
+        total = sum(devs.values())
+        if total <= 0:
+            continue
+        for value, dev in devs.items():
+            if dev > 0:
+                ranked.append(Attribution(dimension=dim, value=value, share=dev / total))
+    ranked.sort(key=lambda a: (-a.share, a.dimension, a.value))
+    return ranked[:top]

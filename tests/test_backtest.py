@@ -1,0 +1,147 @@
+"""Backtest scoring: folding alert lines, matching alerts to labelled incidents, the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detectors.backtest import (
+    AlertSpan,
+    Label,
+    alert_spans,
+    matches,
+    score,
+    series_match,
+    watched_series,
+)
+from detectors.plots import plot_incident, safe_name
+from detectors.records import Attribution
+from detectors.rollup import DEFAULT_LEVELS
+
+H = 3600.0
+T = 1_793_577_600.0
+
+
+def label(kind="drop", series=None, start=T, end=T + H, expect=True, name=None):
+    return Label(name or f"{kind}@{start}", kind, series or {"source": "ios", "platform": "ios"},
+                 start, end, expect)  # fmt: skip
+
+
+def span(kind="drop", series=None, started=T + 300, fired=T + 480, ended=None, attribution=(),
+         id_="a1"):  # fmt: skip
+    return AlertSpan(id_, kind, series or {"source": "ios", "platform": "ios"},
+                     list(attribution), started, fired, ended)  # fmt: skip
+
+
+def test_series_match_rules():
+    lab = {"event": "Products Searched", "source": "android", "platform": "android",
+           "app_version": "7.4.1"}  # fmt: skip
+    exact = span(series=dict(lab))
+    assert series_match(lab, exact)
+    # platform is implied by source; app_version must come from the attribution
+    coarse = span(series={"event": "Products Searched", "source": "android"})
+    assert not series_match(lab, coarse)
+    coarse.attribution = [Attribution("app_version", "7.4.1", 0.9)]
+    assert series_match(lab, coarse)
+    coarse.attribution = [Attribution("app_version", "7.4.1", 0.3)]
+    assert not series_match(lab, coarse)
+    assert not series_match(lab, span(series={"event": "Products Searched", "source": "ios"}))
+    assert series_match(
+        {"source": "ios", "platform": "ios"},
+        span(series={"event": "X", "source": "ios", "platform": "ios"}),
+    )
+
+
+def test_time_and_kind_rules():
+    lab = label()
+    assert matches(lab, span())
+    assert not matches(lab, span(kind="spike"))
+    assert not matches(lab, span(kind="disappeared"))
+    assert not matches(lab, span(started=T - 3 * H))  # an old alert that was already open
+    assert not matches(lab, span(started=T + 4 * H))  # too late even with the slack
+    assert matches(lab, span(started=T + 2.5 * H, fired=T + 2.6 * H))  # within the slack
+    assert not matches(lab, span(started=T - 300, ended=T - 60))  # resolved before
+
+
+def test_fold_alert_lines_keeps_latest_kind_and_first_firing():
+    lines = [
+        {"id": "x", "kind": "drop", "state": "firing", "series": {"event": "A"},
+         "started_at": "2026-11-02T10:00:00Z", "updated_at": "2026-11-02T10:03:00Z",
+         "ended_at": None, "attribution": []},
+        {"id": "x", "kind": "disappeared", "state": "firing",
+         "series": {"event": "A", "source": "ios"}, "started_at": "2026-11-02T10:00:00Z",
+         "updated_at": "2026-11-02T10:05:00Z", "ended_at": None,
+         "attribution": [{"dimension": "app_version", "value": "1", "share": 1.0}]},
+        {"id": "x", "kind": "disappeared", "state": "resolved",
+         "series": {"event": "A", "source": "ios"}, "started_at": "2026-11-02T10:00:00Z",
+         "updated_at": "2026-11-02T11:00:00Z", "ended_at": "2026-11-02T11:00:00Z",
+         "attribution": []},
+    ]  # fmt: skip
+    (s,) = alert_spans(lines)
+    assert s.kind == "disappeared" and s.series == {"event": "A", "source": "ios"}
+    assert s.fired - s.started == 180
+    assert s.ended - s.started == 3600
+    assert s.attribution[0].value == "1"
+
+
+def test_score_recall_false_alerts_latency():
+    labels = [
+        label("drop", name="outage"),
+        label("spike", {"event": "PV", "source": "web", "platform": "web"}, start=T + 5 * H,
+              end=T + 6 * H, name="bots"),
+        label("campaign", {"source": "web", "platform": "web"}, start=T + 10 * H,
+              end=T + 12 * H, expect=False, name="newsletter"),
+    ]  # fmt: skip
+    spans = [
+        span(id_="hit", fired=T + 600),
+        span(id_="dup", series={"event": "PV", "source": "ios", "platform": "ios"},
+             fired=T + 900),
+        span("spike", {"event": "other"}, started=T + 20 * H, fired=T + 20 * H, id_="noise"),
+        span("spike", {"source": "web", "platform": "web"}, started=T + 10.5 * H,
+             fired=T + 10.6 * H, id_="campaign-alert"),
+    ]  # fmt: skip
+    result = score(labels, spans, days=2.0)
+    assert result.recall_by_kind() == {"drop": (1, 1), "spike": (0, 1)}
+    assert result.recall == 0.5
+    assert result.latency == {"outage": 10.0}
+    assert {s.id for s in result.false_alerts} == {"noise", "campaign-alert"}
+    assert result.false_per_day == 1.0
+    assert result.median_latency == 10.0 and result.max_latency == 10.0
+    summary = result.summary()
+    assert summary["missed"] == ["bots"] and summary["false_alerts"] == 2
+
+
+def test_score_without_labels_or_alerts():
+    empty = score([], [], days=1.0)
+    assert empty.recall == 1.0 and empty.false_per_day == 0.0 and empty.median_latency is None
+
+
+def test_watched_series_picks_the_most_specific_modelled_level():
+    lab = label("disappeared", {"event": "A", "source": "ios", "platform": "ios",
+                                "app_version": "1"})  # fmt: skip
+    assert watched_series(lab, DEFAULT_LEVELS) == "volume|event=A|platform=ios|source=ios"
+    # no level models a whole source by default: the plot sums the source's event series
+    assert watched_series(label("drop"), DEFAULT_LEVELS) == "volume|platform=ios|source=ios"
+    conv = label("conversion_down", {"from_event": "C", "to_event": "O", "source": "web",
+                                     "platform": "web"})  # fmt: skip
+    assert watched_series(conv, DEFAULT_LEVELS).startswith("conversion|from_event=C")
+    assert watched_series(label("violation_surge", {"event": "A", "source": "ios"}),
+                          DEFAULT_LEVELS) == "violation|event=A"  # fmt: skip
+
+
+def test_plot_writes_a_png(tmp_path: Path):
+    rows = [(T + i * 60, 10.0 + (i % 7), 12.0, 5.0, 20.0, 0.1) for i in range(300)]
+    path = plot_incident(tmp_path / f"{safe_name('Wéird/näme: 🎉')}.png",
+                         label(start=T + 100 * 60, end=T + 160 * 60), "volume|source=ios", rows,
+                         [span(fired=T + 110 * 60)])  # fmt: skip
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    empty = plot_incident(tmp_path / "empty.png", label(), "volume|x=y", [])
+    assert empty.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [("a/b c", "a_b_c"), ("🎉", "incident"), ("x" * 200, "x" * 80)]
+)
+def test_safe_name(text, name):
+    assert safe_name(text) == name

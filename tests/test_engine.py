@@ -1,0 +1,478 @@
+"""The detection engine end to end on synthetic window records.
+
+Most tests use a small, transparent model (`FakeCount`, `FakeRate`) so that they test the engine's
+own logic (rollup, zero-filling, lifecycles, grouping into one alert, kinds, attribution,
+annotations, new events, state) and stay fast. `test_real_models_*` run the production models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from detectors.annotations import Annotation
+from detectors.base import Assessment
+from detectors.engine import DetectionEngine, EngineConfig
+from detectors.lifecycle import LifecycleConfig
+from detectors.records import WindowRecord
+from detectors.rollup import DEFAULT_LEVELS, Level
+from tracking_plan.model import EventSpec, Plan
+
+T0 = 1_793_577_600.0  # 2026-11-02 00:00 UTC, a Monday
+W = 60.0
+
+
+class _Fake:
+    """Shared by the fakes: evidence on the last window and on the sum of the last 5."""
+
+    learning_windows = 60
+
+    def __init__(self) -> None:
+        self.n, self.buf = 0, []
+
+    def _judge(self, observed, expected, var):
+        self.buf = [*self.buf, (observed, expected, var)][-5:]
+        z1 = (observed - expected) / math.sqrt(var + 1)
+        so, se, sv = (sum(x[i] for x in self.buf) for i in range(3))
+        z = max((z1, (so - se) / math.sqrt(sv + 1)), key=abs)
+        score = min(1.0, z * z / 50)  # |z| = 5 -> 0.5
+        direction = (1 if z > 0 else -1) if abs(z) >= 3 else 0
+        return score, direction, self.n < self.learning_windows
+
+
+class FakeCount(_Fake):
+    """EW mean count, Poisson variance."""
+
+    def __init__(self, window_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.mean = 0.0
+
+    def assess(self, ts, observed, weight=1.0):
+        exp = self.mean
+        score, direction, learning = self._judge(observed, exp, exp)
+        sd = 3 * math.sqrt(exp + 1)
+        return Assessment(observed, exp, max(0.0, exp - sd), exp + sd, score, direction, learning)
+
+    def learn(self, ts, observed, weight=1.0):
+        self.n += 1
+        self.mean += max(0.02, 1 / self.n) * (observed - self.mean)
+
+    def to_state(self):
+        return {"mean": self.mean, "n": self.n, "buf": self.buf}
+
+    @classmethod
+    def from_state(cls, s):
+        m = cls()
+        m.mean, m.n, m.buf = s["mean"], s["n"], [tuple(x) for x in s["buf"]]
+        return m
+
+
+class FakeRate(_Fake):
+    """EW rate; `observed` is the numerator and `weight` the denominator, binomial variance."""
+
+    def __init__(self, window_seconds: float = 60.0) -> None:
+        super().__init__()
+        self.num, self.den = 0.0, 0.0
+
+    def assess(self, ts, observed, weight=1.0):
+        p = (self.num + 1) / (self.den + 2)
+        score, direction, learning = self._judge(observed, weight * p, weight * p * (1 - p))
+        rate = observed / weight if weight else p
+        return Assessment(rate, p, 0.0, 1.0, score, direction, learning)
+
+    def learn(self, ts, observed, weight=1.0):
+        self.n += 1
+        self.num = 0.98 * self.num + observed
+        self.den = 0.98 * self.den + weight
+
+    def to_state(self):
+        return {"num": self.num, "den": self.den, "n": self.n, "buf": self.buf}
+
+    @classmethod
+    def from_state(cls, s):
+        m = cls()
+        m.num, m.den, m.n, m.buf = s["num"], s["den"], s["n"], [tuple(x) for x in s["buf"]]
+        return m
+
+
+FAKES = {"volume": FakeCount, "violation": FakeRate, "conversion": FakeRate}
+CFG = EngineConfig(
+    model_classes=FAKES,
+    lifecycle=LifecycleConfig(),
+    new_event_after_minutes=60,
+    slice_min_windows=50,
+    accept_after_minutes=10_000,
+)
+EVENTS = {"screen:Home": 60.0, "Product Viewed": 40.0, "Order Completed": 6.0}
+SOURCES = {"web": 0.6, "ios": 0.3, "android": 0.1}
+VERSIONS = {"web": {"unknown": 1.0}, "ios": {"5.7.0": 0.6, "5.7.1": 0.4},
+            "android": {"7.4.0": 0.7, "7.4.1": 0.3}}  # fmt: skip
+
+
+def synth(windows: int, seed: int = 1, effects=(), events=EVENTS, conversion=True):
+    """Per window: the fine records (event × source × platform × app_version), Poisson counts.
+
+    `effects` are functions (w, event, source, version) -> (count multiplier, violation rate)
+    or None to keep the normal values.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for w in range(windows):
+        ts = T0 + w * W
+        recs = []
+        for event, rate in events.items():
+            for source, share in SOURCES.items():
+                for version, vshare in VERSIONS[source].items():
+                    mult, viol = 1.0, 0.01
+                    for effect in effects:
+                        changed = effect(w, event, source, version)
+                        if changed is not None:
+                            mult, viol = changed
+                    count = int(rng.poisson(rate * share * vshare * mult))
+                    if count == 0:
+                        continue
+                    bad = int(rng.binomial(count, viol))
+                    recs.append(
+                        WindowRecord(
+                            series={"event": event, "source": source, "platform": source,
+                                    "app_version": version},
+                            window_start=ts, window_end=ts + W, count=count,
+                            distinct_users=count, violations=bad,
+                            violation_codes={"missing_required": bad} if bad else {},
+                        )
+                    )  # fmt: skip
+        if conversion:
+            for source, share in SOURCES.items():
+                users = int(rng.poisson(60 * share))
+                p = 0.3
+                for effect in effects:
+                    changed = effect(w, "conversion", source, None)
+                    if changed is not None:
+                        p = changed[0] * 0.3
+                recs.append(
+                    WindowRecord(
+                        series={"funnel": "purchase", "from_event": "Checkout Started",
+                                "to_event": "Order Completed", "source": source,
+                                "platform": source},
+                        window_start=ts, window_end=ts + W, kind="conversion",
+                        numerator=int(rng.binomial(users, min(p, 1.0))), denominator=users,
+                    )
+                )  # fmt: skip
+        out.append(recs)
+    return out
+
+
+def run(windows, engine=None, config=CFG, annotations=(), plan=None):
+    engine = engine or DetectionEngine(plan=plan, config=config, annotations=annotations)
+    alerts = []
+    for recs in windows:
+        alerts += engine.process(recs)
+    return engine, alerts
+
+
+def firings(alerts):
+    return [a for a in alerts if a.state == "firing"]
+
+
+def in_window(start, end, **match):
+    def effect(w, event, source, version):
+        if not start <= w < end:
+            return None
+        for key, value in match.items():
+            if {"event": event, "source": source, "version": version}[key] != value:
+                return None
+        return True
+
+    return effect
+
+
+def effect(start, end, mult=1.0, viol=0.01, **match):
+    cond = in_window(start, end, **match)
+    return lambda w, e, s, v: (mult, viol) if cond(w, e, s, v) else None
+
+
+# ---------------------------------------------------------------------------------- no alerts
+
+
+def test_normal_traffic_gives_no_alert():
+    _, alerts = run(synth(600, seed=3))
+    assert alerts == []
+
+
+# ---------------------------------------------------------------------------------- kinds
+
+
+def test_spike_is_one_alert_with_explanation_and_attribution():
+    data = synth(400, effects=[effect(200, 240, mult=4.0, event="Order Completed", source="ios")])
+    engine, alerts = run(data)
+    fired = firings(alerts)
+    assert len(fired) == 1, [a.series for a in fired]
+    alert = fired[0]
+    assert alert.kind == "spike"
+    assert alert.series["event"] == "Order Completed"
+    assert alert.series.get("source", "ios") == "ios"
+    assert 200 * W <= _ts(alert.started_at) <= 206 * W + T0
+    assert "Order Completed" in alert.explanation and "higher than expected" in alert.explanation
+    if "source" not in alert.series:
+        assert (alert.attribution[0].dimension, alert.attribution[0].value) in {
+            ("source", "ios"), ("platform", "ios")}  # fmt: skip
+    resolved = [a for a in alerts if a.state == "resolved"]
+    assert [a.id for a in resolved] == [alert.id]
+    assert _ts(resolved[0].ended_at) >= T0 + 240 * W
+    assert engine.active() == []
+
+
+def test_drop_of_a_whole_source_is_one_alert_when_sources_are_modelled():
+    data = synth(400, effects=[effect(200, 260, mult=0.3, source="ios")])
+    levels = (Level("volume", ("source", "platform")), *DEFAULT_LEVELS)
+    _, alerts = run(data, config=replace(CFG, levels=levels))
+    fired = firings(alerts)
+    assert len({a.id for a in fired}) == 1, [(a.kind, a.series) for a in fired]
+    assert fired[0].kind == "drop"
+    assert fired[0].series.get("source") == "ios" or fired[0].attribution[0].value == "ios"
+
+
+def test_disappeared_event_on_one_source():
+    data = synth(400, effects=[effect(200, 400, mult=0.0, event="Product Viewed", source="ios")])
+    engine, alerts = run(data)
+    kinds = {(a.kind, a.id) for a in firings(alerts)}
+    assert len({i for _, i in kinds}) == 1
+    final = firings(alerts)[-1]
+    assert final.kind == "disappeared"
+    assert final.series == {"event": "Product Viewed", "source": "ios", "platform": "ios"}
+    assert "stopped arriving" in final.explanation
+    assert [a.kind for a in engine.active()] == ["disappeared"]
+
+
+def test_release_that_stops_sending_an_event_is_found_per_version():
+    data = synth(
+        500,
+        effects=[effect(300, 500, mult=0.0, event="Product Viewed", source="ios", version="5.7.1")],
+    )
+    _, alerts = run(data)
+    fired = firings(alerts)
+    assert fired, "no alert"
+    assert fired[-1].kind == "disappeared"
+    want = {"event": "Product Viewed", "source": "ios", "platform": "ios", "app_version": "5.7.1"}
+    assert fired[-1].series == want
+    assert _ts(fired[-1].updated_at) - (T0 + 300 * W) <= 15 * W
+
+
+def test_conversion_drop_on_one_source():
+    def conv(w, e, s, v):
+        return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
+
+    _, alerts = run(synth(450, effects=[conv]))
+    fired = firings(alerts)
+    assert len(fired) == 1, [(a.kind, a.series) for a in fired]
+    assert fired[0].kind == "conversion_down"
+    assert fired[0].series["from_event"] == "Checkout Started"
+    assert fired[0].series.get("source", "web") == "web"
+    assert "fell to" in fired[0].explanation
+
+
+def test_violation_surge_attributed_to_the_release():
+    data = synth(450, effects=[effect(300, 450, viol=0.5, event="Product Viewed", version="5.7.1")])
+    _, alerts = run(data)
+    fired = firings(alerts)
+    assert {(a.kind, a.id) for a in fired} == {("violation_surge", fired[0].id)}  # may reopen
+    top = {(a.dimension, a.value) for a in fired[0].attribution}
+    assert ("app_version", "5.7.1") in top
+    assert "break the tracking plan" in fired[0].explanation
+
+
+def test_unplanned_event_is_announced_once():
+    data = synth(300)
+
+    def add_new(windows, start):
+        for w, recs in enumerate(windows):
+            if w >= start:
+                recs.append(
+                    WindowRecord(series={"event": "Wishlist Added", "source": "ios",
+                                         "platform": "ios", "app_version": "5.7.2"},
+                                 window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                                 count=5, distinct_users=5, planned=False)
+                )  # fmt: skip
+        return windows
+
+    _, alerts = run(add_new(data, 100))
+    fired = firings(alerts)
+    assert [a.kind for a in fired] == ["new_event"]
+    assert fired[0].series == {"event": "Wishlist Added"}
+    assert {(a.dimension, a.value) for a in fired[0].attribution} >= {("app_version", "5.7.2")}
+    assert "not in the tracking plan" in fired[0].explanation
+    assert [a.state for a in alerts] == ["firing", "resolved"]  # resolved after the hold time
+
+
+def test_planned_event_counts_as_new_only_when_never_seen_after_warmup():
+    plan = Plan(name="p", version="1", events={e: EventSpec(name=e) for e in [*EVENTS, "Late"]})
+    late = {**EVENTS, "Late": 0.0}
+
+    def appear(w, e, s, v):
+        return (1.0, 0.01) if e != "Late" else ((1e10, 0.0) if w >= 200 else None)
+
+    data = synth(260, events={**late, "Late": 1e-9}, effects=[appear], conversion=False)
+    _, alerts = run(data, plan=plan)
+    assert [(a.kind, a.series) for a in firings(alerts)] == [("new_event", {"event": "Late"})]
+    assert "never seen before" in firings(alerts)[0].explanation
+
+
+# ---------------------------------------------------------------------------------- annotations
+
+
+def test_annotation_suppresses_and_is_not_learnt():
+    boost = effect(200, 260, mult=3.0, source="web")
+    ann = Annotation("newsletter", T0 + 200 * W, T0 + 260 * W, frozenset({"web"}), frozenset())
+    _, alerts = run(synth(400, effects=[boost]), annotations=[ann])
+    assert alerts == []  # no spike during, no drop after (the campaign was not learnt)
+    _, alerts = run(synth(400, effects=[boost]))
+    assert firings(alerts) and firings(alerts)[0].kind == "spike"
+
+
+# ---------------------------------------------------------------------------------- plumbing
+
+
+def test_missing_windows_count_as_zero_and_late_windows_are_ignored():
+    data = synth(300)
+    engine = DetectionEngine(config=CFG)
+    for recs in data[:200]:
+        engine.process(recs)
+    # 40 windows with no records at all: the engine fills them with zeros
+    alerts = engine.process(data[240])
+    assert any(a.kind == "disappeared" for a in alerts)
+    assert engine.process(data[100]) == [] and engine.late_windows == 1
+
+
+def test_until_closes_empty_windows():
+    data = synth(200)
+    engine, _ = run(data)
+    alerts = engine.process([], until=T0 + 240 * W)
+    assert engine.last_ts == T0 + 239 * W
+    assert {a.kind for a in alerts} == {"disappeared"}
+
+
+def test_gauges_cover_planned_series_with_contract_labels():
+    engine, _ = run(synth(100))
+    rows = list(engine.gauges())
+    labels = {tuple(sorted(r[0])) for r in rows}
+    assert labels == {("event", "kind", "platform", "source")}
+    kinds = {r[0]["kind"] for r in rows}
+    assert kinds == {"volume", "violation_rate", "conversion"}
+    assert all(0.0 <= r[5] <= 1.0 and r[6] is False for r in rows)
+
+
+def test_dead_series_are_evicted():
+    config = replace(CFG, evict_after_minutes=30)
+    data = synth(200, events={"Product Viewed": 40.0})
+    extra = [[*recs] for recs in data]
+    for w in range(20):
+        extra[w].append(WindowRecord(series={"event": "Rare", "source": "web", "platform": "web",
+                                             "app_version": "unknown"},
+                                     window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                                     count=3))  # fmt: skip
+    engine, _ = run(extra, config=config)
+    assert not any("Rare" in key for key in engine.series)
+
+
+def test_state_round_trip_gives_the_same_alerts():
+    effects = [
+        effect(200, 320, mult=0.0, event="Product Viewed", source="ios"),
+        effect(250, 300, mult=4.0, event="Order Completed"),
+    ]
+    data = synth(420, effects=effects)
+    _, alerts = run(data)
+    first, head = run(data[:260])
+    state = json.loads(json.dumps(first.to_state()))
+    resumed = DetectionEngine.from_state(state, config=CFG)
+    _, tail = run(data[260:], engine=resumed)
+    assert [a.to_dict() for a in head + tail] == [a.to_dict() for a in alerts]
+    assert alerts, "the scenario must produce alerts"
+
+
+def test_from_state_rejects_garbage():
+    with pytest.raises(ValueError):
+        DetectionEngine.from_state({"version": 99}, config=CFG)
+    with pytest.raises(ValueError):
+        DetectionEngine.from_state([], config=CFG)  # type: ignore[arg-type]
+
+
+def test_alert_dict_has_the_contract_fields():
+    data = synth(400, effects=[effect(200, 240, mult=4.0, event="Order Completed")])
+    _, alerts = run(data)
+    line = json.loads(json.dumps(alerts[0].to_dict()))
+    assert {"id", "kind", "series", "started_at", "ended_at", "observed", "expected", "lower",
+            "upper", "score", "explanation", "attribution"} <= set(line)  # fmt: skip
+    assert all(set(a) == {"dimension", "value", "share"} for a in line["attribution"])
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# ---------------------------------------------------------------------------------- evidence rules
+
+
+def _series_records(counts, users=None, event="Solo", source="web"):
+    out = []
+    for w, count in enumerate(counts):
+        recs = []
+        if count > 0:
+            recs.append(
+                WindowRecord(
+                    series={"event": event, "source": source, "platform": source,
+                            "app_version": "unknown"},
+                    window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=int(count),
+                    distinct_users=int(users[w] if users is not None else count))
+            )  # fmt: skip
+        out.append(recs)
+    return out
+
+
+class Confident(FakeCount):
+    """Believes counts are nearly constant: any excess looks significant to it."""
+
+    def assess(self, ts, observed, weight=1.0):
+        exp = self.mean
+        score, direction, learning = self._judge(observed, exp, 0.1 * exp)
+        return Assessment(observed, exp, exp * 0.9, exp * 1.1, score, direction, learning)
+
+
+def test_significant_but_tiny_excess_is_not_an_alert():
+    """Each user sends 10 events at once. One extra user for 3 minutes is significant to an
+    overconfident model but not worth an alert (3 users' worth); 20 extra users are."""
+    users = np.full(500, 3)
+
+    def alerts_with(extra_users):
+        u = users.copy()
+        u[300:303] += extra_users
+        config = replace(CFG, slice_dims=(), model_classes={**FAKES, "volume": Confident})
+        return firings(run(_series_records(u * 10, u), config=config)[1])
+
+    assert alerts_with(1) == []
+    assert [a.kind for a in alerts_with(20)][:1] == ["spike"]
+
+
+class SlowLearner(FakeCount):
+    learning_windows = 400
+
+
+def test_quiet_spells_seen_while_learning_are_not_disappearances():
+    rng = np.random.default_rng(8)
+    counts = rng.poisson(10.0, 900)
+    for start in range(100, 400, 100):  # known quiet spells of 12 windows during warm-up
+        counts[start : start + 12] = 0
+    quiet = counts.copy()
+    quiet[500:512] = 0  # as long as the usual quiet: fine
+    config = replace(CFG, slice_dims=(), model_classes={**FAKES, "volume": SlowLearner})
+    _, alerts = run(_series_records(quiet), config=config)
+    assert [a.kind for a in firings(alerts)] == []
+    gone = counts.copy()
+    gone[500:560] = 0  # much longer than ever: gone
+    _, alerts = run(_series_records(gone), config=config)
+    assert "disappeared" in {a.kind for a in firings(alerts)}
