@@ -233,15 +233,20 @@ def last_valid(records: list[ConsumerRecord]) -> tuple[ActivePlan | None, list[t
     return None, rejected[::-1]
 
 
-async def fetch_current(bootstrap: str, timeout: float = 30.0) -> ActivePlan | None:
-    """The plan workers validate with now: the last valid one on the plans topic (None: none)."""
+async def _read_all_plans(bootstrap: str, timeout: float) -> list[ConsumerRecord]:
+    """Every record on the plans topic, oldest first."""
     consumer, tp = await _plans_consumer(bootstrap)
     try:
         ends = await end_offsets(consumer, [tp])
         await consumer.seek_to_beginning(tp)
-        records = await read_until(consumer, ends, timeout)
+        return await read_until(consumer, ends, timeout)
     finally:
         await consumer.stop()
+
+
+async def fetch_current(bootstrap: str, timeout: float = 30.0) -> ActivePlan | None:
+    """The plan workers validate with now: the last valid one on the plans topic (None: none)."""
+    records = await _read_all_plans(bootstrap, timeout)
     return last_valid(records)[0]
 
 
@@ -266,13 +271,7 @@ async def publish(bootstrap: str, plan: Plan, text: str, timeout: float = 30.0) 
     Raises PlanSyncError when the version was published before with different content: workers
     and quarantine records name plans by version, so a changed plan needs a new version.
     """
-    consumer, tp = await _plans_consumer(bootstrap)
-    try:
-        ends = await end_offsets(consumer, [tp])
-        await consumer.seek_to_beginning(tp)
-        records = await read_until(consumer, ends, timeout)
-    finally:
-        await consumer.stop()
+    records = await _read_all_plans(bootstrap, timeout)
     digest = text_digest(text)
     current, _ = last_valid(records)
     for record in records:
