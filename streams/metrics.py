@@ -71,6 +71,17 @@ WINDOWS_EMITTED = Counter(
 LATE_EVENTS = Counter(
     "trackwatch_late_events_total", "Events that arrived after their window closed", ["source"]
 )
+INPUT_GAPS = Counter(
+    "trackwatch_input_gaps_total",
+    "Offset gaps in an agent's input (messages the consumer skipped), read back from the broker "
+    "(outcome=repaired) or no longer on it (outcome=lost)",
+    ["stage", "outcome"],
+)
+INPUT_GAP_MESSAGES = Counter(
+    "trackwatch_input_gap_messages_total",
+    "Input messages read back from the broker to fill a gap",
+    ["stage"],
+)
 PLAN_VERSION = Gauge(
     "trackwatch_plan_info", "The tracking plan version the worker validates with", ["version"]
 )

@@ -33,32 +33,51 @@ Exactly-once state, at-least-once output: each agent snapshots its state per inp
 (`streams.snapshots`: not one changelog write per event) and acknowledges input only once a
 snapshot covers it, so the committed offset never passes the snapshot: the outputs' and the
 snapshot's records are all acknowledged by the broker first (`producer.flush()` alone does not
-guarantee it). A gap in the offsets of events.raw (input skipped on the way) is logged as an
-error. After a crash the worker
-restores the snapshot, skips input the snapshot covers and re-runs the rest deterministically:
-no event is lost or counted twice in the windows. Outputs of the re-run are sent again; they
-carry ids for their consumers to skip what they have seen: `origin` on events.valid (highest raw
-offset per raw partition), `flush` on metrics.windows (highest per partition, which the detect
-agent applies). Quarantine records are re-sent the same way (dedupe them by messageId).
+guarantee it). After a crash or a takeover the worker restores the snapshot, skips input the
+snapshot covers and re-runs the rest deterministically: no event is lost or counted twice in the
+windows. Outputs of the re-run are sent again; they carry ids for their consumers to skip what
+they have seen: `origin` on events.valid (highest raw offset per raw partition), `flush` on
+metrics.windows (highest per partition, which the detect agent applies). Quarantine records are
+re-sent the same way (dedupe them by messageId).
+
+Input gaps (issue 5). The snapshot's offset, not the consumer's committed offset, says what the
+state holds, and the input topics have contiguous offsets. So when an agent is handed offset `o`
+of a partition whose state ends at `s` < o - 1, the messages between were skipped on the way:
+Faust discards records fetched while it finishes a rebalance (see `streams.gaps` for the race),
+or its committed offset passed the snapshot (no snapshot restored: `s` = -1, the input is re-read
+from the log start). The agent then reads offsets s+1 .. o-1 directly from the broker
+(`streams.gaps.RangeReader`) and folds them in, in order, before `o`; they are acknowledged with
+the next snapshot like any input. Windows stay exactly-once (every offset is folded once, in
+order: offsets at or below the state's are skipped); outputs stay at-least-once (a repaired
+message's outputs may duplicate ones sent by a previous owner, with the same ids). Each repair is
+logged (WARNING) and counted in `trackwatch_input_gaps_total{stage,outcome}` and
+`trackwatch_input_gap_messages_total{stage}`; offsets the broker no longer holds (retention) are
+logged as an ERROR and counted with outcome="lost". Missing input that cannot be read (broker
+away) raises: the agent restarts and the next message of the partition triggers the repair again.
+A gap at the very end of a partition is repaired when the partition's next message arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from math import inf
 from typing import Any
 
 import faust
 import orjson
+from faust.types import ConsumerMessage
 
 from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
 from streams import metrics as m
 from streams import snapshots
+from streams.gaps import RangeReader
 from streams.merge import WindowMerger, record_dict
 from streams.pipeline import BatchOutput, BatchProcessor, count_tally, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
@@ -99,6 +118,7 @@ class _Partition:
 
     offset: int = -1  # last input offset folded into the state
     unacked: list[Any] = field(default_factory=list)
+    ack_from: int = 0  # the offsets before were acknowledged, or covered by the restored snapshot
     sent: list[Any] = field(default_factory=list)  # futures of outputs not yet confirmed
     saved_at: float = field(default_factory=time.monotonic)
     last_event: Any = None
@@ -125,6 +145,10 @@ class Pipeline:
         self.app = app
         self.config = config
         self.partitions = partitions
+        self.bootstrap = bootstrap or ",".join(
+            f"{url.host}:{url.port or 9092}" for url in app.conf.broker
+        )
+        self.readers: dict[str, RangeReader] = {}  # per agent: reads input gaps back
         self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
         # per agent: input partition -> its state in memory (see `_current`)
         self.parts: dict[str, dict[int, _Partition]] = {
@@ -147,6 +171,7 @@ class Pipeline:
             app.task(self._follow_plans)
         app.agent(self.raw, name="process")(self._process_agent)
         app.agent(self.windows, name="detect")(self._detect_agent)
+        app.on_before_shutdown.connect(self._stop_readers)
 
     @property
     def plan(self) -> Plan:
@@ -205,11 +230,100 @@ class Pipeline:
         await snapshots.save(table, part.last_event, state, part.offset)  # acked by the broker
         for event in part.unacked:
             await stream.ack(event)
+        self._ack_covered(part)
         part.unacked.clear()
         part.saved_at = time.monotonic()
 
+    def _ack_covered(self, part: _Partition) -> None:
+        """Acknowledge the input offsets the snapshot covers that came without a stream event
+        to acknowledge: read back by `_fill_gap`, or handed to nobody although the state already
+        held them (Faust discards records after a rebalance, `streams.gaps`). Faust commits only
+        up to its first unacknowledged offset: without this, such a hole would hold the
+        committed offset of the partition back for good."""
+        assert part.last_event is not None
+        tp = part.last_event.message.tp
+        seen = {event.message.offset for event in part.unacked}
+        # Faust's own committed offset (a private attribute: if it goes, holes at the head of a
+        # re-delivery stay unacknowledged and only the commit of that partition lags)
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        starts = [part.ack_from, *([min(seen)] if seen else [])]
+        if isinstance(committed, int):
+            starts.append(committed)
+        consumer = self.app.consumer
+        for offset in range(max(0, min(starts)), part.offset + 1):
+            if offset not in seen:
+                _covered_message(tp, offset).ack(consumer)
+        part.ack_from = part.offset + 1
+
     def _due(self, part: _Partition) -> bool:
         return time.monotonic() - part.saved_at >= self.config.snapshot_interval
+
+    def _reader(self, stage: str) -> RangeReader:
+        reader = self.readers.get(stage)
+        if reader is None:
+            reader = self.readers[stage] = RangeReader(
+                self.bootstrap, max_fetch_bytes=int(self.app.conf.consumer_max_fetch_size)
+            )
+        return reader
+
+    async def _stop_readers(self, *args: Any, **kwargs: Any) -> None:
+        for reader in list(self.readers.values()):
+            with contextlib.suppress(Exception):
+                await reader.stop()
+        self.readers.clear()
+
+    async def _fill_gap(
+        self,
+        stage: str,
+        topic: str,
+        p: int,
+        part: _Partition,
+        upto: int,
+        fold: Callable[[int, bytes | None], Awaitable[None]],
+    ) -> None:
+        """Fold in the input offsets part.offset + 1 .. `upto` - 1 that the consumer never handed
+        to the agent, read directly from the broker (`streams.gaps`); `fold(offset, value)`
+        processes one message like the agent's loop does and advances `part.offset`."""
+        reader = self._reader(stage)
+        start = part.offset + 1
+        log_start = await reader.log_start(topic, p)
+        if start < log_start:
+            if part.offset >= 0:
+                log.error(
+                    "%s: offsets %d..%d of %s/%d were deleted before they were processed",
+                    stage, start, log_start - 1, topic, p,
+                )  # fmt: skip
+                m.INPUT_GAPS.labels(stage, "lost").inc()
+            start = log_start
+        if start >= upto:
+            return
+        if part.offset < 0:
+            log.warning(
+                "%s: %s/%d has no snapshot but was handed offset %d: reading it from offset %d",
+                stage, topic, p, upto, start,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s: %s/%d jumps from offset %d to %d: reading offsets %d..%d from the broker",
+                stage, topic, p, part.offset, upto, start, upto - 1,
+            )  # fmt: skip
+        n = 0
+        async with contextlib.aclosing(reader.read(topic, p, start, upto)) as records:
+            async for record in records:
+                if record.offset <= part.offset:
+                    continue
+                await fold(record.offset, record.value)  # acknowledged by `_ack_covered`
+                n += 1
+        m.INPUT_GAP_MESSAGES.labels(stage).inc(n)
+        if part.offset < upto - 1 or n < upto - start:
+            log.error(
+                "%s: %s/%d: only %d of offsets %d..%d could be read back",
+                stage, topic, p, n, start, upto - 1,
+            )  # fmt: skip
+            m.INPUT_GAPS.labels(stage, "lost").inc()
+        else:
+            log.warning("%s: %s/%d: offsets %d..%d repaired", stage, topic, p, start, upto - 1)
+            m.INPUT_GAPS.labels(stage, "repaired").inc()
 
     # ------------------------------------------------------------------ validate + aggregate
 
@@ -238,6 +352,7 @@ class Pipeline:
         processor = BatchProcessor(active.plan, deduper, self.config.dimensions, active.validator)
         return _Partition(
             offset=covered,
+            ack_from=covered + 1,
             state={"proc": processor, "agg": agg, "closed": closed, "late_seen": Counter()},
         )
 
@@ -260,31 +375,23 @@ class Pipeline:
                 part = self._current(parts, self.state_table, p)
                 if part is None:
                     part = parts[p] = self._restore(p, active)
+                part.last_event = event  # (also the changelog partition of a snapshot)
+                if offset > part.offset + 1:  # input skipped on the way: read it back first
+
+                    async def fold(
+                        o: int, value: bytes | None, p: int = p, part=part, active=active
+                    ) -> None:
+                        nonlocal n_events, newest
+                        out = await self._process_one(stream, p, part, o, value, active)
+                        n_events += out.received
+                        if out.max_received_at is not None:
+                            newest = max(newest or 0.0, out.max_received_at)
+
+                    await self._fill_gap("process", event.message.topic, p, part, offset, fold)
                 part.unacked.append(event)
-                part.last_event = event
                 if offset <= part.offset:  # already in the restored state
                     continue
-                if part.offset >= 0 and offset > part.offset + 1:
-                    # events.raw is neither compacted nor transactional: a gap is lost input
-                    # (seen right after a takeover; see issue 5). Logged, not yet repaired
-                    log.error(
-                        "process: partition %d jumps from offset %d to %d", p, part.offset, offset
-                    )
-                proc: BatchProcessor = part.state["proc"]
-                if swap_into(proc, active):
-                    part.state["agg"].platforms = _platforms(active.plan)
-                out = proc.process(event.value or b"")
-                part.sent += await self._route(p, offset, out, proc.plan_version)
-                agg: WindowAggregator = part.state["agg"]
-                for item in out.tallies:
-                    count_tally(agg, item)
-                part.offset = offset
-                # windows are closed after every message, never per batch: the flushes are then
-                # a function of the input alone, so a re-run after a crash re-sends the very same
-                # flushes (same `flush` id), which the detect agent skips
-                await self._flush_windows(p, part)
-                if self._due(part):  # also inside a long batch: acks keep up with the input
-                    await self._checkpoint(stream, self.state_table, part, _process_state(part))
+                out = await self._process_one(stream, p, part, offset, event.value, active)
                 touched.add(p)
                 n_events += out.received
                 if out.max_received_at is not None:
@@ -302,6 +409,34 @@ class Pipeline:
             m.LAST_PROCESSED.labels("process").set(time.time())
             if newest is not None:
                 m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
+
+    async def _process_one(
+        self,
+        stream: Any,
+        p: int,
+        part: _Partition,
+        offset: int,
+        value: bytes | None,
+        active: ActivePlan,
+    ) -> BatchOutput:
+        """Validate, route and count one events.raw message (offset > part.offset): a stream
+        event (the caller put it in `part.unacked`) or a message `_fill_gap` read back."""
+        proc: BatchProcessor = part.state["proc"]
+        if swap_into(proc, active):
+            part.state["agg"].platforms = _platforms(active.plan)
+        out = proc.process(value or b"")
+        part.sent += await self._route(p, offset, out, proc.plan_version)
+        agg: WindowAggregator = part.state["agg"]
+        for item in out.tallies:
+            count_tally(agg, item)
+        part.offset = offset
+        # windows are closed after every message, never per batch: the flushes are then a
+        # function of the input alone, so a re-run after a crash re-sends the very same flushes
+        # (same `flush` id), which the detect agent skips
+        await self._flush_windows(p, part)
+        if self._due(part):  # also inside a long batch: acks keep up with the input
+            await self._checkpoint(stream, self.state_table, part, _process_state(part))
+        return out
 
     async def _route(self, p: int, offset: int, out: BatchOutput, plan_version: str) -> list[Any]:
         """Send the outputs of one message; the futures of their delivery."""
@@ -355,36 +490,17 @@ class Pipeline:
                 part = self._current(parts, self.detect_state, p)
                 if part is None:
                     part = parts[p] = self._restore_detect(p)
-                part.unacked.append(event)
                 part.last_event = event
+                if offset > part.offset + 1:  # input skipped on the way: read it back first
+
+                    async def fold(o: int, value: bytes | None, p: int = p, part=part) -> None:
+                        await self._detect_one(p, part, o, value)
+
+                    await self._fill_gap("detect", event.message.topic, p, part, offset, fold)
+                part.unacked.append(event)
                 if offset <= part.offset:
                     continue
-                part.offset = offset
-                try:
-                    flush = orjson.loads(event.value or b"")
-                    records = [WindowRecord.from_dict(r) for r in flush["records"]]
-                    source, seq = str(flush["partition"]), int(flush["flush"])
-                    closed = flush["closed_until"]
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.error("detect: unreadable metrics.windows message at %s/%s", p, offset)
-                    continue
-                seen = part.state["flushes"]
-                if seq <= seen.get(source, -1):
-                    continue  # re-sent by a restarted aggregate stage
-                seen[source] = seq
-                merger: WindowMerger = part.state["merger"]
-                before = merger.released_until
-                released = merger.add(
-                    source, -inf if closed is None else closed, records, time.monotonic()
-                )
-                engine = part.state["engine"]
-                if engine is not None and engine.plan is not self.plan:
-                    _set_engine_plan(engine, self.plan)
-                if engine is not None and (released or merger.released_until > before):
-                    # `until`: windows closed everywhere but without records count as empty
-                    until = merger.released_until
-                    changes = engine.process(released, until=until if until > -inf else None)
-                    await self._publish(changes, engine)
+                await self._detect_one(p, part, offset, event.value)
             for part in list(parts.values()):
                 # once per snapshot interval: during a catch-up, flushes come in many small
                 # batches; in steady traffic (a flush a minute per partition) every batch is due.
@@ -392,6 +508,34 @@ class Pipeline:
                 # before that re-runs it from the snapshot (and skips its re-sent flushes)
                 if part.unacked and self._due(part):
                     await self._checkpoint(stream, self.detect_state, part, _detect_state(part))
+
+    async def _detect_one(self, p: int, part: _Partition, offset: int, value: bytes | None) -> None:
+        """Merge one flush of metrics.windows (offset > part.offset) and run the detectors on
+        the windows it releases."""
+        part.offset = offset
+        try:
+            flush = orjson.loads(value or b"")
+            records = [WindowRecord.from_dict(r) for r in flush["records"]]
+            source, seq = str(flush["partition"]), int(flush["flush"])
+            closed = flush["closed_until"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.error("detect: unreadable metrics.windows message at %s/%s", p, offset)
+            return
+        seen = part.state["flushes"]
+        if seq <= seen.get(source, -1):
+            return  # re-sent by a restarted aggregate stage
+        seen[source] = seq
+        merger: WindowMerger = part.state["merger"]
+        before = merger.released_until
+        released = merger.add(source, -inf if closed is None else closed, records, time.monotonic())
+        engine = part.state["engine"]
+        if engine is not None and engine.plan is not self.plan:
+            _set_engine_plan(engine, self.plan)
+        if engine is not None and (released or merger.released_until > before):
+            # `until`: windows closed everywhere but without records count as empty
+            until = merger.released_until
+            changes = engine.process(released, until=until if until > -inf else None)
+            await self._publish(changes, engine)
 
     def _restore_detect(self, p: int) -> _Partition:
         state, covered = snapshots.load(self.detect_state, p)
@@ -407,7 +551,9 @@ class Pipeline:
             for anomaly in engine.active():
                 self.anomalies[anomaly.id] = anomaly
         return _Partition(
-            offset=covered, state={"merger": merger, "flushes": flushes, "engine": engine}
+            offset=covered,
+            ack_from=covered + 1,
+            state={"merger": merger, "flushes": flushes, "engine": engine},
         )
 
     async def _publish(self, anomalies: list[Anomaly], engine: Any) -> None:
@@ -426,6 +572,11 @@ class Pipeline:
             m.SERIES_UPPER.labels(**labels).set(up)
             m.SERIES_SCORE.labels(**labels).set(score)
             m.ANOMALY_FIRING.labels(**labels).set(1 if firing else 0)
+
+
+def _covered_message(tp: Any, offset: int) -> ConsumerMessage:
+    """A message to acknowledge an input offset that has no stream event (`_ack_covered`)."""
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, None, None, None, None, tp=tp)
 
 
 def _set_engine_plan(engine: Any, plan: Plan) -> None:

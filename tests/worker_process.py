@@ -16,15 +16,24 @@ PLAN = ROOT / "examples" / "ecommerce.yaml"
 
 
 def start_worker(
-    bootstrap: str, app_id: str, log: Path, data_dir: Path, *extra: str
+    bootstrap: str,
+    app_id: str,
+    log: Path,
+    data_dir: Path,
+    *extra: str,
+    drop_from: str | None = None,
 ) -> subprocess.Popen:
     """`trackwatch worker` in its own process group, logging to `log`. The returned process has
-    `metrics_port` and `web_port` attributes."""
+    `metrics_port` and `web_port` attributes. `drop_from`: comma-separated topics whose consumer
+    loses a few messages after every rebalance (`tests.consumer_faults`)."""
     metrics_port, web_port = free_port(), free_port()
+    code = "from streams.cli import main; main()"
+    if drop_from is not None:
+        code = f"import tests.consumer_faults as f; f.install({drop_from!r}); {code}"
     cmd = [
         sys.executable,
         "-c",
-        "from streams.cli import main; main()",
+        code,
         "worker",
         "--broker",
         bootstrap,
