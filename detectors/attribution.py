@@ -5,7 +5,10 @@ windows as an exponentially weighted (EW) baseline:
 
 - volumes: the value's EW share of the series' count, so expected_v = share_v × expected total;
 - rates (conversion, violation): the value's EW rate numerator/denominator, so the expected
-  numerator is denominator_v × rate_v (the series' expected rate for a value never seen).
+  numerator is denominator_v × rate_v (the series' expected rate for a value never seen);
+- volumes of one source split by a dimension whose mix moves on its own (app versions during a
+  rollout): `mix_adjusted` splits the expected count by what each value sends per event of its
+  current traffic instead of by its usual share.
 
 The deviation of a value is (observed_v − expected_v) in the direction of the anomaly; values
 moving the other way count 0. A value's share is its deviation over the dimension's total, so the
@@ -96,6 +99,46 @@ def expected_parts(
             dim_parts[value] = (num, exp)
         parts[dim] = dim_parts
     return parts
+
+
+def mix_adjusted(
+    parts: dict[str, dict[str, tuple[float, float]]],
+    dim: str,
+    baseline: SliceBaseline,
+    traffic: SliceBaseline,
+    now: dict[str, float],
+    expected: float,
+    newcomers: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    """Re-split a volume series' expected count over the values of `dim` (e.g. app_version) by
+    what each value sends now: expected_v ∝ rate_v × traffic_v, where traffic_v is the value's
+    traffic of all events in this window (`now`) and rate_v its learnt events of this series per
+    event of traffic (a value never seen: the average rate). During a rollout the old version's
+    share shrinks and the new one's grows, so a new version that does not send the event is the
+    one blamed, not the old one whose users moved away. `newcomers` are values that appeared
+    after the series did and never sent it: they are expected at the average rate (a release
+    keeps sending what the app sends), not at the zero their short history says. In place; no-op
+    without traffic."""
+    total_now = sum(now.values())
+    nums, tnum = baseline.num.get(dim, {}), traffic.num.get(dim, {})
+    base_total = sum(nums.values())
+    traffic_total = sum(t for v, t in tnum.items() if v not in newcomers)  # the established
+    if total_now <= 0 or base_total <= 0 or traffic_total <= 0:
+        return
+    average = base_total / traffic_total
+    observed = parts.get(dim, {})
+    weights = {}
+    for value in set(now) | set(observed):
+        t = tnum.get(value, 0.0)
+        known = t > 1e-3 * traffic_total and value not in newcomers
+        rate = nums.get(value, 0.0) / t if known else average
+        weights[value] = rate * now.get(value, 0.0)
+    norm = sum(weights.values())
+    if norm <= 0:
+        return
+    parts[dim] = {
+        v: (observed.get(v, (0.0, 0.0))[0], expected * w / norm) for v, w in weights.items()
+    }
 
 
 def accumulate(

@@ -18,8 +18,11 @@ Matching rule (an alert "finds" a label):
   window has passed, an hour by default); an alert that resolved before the label began does
   not count.
 An alert that finds no label expecting one is a false alert (alerts during an announced
-campaign are false alerts too). Latency: minutes from the label's start to the first firing of
-the first alert that finds it.
+campaign are false alerts too), unless it matches, by the same rule, one of the `related`
+deviations a label lists (what the incident itself does to other series, e.g. the extra
+`Order Completed` calls of a conversion_up tag are also a volume spike): such an alert is about
+a labelled incident; it is counted apart, neither as a find nor as false. Latency: minutes from
+the label's start to the first firing of the first alert that finds it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Label:
     start: float
     end: float
     expect_alert: bool = True
+    related: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (kind, series items)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Label:
@@ -65,7 +69,18 @@ class Label:
             start=parse_time(data["start"]),
             end=parse_time(data["end"]),
             expect_alert=bool(data.get("expect_alert", True)),
+            related=tuple(
+                (str(r["kind"]), tuple((str(k), str(v)) for k, v in r["series"].items()))
+                for r in data.get("related") or ()
+            ),
         )
+
+    def related_labels(self) -> list[Label]:
+        """The related deviations as labels of their own (same window)."""
+        return [
+            Label(f"{self.name} ({kind})", kind, dict(series), self.start, self.end)
+            for kind, series in self.related
+        ]
 
 
 @dataclass
@@ -146,6 +161,7 @@ class Score:
     found: dict[str, AlertSpan] = field(default_factory=dict)  # label name -> first alert
     latency: dict[str, float] = field(default_factory=dict)  # label name -> minutes
     false_alerts: list[AlertSpan] = field(default_factory=list)
+    related_alerts: list[AlertSpan] = field(default_factory=list)  # about a labelled incident
 
     @property
     def expected(self) -> list[Label]:
@@ -187,6 +203,7 @@ class Score:
             "alerts": len(self.spans),
             "false_alerts": len(self.false_alerts),
             "false_alerts_per_day": self.false_per_day,
+            "related_alerts": len(self.related_alerts),
             "median_latency_minutes": self.median_latency,
             "max_latency_minutes": self.max_latency,
             "latency_minutes": self.latency,
@@ -194,6 +211,10 @@ class Score:
             "false": [
                 {"id": s.id, "kind": s.kind, "series": s.series, "explanation": s.explanation}
                 for s in self.false_alerts
+            ],
+            "related": [
+                {"id": s.id, "kind": s.kind, "series": s.series, "explanation": s.explanation}
+                for s in self.related_alerts
             ],
         }
 
@@ -215,7 +236,14 @@ def score(
         true_ids.update(s.id for s in hits)
         result.found[label.name] = hits[0]
         result.latency[label.name] = max(0.0, (hits[0].fired - label.start) / 60.0)
-    result.false_alerts = [s for s in spans if s.id not in true_ids]
+    related = [r for label in labels if label.expect_alert for r in label.related_labels()]
+    related_ids = {
+        s.id
+        for s in spans
+        if s.id not in true_ids and any(matches(r, s, slack_minutes) for r in related)
+    }
+    result.related_alerts = [s for s in spans if s.id in related_ids]
+    result.false_alerts = [s for s in spans if s.id not in true_ids and s.id not in related_ids]
     return result
 
 

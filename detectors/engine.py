@@ -47,7 +47,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors.annotations import Annotation, is_annotated
-from detectors.attribution import SliceBaseline, accumulate, attribute, expected_parts, notable
+from detectors.attribution import (
+    SliceBaseline,
+    accumulate,
+    attribute,
+    expected_parts,
+    mix_adjusted,
+    notable,
+)
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, explain
 from detectors.lifecycle import Lifecycle, LifecycleConfig, alert_id
@@ -94,8 +101,11 @@ class EngineConfig:
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
     quiet_factor: float = 2.0  # gone = empty for longer than this × the longest normal quiet
     quiet_decay: float = 1.0 - 1.0 / (7 * 1440)  # quiet spells are forgotten over ~a week
+    # an event nobody planned is not expected at all: what matters is that it keeps coming (in
+    # 3 windows, 10 events) within half an hour, not its density (a release rolling out sends
+    # it sparsely at first: 5 windows needed 10 events in 5 minutes, i.e. an hour or more)
     new_event_windows: int = 3
-    new_event_span: int = 5
+    new_event_span: int = 30
     new_event_min_count: int = 10
     new_event_after_minutes: float = 12 * 60.0
     new_event_hold_minutes: float = 60.0
@@ -200,6 +210,9 @@ class Series:
     # longest normal run of empty windows, by expected count per window (bucket = log2(exp+1))
     quiet: list[float] = field(default_factory=lambda: [0.0] * 12)
     last: tuple[float, ...] | None = None  # observed, expected, lower, upper, score
+    # EW traffic (events of all kinds on the series' source) per slice value, e.g. app_version:
+    # with `baseline`, what each version usually sends of this event per event it sends
+    traffic: SliceBaseline = field(default_factory=SliceBaseline)
 
     @property
     def gone(self) -> bool:
@@ -235,6 +248,7 @@ class Series:
             "ew_users": self.ew_users,
             "quiet": self.quiet,
             "last": list(self.last) if self.last is not None else None,
+            "traffic": self.traffic.to_state(),
         }
 
     @classmethod
@@ -261,6 +275,7 @@ class Series:
             ew_users=s["ew_users"],
             quiet=s["quiet"],
             last=tuple(s["last"]) if s["last"] is not None else None,
+            traffic=SliceBaseline.from_state(s["traffic"]) if "traffic" in s else SliceBaseline(),
         )
 
 
@@ -513,7 +528,7 @@ class DetectionEngine:
                     track.lifecycle.started = min(track.lifecycle.started or ts, s.zero_since)
             if track.lifecycle.active:
                 deviating = True
-                self._gather(track, s, r, a, fam_score)
+                self._gather(track, s, r, a, fam_score, mix)
             if transition in ("fire", "reopen") and not (disappeared or self._enough(s, track)):
                 track.lifecycle.hold(transition)
                 transition = None
@@ -546,7 +561,7 @@ class DetectionEngine:
 
         if not deviating and self.incidents:
             deviating = self._near_incident(ts, s)
-        self._learn(ts, s, r, a, deviating and not accepted)
+        self._learn(ts, s, r, a, deviating and not accepted, mix)
 
     def _near_incident(self, ts: float, s: Series) -> bool:
         """Is an open incident about this series or a related one (its total, one of its slices)?
@@ -688,7 +703,35 @@ class DetectionEngine:
         change = excess / track.exp if track.exp > 0 else math.inf
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
 
-    def _learn(self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool) -> None:
+    def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
+        """dim -> value -> this window's traffic (all events) of the series' source, for the
+        slice dimensions (volume series of one source only)."""
+        if s.metric != "volume" or "source" not in s.series or not mix:
+            return {}
+        per_source = mix.get(s.series["source"], {})
+        return {
+            dim: {v: slot[0] for v, slot in per_source[dim].items()}
+            for dim in self.config.slice_dims
+            if dim in per_source
+        }
+
+    @staticmethod
+    def _newcomers(s: Series, dim: str) -> set[str]:
+        """Values of `dim` (e.g. app versions) first seen on the series' source an hour or more
+        after the series, that do not send it (as in `_slices`: expected to, being newer)."""
+        prefix = f"slice:{dim}="
+        return {
+            name[len(prefix) :]
+            for name, run in s.slices.items()
+            if name.startswith(prefix)
+            and len(run) > 3
+            and s.first_seen + 3600 < run[3]
+            and s.baseline.share(dim, name[len(prefix) :]) <= 0.01
+        }
+
+    def _learn(
+        self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool, mix: dict
+    ) -> None:
         if a.learning and substitute:
             return  # cold start and anomalous/annotated: skip rather than learn it
         if substitute:
@@ -699,12 +742,17 @@ class DetectionEngine:
             return
         s.model.learn(ts, r.numerator, r.weight)
         s.baseline.learn(r.breakdown)
+        now = self._source_mix(s, mix)
+        if now:
+            s.traffic.learn({d: {v: (n, 0.0) for v, n in vals.items()} for d, vals in now.items()})
         if r.metric == "volume" and r.users > 0:
             alpha = self.config.baseline_alpha
             s.ew_events += alpha * (r.numerator - s.ew_events)
             s.ew_users += alpha * (r.users - s.ew_users)
 
-    def _gather(self, track: Track, s: Series, r: Rolled, a: Assessment, score: float) -> None:
+    def _gather(
+        self, track: Track, s: Series, r: Rolled, a: Assessment, score: float, mix: dict
+    ) -> None:
         """Add this window to the evidence of an active lifecycle."""
         track.obs += r.numerator
         if r.metric == "volume":
@@ -714,7 +762,12 @@ class DetectionEngine:
             track.den += r.denominator
         for code, n in r.codes.items():
             track.codes[code] = track.codes.get(code, 0) + n
-        accumulate(track.parts, expected_parts(r.metric, r.breakdown, s.baseline, a.expected))
+        parts = expected_parts(r.metric, r.breakdown, s.baseline, a.expected)
+        for dim, now in self._source_mix(s, mix).items():
+            mix_adjusted(
+                parts, dim, s.baseline, s.traffic, now, a.expected, self._newcomers(s, dim)
+            )
+        accumulate(track.parts, parts)
         track.windows += 1
         if s.zero_run >= track.silent_windows:
             track.silent_windows, track.silent_expected = s.zero_run, s.zero_expected
@@ -984,6 +1037,7 @@ class DetectionEngine:
             series=dict(r.series),
             model=model,
             baseline=SliceBaseline(alpha=self.config.baseline_alpha),
+            traffic=SliceBaseline(alpha=self.config.baseline_alpha),
             first_seen=ts,
             last_active=ts,
             planned=r.planned and self._plan_knows(r.series),

@@ -10,8 +10,9 @@ correction).
 Each slot is a ratio estimator, weighted by the interpolation weight (a triangular kernel, so a
 linear trend within the day is reproduced exactly): factor = (O + K·prior) / (E + K), where O sums
 the observed counts and E what the level and the other factor expected, both forgotten at the
-slot's rate per window, and K = PRIOR_EVENTS + PRIOR_WINDOWS · (expected count of one window):
-sparse series shrink towards the prior instead of chasing a few noisy minutes. (PRIOR_WINDOWS > 0
+slot's rate per window, and K = PRIOR_EVENTS (for week slots: times the events per independent
+unit, the model's clustering factor) + PRIOR_WINDOWS · (expected count of one window): sparse or
+bursty series shrink towards the prior instead of chasing a few noisy minutes. (PRIOR_WINDOWS > 0
 slows busy slots too: it leaves level shifts to the level, but then a new weekend is learnt over
 several weeks; 0 was better on the synthetic tests.)
 """
@@ -147,8 +148,15 @@ class SeasonalProfile:
         """How many observations the hour-of-day slot of `ts` has seen."""
         return self.day_n[int(hour_of_week(ts)) % 24]
 
-    def learn(self, ts: float, observed: float, level: float) -> None:
-        """Learn one window's count `observed` given the deseasonalised `level`."""
+    def learn(self, ts: float, observed: float, level: float, cluster: float = 1.0) -> None:
+        """Learn one window's count `observed` given the deseasonalised `level`.
+
+        `cluster` (≥ 1) is how many events make one independent unit of evidence (events come
+        in visits): the prior of a week correction is worth PRIOR_EVENTS units, so that a young
+        week slot is not pulled away from the day profile by a few minutes of one busy
+        visitor's events (one once learnt half the true traffic from eight quiet minutes of a
+        first Thursday morning). Day slots keep PRIOR_EVENTS events: their prior is a guess."""
+        prior = PRIOR_EVENTS * max(cluster, 1.0)
         i0, i1, w = self.position(ts)
         for i, wi in ((i0, 1.0 - w), (i1, w)):
             if wi <= 0.0:
@@ -171,7 +179,7 @@ class SeasonalProfile:
             base = level * self.day[d]
             o = self.week_o[i] = keep * self.week_o[i] + wy
             e = self.week_e[i] = keep * self.week_e[i] + wi * base
-            k = PRIOR_EVENTS + WEEK_PRIOR_WINDOWS * base
+            k = prior + WEEK_PRIOR_WINDOWS * base
             self.week[i] = (o + k * self.week_p[i]) / (e + k)
             self.week_n[i] += wi
 

@@ -10,24 +10,30 @@ Expected count μ(t) = level(t) · seasonal factor(t):
   hour-of-week slot is young (first week) the dispersion gets `unseen_week_phi` more (a tenth of
   it when the same hour of a day of the same kind, weekday or weekend, was seen: the first
   weekend is judged loosely, the first Tuesday almost as usual).
-Noise: negative binomial, Var(S) = M + φ_w·M² for the sum S of the last w windows with expected
-sum M; φ_w is estimated online for each scale w from the residuals of what `learn` receives, so it
-covers clustering of events within sessions and the model's own error. It is estimated globally
-and per UTC hour of day, and the larger is used: quiet night hours are relatively noisier.
+Noise: a clustered (compound) count. Events come in sessions, so the sum S of the last w windows
+with expected sum M has Var(S) = c_w·M + φ_w·M²: c_w (≥ 1) is the clustering factor (about the
+mean square number of events one visit sends within w windows over its mean: the variance/mean
+ratio stays the same whatever the traffic, night or day), φ_w the relative error of the model
+itself. Both are fitted online for each scale w by weighted least squares of (S - M)²/M on
+(1, M) over what `learn` receives (weights 1/(c + φM)², forgotten over `dispersion_halflife`), so
+quiet hours are judged with the same clustering as busy ones, not as Poisson. Tails: S/c_w is
+negative binomial with mean M/c_w and dispersion φ_w (Var(S/c) = M/c + φ(M/c)²), i.e. evidence
+is counted in clusters of events, not in events.
 
 `assess` scores the sums of the last 1, 5, 15 and 60 windows (observations as assessed, not as
 learnt) against their expectations, takes the most significant scale with a Bonferroni correction
 for the number of scales, and maps the p-value to a score (`detectors.intervals`: 0.5 = p 1e-3).
 So a sustained 30 % drop on a busy series builds evidence over minutes, while single-minute noise
-does not. Measured on the synthetic series of tests/test_volume_model.py (score ≥ 0.67): ×2, ×0.5,
-×0.7 found after 1/1/5 windows at 3000 events/min, 3/5/12 at 60/min, 4/11/121 at 8/min; false
-positives ≤ 2e-4 of windows at score ≥ 0.5.
+does not. Measured on the synthetic series of tests/test_volume_model.py (score ≥ 0.75, the
+engine's default firing level): ×2, ×0.5, ×0.7 found after 1/1/5 windows at 3000 events/min,
+2/7/37 at 60/min, 4/6/13 at 8/min; false positives ≈ 2e-4 of windows at score ≥ 0.5, none at
+0.75 (15 days each).
 
 Call `assess(ts, count)` once per window in time order (it records the observation in a short
 evidence buffer; it never changes the model), then `learn(ts, value)` with the count or the
 engine's substitute for an anomalous window. Windows must not be skipped (a window without events
 is a 0): a gap leaves the larger scales untested until they are whole again. Memory is fixed
-(≈ 700 floats: profiles, dispersions and two buffers of 60 windows).
+(≈ 700 floats: profiles, dispersion sums and two buffers of 60 windows).
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ from detectors.seasonality import SeasonalProfile
 
 DAY = 86400.0
 _PHI_PRIOR = 0.1  # before residuals are seen: ~30 % relative noise on top of Poisson
-_PHI_PRIOR_WEIGHT = 30.0
-_HOUR_PRIOR_WEIGHT = 120.0  # an hour's own estimate needs a few days to move off the global one
+_PHI_PRIOR_WEIGHT = 30.0  # windows' worth of evidence behind the prior (c = 1, φ = _PHI_PRIOR)
+_C_CEILING = 1000.0  # clustering factor: a visit sending more than ~1000 events is not a visit
 _PHI_FLOOR = 0.001  # ≥ 3 % relative error: no model is better than that on real traffic
 _PHI_CEILING = 100.0  # sd ≈ 10× the mean: wider says nothing, and huge values overflow quantiles
 _Z_CAP = 5.0  # residuals beyond ±5 sd are clipped when learning the dispersion
@@ -93,13 +99,11 @@ class VolumeModel:
         self.n = 0.0  # windows learnt
         self.first_ts: float | None = None
         self.last_ts: float | None = None
-        # Dispersion per scale: EW sums of (S - M)² - M and of M².
-        self.disp_num = [0.0] * len(self.scales)
-        self.disp_den = [0.0] * len(self.scales)
-        # The same per UTC hour of day (flattened [hour * len(scales) + scale]): quiet night
-        # hours are relatively noisier than the busy ones that dominate the global estimate.
-        self.hour_num = [0.0] * (24 * len(self.scales))
-        self.hour_den = [0.0] * (24 * len(self.scales))
+        # Dispersion per scale: EW weighted sums of 1, M, M², y and y·M with y = (S - M)²/M (the
+        # observed variance/mean ratio), and the fit c + φ·M they give (see `_fit`).
+        self.disp = [[0.0] * 5 for _ in self.scales]
+        self.clus = [1.0] * len(self.scales)
+        self.phis = [_PHI_PRIOR] * len(self.scales)
         # Evidence buffer (assessed observations) and learnt buffer: [ts, y, mu, cum y, cum mu].
         self.seen: list[list[float]] = []
         self.learnt: list[list[float]] = []
@@ -112,7 +116,7 @@ class VolumeModel:
 
     def _context(self, ts: float) -> tuple[float, float, float, float, list[float]]:
         """(expected, seasonal factor, extra week dispersion, ts, φ per scale), cached from
-        assess to learn (the model does not change in between)."""
+        assess to learn (the model does not change in between; c per scale is `self.clus`)."""
         ctx = self._ctx
         if ctx is not None and ctx[3] == ts:
             return ctx
@@ -129,22 +133,21 @@ class VolumeModel:
         if week_seen < 60.0:  # young hour-of-week slot: its weekday effect is partly a guess
             unseen = self.unseen_week_phi * (0.1 if like_seen else 1.0)
             extra = unseen * (1.0 - week_seen / 60.0)
-        phis = [self.phi(i, ts) for i in range(len(self.scales))]
-        self._ctx = ctx = (mu, factor, extra, ts, phis)
+        self._ctx = ctx = (mu, factor, extra, ts, self.phis)
         return ctx
 
     def phi(self, scale_index: int = 0, ts: float | None = None) -> float:
-        """Learnt dispersion of the sum over `scales[scale_index]` windows (ending at `ts`: the
-        larger of the global and the hour-of-day estimates)."""
-        num, den = self.disp_num[scale_index], self.disp_den[scale_index]
-        if den <= 0.0:
-            return _PHI_PRIOR
-        phi = num / den
-        if ts is not None:
-            k = int(ts // 3600.0) % 24 * len(self.scales) + scale_index
-            if self.hour_den[k] > 0.0:
-                phi = max(phi, self.hour_num[k] / self.hour_den[k])
-        return min(_PHI_CEILING, max(_PHI_FLOOR, phi))
+        """Learnt relative (model) dispersion φ of the sum over `scales[scale_index]` windows
+        (`ts` is accepted for compatibility: the clustering term makes quiet hours noisier)."""
+        return self.phis[scale_index]
+
+    def clustering(self, scale_index: int = 0) -> float:
+        """Learnt clustering factor c (≥ 1; 1 = Poisson) of the sum over that many windows."""
+        return self.clus[scale_index]
+
+    def variance(self, expected: float, scale_index: int = 0) -> float:
+        """Predicted variance of a sum over `scales[scale_index]` windows with that expectation."""
+        return self.clus[scale_index] * expected + self.phis[scale_index] * expected * expected
 
     def is_learning(self, ts: float) -> bool:
         if self.first_ts is None or ts - self.first_ts < self.warmup_seconds:
@@ -165,14 +168,17 @@ class VolumeModel:
                 continue
             tested += 1
             phi = phis[idx] + extra
-            if abs(s_obs - s_exp) < math.sqrt(s_exp + phi * s_exp * s_exp):
+            c = self.clus[idx]
+            if abs(s_obs - s_exp) < math.sqrt(c * s_exp + phi * s_exp * s_exp):
                 continue  # within one sd: p > 0.25 at any mean, no evidence (saves the tails)
-            upper, lower = nb_midp(s_obs, s_exp, phi)
+            upper, lower = nb_midp(s_obs / c, s_exp / c, phi)
             p, direction = two_sided(upper, lower)
             if p < best_p:
                 best_p, best_dir = p, direction
         p = min(1.0, best_p * max(tested, 1))
-        lower, upper = nb_interval(mu, phis[0] + extra, self.interval_level)
+        c = self.clus[0]
+        lower, upper = nb_interval(mu / c, phis[0] + extra, self.interval_level)
+        lower, upper = lower * c, upper * c
         direction = best_dir if p < 1.0 - self.interval_level else 0
         return Assessment(
             observed=float(observed),
@@ -197,18 +203,21 @@ class VolumeModel:
             self.level = y / factor
         else:
             sums = _multi_sums(self.learnt, ts, self.scales, self.window_seconds)
-            self._learn_dispersion(ts, sums, phis)
+            if self.shift_run == 0:  # a deviation on its way to a level shift is not noise
+                self._learn_dispersion(ts, sums, phis)
             self._learn_level(y / factor)
             if extra == 0.0:  # an unlearnt weekday effect is not a shift
                 self._detect_shift(sums[-1])
             else:
                 self.shift_run = 0
-            if self.level > 0.0:
+            if self.level > 0.0 and self.shift_run == 0:
+                # (while the largest scale deviates on and on, the deviation is the level's:
+                # the profile learning it too would be corrected twice at the rescale)
                 day = int((ts - self.first_ts) // DAY)
                 if 0 < day <= 2 and day > self.restarts:  # see SeasonalProfile.restart_day
                     self.restarts = day
                     self.season.restart_day()
-                self.season.learn(ts, y, self.level)
+                self.season.learn(ts, y, self.level, self.clus[-1])
         self.last_ts = ts if self.last_ts is None else max(ts, self.last_ts)
 
     def _learn_level(self, deseason: float) -> None:
@@ -229,7 +238,8 @@ class VolumeModel:
         if full and s_exp > 0.0:
             ratio = s_obs / s_exp
             if abs(ratio - 1.0) > 0.1:
-                upper, lower = nb_midp(s_obs, s_exp, self.phi(len(self.scales) - 1))
+                c, phi = self.clus[-1], self.phis[-1]
+                upper, lower = nb_midp(s_obs / c, s_exp / c, phi)
                 p, direction = two_sided(upper, lower)
                 shifted = direction if p < 1e-4 else 0
         if shifted == 0 or (self.shift_run and (self.shift_run > 0) != (shifted > 0)):
@@ -247,26 +257,33 @@ class VolumeModel:
     def _learn_dispersion(
         self, ts: float, sums: list[tuple[float, float, bool]], phis: list[float]
     ) -> None:
+        """Weighted least squares of y = (S - M)²/M on (1, M), per scale, forgotten over
+        `dispersion_halflife` windows; weights 1/(c + φM)² (y's variance is about 2(c + φM)²)."""
         keep = _decay(self.dispersion_halflife)
-        keep_hour = _decay(self.dispersion_halflife / 4.0)  # an hour is 1/24 of the windows
-        base = int(ts // 3600.0) % 24 * len(self.scales)
         for idx, (s_obs, s_exp, full) in enumerate(sums):
             if not full or s_exp <= 0.0:
                 continue
-            m2 = s_exp * s_exp
-            if self.disp_den[idx] <= 0.0:
-                self.disp_num[idx] = _PHI_PRIOR * m2 * _PHI_PRIOR_WEIGHT
-                self.disp_den[idx] = m2 * _PHI_PRIOR_WEIGHT
-            k = base + idx
-            if self.hour_den[k] <= 0.0:  # starts from the global estimate
-                self.hour_num[k] = self.phi(idx) * m2 * _HOUR_PRIOR_WEIGHT
-                self.hour_den[k] = m2 * _HOUR_PRIOR_WEIGHT
-            var = s_exp + phis[idx] * m2
-            resid = min((s_obs - s_exp) ** 2, _Z_CAP * _Z_CAP * var) - s_exp
-            self.disp_num[idx] = keep * self.disp_num[idx] + resid
-            self.disp_den[idx] = keep * self.disp_den[idx] + m2
-            self.hour_num[k] = keep_hour * self.hour_num[k] + resid
-            self.hour_den[k] = keep_hour * self.hour_den[k] + m2
+            acc = self.disp[idx]
+            c, phi = self.clus[idx], phis[idx]
+            if acc[0] <= 0.0:  # prior: c = 1, φ = _PHI_PRIOR, seen at M/4 and 2M
+                for m in (0.25 * s_exp, 2.0 * s_exp):
+                    d = 1.0 + _PHI_PRIOR * m
+                    w = 0.5 * _PHI_PRIOR_WEIGHT / (d * d)
+                    acc[0] += w
+                    acc[1] += w * m
+                    acc[2] += w * m * m
+                    acc[3] += w * d
+                    acc[4] += w * d * m
+            d = c + phi * s_exp
+            var = d * s_exp
+            y = min((s_obs - s_exp) ** 2, _Z_CAP * _Z_CAP * var) / s_exp
+            w = 1.0 / (d * d)
+            acc[0] = keep * acc[0] + w
+            acc[1] = keep * acc[1] + w * s_exp
+            acc[2] = keep * acc[2] + w * s_exp * s_exp
+            acc[3] = keep * acc[3] + w * y
+            acc[4] = keep * acc[4] + w * y * s_exp
+            self.clus[idx], self.phis[idx] = _fit(acc)
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict:
@@ -293,10 +310,7 @@ class VolumeModel:
             "n": self.n,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
-            "disp_num": list(self.disp_num),
-            "disp_den": list(self.disp_den),
-            "hour_num": list(self.hour_num),
-            "hour_den": list(self.hour_den),
+            "disp": [list(a) for a in self.disp],
             "seen": [list(r) for r in self.seen],
             "learnt": [list(r) for r in self.learnt],
         }
@@ -312,13 +326,31 @@ class VolumeModel:
         m.n = float(state["n"])
         m.first_ts = state["first_ts"]
         m.last_ts = state["last_ts"]
-        m.disp_num = [float(x) for x in state["disp_num"]]
-        m.disp_den = [float(x) for x in state["disp_den"]]
-        m.hour_num = [float(x) for x in state["hour_num"]]
-        m.hour_den = [float(x) for x in state["hour_den"]]
+        if len(state.get("disp") or ()) == len(m.scales):  # else (older state): learnt anew
+            m.disp = [[float(x) for x in a] for a in state["disp"]]
+            for idx, acc in enumerate(m.disp):
+                if acc[0] > 0.0:
+                    m.clus[idx], m.phis[idx] = _fit(acc)
         m.seen = [[float(x) for x in r] for r in state["seen"]]
         m.learnt = [[float(x) for x in r] for r in state["learnt"]]
         return m
+
+
+def _fit(acc: list[float]) -> tuple[float, float]:
+    """(c, φ) minimising the weighted squares of y - c - φM, with c ≥ 1 and φ in its bounds."""
+    sw, sm, smm, sy, sym = acc
+    det = sw * smm - sm * sm
+    c = phi = -1.0
+    if det > 1e-12 * sw * smm:
+        c = (sy * smm - sym * sm) / det
+        phi = (sw * sym - sm * sy) / det
+    if c < 1.0:
+        c = 1.0
+        phi = (sym - sm) / smm if smm > 0.0 else _PHI_PRIOR
+    if phi < _PHI_FLOOR:
+        phi = _PHI_FLOOR
+        c = max(1.0, (sy - phi * sm) / sw) if sw > 0.0 else 1.0
+    return min(c, _C_CEILING), min(phi, _PHI_CEILING)
 
 
 def _count(ts: float, observed: float) -> float:

@@ -169,7 +169,8 @@ def _print_run(run: Any, target: Path) -> None:
     console.print(table)
     console.print(
         f"false alerts: {len(score.false_alerts)} in {score.days:g} days = "
-        f"[bold]{score.false_per_day:.2f}/day[/]; alerts: {len(score.spans)}; "
+        f"[bold]{score.false_per_day:.2f}/day[/]; alerts: {len(score.spans)} "
+        f"({len(score.related_alerts)} on other series an incident changed); "
         f"missed: {', '.join(missed) or 'none'}"
     )
     for span in score.false_alerts[:10]:

@@ -142,7 +142,41 @@ class Incident:
         }
         if self.kind == "campaign":
             out["annotation"] = self.annotation()
+        related = self.related()
+        if related:
+            out["related"] = related
         return out
+
+    def related(self) -> list[dict[str, Any]]:
+        """Other deviations this incident itself causes in the data (kind and series), besides
+        the labelled one: an alert on one of them is about this incident, not a false alert
+        (the backtest counts it neither as a find nor as false, and reports it apart).
+
+        - conversion_up: the tag sends extra `to_event` calls from the client source (a volume
+          spike of that event, which the plan may also flag as sent from the wrong source);
+        - conversion_down: the lost orders are a drop of `to_event`;
+        - disappeared of one app version: the event drops on its source while the release
+          rolls out (before the version is seen as the one missing it);
+        - drop of a source: its sessions' server-side orders vanish too (a drop of them);
+        - spike: the extra copies come from bots who never go on to the next funnel step (a
+          conversion drop from that event on that source).
+        """
+        p, src = self.params, self.params.get("source")
+        where = {"source": src, "platform": self.label_series.get("platform", src)} if src else {}
+        if self.kind == "conversion_up":
+            return [
+                {"kind": "spike", "series": {"event": p["to_event"]}},
+                {"kind": "violation_surge", "series": {"event": p["to_event"]}},
+            ]
+        if self.kind == "conversion_down":
+            return [{"kind": "drop", "series": {"event": p["to_event"]}}]
+        if self.kind == "disappeared" and p.get("app_version"):
+            return [{"kind": "drop", "series": {"event": p["event"], **where}}]
+        if self.kind == "drop":
+            return [{"kind": "drop", "series": {"event": FUNNEL_TO}}]
+        if self.kind == "spike":
+            return [{"kind": "conversion_down", "series": {"from_event": p["event"], **where}}]
+        return []
 
     def annotation(self) -> dict[str, Any] | None:
         """For a campaign: its entry in the annotations file format, else None."""

@@ -12,6 +12,7 @@ from detectors.attribution import (
     accumulate,
     attribute,
     expected_parts,
+    mix_adjusted,
     notable,
 )
 
@@ -117,3 +118,41 @@ def test_shares_of_a_dimension_sum_to_one(parts, direction):
         assert abs(total - 1.0) < 1e-9
     assert all(0.0 < a.share <= 1.0 for a in ranked)
     assert ranked == sorted(ranked, key=lambda a: (-a.share, a.dimension, a.value))
+
+
+def test_rollout_blames_the_new_version_that_does_not_send_not_the_old_one():
+    """A release rolls out: users move from 7.4.0 to 7.4.1, which never sends the event. The
+    event's usual split says 7.4.0 sends it all, so by the split 7.4.0 looks short; by what each
+    version sends of all its traffic now, the shortfall is 7.4.1's."""
+    event = learnt_baseline({"app_version": {"7.4.0": 0.9, "7.3.0": 0.1}})
+    traffic = learnt_baseline({"app_version": {"7.4.0": 9.0, "7.3.0": 1.0}})
+    # now: half of 7.4.0's traffic moved to 7.4.1; 7.4.0 sends as usual for its traffic
+    breakdown = {"app_version": {"7.4.0": (45.0, 0.0), "7.3.0": (10.0, 0.0)}}
+    now = {"7.4.0": 450.0, "7.4.1": 450.0, "7.3.0": 100.0}
+    naive = expected_parts("volume", breakdown, event, 100.0)
+    assert attribute(naive, -1)[0].value == "7.4.0"
+    parts = expected_parts("volume", breakdown, event, 100.0)
+    mix_adjusted(parts, "app_version", event, traffic, now, 100.0)
+    top = attribute(parts, -1)[0]
+    assert (top.value, round(top.share, 2)) == ("7.4.1", 1.0)
+    assert abs(sum(exp for _, exp in parts["app_version"].values()) - 100.0) < 1e-9
+    before = dict(parts)
+    mix_adjusted(parts, "app_version", event, SliceBaseline(), now, 100.0)  # no traffic learnt
+    assert parts == before
+
+
+def test_a_new_release_that_never_sent_the_event_is_expected_to_send_it():
+    """7.4.1 rolled out hours ago without the event: the baselines learnt that it sends none.
+    Called a newcomer (newer than the series, never a sender), it is expected at the average
+    rate of the others, so the silence is blamed on it."""
+    event = learnt_baseline({"app_version": {"7.4.0": 1.0}})
+    traffic = learnt_baseline({"app_version": {"7.4.0": 5.0, "7.4.1": 5.0}})
+    breakdown = {"app_version": {"7.4.0": (20.0, 0.0)}}  # 7.4.0 sends as usual, 7.4.1 nothing
+    now = {"7.4.0": 200.0, "7.4.1": 800.0}  # most users have moved to 7.4.1 by now
+    learnt = expected_parts("volume", breakdown, event, 100.0)
+    mix_adjusted(learnt, "app_version", event, traffic, now, 100.0)
+    assert attribute(learnt, -1)[0].value == "7.4.0"  # its zero rate was learnt as normal
+    parts = expected_parts("volume", breakdown, event, 100.0)
+    mix_adjusted(parts, "app_version", event, traffic, now, 100.0, newcomers={"7.4.1"})
+    top = attribute(parts, -1)[0]
+    assert (top.value, round(top.share, 2)) == ("7.4.1", 1.0)

@@ -145,3 +145,21 @@ def test_plot_writes_a_png(tmp_path: Path):
 )
 def test_safe_name(text, name):
     assert safe_name(text) == name
+
+
+def test_alerts_on_deviations_an_incident_causes_elsewhere_are_related_not_false():
+    conv = Label.from_dict({
+        "name": "tag", "kind": "conversion_up", "start": T, "end": T + 4 * H,
+        "series": {"from_event": "C", "to_event": "O", "source": "web", "platform": "web"},
+        "related": [{"kind": "spike", "series": {"event": "O"}}],
+    })  # fmt: skip
+    spans = [
+        span("spike", {"event": "O"}, started=T + H, fired=T + H + 300, id_="extra-orders"),
+        span("spike", {"event": "O"}, started=T + 9 * H, fired=T + 9 * H, id_="later"),
+        span("drop", {"event": "O"}, started=T + H, fired=T + H, id_="wrong-kind"),
+    ]
+    result = score([conv], spans, days=1.0)
+    assert [s.id for s in result.related_alerts] == ["extra-orders"]
+    assert {s.id for s in result.false_alerts} == {"later", "wrong-kind"}
+    assert result.recall == 0.0  # a related alert is not a find of the labelled deviation
+    assert result.summary()["related_alerts"] == 1

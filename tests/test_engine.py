@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from detectors.annotations import Annotation
+from detectors.backtest import parse_time
 from detectors.base import Assessment
 from detectors.engine import DetectionEngine, EngineConfig
 from detectors.lifecycle import LifecycleConfig
@@ -102,7 +103,7 @@ class FakeRate(_Fake):
 FAKES = {"volume": FakeCount, "violation": FakeRate, "conversion": FakeRate}
 CFG = EngineConfig(
     model_classes=FAKES,
-    lifecycle=LifecycleConfig(),
+    lifecycle=LifecycleConfig(fire_score=0.5),  # the fakes' scale: |z| = 5 -> 0.5
     new_event_after_minutes=60,
     slice_min_windows=50,
     accept_after_minutes=10_000,
@@ -306,6 +307,26 @@ def test_unplanned_event_is_announced_once():
     assert {(a.dimension, a.value) for a in fired[0].attribution} >= {("app_version", "5.7.2")}
     assert "not in the tracking plan" in fired[0].explanation
     assert [a.state for a in alerts] == ["firing", "resolved"]  # resolved after the hold time
+
+
+def test_sparse_unplanned_event_of_a_rolling_out_release_is_announced_soon():
+    """A release that is rolling out sends its new event sparsely at first (here 2 events every
+    third window): it keeps coming, so it is announced within half an hour of its first event,
+    not once it is dense (10 events in 5 windows would never happen here)."""
+    data = synth(300)
+    for w, recs in enumerate(data):
+        if w >= 100 and w % 3 == 1:
+            recs.append(
+                WindowRecord(series={"event": "Wishlist Added", "source": "ios",
+                                     "platform": "ios", "app_version": "5.7.2"},
+                             window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                             count=2, distinct_users=2, planned=False)
+            )  # fmt: skip
+    _, alerts = run(data)
+    fired = firings(alerts)
+    assert [a.kind for a in fired] == ["new_event"]
+    assert parse_time(fired[0].started_at) == T0 + 100 * W
+    assert parse_time(fired[0].updated_at) <= T0 + 130 * W
 
 
 def test_planned_event_counts_as_new_only_when_never_seen_after_warmup():

@@ -309,3 +309,22 @@ def test_unreadable_schedules(plan: Plan, tmp_path: Path, content: bytes) -> Non
         load_incidents(path, MONDAY, plan)
     with pytest.raises(IncidentError, match="cannot read"):
         load_incidents(tmp_path / "missing.yaml", MONDAY, plan)
+
+
+def test_labels_name_the_deviations_the_incident_causes_elsewhere():
+    from datetime import UTC, datetime, timedelta
+
+    from streams.sim_incidents import make_incident
+
+    start = datetime(2026, 11, 2, tzinfo=UTC)
+    end = start + timedelta(hours=2)
+    up = make_incident("conversion_up", start, end, {"source": "web"}).label()
+    assert {"kind": "spike", "series": {"event": "Order Completed"}} in up["related"]
+    gone = make_incident(
+        "disappeared", start, end, {"event": "A", "source": "ios", "app_version": "5.7.1"}
+    ).label()
+    assert gone["related"] == [
+        {"kind": "drop", "series": {"event": "A", "source": "ios", "platform": "ios"}}
+    ]
+    web = make_incident("disappeared", start, end, {"event": "A", "source": "web"}).label()
+    assert "related" not in web  # a whole event gone: nothing else moves

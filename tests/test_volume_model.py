@@ -287,8 +287,86 @@ def test_runaway_dispersion_is_capped_and_still_gives_finite_intervals() -> None
     m = VolumeModel()
     for i in range(60):
         m.learn(MONDAY + 60 * i, 80.0)
-    m.disp_num = [1.4e151 for _ in m.disp_num]
-    m.disp_den = [1.0 for _ in m.disp_den]
+    # sums of 1, M, M², y, y·M whose fit is a huge variance/mean ratio at every M
+    m.disp = [[1.0, 1.0, 2.0, 1.4e151, 1.4e151] for _ in m.disp]
+    state = m.to_state()
+    m = VolumeModel.from_state(state)  # the fit is rebuilt from the sums (and capped)
+    assert max(m.clus) <= 1000.0 and max(m.phis) <= 100.0
     a = m.assess(MONDAY + 3600, 80.0)
     assert math.isfinite(a.lower) and math.isfinite(a.upper)
     assert 0.0 <= a.score <= 1.0
+
+
+def clustered(days: float, sessions_per_min: float, mean_events: float, seed: int):
+    """Counts of events that come in visits: visits arrive as a Poisson process with a strong
+    daily cycle (night 20× quieter than the evening), each sends a geometric number of events
+    spread over ten minutes. Variance/mean stays the same at night and at the peak."""
+    rng = np.random.default_rng(seed)
+    n = int(days * 1440)
+    ts = MONDAY + MINUTE * np.arange(n)
+    hour = (ts % 86400) / 3600
+    rate = sessions_per_min * (0.05 + 0.95 * (0.5 + 0.5 * np.sin(2 * np.pi * (hour - 12) / 24)))
+    counts = np.zeros(n)
+    for i, k in enumerate(rng.poisson(rate)):
+        for _ in range(k):
+            events = rng.geometric(1.0 / mean_events)
+            spread = rng.integers(0, 10, size=events)  # minutes after the visit starts
+            np.add.at(counts, np.minimum(i + spread, n - 1), 1.0)
+    return ts, counts
+
+
+def test_clustered_counts_learn_their_clustering_and_quiet_hours_stay_quiet():
+    """Events come in visits: Var = c·M at every hour, not M + φ·M². A model that takes the
+    noise for NB2 fits φ on the busy hours and then finds the night's bursts (one visitor, ten
+    events) wildly significant; the clustering term keeps night and day equally calm."""
+    ts, ys = clustered(9, 1.0, 8.0, 11)
+    m = VolumeModel()
+    out = feed(m, ts, ys)
+    assert 1.5 < m.clustering(0) < 10.0  # about E[k²]/E[k] of the events per visit and minute
+    assert m.clustering(3) > m.clustering(0)  # an hour holds whole visits
+    hours = (ts % 86400) / 3600
+    night = [a for h, a in zip(hours.tolist(), out, strict=True) if h < 6][2 * 360 :]
+    # NB2 with φ from the busy hours: ~1 % of night windows at the firing level; now ≤ 0.2 %
+    assert sum(a.score >= 0.5 for a in night) <= 0.002 * len(night)
+    # ... and a real burst at night (a dozen visitors' worth of extra events) is still found
+    start = ts[-1] - ts[-1] % 86400 + 86400 + 2 * 3600  # 02:00 the next day
+    scores = []
+    for i in range(5):
+        scores.append(m.assess(start + 60 * i, 25.0).score)
+        m.learn(start + 60 * i, 25.0)
+    assert max(scores) >= FIRE
+
+
+def test_young_week_slot_weighs_evidence_in_visits_not_events():
+    """A young hour-of-week slot starts from the day profile; a few quiet minutes of a bursty
+    series (ten events a visit) are a couple of visits' worth and must not halve it (the engine
+    would then take the hour's normal traffic for a spike and never learn it back)."""
+    from detectors.seasonality import SeasonalProfile
+
+    def young_factor(cluster: float) -> float:
+        p = SeasonalProfile()
+        for i in range(4 * 1440):  # four days of 20 events a minute, flat: day profile ≈ 1
+            p.learn(MONDAY + 60 * i, 20.0, 20.0, cluster)
+        t = MONDAY + 4 * 86400 + 10 * 3600  # Friday 10:00, a week slot never seen
+        for i in range(8):  # eight minutes at half the usual traffic
+            p.learn(t + 60 * i, 10.0, 20.0, cluster)
+        return p.lookup(t + 8 * 60)[0]
+
+    assert young_factor(10.0) > 0.7  # 160 expected events are ~16 visits: a partial correction
+    assert young_factor(1.0) < 0.6  # as if each event were independent: most of the way
+
+
+def test_state_from_before_the_clustering_term_still_loads():
+    """Snapshots written before the clustering term (disp_num/disp_den/hour_*) load; the
+    dispersion is then learnt anew from the prior, everything else is kept."""
+    m = VolumeModel()
+    for i in range(120):
+        m.assess(MONDAY + 60 * i, 50.0)
+        m.learn(MONDAY + 60 * i, 50.0)
+    state = m.to_state()
+    old = {k: v for k, v in state.items() if k != "disp"}
+    old.update(disp_num=[1.0] * 4, disp_den=[10.0] * 4, hour_num=[0.0] * 96, hour_den=[0.0] * 96)
+    loaded = VolumeModel.from_state(old)
+    assert loaded.level == m.level and loaded.clustering(0) == 1.0
+    a = loaded.assess(MONDAY + 60 * 120, 50.0)
+    assert math.isfinite(a.upper) and a.expected == m.assess(MONDAY + 60 * 120, 50.0).expected
