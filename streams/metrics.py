@@ -74,7 +74,8 @@ LATE_EVENTS = Counter(
 INPUT_GAPS = Counter(
     "trackwatch_input_gaps_total",
     "Offset gaps in an agent's input (messages the consumer skipped), read back from the broker "
-    "(outcome=repaired) or no longer on it (outcome=lost)",
+    "(outcome=repaired), no longer on it (outcome=lost), or missing at a partition's end and "
+    "fetched again (outcome=resought)",
     ["stage", "outcome"],
 )
 INPUT_GAP_MESSAGES = Counter(

@@ -87,6 +87,7 @@ from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 
 log = logging.getLogger(__name__)
+TAIL_CHECK_SECONDS = 5.0  # see `Pipeline._watch_tails`
 
 try:  # imported now, not in the detect agent: importing scipy would stall the event loop ~1 s
     from detectors.engine import DetectionEngine
@@ -172,6 +173,8 @@ class Pipeline:
         app.agent(self.raw, name="process")(self._process_agent)
         app.agent(self.windows, name="detect")(self._detect_agent)
         app.on_before_shutdown.connect(self._stop_readers)
+        self._stalled: dict[Any, tuple[int, int]] = {}  # see `_watch_tails`
+        app.task(self._watch_tails)
 
     @property
     def plan(self) -> Plan:
@@ -324,6 +327,54 @@ class Pipeline:
         else:
             log.warning("%s: %s/%d: offsets %d..%d repaired", stage, topic, p, start, upto - 1)
             m.INPUT_GAPS.labels(stage, "repaired").inc()
+
+    async def _watch_tails(self) -> None:
+        """Re-seek input partitions whose state stopped short of the log end.
+
+        `_fill_gap` repairs a gap once a later message of the partition arrives; when the
+        messages Faust dropped after a rebalance were the last ones of a partition, none comes.
+        So every `TAIL_CHECK_SECONDS` each assigned input partition is compared with its state:
+        if the consumer's position is at the end of the log but the state (or, for a partition
+        not seen yet, its snapshot) is behind it on two checks in a row, the consumer is sought
+        back to the first offset the state lacks; the agent then gets those messages the normal
+        way (offsets the state already holds are skipped)."""
+        stages = {
+            RAW: ("process", self.parts["process"], self.state_table),
+            WINDOWS: ("detect", self.parts["detect"], self.detect_state),
+        }
+        while True:
+            await asyncio.sleep(TAIL_CHECK_SECONDS)
+            if getattr(self.app, "rebalancing", False):
+                self._stalled.clear()
+                continue
+            try:
+                await self._check_tails(stages)
+            except Exception as exc:  # e.g. a consumer between assignments: next time
+                log.debug("tail check skipped: %r", exc)
+
+    async def _check_tails(self, stages: dict[str, tuple[str, dict[int, Any], Any]]) -> None:
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in stages:
+                continue
+            stage, parts, table = stages[tp.topic]
+            end = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            part = parts.get(tp.partition)
+            done = part.offset if part is not None else snapshots.covered(table, tp.partition)
+            if end is None or position is None or done + 1 >= end or position < end:
+                self._stalled.pop(tp, None)
+                continue
+            if self._stalled.get(tp) != (done, end):
+                self._stalled[tp] = (done, end)  # maybe still in a queue: look again next time
+                continue
+            del self._stalled[tp]
+            log.warning(
+                "%s: %s/%d stopped at offset %d of %d: seeking back to offset %d",
+                stage, tp.topic, tp.partition, done, end - 1, done + 1,
+            )  # fmt: skip
+            m.INPUT_GAPS.labels(stage, "resought").inc()
+            await consumer.seek(tp, done + 1)
 
     # ------------------------------------------------------------------ validate + aggregate
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from detectors.records import WindowRecord
 from streams.broker import EmbeddedBroker, create_topics
 from streams.envelope import parse_received_at
 from streams.merge import merge_records
 from streams.replay import replay
-from streams.topics import QUARANTINE, VALID, WINDOWS
+from streams.topics import QUARANTINE, RAW, VALID, WINDOWS
 from tests.streaming_support import T0, body_for, make_envelopes, produce, read_topic
 from tests.test_restart import dedupe_valid
 from tests.test_worker import canon, dedupe_flushes
@@ -217,3 +217,45 @@ def run_takeover(bootstrap: str, tmp_path: Path, drop_from: str | None = None) -
             stop_worker(a)
         stop_worker(b)
     return logs
+
+
+def test_lost_messages_at_a_partitions_end_are_fetched_again(kafka, tmp_path: Path) -> None:
+    """When the messages the consumer loses are the last ones of a partition, no later message
+    reveals the gap: the worker notices its state stopped short of the log end and seeks back
+    (`Pipeline._watch_tails`). Each partition gets 4 messages and the consumer drops the 3rd
+    and 4th deliveries of each, so every partition ends in a gap."""
+    envelopes = make_envelopes(80, seed=43, dup_every=0)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap)
+    for i in range(16):  # 16 messages of 5 envelopes, offsets 0..3 of every partition
+        value = orjson.dumps(envelopes[5 * i : 5 * i + 5])
+        producer.send(RAW, value=value, partition=i % PARTITIONS)
+    producer.flush()
+    producer.close()
+    expected = {env["body"]["messageId"] for env in envelopes}
+
+    def seen(values: list[Any]) -> set[str]:
+        return {item["event"]["messageId"] for v in values for item in v["events"]}
+
+    log = tmp_path / "worker.log"
+    app_id = f"tw-tail-{uuid.uuid4().hex[:6]}"
+    worker = start_worker(kafka.bootstrap, app_id, log, tmp_path / "w", drop_from="events.raw")
+    try:
+        valid = read_topic(kafka.bootstrap, VALID, until=lambda v: seen(v) >= expected - bad(),
+                           timeout=120)  # fmt: skip
+    finally:
+        assert stop_worker(worker) == 0, log.read_text()[-3000:]
+    quarantine = read_topic(kafka.bootstrap, QUARANTINE, timeout=30)
+    quarantined = {r["envelope"]["body"]["messageId"] for v in quarantine for r in v}
+    text = log.read_text(errors="replace")
+    assert seen(valid) | quarantined == expected, text[-3000:]
+    assert "fault: dropped events.raw" in text  # the fault really happened
+    assert re.search(r"process: events\.raw/\d+ stopped at offset", text), text[-3000:]
+
+
+def bad() -> set[str]:
+    """messageIds `make_envelopes(80, seed=43)` makes invalid (they go to quarantine)."""
+    return {
+        env["body"]["messageId"]
+        for i, env in enumerate(make_envelopes(80, seed=43, dup_every=0))
+        if i % 7 == 3 or env["body"].get("event") == "Banner Clicked"
+    }
