@@ -361,7 +361,8 @@ class Pipeline:
             end = consumer.highwater(tp)
             position = await consumer.position(tp)
             part = parts.get(tp.partition)
-            done = part.offset if part is not None else snapshots.covered(table, tp.partition)
+            covered = snapshots.covered(table, tp.partition)  # newer if another worker owned p
+            done = covered if part is None else max(part.offset, covered)
             if end is None or position is None or done + 1 >= end or position < end:
                 self._stalled.pop(tp, None)
                 continue

@@ -86,6 +86,11 @@ def test_sigkill_mid_stream_loses_and_double_counts_nothing(kafka, tmp_path: Pat
     log = tmp_path / "worker.log"
 
     first = start_worker(bootstrap, app_id, log, tmp_path, "--snapshot-interval", "0.3")
+    # feed only once the worker has joined its group: a slow join would otherwise leave the
+    # whole input as a backlog it reads in a second, before the kill below can fall mid-stream
+    ready = time.monotonic() + 90
+    while time.monotonic() < ready and "Worker]: Ready" not in log.read_text(errors="replace"):
+        time.sleep(0.1)
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     deadline = time.monotonic() + 90
