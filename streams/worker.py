@@ -150,6 +150,10 @@ class Pipeline:
             f"{url.host}:{url.port or 9092}" for url in app.conf.broker
         )
         self.readers: dict[str, RangeReader] = {}  # per agent: reads input gaps back
+        for stage in ("process", "detect"):  # exported at 0, so that rules see the first one
+            m.INPUT_GAP_MESSAGES.labels(stage)
+            for outcome in ("repaired", "lost", "resought"):
+                m.INPUT_GAPS.labels(stage, outcome)
         self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
         # per agent: input partition -> its state in memory (see `_current`)
         self.parts: dict[str, dict[int, _Partition]] = {
