@@ -34,18 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detectors.records import Anomaly, Attribution
+from detectors.records import Anomaly, Attribution, epoch_seconds
 
 MIN_SHARE = 0.5
 LEAD_MINUTES = 10.0
 DEFAULT_SLACK_MINUTES = 120.0
 IMPLIED_KEYS = {"platform": "source"}  # label key -> key that implies it
-
-
-def parse_time(value: str | float) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
@@ -66,8 +60,8 @@ class Label:
             name=str(data.get("name") or data["kind"]),
             kind=str(data["kind"]),
             series={str(k): str(v) for k, v in (data.get("series") or {}).items()},
-            start=parse_time(data["start"]),
-            end=parse_time(data["end"]),
+            start=epoch_seconds(data["start"]),
+            end=epoch_seconds(data["end"]),
             expect_alert=bool(data.get("expect_alert", True)),
             related=tuple(
                 (str(r["kind"]), tuple((str(k), str(v)) for k, v in r["series"].items()))
@@ -108,20 +102,20 @@ def alert_spans(alerts: Iterable[Anomaly | dict[str, Any]]) -> list[AlertSpan]:
             for a in data.get("attribution") or []
         ]
         span = spans.get(data["id"])
-        updated = parse_time(data.get("updated_at") or data["started_at"])
+        updated = epoch_seconds(data.get("updated_at") or data["started_at"])
         if span is None:
             span = spans[data["id"]] = AlertSpan(
                 id=data["id"],
                 kind=data["kind"],
                 series=dict(data["series"]),
                 attribution=attribution,
-                started=parse_time(data["started_at"]),
+                started=epoch_seconds(data["started_at"]),
                 fired=updated,
                 explanation=data.get("explanation", ""),
             )
         span.kinds.add(data["kind"])
         if data.get("state") == "resolved":
-            span.ended = parse_time(data.get("ended_at") or updated)
+            span.ended = epoch_seconds(data.get("ended_at") or updated)
         else:
             span.ended = None
             span.kind, span.series = data["kind"], dict(data["series"])
@@ -322,8 +316,8 @@ def run_backtest(
             annotations.append(
                 Annotation(
                     name=entry["name"],
-                    start=parse_time(entry["start"]),
-                    end=parse_time(entry["end"]),
+                    start=epoch_seconds(entry["start"]),
+                    end=epoch_seconds(entry["end"]),
                     sources=frozenset(entry.get("sources") or ()),
                     events=frozenset(entry.get("events") or ()),
                 )

@@ -7,7 +7,21 @@ Times are UTC epoch seconds (floats) inside the detectors; ISO-8601 strings only
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
+
+
+def epoch_seconds(value: str | float) -> float:
+    """Seconds since the epoch of a number, a numeric string or an ISO-8601 time (naive: UTC)."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 SeriesKind = Literal["volume", "conversion"]
 AnomalyKind = Literal[

@@ -20,12 +20,12 @@ import csv
 import math
 from collections import deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from scipy import special
 
 from detectors.intervals import score_from_pvalue
+from detectors.records import epoch_seconds
 
 _Z99 = 2.5758293035489004  # two-sided 99 % normal quantile
 
@@ -126,16 +126,6 @@ class DetectInputError(ValueError):
     """A CSV given to `detect_csv` is unusable; the message names the file, line and problem."""
 
 
-def _parse_time(text: str) -> float:
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
 def _read_rows(in_path: Path, handle) -> tuple[list[dict], list[float], list[float]]:
     with handle:
         reader = csv.DictReader(handle)
@@ -155,7 +145,7 @@ def _read_rows(in_path: Path, handle) -> tuple[list[dict], list[float], list[flo
                     raise DetectInputError(f"{in_path}: line {line}: expected {len(fields)} fields")
                 raw_t, raw_v = row["timestamp"], row["value"]
                 try:
-                    t = _parse_time(raw_t)
+                    t = epoch_seconds(raw_t)
                 except (ValueError, OverflowError) as exc:
                     raise DetectInputError(
                         f"{in_path}: line {line}: timestamp {raw_t[:40]!r} is neither epoch "

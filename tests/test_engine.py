@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 from detectors.annotations import Annotation
-from detectors.backtest import parse_time
 from detectors.base import Assessment
 from detectors.engine import DetectionEngine, EngineConfig
 from detectors.lifecycle import LifecycleConfig
-from detectors.records import WindowRecord
+from detectors.records import WindowRecord, epoch_seconds
 from detectors.rollup import DEFAULT_LEVELS, Level
 from tracking_plan.model import EventSpec, Plan
 
@@ -175,6 +174,13 @@ def run(windows, engine=None, config=CFG, annotations=(), plan=None):
     return engine, alerts
 
 
+def unplanned_record(w: int, count: int) -> WindowRecord:
+    """Window `w` of "Wishlist Added", an event the plan does not know, from iOS 5.7.2."""
+    series = {"event": "Wishlist Added", "source": "ios", "platform": "ios", "app_version": "5.7.2"}
+    return WindowRecord(series=series, window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                        count=count, distinct_users=count, planned=False)  # fmt: skip
+
+
 def firings(alerts):
     return [a for a in alerts if a.state == "firing"]
 
@@ -292,12 +298,7 @@ def test_unplanned_event_is_announced_once():
     def add_new(windows, start):
         for w, recs in enumerate(windows):
             if w >= start:
-                recs.append(
-                    WindowRecord(series={"event": "Wishlist Added", "source": "ios",
-                                         "platform": "ios", "app_version": "5.7.2"},
-                                 window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
-                                 count=5, distinct_users=5, planned=False)
-                )  # fmt: skip
+                recs.append(unplanned_record(w, count=5))
         return windows
 
     _, alerts = run(add_new(data, 100))
@@ -316,17 +317,12 @@ def test_sparse_unplanned_event_of_a_rolling_out_release_is_announced_soon():
     data = synth(300)
     for w, recs in enumerate(data):
         if w >= 100 and w % 3 == 1:
-            recs.append(
-                WindowRecord(series={"event": "Wishlist Added", "source": "ios",
-                                     "platform": "ios", "app_version": "5.7.2"},
-                             window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
-                             count=2, distinct_users=2, planned=False)
-            )  # fmt: skip
+            recs.append(unplanned_record(w, count=2))
     _, alerts = run(data)
     fired = firings(alerts)
     assert [a.kind for a in fired] == ["new_event"]
-    assert parse_time(fired[0].started_at) == T0 + 100 * W
-    assert parse_time(fired[0].updated_at) <= T0 + 130 * W
+    assert epoch_seconds(fired[0].started_at) == T0 + 100 * W
+    assert epoch_seconds(fired[0].updated_at) <= T0 + 130 * W
 
 
 def test_planned_event_counts_as_new_only_when_never_seen_after_warmup():
