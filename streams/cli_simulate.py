@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streams.envelope import parse_received_at
 from streams.errors import fail
 from streams.sim_incidents import Incident, IncidentError, load_incidents
 from streams.sim_send import SendError, SendStats, check_url, send
@@ -317,7 +318,7 @@ def _write_file(
                 count += 1
                 if count % 20_000 == 0:
                     flush()
-                    done = datetime.fromisoformat(envelope["received_at"].replace("Z", "+00:00"))
+                    done = parse_received_at(envelope["received_at"])
                     progress.update(
                         task,
                         completed=done.timestamp() - start_ts,
@@ -363,7 +364,7 @@ def _send(
             envelope = latest.get("envelope")
             if envelope is None:
                 return
-            done = datetime.fromisoformat(envelope["received_at"].replace("Z", "+00:00"))
+            done = parse_received_at(envelope["received_at"])
             progress.update(
                 task,
                 completed=min(total, done.timestamp() - start_ts),
