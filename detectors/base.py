@@ -14,6 +14,9 @@ class Assessment:
     `direction` is +1 when observed is above the interval, -1 below, 0 inside.
     `learning` is True while the model has not seen enough data to judge (cold start):
     the engine must not alert on it then.
+    `span_observed`/`span_expected`: what the score is about, the sums (counts; for rates,
+    numerators and expected numerators) over the `span_windows` last windows that deviate
+    most significantly (0 windows: no deviation, or a model that does not say).
     """
 
     observed: float
@@ -23,6 +26,9 @@ class Assessment:
     score: float
     direction: int
     learning: bool
+    span_observed: float = 0.0
+    span_expected: float = 0.0
+    span_windows: int = 0
 
 
 class SeriesModel(Protocol):

@@ -153,9 +153,13 @@ class Track:
     silent_windows: int = 0  # longest run of empty windows seen while active
     silent_expected: float = 0.0  # events expected during that run
     muted: bool = False  # its level shift was accepted; quiet until the score is calm
+    # the model's most deviating span seen while active (it may have begun before `pending`)
+    span_obs: float = 0.0
+    span_exp: float = 0.0
 
     def reset_evidence(self) -> None:
         self.obs = self.exp = self.den = self.peak = self.silent_expected = 0.0
+        self.span_obs = self.span_exp = 0.0
         self.windows = self.silent_windows = 0
         self.codes, self.parts = {}, {}
         self.last = [0.0, 0.0, 0.0, 0.0]
@@ -176,6 +180,8 @@ class Track:
             "silent_windows": self.silent_windows,
             "silent_expected": self.silent_expected,
             "muted": self.muted,
+            "span_obs": self.span_obs,
+            "span_exp": self.span_exp,
         }
 
     @classmethod
@@ -689,18 +695,24 @@ class DetectionEngine:
         return min(11, int(math.log2(max(expected, 0.0) + 1.0)))
 
     def _enough(self, s: Series, track: Track) -> bool:
-        """Is the evidence gathered so far worth an alert (not only significant)?"""
+        """Is the evidence worth an alert (not only significant)? The evidence: what the track
+        gathered since it became pending or, for rates, the model's most deviating span if that
+        says more (a conversion rate on a few users an hour is significant only once it has
+        lasted long: the windows before `pending` count then too). Volumes keep their own
+        evidence: a long span's excess is often the model's own error over hours."""
         cfg = self.config
-        excess = abs(track.obs - track.exp)
+        obs, exp = track.obs, track.exp
+        if s.metric != "volume" and abs(track.span_obs - track.span_exp) > abs(obs - exp):
+            obs, exp = track.span_obs, track.span_exp
+        excess = abs(obs - exp)
         if s.metric == "volume" and track.silent_windows and track.obs < track.exp:
             run, expected = track.silent_windows, track.silent_expected
             usual = cfg.quiet_factor * s.quiet[self._bucket(expected / run)]
             if run <= usual and expected >= 0.5 * (track.exp - track.obs):
                 return False  # mostly a silence no longer than this series often has
+        change = excess / exp if exp > 0 else math.inf
         if s.metric == "volume":
-            change = excess / track.exp if track.exp > 0 else math.inf
             return excess / s.burst >= cfg.min_excess_units and change >= cfg.min_change
-        change = excess / track.exp if track.exp > 0 else math.inf
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
 
     def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
@@ -773,6 +785,10 @@ class DetectionEngine:
             track.silent_windows, track.silent_expected = s.zero_run, s.zero_expected
         if score >= self.config.lifecycle.resolve_score or track.windows == 1:
             track.last = [a.observed, a.expected, a.lower, a.upper]
+        if score > 0.0 and abs(a.span_observed - a.span_expected) > abs(
+            track.span_obs - track.span_exp
+        ):
+            track.span_obs, track.span_exp = a.span_observed, a.span_expected
         track.peak = max(track.peak, score)
 
     # ------------------------------------------------------------------ incidents

@@ -23,6 +23,7 @@ def epoch_seconds(value: str | float) -> float:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
+
 SeriesKind = Literal["volume", "conversion"]
 AnomalyKind = Literal[
     "spike",

@@ -7,9 +7,11 @@ Expected count μ(t) = level(t) · seasonal factor(t):
   accepted (fed as is) is followed within ~12 hours, while a slow incident it did not alert on is
   not learnt as normal within 2 hours;
 - seasonal factor: hour-of-day × hour-of-week profile (`detectors.seasonality`); while the
-  hour-of-week slot is young (first week) the dispersion gets `unseen_week_phi` more (a tenth of
-  it when the same hour of a day of the same kind, weekday or weekend, was seen: the first
-  weekend is judged loosely, the first Tuesday almost as usual).
+  hour-of-week slot is young (first week) the dispersion gets `unseen_week_phi` more, less when
+  the same hour of a day of the same kind was seen: a tenth of it for a weekday after another
+  weekday (the first Friday is judged almost as usual), half of it for a weekend day after the
+  other (a Sunday morning is not a Saturday's; a first Sunday judged as strictly as a known day
+  fires, is then not learnt as normal, and fires again a week later).
 Noise: a clustered (compound) count. Events come in sessions, so the sum S of the last w windows
 with expected sum M has Var(S) = c_w·M + φ_w·M²: c_w (≥ 1) is the clustering factor (about the
 mean square number of events one visit sends within w windows over its mean: the variance/mean
@@ -43,7 +45,7 @@ from collections.abc import Sequence
 
 from detectors.base import Assessment
 from detectors.intervals import nb_interval, nb_midp, score_from_pvalue, two_sided
-from detectors.seasonality import SeasonalProfile
+from detectors.seasonality import SeasonalProfile, hour_of_week
 
 DAY = 86400.0
 _PHI_PRIOR = 0.1  # before residuals are seen: ~30 % relative noise on top of Poisson
@@ -131,7 +133,8 @@ class VolumeModel:
             mu = max(self.level + trend, 0.0) * factor
         extra = 0.0
         if week_seen < 60.0:  # young hour-of-week slot: its weekday effect is partly a guess
-            unseen = self.unseen_week_phi * (0.1 if like_seen else 1.0)
+            weekend = hour_of_week(ts) >= 120.0  # Saturday 00:00 UTC on
+            unseen = self.unseen_week_phi * ((0.5 if weekend else 0.1) if like_seen else 1.0)
             extra = unseen * (1.0 - week_seen / 60.0)
         self._ctx = ctx = (mu, factor, extra, ts, self.phis)
         return ctx
@@ -160,7 +163,7 @@ class VolumeModel:
         # `extra`: more dispersion while the hour-of-week slot is young (weekday effect unknown).
         mu, _, extra, _, phis = self._context(ts)
         _push(self.seen, ts, observed, mu, self.scales[-1], self.window_seconds)
-        best_p, best_dir = 1.0, 0
+        best_p, best_dir, best = 1.0, 0, -1
         tested = 0
         sums = _multi_sums(self.seen, ts, self.scales, self.window_seconds)
         for idx, (s_obs, s_exp, full) in enumerate(sums):
@@ -174,7 +177,7 @@ class VolumeModel:
             upper, lower = nb_midp(s_obs / c, s_exp / c, phi)
             p, direction = two_sided(upper, lower)
             if p < best_p:
-                best_p, best_dir = p, direction
+                best_p, best_dir, best = p, direction, idx
         p = min(1.0, best_p * max(tested, 1))
         c = self.clus[0]
         lower, upper = nb_interval(mu / c, phis[0] + extra, self.interval_level)
@@ -188,6 +191,9 @@ class VolumeModel:
             score=score_from_pvalue(p),
             direction=direction,
             learning=self.is_learning(ts),
+            span_observed=sums[best][0] if best >= 0 else 0.0,
+            span_expected=sums[best][1] if best >= 0 else 0.0,
+            span_windows=self.scales[best] if best >= 0 else 0,
         )
 
     # ------------------------------------------------------------------ learn

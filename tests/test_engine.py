@@ -493,3 +493,24 @@ def test_quiet_spells_seen_while_learning_are_not_disappearances():
     gone[500:560] = 0  # much longer than ever: gone
     _, alerts = run(_series_records(gone), config=config)
     assert "disappeared" in {a.kind for a in firings(alerts)}
+
+
+def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
+    """A conversion on a few users an hour becomes significant only after hours: the windows
+    before the lifecycle went pending count as evidence. Volumes keep their own evidence."""
+    from types import SimpleNamespace
+
+    from detectors.engine import Track
+
+    engine = DetectionEngine(plan=None)
+    track = Track(obs=3.0, exp=1.0)  # since pending: 2 more conversions than expected
+    rate = SimpleNamespace(metric="conversion", burst=1.0, quiet=[0.0] * 12)
+    assert not engine._enough(rate, track)
+    track.span_obs, track.span_exp = 44.0, 24.0  # the span the rate model found significant
+    assert engine._enough(rate, track)
+    volume = SimpleNamespace(metric="volume", burst=10.0, quiet=[0.0] * 12)
+    assert not engine._enough(volume, track)  # 2 events = 0.2 visits: not worth an alert
+    state = Track.from_state(json.loads(json.dumps(track.to_state())))
+    assert (state.span_obs, state.span_exp) == (44.0, 24.0)
+    track.reset_evidence()
+    assert (track.span_obs, track.span_exp) == (0.0, 0.0)

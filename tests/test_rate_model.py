@@ -201,3 +201,17 @@ def test_bad_rates_are_refused_clearly(x, n):
 def test_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         RateModel(**kwargs)
+
+
+def test_assessment_names_the_span_behind_its_score():
+    """The most significant scale's sums come with the score (the engine's evidence)."""
+    start = 3 * 1440
+    ts, xs, ns = funnel(start + 480, 0.5, 0.3, np.inf, 11, change=(start, 0.4))
+    out = feed(RateModel(), ts, xs, ns)
+    calm = [a for a in out[2 * 1440 : start] if a.score < 0.1]
+    assert calm and all(a.span_windows == 0 or a.direction == 0 for a in calm)
+    a = max(out[start:], key=lambda a: a.score)
+    assert a.span_windows == 240 and a.span_observed < 0.6 * a.span_expected
+    i = out.index(a)
+    window = slice(i - 239, i + 1)
+    assert a.span_observed == pytest.approx(xs[window].sum())

@@ -370,3 +370,14 @@ def test_state_from_before_the_clustering_term_still_loads():
     assert loaded.level == m.level and loaded.clustering(0) == 1.0
     a = loaded.assess(MONDAY + 60 * 120, 50.0)
     assert math.isfinite(a.upper) and a.expected == m.assess(MONDAY + 60 * 120, 50.0).expected
+
+
+def test_assessment_names_the_span_behind_its_score(trained):
+    """After a drop to nothing, the span is the scale that shows it best, with its sums."""
+    state, _, ts, _, ys = trained[SERIES[1]]
+    model = VolumeModel.from_state(state)
+    feed(model, ts[:600], ys[:600])
+    zeros = feed(model, ts[600:630], np.zeros(30))
+    a = zeros[-1]
+    assert a.span_windows in model.scales and a.span_windows > 1
+    assert a.span_observed == 0.0 and a.span_expected > 10.0 * a.span_windows
