@@ -161,7 +161,10 @@ class RateModel:
         )
 
     def learn(self, ts: float, observed: float, weight: float = 1.0) -> None:
-        x, n = _clean(observed, weight)
+        # not rounded: the engine's substitute for an anomalous window is the expected numerator
+        # (e.g. 0.4 of 1 user), and rounding it (to 0) would teach a lower rate and a false
+        # between-window dispersion
+        x, n = _clean(observed, weight, whole=False)
         if self.first_ts is None:
             self.first_ts = ts
         p = self.expected(ts)
@@ -245,13 +248,17 @@ class RateModel:
         return m
 
 
-def _clean(observed: float, weight: float) -> tuple[float, float]:
-    """Non-negative integers with numerator ≤ denominator (a numerator above its denominator is
-    capped: a funnel step cannot convert more users than entered it)."""
+def _clean(observed: float, weight: float, whole: bool = True) -> tuple[float, float]:
+    """Non-negative numbers with numerator ≤ denominator (a numerator above its denominator is
+    capped: a funnel step cannot convert more users than entered it); whole numbers unless
+    `whole` is False."""
     if not (math.isfinite(float(observed)) and math.isfinite(float(weight))):
         raise ValueError(f"numerator and denominator must be finite, got {observed!r}/{weight!r}")
     if observed < 0 or weight < 0:
         raise ValueError(f"numerator and denominator must be ≥ 0, got {observed!r}/{weight!r}")
+    if not whole:
+        n = float(weight)
+        return min(max(float(observed), 0.0), n), n
     n = round(float(weight))
     x = min(max(round(float(observed)), 0), n)
     return float(x), float(n)

@@ -215,3 +215,22 @@ def test_assessment_names_the_span_behind_its_score():
     i = out.index(a)
     window = slice(i - 239, i + 1)
     assert a.span_observed == pytest.approx(xs[window].sum())
+
+
+def test_substitutes_are_learnt_as_given_not_rounded():
+    """While a window is anomalous or annotated the engine teaches the expected numerator
+    (0.4 of 1 user). Rounded to 0 it once taught a lower rate and a false dispersion that hid a
+    doubled conversion rate on a sparse funnel."""
+    ts, xs, ns = funnel(4 * 1440, 0.5, 0.4, np.inf, 5)
+    honest, rounded = RateModel(), RateModel()
+    for i, (t, x, n) in enumerate(zip(ts.tolist(), xs.tolist(), ns.tolist(), strict=True)):
+        for model in (honest, rounded):
+            if i < 2 * 1440:  # two normal days, then two days of substitutes
+                model.learn(t, x, n)
+            else:
+                substitute = model.expected(t) * n
+                model.learn(t, substitute if model is honest else float(round(substitute)), n)
+    assert honest.base_rate() == pytest.approx(0.4, abs=0.04)
+    assert rounded.base_rate() < 0.3  # what rounding did
+    with pytest.raises(ValueError):
+        honest.learn(T0, float("nan"), 1.0)
