@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from unittest import mock
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tracking_plan import dedupe
 from tracking_plan.dedupe import Deduper
 
 
@@ -35,6 +38,17 @@ def test_old_entries_are_evicted_as_time_moves_on() -> None:
         d.seen(f"m{i}", float(i))
     assert len(d) == 11  # ids of t = 89..99
     assert not d.seen("m0", 100.0)  # forgotten
+
+
+def test_an_id_seen_again_long_before_its_first_sighting_moves_to_the_end() -> None:
+    """Forgetting goes by insertion order: once the oldest id moves to the end, the ones after
+    it that are out of the window go, and so does it."""
+    d = Deduper(max_age_seconds=10)
+    assert not d.seen("k", 100.0)
+    assert not d.seen("j", 85.0)  # out of the window, but not the oldest id: kept for now
+    assert len(d) == 2
+    assert not d.seen("k", 80.0)  # 20 s before its first sighting: new again, moved last
+    assert len(d) == 0
 
 
 def test_memory_is_bounded_by_max_entries() -> None:
@@ -72,7 +86,32 @@ def test_state_round_trip_through_json() -> None:
     assert (restored.max_age_seconds, restored.max_entries, len(restored)) == (30.0, 100, 31)
     assert restored.seen("m49", 1049.0)
     assert not restored.seen("m0", 1049.0)
-    assert restored.to_state()["entries"][:-1] == d.to_state()["entries"]
+    assert restored.to_state()["ids"][:-1] == d.to_state()["ids"]
+    assert restored.to_state()["ts"][:-1] == d.to_state()["ts"]
+
+
+def test_version_1_state_still_loads() -> None:
+    """Snapshots written before version 2 (``entries``: [id, ts] pairs) restore the same ids,
+    in the same order, and answer the same as before."""
+    old = {
+        "version": 1,
+        "max_age_seconds": 30.0,
+        "max_entries": 3,
+        "entries": [["m1", 1000.0], ["m3", 1002], ["m2", 1001.5], ["m0", 960.0]],
+    }
+    restored = Deduper.from_state(old)
+    assert (restored.max_age_seconds, restored.max_entries, len(restored)) == (30.0, 3, 3)
+    state = restored.to_state()
+    assert (state["version"], state["ids"], state["ts"]) == (
+        2,
+        ["m3", "m2", "m0"],  # at most 3: the oldest went first
+        [1002.0, 1001.5, 960.0],
+    )
+    assert Deduper.from_state(state).to_state() == state
+    assert restored.seen("m3", 1010.0)
+    assert not restored.seen("m0", 1010.0)  # 50 s after its last sighting: new again, last
+    assert not restored.seen("m1", 1010.0)
+    assert restored.to_state()["ids"] == ["m2", "m0", "m1"]
 
 
 @pytest.mark.parametrize(
@@ -88,6 +127,11 @@ def test_state_round_trip_through_json() -> None:
         {"version": 1, "entries": [[1, 2.0]], "max_age_seconds": 1, "max_entries": 1},
         {"version": 1, "entries": [], "max_age_seconds": -1, "max_entries": 1},
         {"version": 1, "entries": [], "max_age_seconds": 1, "max_entries": 0},
+        {"version": 2, "ids": ["m"], "ts": [], "max_age_seconds": 1, "max_entries": 1},
+        {"version": 2, "ids": {}, "ts": {}, "max_age_seconds": 1, "max_entries": 1},
+        {"version": 2, "ids": [1], "ts": [2.0], "max_age_seconds": 1, "max_entries": 1},
+        {"version": 2, "ids": ["m"], "ts": [math.inf], "max_age_seconds": 1, "max_entries": 1},
+        {"version": 3, "ids": [], "ts": [], "max_age_seconds": 1, "max_entries": 1},
     ],
 )
 def test_bad_state_is_refused(state: object) -> None:
@@ -120,3 +164,74 @@ def test_matches_a_simple_model_and_stays_bounded(
             assert duplicate == (message_id in naive)
         naive.add(message_id)
         assert len(d) <= cap
+
+
+class OrderedDictDeduper:
+    """The straightforward implementation `Deduper` must answer like (evicting after every
+    new id, from an OrderedDict)."""
+
+    def __init__(self, max_age: float, cap: int) -> None:
+        self.max_age, self.cap = max_age, cap
+        self.ids: OrderedDict[str, float] = OrderedDict()
+        self.latest = -math.inf
+
+    def seen(self, message_id: str, ts: float) -> bool:
+        if not math.isfinite(ts):
+            ts = self.latest if self.latest > -math.inf else 0.0
+        previous = self.ids.get(message_id)
+        if previous is not None and abs(ts - previous) <= self.max_age:
+            return True
+        if previous is not None:
+            del self.ids[message_id]
+        self.ids[message_id] = ts
+        self.latest = max(self.latest, ts)
+        while len(self.ids) > self.cap:
+            self.ids.popitem(last=False)
+        while self.ids and next(iter(self.ids.values())) < self.latest - self.max_age:
+            self.ids.popitem(last=False)
+        return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("abcdefghij"),
+            st.one_of(st.floats(0, 100), st.sampled_from([math.nan, math.inf])),
+        ),
+        max_size=80,
+    ),
+    st.floats(1, 30),
+    st.integers(1, 6),
+    st.integers(0, 80),
+    st.sampled_from([0, 2, 1024]),
+)
+@example(
+    [("x", 99.0), ("y", 0.0), ("y", 50.0), ("y", 0.0), ("y", 50.0), ("z", 200.0)], 10.0, 5, 80, 0
+)
+def test_answers_and_keeps_what_the_straightforward_implementation_does(
+    events: list[tuple[str, float]], max_age: float, cap: int, snapshot_at: int, slack: int
+) -> None:
+    """With evictions by age and by count, ids seen again after the window, odd times, a
+    snapshot restored midway and the bookkeeping compacted early or late: same answers, same
+    ids in the same order."""
+    d, model = Deduper(max_age, cap), OrderedDictDeduper(max_age, cap)
+    with mock.patch.object(dedupe, "_SLACK", slack):
+        for i, (message_id, ts) in enumerate(events):
+            if i == snapshot_at:  # a restored deduper knows the latest time of the ids it holds
+                d = Deduper.from_state(orjson.loads(orjson.dumps(d.to_state())))
+                model.latest = max(model.ids.values(), default=-math.inf)
+            assert d.seen(message_id, ts) == model.seen(message_id, ts)
+            state = d.to_state()
+            assert list(zip(state["ids"], state["ts"], strict=True)) == list(model.ids.items())
+
+
+def test_ids_seen_again_and_again_after_the_window_do_not_pile_up() -> None:
+    """An id bouncing between two times further apart than the window moves to the end every
+    time, behind an oldest id that stays: the bookkeeping of those moves stays bounded."""
+    d = Deduper(max_age_seconds=10)
+    d.seen("stays", 1000.0)
+    for i in range(20_000):
+        assert not d.seen("bounces", 50.0 if i % 2 else 0.0)
+    assert d.to_state()["ids"] == ["stays", "bounces"]
+    assert len(d._order) <= 2 * len(d) + dedupe._SLACK + 1

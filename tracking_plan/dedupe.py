@@ -9,16 +9,32 @@ I/O; the caller passes each event's time and can persist the state with `to_stat
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import deque
 from typing import Any
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 1: "entries" as [message_id, ts] pairs (still read)
+_isfinite = math.isfinite
+_SLACK = 1024  # stale occurrences `_order` may hold beyond as many as the ids before compacting
 
 
 class Deduper:
-    """`seen(message_id, ts)` is True when `message_id` was already seen within the window."""
+    """`seen(message_id, ts)` is True when `message_id` was already seen within the window.
 
-    __slots__ = ("_ids", "_latest", "max_age_seconds", "max_entries")
+    The ids live in a dict in insertion order (an id seen again after the window moves to the
+    end), which is the order they are forgotten in. `_order` holds the same ids, oldest first,
+    so that the oldest is found without walking over the dict's deleted slots; an id moved to
+    the end leaves a stale occurrence behind it, counted in `_stale` and skipped.
+    """
+
+    __slots__ = (
+        "_front_ts",
+        "_ids",
+        "_latest",
+        "_order",
+        "_stale",
+        "max_age_seconds",
+        "max_entries",
+    )
 
     def __init__(self, max_age_seconds: float = 86_400, max_entries: int = 1_000_000) -> None:
         if isinstance(max_age_seconds, bool) or not (
@@ -31,8 +47,11 @@ class Deduper:
             raise ValueError(f"max_entries must be at least 1, not {max_entries}")
         self.max_age_seconds = float(max_age_seconds)
         self.max_entries = max_entries
-        self._ids: OrderedDict[str, float] = OrderedDict()  # insertion order ~ time order
+        self._ids: dict[str, float] = {}  # insertion order ~ time order
+        self._order: deque[str] = deque()  # the ids in insertion order, and stale occurrences
+        self._stale: dict[str, int] = {}  # id -> its stale occurrences in `_order`
         self._latest = -math.inf  # the latest event time seen
+        self._front_ts = math.inf  # the time of the oldest id (`_evict` keeps it)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -46,48 +65,100 @@ class Deduper:
         """
         if type(message_id) is not str or not message_id:
             return False
-        if not isinstance(ts, int | float) or not math.isfinite(ts):
-            ts = self._latest if self._latest > -math.inf else 0.0
+        if type(ts) is not float or not _isfinite(ts):  # rare: checked in full
+            ts = self._event_time(ts)
         ids = self._ids
         previous = ids.get(message_id)
-        if previous is not None and abs(ts - previous) <= self.max_age_seconds:
-            return True
         if previous is not None:
-            del ids[message_id]
+            if abs(ts - previous) <= self.max_age_seconds:
+                return True
+            del ids[message_id]  # seen too long ago: new again, and now the newest
+            self._stale[message_id] = self._stale.get(message_id, 0) + 1
         ids[message_id] = ts
+        self._order.append(message_id)
+        if previous is not None and len(self._order) > 2 * len(ids) + _SLACK:
+            self._compact()
         if ts > self._latest:
             self._latest = ts
-        self._evict()
+        if (  # `_evict` has nothing to do unless the oldest id changed, or is now too old
+            previous is not None
+            or len(ids) == 1
+            or len(ids) > self.max_entries
+            or self._front_ts < self._latest - self.max_age_seconds
+        ):
+            self._evict()
         return False
 
+    def _event_time(self, ts: object) -> float:
+        """`ts` if it is a finite number, else the latest time seen (0 before any)."""
+        if not isinstance(ts, int | float) or not math.isfinite(ts):
+            return self._latest if self._latest > -math.inf else 0.0
+        return ts
+
+    def _compact(self) -> None:
+        """Drop the stale occurrences from `_order` (ids seen again after the window, one
+        behind the other, could otherwise pile up behind an oldest id that stays)."""
+        self._order = deque(self._ids)
+        self._stale.clear()
+
+    def _oldest(self) -> str | None:
+        """The oldest id (None if there is none), once the stale occurrences before it are
+        dropped from `_order`."""
+        order, stale = self._order, self._stale
+        while order:
+            oldest = order[0]
+            left = stale.get(oldest)
+            if not left:
+                return oldest
+            order.popleft()  # an earlier occurrence of an id that moved to the end
+            if left == 1:
+                del stale[oldest]
+            else:
+                stale[oldest] = left - 1
+        return None
+
     def _evict(self) -> None:
-        ids = self._ids
+        """Forget the oldest ids beyond `max_entries`, then those older than the window."""
+        ids, order = self._ids, self._order
         while len(ids) > self.max_entries:
-            ids.popitem(last=False)
+            del ids[self._oldest()]  # type: ignore[arg-type]
+            order.popleft()
         horizon = self._latest - self.max_age_seconds
-        while ids:
-            oldest = next(iter(ids))
+        while (oldest := self._oldest()) is not None:
             if ids[oldest] >= horizon:
-                break
+                self._front_ts = ids[oldest]
+                return
             del ids[oldest]
+            order.popleft()
+        self._front_ts = math.inf
 
     def to_state(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot (ids in insertion order)."""
+        """A JSON-serialisable snapshot: the ids and their times, in insertion order."""
         return {
             "version": _STATE_VERSION,
             "max_age_seconds": self.max_age_seconds,
             "max_entries": self.max_entries,
-            "entries": [[message_id, ts] for message_id, ts in self._ids.items()],
+            "ids": list(self._ids.keys()),
+            "ts": list(self._ids.values()),
         }
 
     @classmethod
     def from_state(cls, state: object) -> Deduper:
-        """Rebuild a `Deduper` from `to_state()` output; ValueError when `state` is not one."""
-        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-            raise ValueError("not a Deduper state (expected a dict with version 1)")
-        entries = state.get("entries")
-        if not isinstance(entries, list):
-            raise ValueError("Deduper state: 'entries' must be a list of [message_id, ts] pairs")
+        """Rebuild a `Deduper` from `to_state()` output (this version's or version 1's);
+        ValueError when `state` is not one."""
+        if not isinstance(state, dict) or state.get("version") not in (1, _STATE_VERSION):
+            raise ValueError("not a Deduper state (expected a dict with version 1 or 2)")
+        if state["version"] == 1:
+            entries = state.get("entries")
+            if not isinstance(entries, list):
+                raise ValueError(
+                    "Deduper state: 'entries' must be a list of [message_id, ts] pairs"
+                )
+        else:
+            ids, times = state.get("ids"), state.get("ts")
+            if not isinstance(ids, list) or not isinstance(times, list) or len(ids) != len(times):
+                raise ValueError("Deduper state: 'ids' and 'ts' must be lists of the same length")
+            entries = zip(ids, times, strict=True)
         deduper = cls(state.get("max_age_seconds"), state.get("max_entries"))  # type: ignore[arg-type]
         for entry in entries:
             if (
@@ -101,5 +172,6 @@ class Deduper:
                 raise ValueError(f"Deduper state: bad entry {entry!r:.80}")
             deduper._ids[entry[0]] = float(entry[1])
             deduper._latest = max(deduper._latest, float(entry[1]))
+        deduper._order.extend(deduper._ids)
         deduper._evict()
         return deduper
