@@ -19,7 +19,7 @@ import orjson
 
 from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
-from streams.pipeline import BatchOutput, BatchProcessor, count_tally, quarantine_record
+from streams.pipeline import BatchOutput, BatchProcessor, quarantine_record
 from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
@@ -109,8 +109,7 @@ def replay(
         stats.valid += len(out.valid)
         stats.duplicates += sum(out.duplicates.values())
         stats.envelopes += out.received
-        for item in out.tallies:
-            count_tally(aggregator, item)
+        aggregator.add_tallies(out.tallies, processor.paths)
         out.__init__()  # type: ignore[misc]
         records += aggregator.advance()
         for record in records:

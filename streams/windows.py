@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors.records import WindowRecord
 from tracking_plan.model import Funnel, Plan
@@ -58,6 +58,9 @@ UNKNOWN = "unknown"
 OTHER_UNPLANNED = "(other unplanned)"
 DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
+# the paths every tally carries (the platform's fallback, the app version), first and in order
+BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
+LABEL_CACHE_SIZE = 4096  # distinct (source, path labels) of tallies whose labels are kept
 
 
 def _lookup(event: dict[str, Any], dotted: str) -> Any:
@@ -70,7 +73,7 @@ def _lookup(event: dict[str, Any], dotted: str) -> Any:
 
 
 def _get(event: dict[str, Any], dotted: str) -> Any:
-    """`event[dotted]` when flattened (the tallies of `streams.pipeline`), else the nested path."""
+    """`event[dotted]` when the event has that very key, else the nested path."""
     if dotted in event:
         return event[dotted]
     return _lookup(event, dotted)
@@ -118,6 +121,85 @@ def event_time(event: dict[str, Any], received_at: float) -> float:
     return ts
 
 
+class Tally(NamedTuple):
+    """One event as the aggregator counts it, without the event (`streams.pipeline` builds
+    them, `WindowAggregator.add_tallies` counts them). Ids are kept only when strings; `labels`
+    holds the label of the scalar value at each of the paths the tallies are read with
+    (`tally_paths`, `path_labels`)."""
+
+    source: str
+    key: str  # the event key; "(broken)" when the call could not be read
+    planned: bool
+    ts: float  # event time, else reception time (epoch seconds)
+    codes: tuple[str, ...]  # its violation codes, sorted, each once
+    quarantined: bool
+    anonymous_id: str | None
+    user_id: str | None
+    labels: tuple[str, ...]
+
+
+def tally_paths(dimensions: Iterable[str]) -> tuple[tuple[str, ...], ...]:
+    """The paths tallies carry for `dimensions`: `BASE_PATHS`, then each dotted dimension."""
+    extra = tuple(tuple(d.split(".")) for d in dimensions if "." in d)
+    return BASE_PATHS + tuple(p for p in extra if p not in BASE_PATHS)
+
+
+def path_labels(event: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    """The label of the scalar (str, int or float) value at each of `paths` (from `tally_paths`)
+    in `event`; "unknown" where there is none."""
+    context = event.get("context")  # the base paths, inline: they are read for every event
+    if type(context) is dict:
+        node = context.get("os")
+        os_name = node.get("name") if type(node) is dict else None
+        node = context.get("app")
+        version = node.get("version") if type(node) is dict else None
+    else:
+        os_name = version = None
+    labels = (
+        (os_name[:64] or UNKNOWN) if type(os_name) is str else _scalar_label(os_name),
+        (version[:64] or UNKNOWN) if type(version) is str else _scalar_label(version),
+    )
+    if len(paths) == 2:
+        return labels
+    extra = []
+    for path in paths[2:]:
+        node = event
+        for part in path:
+            if type(node) is not dict:
+                node = None
+                break
+            node = node.get(part)
+        extra.append(_scalar_label(node))
+    return labels + tuple(extra)
+
+
+def _scalar_label(value: Any) -> str:
+    """The label of a str, int or float value; "unknown" for any other."""
+    if type(value) is str or type(value) is int or type(value) is float:
+        return _label(value)
+    return UNKNOWN
+
+
+class _Layout(NamedTuple):
+    """Where a `WindowAggregator` finds its dimension values in tallies read at given paths."""
+
+    os: int  # index of the label of context.os.name (the platform's fallback); -1: none
+    dims: tuple[tuple[str, int], ...]  # per dimension: its kind and, for a path, its index
+    by_id: bool  # a dimension is anonymousId or userId
+
+
+_ALIASES = {"app_version": "context.app.version"}  # dimensions read at another path
+
+
+class _StepRef(NamedTuple):
+    """One step of a funnel, as an event key finds it."""
+
+    key: tuple[int, int]  # (funnel index, step index)
+    opens: bool  # a step with a next one: users enter its cohort
+    follows: bool  # a step after the first: when users do it is remembered
+    horizon: float  # the funnel window, in seconds
+
+
 @dataclass
 class _Volume:
     count: int = 0
@@ -158,6 +240,8 @@ class WindowAggregator:
         self.lateness = float(allowed_lateness_seconds)
         self.dimensions = tuple(dimensions)
         self.funnels = tuple(funnels)
+        self._tally_labels: dict[tuple[tuple[str, ...], ...], dict[Any, Any]] = {}
+        self._layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
         self.platforms = {n: s.platform for n, s in (plan.sources if plan else {}).items()}
         self.max_unplanned = max_unplanned_series
         self.watermark = -math.inf
@@ -175,12 +259,25 @@ class WindowAggregator:
         # (ten products viewed in ten minutes) is one trial, not ten correlated ones
         self._entries: dict[tuple[int, int], dict[str, float]] = {}
         self._pruned_at: float | None = None
-        self._step_index: dict[str, list[tuple[int, int]]] = {}
+        self._step_index: dict[str, list[_StepRef]] = {}  # event key -> the steps it is
         for fi, funnel in enumerate(self.funnels):
             for si, name in enumerate(funnel.steps):
-                self._step_index.setdefault(name, []).append((fi, si))
+                ref = _StepRef(
+                    (fi, si), si + 1 < len(funnel.steps), si > 0, funnel.window_minutes * 60
+                )
+                self._step_index.setdefault(name, []).append(ref)
 
     # ---------------------------------------------------------------- input
+
+    @property
+    def platforms(self) -> dict[str, str | None]:
+        """Source -> platform (from the plan); assign a new dict to change it."""
+        return self._platforms
+
+    @platforms.setter
+    def platforms(self, platforms: dict[str, str | None]) -> None:
+        self._platforms = platforms
+        self._tally_labels.clear()  # they hold platforms
 
     def dimension_values(self, event: dict[str, Any], source: str) -> tuple[str, ...]:
         values = []
@@ -196,7 +293,7 @@ class WindowAggregator:
         return tuple(values)
 
     def platform_of(self, event: dict[str, Any], source: str) -> str:
-        return self.platforms.get(source) or _label(_get(event, "context.os.name"))
+        return self._platforms.get(source) or _label(_get(event, "context.os.name"))
 
     def add(
         self,
@@ -217,6 +314,105 @@ class WindowAggregator:
         """
         if ts is None or not math.isfinite(ts):
             ts = event_time(event, received_at)
+        return self._count(
+            source,
+            event_key,
+            planned,
+            ts,
+            set(violations) if violations else None,
+            quarantined,
+            self.dimension_values(event, source),
+            (_label(source), self.platform_of(event, source)),
+            user_key(event),
+            _user_ids(event),
+        )
+
+    def add_tallies(self, tallies: Iterable[Tally], paths: tuple[tuple[str, ...], ...]) -> int:
+        """Count tallies whose labels were read at `paths` (`BatchProcessor.paths`) as `add`
+        counts their events; the number that were late."""
+        layout = self._tally_layout(paths)
+        cached = not layout.by_id  # else the labels depend on the user: not worth a cache
+        cache = self._tally_labels.setdefault(paths, {})
+        count = self._count
+        late = 0
+        for source, key, planned, ts, codes, quarantined, anonymous, user, labels in tallies:
+            if cached:
+                hit = cache.get((source, labels))
+                if hit is None:
+                    if len(cache) >= LABEL_CACHE_SIZE:
+                        cache.clear()
+                    hit = cache[(source, labels)] = self._labels(layout, source, labels)
+                dims, cohort = hit
+            else:
+                dims, cohort = self._labels(layout, source, labels, anonymous, user)
+            if anonymous:
+                ids: tuple[str, ...] = (
+                    ("a:" + anonymous, "u:" + user) if user else ("a:" + anonymous,)
+                )
+            else:
+                ids = ("u:" + user,) if user else ()
+            if not count(
+                source, key, planned, ts, codes or None, quarantined, dims, cohort,
+                anonymous or user or None, ids,
+            ):  # fmt: skip
+                late += 1
+        return late
+
+    def _tally_layout(self, paths: tuple[tuple[str, ...], ...]) -> _Layout:
+        """Where each dimension's label is found in tallies read at `paths`."""
+        layout = self._layouts.get(paths)
+        if layout is None:
+            at = {".".join(path): i for i, path in enumerate(paths)}
+            dims = []
+            for dim in self.dimensions:
+                if dim in ("source", "platform", "anonymousId", "userId"):
+                    dims.append((dim, -1))
+                else:
+                    dims.append(("path", at.get(_ALIASES.get(dim, dim), -1)))  # -1: unknown
+            by_id = any(kind in ("anonymousId", "userId") for kind, _ in dims)
+            layout = self._layouts[paths] = _Layout(
+                at.get("context.os.name", -1), tuple(dims), by_id
+            )
+        return layout
+
+    def _labels(
+        self,
+        layout: _Layout,
+        source: str,
+        labels: tuple[str, ...],
+        anonymous: str | None = None,
+        user: str | None = None,
+    ) -> tuple[tuple[str, ...], tuple[str, str]]:
+        """The dimension values of a tally's series and the (source, platform) of its cohort."""
+        platform = self._platforms.get(source) or (labels[layout.os] if layout.os >= 0 else UNKNOWN)
+        values = []
+        for kind, index in layout.dims:
+            if kind == "path":
+                values.append(labels[index] if index >= 0 else UNKNOWN)
+            elif kind == "source":
+                values.append(_label(source))
+            elif kind == "platform":
+                values.append(platform)
+            else:
+                values.append(_label(anonymous if kind == "anonymousId" else user))
+        return tuple(values), (_label(source), platform)
+
+    def _count(
+        self,
+        source: str,
+        event_key: str,
+        planned: bool,
+        ts: float,
+        codes: Collection[str] | None,
+        quarantined: bool,
+        dims: tuple[str, ...],
+        cohort: tuple[str, str],
+        user: str | None,
+        ids: tuple[str, ...],
+    ) -> bool:
+        """Count one event at event time `ts` (see `add`): `codes` its violation codes (None
+        without violation), `dims` its dimension values, `cohort` the (source, platform) of a
+        funnel step, `user` the id distinct users count on, `ids` its ids for the funnels."""
         start = int(ts // self.window) * self.window
         if start + self.window + self.lateness <= self.watermark:
             self.late_events[source] += 1
@@ -231,60 +427,50 @@ class WindowAggregator:
                 name = OTHER_UNPLANNED
             else:
                 names.add(name)
-        key = (name, planned, *self.dimension_values(event, source))
+        key = (name, planned, *dims)
         window = self._volumes.get(start)
         if window is None:
             window = self._volumes[start] = {}
         acc = window.get(key)
         if acc is None:
             acc = window[key] = _Volume()
-        if violations:
+        if codes is not None:
             acc.violations += 1
-            acc.codes.update(set(violations))
+            counts = acc.codes
+            for code in codes:
+                counts[code] = counts.get(code, 0) + 1
         if quarantined:
             return True
         acc.count += 1
-        user = user_key(event)
         if user is not None:
             acc.users.add(user)
-        if planned and event_key in self._step_index:
-            self._add_funnel_step(event, source, event_key, ts, start)
+        if planned and event_key in self._step_index and ids:
+            self._add_funnel_step(ids, cohort, event_key, ts, start)
         return True
 
     def _add_funnel_step(
-        self, event: dict[str, Any], source: str, name: str, ts: float, start: int
+        self, ids: tuple[str, ...], cohort: tuple[str, str], name: str, ts: float, start: int
     ) -> None:
-        ids = _user_ids(event)
-        if not ids:
-            return
-        dims: tuple[str, str] | None = None
-        for fi, si in self._step_index[name]:
-            funnel = self.funnels[fi]
-            if si + 1 < len(funnel.steps) and self._enters(fi, si, ids[0], ts):
-                # a "from" step that opens a new entry: count into the denominator
-                windows = self._steps.setdefault((fi, si), {})
-                step = windows.get(start)
-                if step is None:
-                    step = windows[start] = _Step()
-                if dims is None:
-                    dims = (_label(source), self.platform_of(event, source))
-                step.users.setdefault(dims, {}).setdefault(ids[0], []).append(ts)
-                if len(ids) > 1:
-                    step.aliases.setdefault(ids[0], set()).update(ids[1:])
-            if si > 0:  # a "to" step: remember when each id did it
-                times = self._next_times.setdefault((fi, si), {})
-                for uid in ids:
-                    times.setdefault(uid, []).append(ts)
-
-    def _enters(self, fi: int, si: int, uid: str, ts: float) -> bool:
-        """Whether `uid` doing step `si` at `ts` is a new entry into that step's cohort (no
-        counted entry within one funnel horizon, either side), recording it if so."""
-        entries = self._entries.setdefault((fi, si), {})
-        last = entries.get(uid)
-        if last is not None and abs(ts - last) < self.funnels[fi].window_minutes * 60:
-            return False
-        entries[uid] = ts if last is None else max(ts, last)
-        return True
+        uid = ids[0]
+        for key, opens, follows, horizon in self._step_index[name]:
+            if opens:
+                # a "from" step: a new entry into its cohort unless the user has a counted
+                # entry within one funnel horizon (either side), and then in the denominator
+                entries = self._entries.setdefault(key, {})
+                last = entries.get(uid)
+                if last is None or abs(ts - last) >= horizon:
+                    entries[uid] = ts if last is None else max(ts, last)
+                    windows = self._steps.setdefault(key, {})
+                    step = windows.get(start)
+                    if step is None:
+                        step = windows[start] = _Step()
+                    step.users.setdefault(cohort, {}).setdefault(uid, []).append(ts)
+                    if len(ids) > 1:
+                        step.aliases.setdefault(uid, set()).update(ids[1:])
+            if follows:  # a "to" step: remember when each id did it
+                times = self._next_times.setdefault(key, {})
+                for other in ids:
+                    times.setdefault(other, []).append(ts)
 
     # --------------------------------------------------------------- output
 
@@ -396,8 +582,10 @@ class WindowAggregator:
             pending = [s for (f, _), w in self._steps.items() if f == fi for s in w]
             oldest = min(pending) if pending else limit - self.window
             cutoff = min(oldest, limit - self.window)
-            for uid in list(users):
-                kept = [t for t in users[uid] if t >= cutoff]
+            for uid, times in list(users.items()):
+                if times and min(times) >= cutoff:
+                    continue  # nothing to forget: the common case
+                kept = [t for t in times if t >= cutoff]
                 if kept:
                     users[uid] = kept
                 else:

@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -79,7 +80,7 @@ from streams import metrics as m
 from streams import snapshots
 from streams.gaps import RangeReader
 from streams.merge import WindowMerger, record_dict
-from streams.pipeline import BatchOutput, BatchProcessor, count_tally, encode_outputs
+from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
 from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
@@ -106,7 +107,7 @@ class WorkerConfig:
     allowed_lateness_seconds: int = 120
     batch_messages: int = 200  # events.raw messages per take() (each holds many envelopes)
     batch_within: float = 0.05  # seconds take() waits for a fuller batch
-    snapshot_interval: float = 5.0  # seconds between state snapshots of a busy partition
+    snapshot_interval: float = 5.0  # seconds between two state snapshots of a partition
     dedupe_max_age: float = 24 * 3600.0
     dedupe_max_entries: int = 100_000  # per partition; a full snapshot of 100k ids ~4.6 MB
     idle_grace_seconds: float = 120.0  # wall time after which a silent partition is skipped
@@ -423,7 +424,6 @@ class Pipeline:
         async for events in stream.noack_take(self.config.batch_messages, self.config.batch_within):
             active = self.active  # one plan version for the whole batch
             t0 = time.perf_counter()
-            touched: set[int] = set()
             n_events = 0
             newest: float | None = None
             for event in events:
@@ -448,12 +448,17 @@ class Pipeline:
                 if offset <= part.offset:  # already in the restored state
                     continue
                 out = await self._process_one(stream, p, part, offset, event.value, active)
-                touched.add(p)
                 n_events += out.received
                 if out.max_received_at is not None:
                     newest = max(newest or 0.0, out.max_received_at)
-            for p, part in list(parts.items()):
-                if part.unacked and (self._due(part) or p not in touched):
+            for part in list(parts.values()):
+                # once per snapshot interval, also for a partition this batch did not touch: a
+                # snapshot holds the whole state (dedupe ids, open windows), and writing one
+                # for every partition that paused for a batch cost more than the batches under
+                # steady traffic. The input of a partition that went quiet is acknowledged with
+                # the first batch after its interval; a restart before re-runs it from the
+                # snapshot (its outputs carry their ids)
+                if part.unacked and self._due(part):
                     await self._checkpoint(stream, self.state_table, part, _process_state(part))
             t2 = time.perf_counter()
             log.debug(
@@ -483,8 +488,7 @@ class Pipeline:
         out = proc.process(value or b"")
         part.sent += await self._route(p, offset, out, proc.plan_version)
         agg: WindowAggregator = part.state["agg"]
-        for item in out.tallies:
-            count_tally(agg, item)
+        agg.add_tallies(out.tallies, proc.paths)
         part.offset = offset
         # windows are closed after every message, never per batch: the flushes are then a
         # function of the input alone, so a re-run after a crash re-sends the very same flushes
@@ -667,21 +671,25 @@ def _detect_state(part: _Partition) -> dict[str, Any]:
     }
 
 
+_METRIC_FIELDS = operator.itemgetter(0, 1, 2, 4, 5)  # source, key, planned, codes, quarantined
+
+
 def _export_validate_metrics(out: BatchOutput) -> None:
     received: Counter[tuple[str, str]] = Counter()
     valid: Counter[tuple[str, str]] = Counter()
     flagged: Counter[tuple[str, str, str]] = Counter()
     quarantined: Counter[tuple[str, str, str]] = Counter()
-    for t in out.tallies:
-        key = (t["source"], _label(t["planned"], t["key"]))
-        received[key] += 1
-        if t["q"]:
-            for code in t["codes"]:
-                quarantined[(*key, code)] += 1
+    # the tallies grouped by what their metrics depend on: a few groups per message
+    for (source, key, planned, codes, q), n in Counter(map(_METRIC_FIELDS, out.tallies)).items():
+        labels = (source, _label(planned, key))
+        received[labels] += n
+        if q:
+            for code in codes:
+                quarantined[(*labels, code)] += n
         else:
-            valid[key] += 1
-            for code in t["codes"]:
-                flagged[(*key, code)] += 1
+            valid[labels] += n
+            for code in codes:
+                flagged[(*labels, code)] += n
     for record in out.quarantine:  # envelopes or messages that could not even be read
         code = record["violations"][0]["code"]
         if code in ("malformed_json", "bad_envelope") and len(record["violations"]) == 1:

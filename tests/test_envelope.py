@@ -25,6 +25,7 @@ from streams.envelope import (
     parse_received_at,
     partition_for,
     partition_key,
+    received_at_epoch,
     utc_now_iso,
 )
 
@@ -65,6 +66,56 @@ def test_received_at_is_utc_iso_with_milliseconds() -> None:
         parse_received_at("2026-11-23T18:20:00")
     with pytest.raises(ValueError):
         parse_received_at("yesterday")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59)),
+    st.integers(0, 999),
+)
+def test_received_at_epoch_is_the_parsed_timestamp_to_the_bit(
+    moment: datetime, millis: int
+) -> None:
+    """The fast path (cached second + milliseconds) gives the very float of
+    `parse_received_at(...).timestamp()`, on the first stamp of a second and after."""
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+    if len(stamp) != 24:  # years before 1000 are not written with 4 digits by strftime
+        return
+    expected = parse_received_at(stamp).timestamp()
+    assert received_at_epoch(stamp).hex() == expected.hex()
+    assert received_at_epoch(stamp).hex() == expected.hex()  # cached second
+    other = stamp[:20] + f"{999 - millis:03d}Z"  # the same second
+    assert received_at_epoch(other).hex() == parse_received_at(other).timestamp().hex()
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-23T19:20:00+01:00",
+        "2026-11-23T18:20:00.5Z",
+        "2026-11-23 18:20:00.123Z",
+        "2026-11-23T18:20:00.123456Z",
+        "2026-11-23T18:20:00.12aZ",
+        "2026-11-23T18:20:00. 12Z",
+        "2026-11-23T18:20:00.١٢٣Z",
+        "2026-11-23T18:20:60.123Z",
+        "2026-13-23T18:20:00.123Z",
+        "2026-11-23T18:20:00",
+        "yesterday",
+        "",
+    ],
+)
+def test_received_at_epoch_agrees_with_parse_received_at_on_other_stamps(stamp: str) -> None:
+    try:
+        expected: float | type[Exception] = parse_received_at(stamp).timestamp()
+    except ValueError:
+        expected = ValueError
+    for _ in range(2):  # uncached, then maybe cached
+        if expected is ValueError:
+            with pytest.raises(ValueError):
+                received_at_epoch(stamp)
+        else:
+            assert received_at_epoch(stamp) == expected
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.envelope import parse_received_at
-from streams.pipeline import BatchProcessor
+from streams.pipeline import BatchProcessor, encode_outputs
 from streams.replay import replay
 from tests.streaming_support import make_envelopes
 from tests.worker_process import PLAN
@@ -52,6 +52,18 @@ def test_batch_processor_routes_every_envelope(plan) -> None:
     broken = [q for q in out.quarantine if q["violations"][0]["code"] == "bad_envelope"]
     assert [q["envelope"] for q in broken] == [{"source": "web"}, 17]
     assert broken[0]["violations"][0]["path"] == f"$[{len(envs)}]"
+
+
+@pytest.mark.parametrize("version", ["2026.11.1", 'v"2\\ \u00e9\u2028'])
+def test_the_valid_message_is_the_json_of_origin_version_and_events(plan, version) -> None:
+    """`encode_outputs` writes the events once and wraps them: the very bytes of the dict."""
+    envelopes = make_envelopes(60, seed=9, seconds=60)
+    envelopes[5]["body"]["event"] = 3  # not a track call: quarantined
+    out = BatchProcessor(plan).process(orjson.dumps(envelopes))
+    valid, quarantine = encode_outputs(out, [3, 17], version)
+    assert valid == orjson.dumps({"origin": [3, 17], "plan_version": version, "events": out.valid})
+    assert quarantine == orjson.dumps(out.quarantine)
+    assert out.valid and out.quarantine
 
 
 @pytest.mark.parametrize(
@@ -184,7 +196,7 @@ def test_received_at_is_parsed_per_distinct_stamp(plan) -> None:
     proc = BatchProcessor(plan)
     out = proc.process(orjson.dumps(envs))
     expected = [parse_received_at(e["received_at"]).timestamp() for e in envs]
-    assert [t["ts"] for t in out.tallies] == expected
+    assert [t.ts for t in out.tallies] == expected
     assert out.max_received_at == max(expected)
     # a later batch with a stamp seen before still gets its own value, not the last one's
     again = proc.process(orjson.dumps([{**envs[0], "body": {**envs[0]["body"], "messageId": "n"}}]))
@@ -246,3 +258,28 @@ def test_replay_quarantines_an_envelope_too_deep_to_write_back(tmp_path) -> None
     record = json.loads(line)
     assert "bad_envelope" in {v["code"] for v in record["violations"]}
     assert '"k"' in record["envelope_json"]
+
+
+@pytest.mark.parametrize("depth", range(244, 258))
+@pytest.mark.parametrize("valid", [True, False])
+def test_events_at_the_edge_of_the_writable_depth_are_forwarded_or_quarantined(depth, valid):
+    """orjson writes at most 254 levels; an event a level or two below that fits alone but not
+    inside its output list. It once raised there, on every restart (a poison message)."""
+    deep: object = "x"
+    for _ in range(depth):
+        deep = {"k": deep}
+    properties = {"cart_id": "c", "extra": deep} if valid else {"extra": deep}
+    body = {"type": "track", "event": "Cart Viewed", "anonymousId": "a", "properties": properties}
+    envelope = {"source": "web", "received_at": "2026-11-02T10:00:00Z", "body": body}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        raw = json.dumps([envelope]).encode()
+    finally:
+        sys.setrecursionlimit(limit)
+    proc = BatchProcessor(load_plan(PLAN))
+    out = proc.process(raw)
+    valid_value, quarantine_value = encode_outputs(out, [0, 1], proc.plan_version)
+    forwarded = orjson.loads(valid_value)["events"] if valid_value else []
+    quarantined = orjson.loads(quarantine_value) if quarantine_value else []
+    assert len(forwarded) + len(quarantined) == 1  # nothing lost, nothing doubled

@@ -8,7 +8,14 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.windows import OTHER_UNPLANNED, WindowAggregator
+from streams.windows import (
+    DEFAULT_DIMENSIONS,
+    OTHER_UNPLANNED,
+    Tally,
+    WindowAggregator,
+    path_labels,
+    tally_paths,
+)
 from tracking_plan.model import Funnel, Plan, SourceSpec
 from tracking_plan.normalise import format_timestamp
 
@@ -260,3 +267,97 @@ def test_a_busy_user_enters_a_funnel_cohort_once_per_horizon():
     b = agg(allowed_lateness_seconds=0)
     b.load_state(state)
     assert b.to_state() == state
+
+
+_IDS = st.sampled_from(["u1", "u2", "", 7, 2.5, True, None, {"x": 1}, "absent"])
+_VALUES = st.sampled_from(["Android", "", "x" * 80, 3, 1.5, True, None, {"a": 1}, [1], "absent"])
+_DIMS = (
+    DEFAULT_DIMENSIONS,
+    ("source", "platform", "app_version", "context.locale", "anonymousId", "userId", "type"),
+    ("context.os.name", "context.app.version", "context.os", "a..b"),
+)
+
+
+def _set(holder: dict, key: str, value: object) -> None:
+    if value != "absent":
+        holder[key] = value
+
+
+def _flat(event: dict, paths: tuple[tuple[str, ...], ...]) -> dict:
+    """What a tally of `event` says, flattened as an event `add` can count: its string ids and
+    the scalar (str, int, float) value at each path under its dotted name."""
+    flat = {k: event[k] for k in ("anonymousId", "userId") if type(event.get(k)) is str}
+    for path in paths:
+        node = event
+        for part in path:
+            node = node.get(part) if type(node) is dict else None
+        if type(node) in (str, int, float):
+            flat[".".join(path)] = node
+    return flat
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["View", "Add", "Order", "x1", "x2"]),
+            st.floats(0, 1500, allow_nan=False),
+            st.sampled_from(["web", "ios", "kiosk"]),
+            _IDS,
+            _IDS,
+            _VALUES,
+            _VALUES,
+            _VALUES,
+            st.sampled_from([(), ("wrong_type",), ("missing_required", "wrong_type")]),
+            st.booleans(),
+        ),
+        max_size=40,
+    ),
+    dims=st.sampled_from(_DIMS),
+)
+def test_tallies_count_like_the_events_they_stand_for(calls, dims) -> None:
+    """`add_tallies` gives the records and the state `add` gives for the string ids and the
+    scalar values at the tally paths of the same events."""
+    paths = tally_paths(dims)
+    by_tally, by_event = agg(dimensions=dims), agg(dimensions=dims)
+    for key, t, source, anonymous, user, os_name, version, locale, codes, q in calls:
+        event: dict = {"type": "track", "event": key}
+        _set(event, "anonymousId", anonymous)
+        _set(event, "userId", user)
+        context: dict = {}
+        _set(context, "os", {"name": os_name} if os_name != "absent" else "absent")
+        _set(context, "app", {"version": version} if version != "absent" else "absent")
+        _set(context, "locale", locale)
+        event["context"] = context
+        planned = not key.startswith("x")
+        ids = [v if type(v := event.get(k)) is str else None for k in ("anonymousId", "userId")]
+        tally = Tally(source, key, planned, T0 + t, codes, q, *ids, path_labels(event, paths))
+        by_tally.add_tallies([tally], paths)
+        by_event.add(
+            _flat(event, paths), source, codes, event_key=key, received_at=T0 + t,
+            ts=T0 + t, planned=planned, quarantined=q,
+        )  # fmt: skip
+    assert by_tally.late_events == by_event.late_events
+    assert _sorted_codes(by_tally.to_state()) == _sorted_codes(by_event.to_state())
+    assert list(map(_canon, by_tally.flush_all())) == list(map(_canon, by_event.flush_all()))
+
+
+def _sorted_codes(state: dict) -> dict:
+    """A window state with the violation codes of each series in sorted order."""
+    for _start, series in state["volumes"]:
+        for item in series:
+            item[4] = sorted(item[4].items())
+    return state
+
+
+def test_a_new_platform_map_relabels_the_tallies_that_follow() -> None:
+    paths = tally_paths(DEFAULT_DIMENSIONS)
+    a = agg()
+    labels = path_labels({"context": {"os": {"name": "Android"}}}, paths)
+    a.add_tallies([Tally("web", "View", True, T0, (), False, "u", None, labels)], paths)
+    a.platforms = {"web": "phone"}
+    a.add_tallies([Tally("web", "View", True, T0 + 1, (), False, "u", None, labels)], paths)
+    a.platforms = {}
+    a.add_tallies([Tally("web", "View", True, T0 + 2, (), False, "u", None, labels)], paths)
+    platforms = [r.series["platform"] for r in a.flush_all() if r.kind == "volume"]
+    assert sorted(platforms) == ["Android", "phone", "web"]

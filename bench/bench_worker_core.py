@@ -1,0 +1,194 @@
+"""CPU cost per event of the worker's pure work (no Kafka, no Faust), stage by stage, next to a
+decode + validate baseline in the same run.
+
+    .venv/bin/python bench/bench_worker_core.py [--events 100000] [--batch 500] [--repeat 5]
+
+The envelopes and micro-batches are those of bench/bench_pipeline.py (`make_envelopes`, grouped
+by partition key). Each run feeds every message to fresh per-partition state the way
+`Pipeline._process_one` does: `BatchProcessor.process` (decode, envelope check, dedupe,
+validate, tally), `encode_outputs` (events.valid / events.quarantine values), the window
+aggregator (`add_tallies`), closing windows and encoding the flush, and the Prometheus counters
+(`_export_validate_metrics`). The baseline is what bench_pipeline's baseline loop does per
+message: `decode_batch`, then `validate` each envelope. Decode, dedupe and validate (of the
+envelopes the dedupe lets through) are also timed alone, which splits `process`. Reports CPU
+µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
+settings), the ratio worker / baseline, and the cost of serialising one partition's state (a
+snapshot). No thresholds, nothing asserted: numbers to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_pipeline import batches  # noqa: E402
+from streams.cli_worker import WORKER_GC  # noqa: E402
+from streams.envelope import decode_batch, message_id, received_at_epoch  # noqa: E402
+from streams.merge import record_dict  # noqa: E402
+from streams.pipeline import BatchProcessor, encode_outputs  # noqa: E402
+from streams.windows import WindowAggregator  # noqa: E402
+from streams.worker import WorkerConfig, _export_validate_metrics  # noqa: E402
+from tests.streaming_support import make_envelopes  # noqa: E402
+from tests.worker_process import PLAN  # noqa: E402
+from tracking_plan.dedupe import Deduper  # noqa: E402
+from tracking_plan.loader import load_plan  # noqa: E402
+from tracking_plan.model import Plan  # noqa: E402
+from tracking_plan.validator import Validator, compile_plan  # noqa: E402
+
+Messages = list[tuple[int, bytes, int]]
+STAGES = ("process", "encode outputs", "windows", "close + flush", "metrics")
+PARTS = ("decode alone", "dedupe alone", "validate alone")
+clock = time.process_time  # CPU time: steadier than wall time on a shared machine
+
+
+class WorkerState:
+    """The per-partition state of the process agent, fresh (as after a start without snapshot)."""
+
+    def __init__(self, plan: Plan, validator: Validator) -> None:
+        self.plan, self.validator, self.config = plan, validator, WorkerConfig()
+        self.procs: dict[int, BatchProcessor] = {}
+        self.aggs: dict[int, WindowAggregator] = {}
+
+    def partition(self, p: int) -> tuple[BatchProcessor, WindowAggregator]:
+        if p not in self.procs:
+            c = self.config
+            deduper = Deduper(c.dedupe_max_age, c.dedupe_max_entries)
+            self.procs[p] = BatchProcessor(self.plan, deduper, c.dimensions, self.validator)
+            self.aggs[p] = WindowAggregator(
+                c.window_seconds, c.allowed_lateness_seconds, c.dimensions, self.plan.funnels,
+                self.plan,
+            )  # fmt: skip
+        return self.procs[p], self.aggs[p]
+
+
+def run_worker(messages: Messages, plan: Plan, validator: Validator) -> dict[str, float]:
+    """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does)."""
+    worker = WorkerState(plan, validator)
+    spent = dict.fromkeys(STAGES, 0.0)
+    for offset, (p, value, _n) in enumerate(messages):
+        proc, agg = worker.partition(p)
+        t0 = clock()
+        out = proc.process(value)
+        t1 = clock()
+        encode_outputs(out, [p, offset], proc.plan_version)
+        t2 = clock()
+        agg.add_tallies(out.tallies, proc.paths)
+        t3 = clock()
+        records = agg.advance()
+        flush = {"partition": str(p), "flush": offset, "records": [record_dict(r) for r in records]}
+        orjson.dumps(flush)
+        t4 = clock()
+        _export_validate_metrics(out)
+        t5 = clock()
+        for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            spent[stage] += dt
+    spent["snapshot"] = snapshot_seconds(worker)
+    return spent
+
+
+def snapshot_seconds(worker: WorkerState, times: int = 5) -> float:
+    """CPU seconds to serialise one partition's state (what a checkpoint writes): the median
+    over the partitions, each serialised `times` times."""
+    spent = []
+    for p, proc in worker.procs.items():
+        for _ in range(times):
+            t0 = clock()
+            state = {"dedupe": proc.deduper.to_state(), "agg": worker.aggs[p].to_state()}
+            orjson.dumps(state).decode()
+            spent.append(clock() - t0)
+    return statistics.median(spent)
+
+
+def run_baseline(messages: Messages, validator: Validator) -> float:
+    """CPU seconds of bench_pipeline's baseline loop: decode + validate every envelope."""
+    t0 = clock()
+    for _p, value, _n in messages:
+        for env in decode_batch(value):
+            validator.validate(env["body"], env["source"], time.time())
+    return clock() - t0
+
+
+def run_parts(messages: Messages, validator: Validator) -> dict[str, float]:
+    """CPU seconds of decode, dedupe and validate, each alone (they split `process`)."""
+    spent = dict.fromkeys(PARTS, 0.0)
+    dedupers: dict[int, Deduper] = {}
+    for p, value, _n in messages:
+        t0 = clock()
+        envelopes = orjson.loads(value)
+        t1 = clock()
+        seen = dedupers.setdefault(p, Deduper(24 * 3600.0, 100_000)).seen
+        new = [e for e in envelopes if not seen(message_id(e), received_at_epoch(e["received_at"]))]
+        t2 = clock()
+        for env in new:
+            validator.validate(env["body"], env["source"], 1_790_000_000.0)
+        t3 = clock()
+        for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            spent[part] += dt
+    return spent
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def line(label: str, seconds: float, events: int, note: str = "") -> str:
+    micros = 1e6 * seconds / events
+    rate = events / seconds if seconds > 0 else float("inf")
+    return f"  {label:<28} {micros:>7.2f} µs/event {rate:>12,.0f} events/s{note}"
+
+
+def repeat(times: int, work: Callable[[], object]) -> list:
+    return [work() for _ in range(times)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    plan = load_plan(PLAN)
+    validator = compile_plan(plan)
+    envelopes = make_envelopes(args.events, seed=1, seconds=3600.0, users=5000)
+    messages = batches(envelopes, args.partitions, args.batch)
+    n = len(envelopes)
+    print(f"{n:,} envelopes in {len(messages):,} messages of up to {args.batch}, "
+          f"{args.partitions} partitions; CPU time, median of {args.repeat} runs")  # fmt: skip
+    run_worker(messages, plan, validator)  # warm-up: caches, first-use imports
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*WORKER_GC)  # the worker's garbage-collector settings
+
+    base = statistics.median(repeat(args.repeat, lambda: run_baseline(messages, validator)))
+    worker = median_of(repeat(args.repeat, lambda: run_worker(messages, plan, validator)))
+    parts = median_of(repeat(args.repeat, lambda: run_parts(messages, validator)))
+
+    total = sum(worker[stage] for stage in STAGES)
+    print("worker, per stage:")
+    for stage in STAGES:
+        print(line(stage, worker[stage], n, f"  {100 * worker[stage] / total:>4.0f} %"))
+    print(line("total", total, n))
+    print("process, split (each timed alone):")
+    for part in PARTS:
+        print(line(part, parts[part], n))
+    rest = worker["process"] - sum(parts.values())
+    print(line("envelope, routing, tally", rest, n, "  (process minus the three)"))
+    print("baseline:")
+    print(line("decode + validate", base, n))
+    print(f"ratio worker / baseline (events/s): {base / total:.2f}")
+    print(f"snapshot of one partition's state (to_state + JSON): {1e3 * worker['snapshot']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
