@@ -9,32 +9,22 @@ I/O; the caller passes each event's time and can persist the state with `to_stat
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict
 from typing import Any
 
 _STATE_VERSION = 2  # 1: "entries" as [message_id, ts] pairs (still read)
 _isfinite = math.isfinite
-_SLACK = 1024  # stale occurrences `_order` may hold beyond as many as the ids before compacting
 
 
 class Deduper:
     """`seen(message_id, ts)` is True when `message_id` was already seen within the window.
 
-    The ids live in a dict in insertion order (an id seen again after the window moves to the
-    end), which is the order they are forgotten in. `_order` holds the same ids, oldest first,
-    so that the oldest is found without walking over the dict's deleted slots; an id moved to
-    the end leaves a stale occurrence behind it, counted in `_stale` and skipped.
+    The ids live in an OrderedDict in insertion order (an id seen again after the window moves
+    to the end), which is the order they are forgotten in; `_front_ts`, the time of the oldest,
+    tells `seen` when there is anything to forget.
     """
 
-    __slots__ = (
-        "_front_ts",
-        "_ids",
-        "_latest",
-        "_order",
-        "_stale",
-        "max_age_seconds",
-        "max_entries",
-    )
+    __slots__ = ("_front_ts", "_ids", "_latest", "max_age_seconds", "max_entries")
 
     def __init__(self, max_age_seconds: float = 86_400, max_entries: int = 1_000_000) -> None:
         if isinstance(max_age_seconds, bool) or not (
@@ -47,9 +37,7 @@ class Deduper:
             raise ValueError(f"max_entries must be at least 1, not {max_entries}")
         self.max_age_seconds = float(max_age_seconds)
         self.max_entries = max_entries
-        self._ids: dict[str, float] = {}  # insertion order ~ time order
-        self._order: deque[str] = deque()  # the ids in insertion order, and stale occurrences
-        self._stale: dict[str, int] = {}  # id -> its stale occurrences in `_order`
+        self._ids: OrderedDict[str, float] = OrderedDict()  # insertion order ~ time order
         self._latest = -math.inf  # the latest event time seen
         self._front_ts = math.inf  # the time of the oldest id (`_evict` keeps it)
 
@@ -73,11 +61,7 @@ class Deduper:
             if abs(ts - previous) <= self.max_age_seconds:
                 return True
             del ids[message_id]  # seen too long ago: new again, and now the newest
-            self._stale[message_id] = self._stale.get(message_id, 0) + 1
         ids[message_id] = ts
-        self._order.append(message_id)
-        if previous is not None and len(self._order) > 2 * len(ids) + _SLACK:
-            self._compact()
         if ts > self._latest:
             self._latest = ts
         if (  # `_evict` has nothing to do unless the oldest id changed, or is now too old
@@ -95,41 +79,18 @@ class Deduper:
             return self._latest if self._latest > -math.inf else 0.0
         return ts
 
-    def _compact(self) -> None:
-        """Drop the stale occurrences from `_order` (ids seen again after the window, one
-        behind the other, could otherwise pile up behind an oldest id that stays)."""
-        self._order = deque(self._ids)
-        self._stale.clear()
-
-    def _oldest(self) -> str | None:
-        """The oldest id (None if there is none), once the stale occurrences before it are
-        dropped from `_order`."""
-        order, stale = self._order, self._stale
-        while order:
-            oldest = order[0]
-            left = stale.get(oldest)
-            if not left:
-                return oldest
-            order.popleft()  # an earlier occurrence of an id that moved to the end
-            if left == 1:
-                del stale[oldest]
-            else:
-                stale[oldest] = left - 1
-        return None
-
     def _evict(self) -> None:
         """Forget the oldest ids beyond `max_entries`, then those older than the window."""
-        ids, order = self._ids, self._order
+        ids = self._ids
         while len(ids) > self.max_entries:
-            del ids[self._oldest()]  # type: ignore[arg-type]
-            order.popleft()
+            ids.popitem(last=False)
         horizon = self._latest - self.max_age_seconds
-        while (oldest := self._oldest()) is not None:
+        while ids:
+            oldest = next(iter(ids))
             if ids[oldest] >= horizon:
                 self._front_ts = ids[oldest]
                 return
             del ids[oldest]
-            order.popleft()
         self._front_ts = math.inf
 
     def to_state(self) -> dict[str, Any]:
@@ -172,6 +133,5 @@ class Deduper:
                 raise ValueError(f"Deduper state: bad entry {entry!r:.80}")
             deduper._ids[entry[0]] = float(entry[1])
             deduper._latest = max(deduper._latest, float(entry[1]))
-        deduper._order.extend(deduper._ids)
         deduper._evict()
         return deduper
