@@ -14,8 +14,12 @@ As in `detectors.volume`, `assess` scores the sums over the last 1, 5, 15, 60 an
 scales; the 4-hour scale is for sparse funnels (a few users per minute), where an hour holds too
 few conversions to show even a large change.
 The rate may depend on the hour of day: a 24-slot ratio (observed / expected numerators per UTC
-hour, shrunk towards 1 by 20 pseudo-events, forgotten over ~10 days, learnt from the second day)
-modulates the base rate.
+hour, forgotten over ~10 days, learnt from the second day) modulates the base rate. Each hour's
+ratio is shrunk towards 1 by empirical Bayes: the spread of the true hourly factors (τ², the
+DerSimonian-Laird estimate over the hours) against each hour's own sampling noise, so a real
+daily cycle is kept while on a flat rate the hourly noise is not mistaken for one (noisy factors
+would be the model's own error, which the dispersion ρ then reads as a wobbling rate and which
+widens every interval).
 
 Call `assess(ts, numerator, denominator)` once per window in time order, then
 `learn(ts, numerator, denominator)`. The Assessment is in RATE units: observed = numerator /
@@ -42,7 +46,7 @@ _RHO_PRIOR = 1e-3
 _RHO_PRIOR_WEIGHT = 30.0
 _RHO_FLOOR = 1e-6
 _Z_CAP = 5.0
-_HOUR_PRIOR_EVENTS = 20.0
+_MIN_HOURS = 3  # hours with data before a daily cycle is estimated at all
 
 
 def _decay(halflife: float) -> float:
@@ -84,6 +88,8 @@ class RateModel:
         # Hour-of-day modulation: ratio of observed to expected numerators per UTC hour.
         self.hour_o = [0.0] * 24
         self.hour_e = [0.0] * 24
+        self.hour_spread = 0.0  # τ²: variance of the true hourly factors (refreshed hourly)
+        self._spread_hour = -1
         self.num = 0.0  # EW sum of numerators
         self.den = 0.0  # EW sum of denominators
         self.total = 0.0  # all denominators ever learnt (for the learning flag)
@@ -103,7 +109,25 @@ class RateModel:
         if not self.hour_of_day:
             return 1.0
         h = int(ts // 3600.0) % 24
-        return (self.hour_o[h] + _HOUR_PRIOR_EVENTS) / (self.hour_e[h] + _HOUR_PRIOR_EVENTS)
+        tau2, e = self.hour_spread, self.hour_e[h]
+        if tau2 <= 0.0 or e <= 0.0:
+            return 1.0
+        noise = max(1.0 - self.base_rate(), 1e-3) / e
+        return 1.0 + tau2 / (tau2 + noise) * (self.hour_o[h] / e - 1.0)
+
+    def _refresh_hour_spread(self) -> None:
+        """τ² of the hourly factors: the precision-weighted spread of the observed ratios beyond
+        what their sampling noise explains (DerSimonian-Laird), 0 when noise explains it all."""
+        q = max(1.0 - self.base_rate(), 1e-3)
+        hours = [(o / e, e / q) for o, e in zip(self.hour_o, self.hour_e, strict=True) if e > 0.0]
+        if len(hours) < _MIN_HOURS:
+            self.hour_spread = 0.0
+            return
+        w_sum = sum(w for _, w in hours)
+        mean = sum(r * w for r, w in hours) / w_sum
+        chi2 = sum(w * (r - mean) ** 2 for r, w in hours)
+        c = w_sum - sum(w * w for _, w in hours) / w_sum
+        self.hour_spread = max(0.0, (chi2 - (len(hours) - 1)) / c) if c > 0.0 else 0.0
 
     def expected(self, ts: float) -> float:
         """The expected rate of the window starting at `ts`."""
@@ -178,6 +202,9 @@ class RateModel:
         # the first hours, which would bias every hour towards the ones before it).
         if self.hour_of_day and ts - self.first_ts >= 86400.0:
             h = int(ts // 3600.0) % 24
+            if h != self._spread_hour:  # once an hour is enough for a daily cycle
+                self._spread_hour = h
+                self._refresh_hour_spread()
             # Forget per window spent in the hour: `hour_halflife` days of 60 windows each.
             keep = _decay(self.hour_halflife * 3600.0 / self.window_seconds)
             self.hour_o[h] = keep * self.hour_o[h] + x
@@ -222,6 +249,7 @@ class RateModel:
             },
             "hour_o": list(self.hour_o),
             "hour_e": list(self.hour_e),
+            "hour_spread": [self.hour_spread, self._spread_hour],
             "num": self.num,
             "den": self.den,
             "total": self.total,
@@ -237,6 +265,11 @@ class RateModel:
         m = cls(**state["params"])
         m.hour_o = [float(x) for x in state["hour_o"]]
         m.hour_e = [float(x) for x in state["hour_e"]]
+        if "hour_spread" in state:
+            spread, hour = state["hour_spread"]
+            m.hour_spread, m._spread_hour = float(spread), int(hour)
+        else:  # a state from before the shrinkage: estimate it now
+            m._refresh_hour_spread()
         m.num = float(state["num"])
         m.den = float(state["den"])
         m.total = float(state["total"])

@@ -75,6 +75,29 @@ def test_daily_rate_cycle_is_learnt(hour_of_day):
     assert (err < 0.08) if hour_of_day else (err > 0.2)
 
 
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_a_flat_rate_learns_no_daily_cycle_from_hourly_noise(seed):
+    """A sparse funnel at a constant rate: each hour's raw observed/expected ratio is off by
+    sampling noise alone (~10 %); taken at face value the noise would become a fake daily cycle.
+    The shrunk hourly factors stay near 1, while a real cycle is kept (test above)."""
+    model = RateModel()
+    feed(model, *funnel(6 * 1440, 3.0, 0.4, np.inf, seed))
+    raw = [o / e - 1.0 for o, e in zip(model.hour_o, model.hour_e, strict=True)]
+    shrunk = [model.hour_factor(T0 + 3600.0 * h) - 1.0 for h in range(24)]
+    assert max(map(abs, raw)) > 0.08  # the noise is there...
+    assert max(map(abs, shrunk)) < 0.4 * max(map(abs, raw))  # ...and mostly not believed
+
+
+@pytest.mark.parametrize("daily", [0.2, 0.4])
+def test_a_real_daily_cycle_survives_the_shrinkage(daily):
+    model = RateModel()
+    feed(model, *funnel(6 * 1440, 3.0, 0.4, np.inf, 7, daily=daily))
+    assert model.hour_spread > 0.0
+    peak = model.hour_factor(T0)  # the cycle's top (cos = 1 at T0's hour)
+    trough = model.hour_factor(T0 + 12 * 3600.0)
+    assert peak - trough > daily  # full swing is 2 × daily: most of it is kept
+
+
 @pytest.mark.parametrize(("scales", "found"), [((1, 5, 15, 60), False), (None, True)])
 def test_sparse_funnel_finds_a_large_lasting_change_within_hours(scales, found):
     """One user every two minutes: an hour has ~9 conversions, too few to show -60 %; the
