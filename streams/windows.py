@@ -60,23 +60,8 @@ DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
 # the paths every tally carries (the platform's fallback, the app version), first and in order
 BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
+_ALIASES = {"app_version": "context.app.version"}  # dimensions read at another path
 LABEL_CACHE_SIZE = 4096  # distinct (source, path labels) of tallies whose labels are kept
-
-
-def _lookup(event: dict[str, Any], dotted: str) -> Any:
-    node: Any = event
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _get(event: dict[str, Any], dotted: str) -> Any:
-    """`event[dotted]` when the event has that very key, else the nested path."""
-    if dotted in event:
-        return event[dotted]
-    return _lookup(event, dotted)
 
 
 def _label(value: Any) -> str:
@@ -86,31 +71,6 @@ def _label(value: Any) -> str:
         return UNKNOWN
     text = str(value)
     return text[:64]
-
-
-def user_key(event: dict[str, Any]) -> str | None:
-    """The id distinct users are counted on: anonymousId, else userId (the partition key)."""
-    for name in ("anonymousId", "userId"):
-        value = event.get(name)
-        if type(value) is str:
-            if value:
-                return value
-            continue
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-    return None
-
-
-def _user_ids(event: dict[str, Any]) -> tuple[str, ...]:
-    anonymous, user = event.get("anonymousId"), event.get("userId")
-    if user is None and type(anonymous) is str and anonymous:  # the common case
-        return (f"a:{anonymous}",)
-    ids = []
-    for name in ("anonymousId", "userId"):
-        value = event.get(name)
-        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
-            ids.append(f"{name[0]}:{value}")
-    return tuple(ids)
 
 
 def event_time(event: dict[str, Any], received_at: float) -> float:
@@ -139,9 +99,15 @@ class Tally(NamedTuple):
 
 
 def tally_paths(dimensions: Iterable[str]) -> tuple[tuple[str, ...], ...]:
-    """The paths tallies carry for `dimensions`: `BASE_PATHS`, then each dotted dimension."""
-    extra = tuple(tuple(d.split(".")) for d in dimensions if "." in d)
-    return BASE_PATHS + tuple(p for p in extra if p not in BASE_PATHS)
+    """The paths tallies carry for `dimensions`: `BASE_PATHS`, then the path of each dimension
+    read from the event (a top-level name such as ``channel`` or a dotted path such as
+    ``context.locale``; not source, platform or the ids, which tallies hold otherwise)."""
+    extra = tuple(
+        tuple(_ALIASES.get(d, d).split("."))
+        for d in dimensions
+        if d not in ("source", "platform", "anonymousId", "userId")
+    )
+    return BASE_PATHS + tuple(dict.fromkeys(p for p in extra if p not in BASE_PATHS))
 
 
 def path_labels(event: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
@@ -186,9 +152,6 @@ class _Layout(NamedTuple):
     os: int  # index of the label of context.os.name (the platform's fallback); -1: none
     dims: tuple[tuple[str, int], ...]  # per dimension: its kind and, for a path, its index
     by_id: bool  # a dimension is anonymousId or userId
-
-
-_ALIASES = {"app_version": "context.app.version"}  # dimensions read at another path
 
 
 class _StepRef(NamedTuple):
@@ -239,6 +202,7 @@ class WindowAggregator:
         self.window = int(window_seconds)
         self.lateness = float(allowed_lateness_seconds)
         self.dimensions = tuple(dimensions)
+        self._paths = tally_paths(self.dimensions)  # what `add` reads from whole events
         self.funnels = tuple(funnels)
         self._tally_labels: dict[tuple[tuple[str, ...], ...], dict[Any, Any]] = {}
         self._layouts: dict[tuple[tuple[str, ...], ...], _Layout] = {}
@@ -279,22 +243,6 @@ class WindowAggregator:
         self._platforms = platforms
         self._tally_labels.clear()  # they hold platforms
 
-    def dimension_values(self, event: dict[str, Any], source: str) -> tuple[str, ...]:
-        values = []
-        for dim in self.dimensions:
-            if dim == "source":
-                values.append(_label(source))
-            elif dim == "platform":
-                values.append(self.platform_of(event, source))
-            elif dim == "app_version":
-                values.append(_label(_get(event, "context.app.version")))
-            else:
-                values.append(_label(_get(event, dim)))
-        return tuple(values)
-
-    def platform_of(self, event: dict[str, Any], source: str) -> str:
-        return self._platforms.get(source) or _label(_get(event, "context.os.name"))
-
     def add(
         self,
         event: dict[str, Any],
@@ -307,25 +255,29 @@ class WindowAggregator:
         planned: bool = True,
         quarantined: bool = False,
     ) -> bool:
-        """Count one event. `violations` are its violation codes. Returns False if it was late.
+        """Count one whole event (for callers holding events rather than tallies: tests, tools).
+        `violations` are its violation codes. Returns False if it was late.
 
-        `ts` is its event time if already known (else `event_time(event, received_at)`).
-        Quarantined events only raise their series' violation counts (and the watermark).
+        It is read as the pipeline reads it (`streams.pipeline.tally`): string ids only, labels
+        at `tally_paths(self.dimensions)`. `ts` is its event time if already known (else
+        `event_time(event, received_at)`). Quarantined events only raise their series'
+        violation counts (and the watermark).
         """
         if ts is None or not math.isfinite(ts):
             ts = event_time(event, received_at)
-        return self._count(
+        anonymous, user = event.get("anonymousId"), event.get("userId")
+        tally = Tally(
             source,
             event_key,
             planned,
             ts,
-            set(violations) if violations else None,
+            tuple(sorted(set(violations))),
             quarantined,
-            self.dimension_values(event, source),
-            (_label(source), self.platform_of(event, source)),
-            user_key(event),
-            _user_ids(event),
+            anonymous if type(anonymous) is str else None,
+            user if type(user) is str else None,
+            path_labels(event, self._paths),
         )
+        return self.add_tallies((tally,), self._paths) == 0
 
     def add_tallies(self, tallies: Iterable[Tally], paths: tuple[tuple[str, ...], ...]) -> int:
         """Count tallies whose labels were read at `paths` (`BatchProcessor.paths`) as `add`

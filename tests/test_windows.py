@@ -8,6 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.pipeline import tally
 from streams.windows import (
     DEFAULT_DIMENSIONS,
     OTHER_UNPLANNED,
@@ -18,6 +19,8 @@ from streams.windows import (
 )
 from tracking_plan.model import Funnel, Plan, SourceSpec
 from tracking_plan.normalise import format_timestamp
+from tracking_plan.validator import Result
+from tracking_plan.violations import Violation
 
 T0 = 1_790_000_040.0  # a minute boundary
 PLAN = Plan(
@@ -273,7 +276,7 @@ _IDS = st.sampled_from(["u1", "u2", "", 7, 2.5, True, None, {"x": 1}, "absent"])
 _VALUES = st.sampled_from(["Android", "", "x" * 80, 3, 1.5, True, None, {"a": 1}, [1], "absent"])
 _DIMS = (
     DEFAULT_DIMENSIONS,
-    ("source", "platform", "app_version", "context.locale", "anonymousId", "userId", "type"),
+    ("source", "platform", "app_version", "context.locale", "anonymousId", "userId", "channel"),
     ("context.os.name", "context.app.version", "context.os", "a..b"),
 )
 
@@ -281,19 +284,6 @@ _DIMS = (
 def _set(holder: dict, key: str, value: object) -> None:
     if value != "absent":
         holder[key] = value
-
-
-def _flat(event: dict, paths: tuple[tuple[str, ...], ...]) -> dict:
-    """What a tally of `event` says, flattened as an event `add` can count: its string ids and
-    the scalar (str, int, float) value at each path under its dotted name."""
-    flat = {k: event[k] for k in ("anonymousId", "userId") if type(event.get(k)) is str}
-    for path in paths:
-        node = event
-        for part in path:
-            node = node.get(part) if type(node) is dict else None
-        if type(node) in (str, int, float):
-            flat[".".join(path)] = node
-    return flat
 
 
 @settings(max_examples=150, deadline=None)
@@ -316,8 +306,9 @@ def _flat(event: dict, paths: tuple[tuple[str, ...], ...]) -> dict:
     dims=st.sampled_from(_DIMS),
 )
 def test_tallies_count_like_the_events_they_stand_for(calls, dims) -> None:
-    """`add_tallies` gives the records and the state `add` gives for the string ids and the
-    scalar values at the tally paths of the same events."""
+    """`add` (whole events) and the pipeline's tallies (`streams.pipeline.tally` of the same
+    validation result, counted by `add_tallies`) give the same records and state: the two read
+    ids, platforms and dimension values alike (string ids only, scalar labels)."""
     paths = tally_paths(dims)
     by_tally, by_event = agg(dimensions=dims), agg(dimensions=dims)
     for key, t, source, anonymous, user, os_name, version, locale, codes, q in calls:
@@ -328,18 +319,35 @@ def test_tallies_count_like_the_events_they_stand_for(calls, dims) -> None:
         _set(context, "os", {"name": os_name} if os_name != "absent" else "absent")
         _set(context, "app", {"version": version} if version != "absent" else "absent")
         _set(context, "locale", locale)
+        _set(event, "channel", locale)  # a top-level dimension
         event["context"] = context
         planned = not key.startswith("x")
-        ids = [v if type(v := event.get(k)) is str else None for k in ("anonymousId", "userId")]
-        tally = Tally(source, key, planned, T0 + t, codes, q, *ids, path_labels(event, paths))
-        by_tally.add_tallies([tally], paths)
+        problems = [Violation(code, "$", "x", "y") for code in codes]
+        result = Result(
+            "quarantined" if q else "valid", None if q else event, problems, key, key, planned,
+            T0 + t,
+        )  # fmt: skip
+        by_tally.add_tallies([tally(source, result, T0 + t, event, paths)], paths)
         by_event.add(
-            _flat(event, paths), source, codes, event_key=key, received_at=T0 + t,
-            ts=T0 + t, planned=planned, quarantined=q,
+            event, source, codes, event_key=key, received_at=T0 + t, ts=T0 + t,
+            planned=planned, quarantined=q,
         )  # fmt: skip
     assert by_tally.late_events == by_event.late_events
     assert _sorted_codes(by_tally.to_state()) == _sorted_codes(by_event.to_state())
     assert list(map(_canon, by_tally.flush_all())) == list(map(_canon, by_event.flush_all()))
+
+
+def test_top_level_and_dotted_dimensions_are_both_read() -> None:
+    """A dimension may name a top-level field (``channel``) or a dotted path: both reach the
+    series (top-level names once came out "unknown" on the tally path the worker uses)."""
+    dims = ("source", "channel", "context.locale")
+    a = agg(dimensions=dims)
+    body = ev("View", T0, channel="email", context={"locale": "de-DE"})
+    a.add(body, "web", event_key="View", received_at=T0)
+    (record,) = [r for r in a.flush_all() if r.kind == "volume"]
+    assert record.series == {
+        "event": "View", "source": "web", "channel": "email", "context.locale": "de-DE"
+    }  # fmt: skip
 
 
 def _sorted_codes(state: dict) -> dict:
