@@ -223,8 +223,9 @@ class BatchProcessor:
         dimensions: tuple[str, ...] = (),
         validator: Validator | None = None,
     ) -> None:
-        """`dimensions`: the aggregator's; dotted ones (``context.locale``) are carried in the
-        tallies. `validator`: `plan` already compiled (else it is compiled here)."""
+        """`dimensions`: the aggregator's; the tallies carry the labels of those read from the
+        event (``channel``, ``context.locale``; `tally_paths`). `validator`: `plan` already
+        compiled (else it is compiled here)."""
         self.plan = plan
         self.paths = tally_paths(dimensions)  # what the tallies carry labels of
         self.plan_version = plan.version
