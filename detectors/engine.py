@@ -10,7 +10,9 @@ Per closed window the engine
    "Order Completed" and "Order Completed on ios", or "ios" and "Product Viewed on ios"), so one
    outage is ONE alert (if that incident began at most `merge_minutes` before), owned by the
    first series that fired (coarse series are processed first,
-   so a tie goes to the total and the slice is named by attribution). A `drop` becomes
+   so a tie goes to the total and the slice is named by attribution). A total that fires while
+   one of its slices has an open incident in the same direction joins it, however old (an
+   event gone on Android for hours drags the event's total down at night). A `drop` becomes
    `disappeared` when one of its series has had no events for `disappear_windows` windows while
    `disappear_expected` events were expected in total and the model scores the drop at the
    firing level (so bursty series are not declared gone in a quiet minute), or when one slice
@@ -812,6 +814,19 @@ class DetectionEngine:
                 return inc
         return None
 
+    def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
+        """An open incident of `group` on a slice of `series` (its keys and more: one source of
+        this event), however old: a total moving the way one of its open slices already does
+        is that slice's incident (a new one elsewhere still fires on its own slice)."""
+        for inc in self.incidents.values():
+            if (
+                inc.group == group
+                and len(inc.series) > len(series)
+                and all(inc.series.get(k) == v for k, v in series.items())
+            ):
+                return inc
+        return None
+
     def _on_fire(
         self,
         ts: float,
@@ -826,6 +841,8 @@ class DetectionEngine:
         group = self._group(s, family)
         member = (s.key, family)
         inc = self._find(group, series, since=s.tracks[family].lifecycle.started or ts)
+        if inc is None:
+            inc = self._open_slice(group, series)
         if inc is not None:
             if member not in inc.members:
                 inc.members.append(member)

@@ -255,6 +255,16 @@ def test_disappeared_event_on_one_source():
     assert [a.kind for a in engine.active()] == ["disappeared"]
 
 
+def test_a_total_dragged_down_by_an_open_slice_incident_joins_it_however_late():
+    """iOS stops sending Product Viewed; the event's total (iOS is 30 % of it) fires later, past
+    the merge time: still the iOS incident, not a second alert."""
+    data = synth(400, effects=[effect(200, 400, mult=0.0, event="Product Viewed", source="ios")])
+    _, alerts = run(data, config=replace(CFG, merge_minutes=0.5))
+    fired = firings(alerts)
+    assert {a.series.get("source") for a in fired} == {"ios"}, [(a.series, a.id) for a in fired]
+    assert len({a.id for a in fired}) == 1
+
+
 def test_release_that_stops_sending_an_event_is_found_per_version():
     data = synth(
         500,
