@@ -33,6 +33,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.plan_sync import start_consumer
+
 log = logging.getLogger(__name__)
 
 
@@ -59,22 +61,15 @@ class RangeReader:
 
     async def _ensure(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+            self._consumer = await start_consumer(
+                self.bootstrap,
                 group_id=None,
-                enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 fetch_max_wait_ms=100,
                 fetch_max_bytes=max(self.max_fetch_bytes, 52_428_800),
                 max_partition_fetch_bytes=self.max_fetch_bytes,
                 request_timeout_ms=int(self.timeout * 1000),
             )
-            try:
-                await consumer.start()
-            except BaseException:
-                await consumer.stop()
-                raise
-            self._consumer = consumer
         return self._consumer
 
     async def log_start(self, topic: str, partition: int) -> int:
