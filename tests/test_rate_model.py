@@ -169,6 +169,24 @@ def test_state_round_trip_gives_identical_assessments():
     assert feed(a, ts[1000:], xs[1000:], ns[1000:]) == feed(b, ts[1000:], xs[1000:], ns[1000:])
 
 
+def test_state_round_trip_keeps_the_hourly_shrinkage_mid_hour():
+    """Saved mid-hour, after days with a daily cycle: the shrinkage (refreshed hourly) is kept
+    as it was, so the restored model assesses exactly as the running one; a state from before
+    the shrinkage (no `hour_spread`) loads with the spread estimated from its hourly sums."""
+    cut = 3 * 1440 + 30
+    ts, xs, ns = funnel(cut + 600, 20.0, 0.3, np.inf, 8, daily=0.3)
+    a = RateModel()
+    feed(a, ts[:cut], xs[:cut], ns[:cut])
+    state = json.loads(json.dumps(a.to_state()))
+    assert a.hour_spread > 0.0
+    b = RateModel.from_state(state)
+    del state["hour_spread"]
+    old = RateModel.from_state(state)
+    assert old.hour_spread > 0.0
+    assert abs(old.hour_factor(ts[cut]) - a.hour_factor(ts[cut])) < 0.05
+    assert feed(a, ts[cut:], xs[cut:], ns[cut:]) == feed(b, ts[cut:], xs[cut:], ns[cut:])
+
+
 @pytest.mark.parametrize(
     ("k", "n", "rate", "nu"), [(3, 40, 0.02, 1e4), (150, 600, 0.4, 300.0), (590, 600, 0.95, 50.0)]
 )
