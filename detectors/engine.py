@@ -10,7 +10,10 @@ Per closed window the engine
    "Order Completed" and "Order Completed on ios", or "ios" and "Product Viewed on ios"), so one
    outage is ONE alert (if that incident began at most `merge_minutes` before), owned by the
    first series that fired (coarse series are processed first,
-   so a tie goes to the total and the slice is named by attribution). A total that fires while
+   so a tie goes to the total and the slice is named by attribution). Events of one source
+   that start deviating together (within `together_minutes`, same direction) are one incident
+   too: a burst of a source's visits moves Product Viewed, its screen view and the searches at
+   once, which is one thing to look at, not four alerts. A total that fires while
    one of its slices has an open incident in the same direction joins it, however old (an
    event gone on Android for hours drags the event's total down at night). A `drop` becomes
    `disappeared` when one of its series has had no events for `disappear_windows` windows while
@@ -113,6 +116,7 @@ class EngineConfig:
     new_event_hold_minutes: float = 60.0
     accept_after_minutes: float = 240.0
     merge_minutes: float = 120.0  # a lifecycle joins an incident that began at most this before
+    together_minutes: float = 5.0  # ... or one of another event of its source (0: never)
     evict_after_minutes: float = 3 * 24 * 60.0
     annotation_tail_minutes: float = 60.0  # models look back up to an hour: stay quiet after
     max_series: int = 20_000
@@ -805,14 +809,30 @@ class DetectionEngine:
         self, group: str, series: dict[str, str], since: float | None = None
     ) -> Incident | None:
         """An open incident of `group` about a compatible series (that began no more than
-        `merge_minutes` before `since`, when given: an old alert does not swallow a new one)."""
+        `merge_minutes` before `since`, when given: an old alert does not swallow a new one),
+        or about another event of the same source that began at most `together_minutes` from
+        `since` (one burst of a source's traffic moves several of its events at once)."""
         limit = self.config.merge_minutes * 60.0
         for inc in self.incidents.values():
-            if inc.group != group or not compatible(inc.series, series):
+            if inc.group != group:
                 continue
+            if not compatible(inc.series, series):
+                if since is None or not self._together(inc, series, since):
+                    continue
+                return inc
             if since is None or since - inc.started <= limit:
                 return inc
         return None
+
+    def _together(self, inc: Incident, series: dict[str, str], since: float) -> bool:
+        """Did `series` start deviating with `inc`, on the same source?"""
+        source, limit = series.get("source"), self.config.together_minutes * 60.0
+        return (
+            limit > 0.0
+            and source is not None
+            and inc.series.get("source") == source
+            and abs(since - inc.started) <= limit
+        )
 
     def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
         """An open incident of `group` on a slice of `series` (its keys and more: one source of

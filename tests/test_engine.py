@@ -265,6 +265,34 @@ def test_a_total_dragged_down_by_an_open_slice_incident_joins_it_however_late():
     assert len({a.id for a in fired}) == 1
 
 
+TWO = {"screen:Home": 60.0, "Product Viewed": 40.0}
+
+
+@pytest.mark.parametrize(("together", "alerts_expected"), [(5.0, 1), (0.0, 2)])
+def test_events_of_one_source_spiking_together_are_one_alert(together, alerts_expected):
+    """A burst of iOS traffic: Product Viewed and screen:Home jump in the same minute. One
+    incident (the events are listed as its members), unless the grouping is switched off."""
+    burst = [
+        effect(300, 330, mult=4.0, event="Product Viewed", source="ios"),
+        effect(300, 330, mult=4.0, event="screen:Home", source="ios"),
+    ]
+    cfg = replace(CFG, together_minutes=together, levels=DEFAULT_LEVELS[1:2])  # per source
+    _, alerts = run(synth(400, effects=burst, events=TWO, conversion=False), config=cfg)
+    fired = firings(alerts)
+    assert {a.series["event"] for a in fired} <= set(TWO)
+    assert len({a.id for a in fired}) == alerts_expected, [(a.series, a.id) for a in fired]
+
+
+def test_events_of_different_sources_are_not_grouped():
+    burst = [
+        effect(300, 330, mult=4.0, event="Product Viewed", source="ios"),
+        effect(300, 330, mult=4.0, event="screen:Home", source="web"),
+    ]
+    cfg = replace(CFG, levels=DEFAULT_LEVELS[1:2])
+    _, alerts = run(synth(400, effects=burst, events=TWO, conversion=False), config=cfg)
+    assert len({a.id for a in firings(alerts)}) == 2
+
+
 def test_release_that_stops_sending_an_event_is_found_per_version():
     data = synth(
         500,
