@@ -839,11 +839,7 @@ class DetectionEngine:
         this event), however old: a total moving the way one of its open slices already does
         is that slice's incident (a new one elsewhere still fires on its own slice)."""
         for inc in self.incidents.values():
-            if (
-                inc.group == group
-                and len(inc.series) > len(series)
-                and all(inc.series.get(k) == v for k, v in series.items())
-            ):
+            if inc.group == group and series.items() < inc.series.items():
                 return inc
         return None
 
