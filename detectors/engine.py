@@ -128,6 +128,7 @@ class EngineConfig:
     slice_min_windows: int = 120  # history needed before that share is trusted
     slice_min_events: int = 2  # a value must send this many other events to be expected to
     max_slice_values: int = 20
+    slice_forget_minutes: float = 24 * 60.0  # a value's evidence is kept while it sends nothing
 
 
 def _load_class(spec: str | type) -> type:
@@ -606,6 +607,9 @@ class DetectionEngine:
         send the event if it sends `slice_min_events` other events and either sent this one
         before or appeared after the event did (a new event of one release is not "missing"
         from the older ones). When the whole series is silent, its own alert says it all.
+        A value's evidence (its empty run) outlives windows in which it sent nothing at all, as
+        a release reaching a few users does at first, and the share is learnt on the traffic of
+        the values that send the event, so such a release does not lower it meanwhile.
         """
         cfg = self.config
         traffic_by_dim = mix.get(s.series["source"], {})
@@ -622,13 +626,17 @@ class DetectionEngine:
             busy = any(
                 t.lifecycle.active for n, t in s.tracks.items() if n.startswith(f"slice:{dim}=")
             )
-            if not busy and not annotated and traffic:
+            # the share is of the traffic of values that send the event: a release that does
+            # not must not lower it while its evidence gathers
+            sending = sum(n for v, n in traffic.items() if v in senders)
+            if not busy and not annotated and sending > 0:
                 a = cfg.slice_alpha
                 share[0] = (1 - a) * share[0] + a * r.numerator
-                share[1] = (1 - a) * share[1] + a * sum(traffic.values())
+                share[1] = (1 - a) * share[1] + a * sending
                 share[2] += 1
             ratio = share[0] / share[1] if share[1] > 0 else 0.0
-            trusted = share[2] >= cfg.slice_min_windows and len(values) >= 2
+            trusted = share[2] >= cfg.slice_min_windows
+            several = len(values) >= 2  # one value alone: the series' own alert covers it
             seen = set()
             for value in values:
                 name = f"slice:{dim}={value}"
@@ -642,7 +650,7 @@ class DetectionEngine:
                 )
                 if observed > 0 or annotated or not trusted:
                     run[0], run[1], run[2] = 0, 0.0, ts
-                elif eligible and r.numerator > 0:  # else: no evidence either way
+                elif eligible and several and r.numerator > 0:  # else: no evidence either way
                     if run[0] == 0:
                         run[2] = ts
                     run[0] += 1
@@ -656,8 +664,12 @@ class DetectionEngine:
                     value = name[len(prefix) :]
                     self._slice_step(ts, window, s, name, dim, value, False, s.slices[name], out)
                 elif track is None or track.lifecycle.state == "idle":
-                    s.slices.pop(name, None)
-                    s.tracks.pop(name, None)
+                    # a value that sent nothing at all in this window keeps its evidence (a
+                    # release rolling out is absent from most minutes at first), for a while
+                    run = s.slices[name]
+                    if run[0] == 0 or ts - run[2] > cfg.slice_forget_minutes * 60.0:
+                        s.slices.pop(name, None)
+                        s.tracks.pop(name, None)
 
     def _slice_step(
         self,

@@ -307,6 +307,31 @@ def test_release_that_stops_sending_an_event_is_found_per_version():
     assert _ts(fired[-1].updated_at) - (T0 + 300 * W) <= 15 * W
 
 
+FOUR = {"screen:Home": 60.0, "Product Viewed": 40.0, "Product List Viewed": 40.0,
+        "Products Searched": 30.0}  # fmt: skip
+
+
+def test_release_rolling_out_sparsely_is_found_though_absent_from_most_windows(monkeypatch):
+    """iOS 5.7.2 reaches 3 % of iOS users and never sends Product Viewed: it is absent from many
+    windows (its evidence must be kept across them) and must not lower the event's learnt share
+    of the traffic while its evidence gathers."""
+    versions = {**VERSIONS, "ios": {"5.7.0": 0.57, "5.7.1": 0.4, "5.7.2": 0.03}}
+    monkeypatch.setitem(globals(), "VERSIONS", versions)
+
+    def release(w, event, source, version):
+        if version != "5.7.2":
+            return None
+        return (0.0 if w < 300 or event == "Product Viewed" else 1.0), 0.01
+
+    data = synth(600, effects=[release], events=FOUR, conversion=False)
+    _, alerts = run(data)
+    want = {"event": "Product Viewed", "source": "ios", "platform": "ios", "app_version": "5.7.2"}
+    found = [a for a in firings(alerts) if a.series == want]
+    assert found, [(a.kind, a.series) for a in firings(alerts)]
+    assert found[0].kind == "disappeared"
+    assert [a for a in firings(alerts) if a.series.get("app_version") != "5.7.2"] == []
+
+
 def test_conversion_drop_on_one_source():
     def conv(w, e, s, v):
         return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
