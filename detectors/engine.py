@@ -107,11 +107,12 @@ class EngineConfig:
     quiet_factor: float = 2.0  # gone = empty for longer than this × the longest normal quiet
     quiet_decay: float = 1.0 - 1.0 / (7 * 1440)  # quiet spells are forgotten over ~a week
     # an event nobody planned is not expected at all: what matters is that it keeps coming (in
-    # 3 windows, 10 events) within half an hour, not its density (a release rolling out sends
-    # it sparsely at first: 5 windows needed 10 events in 5 minutes, i.e. an hour or more)
+    # 3 windows, 5 events) within half an hour, not its density (a release rolling out sends
+    # it sparsely at first: 5 windows needed 10 events in 5 minutes, i.e. an hour or more; 10
+    # events in half an hour took a release 17-51 min after its start, 5 events 10-45 min)
     new_event_windows: int = 3
     new_event_span: int = 30
-    new_event_min_count: int = 10
+    new_event_min_count: int = 5
     new_event_after_minutes: float = 12 * 60.0
     new_event_hold_minutes: float = 60.0
     accept_after_minutes: float = 240.0

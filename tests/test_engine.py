@@ -388,6 +388,23 @@ def test_sparse_unplanned_event_of_a_rolling_out_release_is_announced_soon():
     assert epoch_seconds(fired[0].updated_at) <= T0 + 130 * W
 
 
+@pytest.mark.parametrize(
+    ("arrivals", "announced"),
+    [
+        ({100: 1, 104: 1, 108: 2, 115: 1}, True),  # 5 events in 4 windows: it keeps coming
+        ({100: 1, 104: 1, 108: 1, 115: 1}, False),  # 4 events: not yet
+        ({100: 3, 101: 4}, False),  # a burst in 2 windows (somebody testing), however large
+        ({100: 2, 140: 2, 180: 2}, False),  # 3 windows, but never 5 events within half an hour
+    ],
+)
+def test_unplanned_event_is_announced_once_it_keeps_coming(arrivals, announced):
+    data = synth(300)
+    for w, count in arrivals.items():
+        data[w].append(unplanned_record(w, count=count))
+    _, alerts = run(data)
+    assert [a.kind for a in firings(alerts)] == (["new_event"] if announced else [])
+
+
 def test_planned_event_counts_as_new_only_when_never_seen_after_warmup():
     plan = Plan(name="p", version="1", events={e: EventSpec(name=e) for e in [*EVENTS, "Late"]})
     late = {**EVENTS, "Late": 0.0}
