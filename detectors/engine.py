@@ -130,6 +130,7 @@ class EngineConfig:
     slice_min_events: int = 2  # a value must send this many other events to be expected to
     max_slice_values: int = 20
     slice_forget_minutes: float = 24 * 60.0  # a value's evidence is kept while it sends nothing
+    slice_hold_minutes: float = 60.0  # ... and its open alert, then it calms (e.g. rolled back)
 
 
 def _load_class(spec: str | type) -> type:
@@ -217,7 +218,8 @@ class Series:
     zero_since: float | None = None
     recent: deque = field(default_factory=deque)  # [ts, count] of the last windows (new_event)
     announced: bool = False
-    slices: dict[str, list] = field(default_factory=dict)  # name -> [empty run, expected, since]
+    # name -> [empty windows, expected, since, created, last seen with traffic]
+    slices: dict[str, list] = field(default_factory=dict)
     shares: dict[str, list] = field(default_factory=dict)  # dim -> [EW event, EW traffic, n]
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
     ew_users: float = 0.0
@@ -643,7 +645,10 @@ class DetectionEngine:
                 name = f"slice:{dim}={value}"
                 seen.add(name)
                 observed = counts.get(value, (0.0, 0.0))[0]
-                run = s.slices.setdefault(name, [0, 0.0, ts, ts])
+                run = s.slices.setdefault(name, [0, 0.0, ts, ts, ts])
+                if len(run) < 5:  # a state from before "last seen" was kept
+                    run.append(ts)
+                run[4] = ts
                 # expected from v: it sent the event before, or the event is older than v
                 older = len(run) > 3 and s.first_seen + 3600 < run[3]
                 eligible = value in broad and (
@@ -656,21 +661,29 @@ class DetectionEngine:
                         run[2] = ts
                     run[0] += 1
                     run[1] += ratio * traffic[value]
-                gone = run[0] >= cfg.disappear_windows and run[1] / s.burst >= cfg.disappear_units
-                self._slice_step(ts, window, s, name, dim, value, gone, run, out)
+                self._slice_step(ts, window, s, name, dim, value, self._gone(s, run), run, out)
             prefix = f"slice:{dim}="
             for name in [n for n in s.slices if n.startswith(prefix) and n not in seen]:
-                track = s.tracks.get(name)
+                # a value that sent nothing at all in this window is no evidence either way: it
+                # keeps its evidence (a release rolling out is absent from most minutes at
+                # first) and its open alert, for a while
+                track, run = s.tracks.get(name), s.slices[name]
                 if track is not None and track.lifecycle.active:
                     value = name[len(prefix) :]
-                    self._slice_step(ts, window, s, name, dim, value, False, s.slices[name], out)
-                elif track is None or track.lifecycle.state == "idle":
-                    # a value that sent nothing at all in this window keeps its evidence (a
-                    # release rolling out is absent from most minutes at first), for a while
-                    run = s.slices[name]
-                    if run[0] == 0 or ts - run[2] > cfg.slice_forget_minutes * 60.0:
-                        s.slices.pop(name, None)
-                        s.tracks.pop(name, None)
+                    last_seen = run[4] if len(run) > 4 else run[2]
+                    held = ts - last_seen < cfg.slice_hold_minutes * 60.0
+                    gone = held and self._gone(s, run)
+                    self._slice_step(ts, window, s, name, dim, value, gone, run, out)
+                elif (track is None or track.lifecycle.state == "idle") and (
+                    run[0] == 0 or ts - run[2] > cfg.slice_forget_minutes * 60.0
+                ):
+                    s.slices.pop(name, None)
+                    s.tracks.pop(name, None)
+
+    def _gone(self, s: Series, run: list) -> bool:
+        """Has this slice sent none of the event for long enough, and enough of it expected?"""
+        cfg = self.config
+        return run[0] >= cfg.disappear_windows and run[1] / s.burst >= cfg.disappear_units
 
     def _slice_step(
         self,

@@ -332,6 +332,45 @@ def test_release_rolling_out_sparsely_is_found_though_absent_from_most_windows(m
     assert [a for a in firings(alerts) if a.series.get("app_version") != "5.7.2"] == []
 
 
+def test_alert_of_a_sparse_release_holds_through_minutes_it_sends_nothing(monkeypatch):
+    """iOS 5.7.2 at 2 % of iOS users is absent from about a third of the windows, sometimes
+    several in a row: its alert must stay open through them (one firing, no resolve/reopen
+    churn) while the release keeps not sending the event."""
+    versions = {**VERSIONS, "ios": {"5.7.0": 0.58, "5.7.1": 0.4, "5.7.2": 0.02}}
+    monkeypatch.setitem(globals(), "VERSIONS", versions)
+
+    def release(w, event, source, version):
+        if version != "5.7.2":
+            return None
+        return (0.0 if w < 200 or event == "Product Viewed" else 1.0), 0.01
+
+    data = synth(700, effects=[release], events=FOUR, conversion=False)
+    _, alerts = run(data)
+    mine = [a for a in alerts if a.series.get("app_version") == "5.7.2"]
+    assert mine and mine[0].state == "firing", [(a.kind, a.series) for a in alerts]
+    assert {a.id for a in mine} == {mine[0].id}
+    assert [a.state for a in mine if a.state != "firing"] == []
+
+
+def test_alert_of_a_release_that_vanishes_resolves_after_the_hold(monkeypatch):
+    """The release is rolled back at window 450 (no traffic from it at all): nothing says it
+    sends the event again, but its alert must not stay open forever."""
+    versions = {**VERSIONS, "ios": {"5.7.0": 0.5, "5.7.1": 0.4, "5.7.2": 0.1}}
+    monkeypatch.setitem(globals(), "VERSIONS", versions)
+
+    def release(w, event, source, version):
+        if version != "5.7.2":
+            return None
+        return (0.0 if w < 200 or w >= 450 or event == "Product Viewed" else 1.0), 0.01
+
+    data = synth(600, effects=[release], events=FOUR, conversion=False)
+    _, alerts = run(data)
+    mine = [a for a in alerts if a.series.get("app_version") == "5.7.2"]
+    assert [a.state for a in mine][:1] == ["firing"] and mine[-1].state == "resolved"
+    hold = CFG.slice_hold_minutes + CFG.lifecycle.resolve_windows
+    assert epoch_seconds(mine[-1].updated_at) <= T0 + (450 + hold + 2) * W
+
+
 def test_conversion_drop_on_one_source():
     def conv(w, e, s, v):
         return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
