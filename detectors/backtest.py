@@ -90,6 +90,7 @@ class AlertSpan:
     ended: float | None = None
     explanation: str = ""
     kinds: set[str] = field(default_factory=set)  # every kind it was reported as
+    reopened: int = 0  # times it fired again after resolving (flapping, if more than rarely)
 
 
 def alert_spans(alerts: Iterable[Anomaly | dict[str, Any]]) -> list[AlertSpan]:
@@ -117,6 +118,8 @@ def alert_spans(alerts: Iterable[Anomaly | dict[str, Any]]) -> list[AlertSpan]:
         if data.get("state") == "resolved":
             span.ended = epoch_seconds(data.get("ended_at") or updated)
         else:
+            if span.ended is not None:  # it had resolved: firing again
+                span.reopened += 1
             span.ended = None
             span.kind, span.series = data["kind"], dict(data["series"])
             span.attribution, span.explanation = attribution, data.get("explanation", "")
@@ -178,6 +181,11 @@ class Score:
         return len(self.false_alerts) / self.days if self.days > 0 else 0.0
 
     @property
+    def reopened(self) -> int:
+        """How often alerts fired again after resolving, over all alerts."""
+        return sum(s.reopened for s in self.spans)
+
+    @property
     def median_latency(self) -> float | None:
         return statistics.median(self.latency.values()) if self.latency else None
 
@@ -198,6 +206,7 @@ class Score:
             "false_alerts": len(self.false_alerts),
             "false_alerts_per_day": self.false_per_day,
             "related_alerts": len(self.related_alerts),
+            "reopened": self.reopened,
             "median_latency_minutes": self.median_latency,
             "max_latency_minutes": self.max_latency,
             "latency_minutes": self.latency,

@@ -170,7 +170,8 @@ def _print_run(run: Any, target: Path) -> None:
     console.print(
         f"false alerts: {len(score.false_alerts)} in {score.days:g} days = "
         f"[bold]{score.false_per_day:.2f}/day[/]; alerts: {len(score.spans)} "
-        f"({len(score.related_alerts)} on other series an incident changed); "
+        f"({len(score.related_alerts)} on other series an incident changed, "
+        f"{score.reopened} reopenings); "
         f"missed: {', '.join(missed) or 'none'}"
     )
     for span in score.false_alerts[:10]:
@@ -183,12 +184,13 @@ def _print_overall(runs: list[Any]) -> None:
     total = sum(len(r.score.expected) for r in runs)
     days = sum(r.score.days for r in runs)
     false = sum(len(r.score.false_alerts) for r in runs)
+    reopened = sum(r.score.reopened for r in runs)
     latencies = [v for r in runs for v in r.score.latency.values()]
     median = statistics.median(latencies) if latencies else None
     console.print(
         f"[bold]all {len(runs)} seeds[/]: recall {found}/{total} = {found / max(total, 1):.2f}, "
         f"false alerts {false / days:.2f}/day, median latency {_minutes(median)}, "
-        f"max {_minutes(max(latencies) if latencies else None)}"
+        f"max {_minutes(max(latencies) if latencies else None)}, alerts reopened {reopened}"
     )
 
 

@@ -85,6 +85,21 @@ def test_fold_alert_lines_keeps_latest_kind_and_first_firing():
     assert s.attribution[0].value == "1"
 
 
+def test_fold_counts_an_alert_that_fires_again_after_resolving():
+    def line(state, minute):
+        at = f"2026-11-02T10:{minute:02d}:00Z"
+        return {"id": "x", "kind": "drop", "state": state, "series": {"event": "A"},
+                "started_at": "2026-11-02T10:00:00Z", "updated_at": at,
+                "ended_at": at if state == "resolved" else None, "attribution": []}  # fmt: skip
+
+    steady = [line("firing", 3), line("firing", 4), line("resolved", 9)]
+    assert [s.reopened for s in alert_spans(steady)] == [0]
+    flapping = [*steady, line("firing", 20), line("resolved", 25), line("firing", 30)]
+    (s,) = alert_spans(flapping)
+    assert s.reopened == 2 and s.ended is None
+    assert score([], [s], days=1.0).summary()["reopened"] == 2
+
+
 def test_score_recall_false_alerts_latency():
     labels = [
         label("drop", name="outage"),
