@@ -165,6 +165,9 @@ class Track:
     # the model's most deviating span seen while active (it may have begun before `pending`)
     span_obs: float = 0.0
     span_exp: float = 0.0
+    # obs, exp, den, windows up to the last window that still deviated: what the sentence tells
+    # (the calm windows before an alert resolves would water a short burst down to "normal")
+    hot: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
     def reset_evidence(self) -> None:
         self.obs = self.exp = self.den = self.peak = self.silent_expected = 0.0
@@ -172,6 +175,7 @@ class Track:
         self.windows = self.silent_windows = 0
         self.codes, self.parts = {}, {}
         self.last = [0.0, 0.0, 0.0, 0.0]
+        self.hot = [0.0, 0.0, 0.0, 0.0]
         self.fired_at = None
 
     def to_state(self) -> dict:
@@ -191,6 +195,7 @@ class Track:
             "muted": self.muted,
             "span_obs": self.span_obs,
             "span_exp": self.span_exp,
+            "hot": self.hot,
         }
 
     @classmethod
@@ -817,6 +822,7 @@ class DetectionEngine:
             track.silent_windows, track.silent_expected = s.zero_run, s.zero_expected
         if score >= self.config.lifecycle.resolve_score or track.windows == 1:
             track.last = [a.observed, a.expected, a.lower, a.upper]
+            track.hot = [track.obs, track.exp, track.den, float(track.windows)]
         if score > 0.0 and abs(a.span_observed - a.span_expected) > abs(
             track.span_obs - track.span_exp
         ):
@@ -987,8 +993,15 @@ class DetectionEngine:
         track = s.tracks.get(family)
         if track is None:
             return None
-        minutes = track.windows * self._w / 60.0
-        observed, expected = track.obs, track.exp
+        observed, expected, denominator, windows = track.hot
+        if windows <= 0:  # not gathered window by window (a slice, a new event)
+            observed, expected, denominator, windows = (
+                track.obs,
+                track.exp,
+                track.den,
+                track.windows,
+            )
+        minutes = windows * self._w / 60.0
         if inc.kind == "disappeared":
             observed, expected = 0.0, track.silent_expected
             minutes = track.silent_windows * self._w / 60.0
@@ -1001,7 +1014,7 @@ class DetectionEngine:
             minutes=minutes,
             observed=observed,
             expected=expected,
-            denominator=track.den,
+            denominator=denominator,
             planned=s.planned,
             codes=track.codes,
             attribution=notable(track.parts, attribution, margin=margin),

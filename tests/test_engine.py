@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -281,6 +282,21 @@ def test_events_of_one_source_spiking_together_are_one_alert(together, alerts_ex
     fired = firings(alerts)
     assert {a.series["event"] for a in fired} <= set(TWO)
     assert len({a.id for a in fired}) == alerts_expected, [(a.series, a.id) for a in fired]
+
+
+def test_resolved_sentence_tells_the_deviating_minutes_not_the_calm_ones_after():
+    """A 3-minute burst: the alert resolves after calm windows, whose counts must not water
+    the sentence down (it read "2.2x ... in 11 min" for an alert from 05:00 to 05:07)."""
+    burst = [effect(300, 303, mult=5.0, event="Product Viewed", source="ios")]
+    cfg = replace(CFG, levels=DEFAULT_LEVELS[1:2])
+    _, alerts = run(synth(420, effects=burst, events=TWO, conversion=False), config=cfg)
+    (resolved,) = [a for a in alerts if a.state == "resolved"]
+    lasted = (epoch_seconds(resolved.ended_at) - epoch_seconds(resolved.started_at)) / 60
+    observed, expected, minutes = re.search(
+        r"\((\d+) vs about (\d+) in (\d+) min\)", resolved.explanation
+    ).groups()
+    assert int(minutes) == lasted, resolved.explanation
+    assert int(observed) / int(expected) > 2.5, resolved.explanation
 
 
 def test_events_of_different_sources_are_not_grouped():
