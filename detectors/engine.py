@@ -165,8 +165,8 @@ class Track:
     # the model's most deviating span seen while active (it may have begun before `pending`)
     span_obs: float = 0.0
     span_exp: float = 0.0
-    # obs, exp, den, windows up to the last window that still deviated: what the sentence tells
-    # (the calm windows before an alert resolves would water a short burst down to "normal")
+    # obs, exp, den, windows up to the last window at the firing level: what the sentence tells
+    # (the windows an alert lingers in before it resolves would water a burst down to "normal")
     hot: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
     def reset_evidence(self) -> None:
@@ -822,6 +822,7 @@ class DetectionEngine:
             track.silent_windows, track.silent_expected = s.zero_run, s.zero_expected
         if score >= self.config.lifecycle.resolve_score or track.windows == 1:
             track.last = [a.observed, a.expected, a.lower, a.upper]
+        if score >= self.config.lifecycle.fire_score or track.windows == 1:
             track.hot = [track.obs, track.exp, track.den, float(track.windows)]
         if score > 0.0 and abs(a.span_observed - a.span_expected) > abs(
             track.span_obs - track.span_exp

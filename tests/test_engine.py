@@ -285,8 +285,9 @@ def test_events_of_one_source_spiking_together_are_one_alert(together, alerts_ex
 
 
 def test_resolved_sentence_tells_the_deviating_minutes_not_the_calm_ones_after():
-    """A 3-minute burst: the alert resolves after calm windows, whose counts must not water
-    the sentence down (it read "2.2x ... in 11 min" for an alert from 05:00 to 05:07)."""
+    """A 3-minute burst: the alert resolves after calmer windows, whose counts must not water
+    the sentence down (it read "2.2x ... (283 vs about 128 in 11 min)" for an alert from 05:00
+    to 05:07: more minutes than the alert lasted)."""
     burst = [effect(300, 303, mult=5.0, event="Product Viewed", source="ios")]
     cfg = replace(CFG, levels=DEFAULT_LEVELS[1:2])
     _, alerts = run(synth(420, effects=burst, events=TWO, conversion=False), config=cfg)
@@ -295,7 +296,7 @@ def test_resolved_sentence_tells_the_deviating_minutes_not_the_calm_ones_after()
     observed, expected, minutes = re.search(
         r"\((\d+) vs about (\d+) in (\d+) min\)", resolved.explanation
     ).groups()
-    assert int(minutes) == lasted, resolved.explanation
+    assert 3 <= int(minutes) <= lasted, resolved.explanation
     assert int(observed) / int(expected) > 2.5, resolved.explanation
 
 
