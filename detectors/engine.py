@@ -616,8 +616,10 @@ class DetectionEngine:
         before or appeared after the event did (a new event of one release is not "missing"
         from the older ones). When the whole series is silent, its own alert says it all.
         A value's evidence (its empty run) outlives windows in which it sent nothing at all, as
-        a release reaching a few users does at first, and the share is learnt on the traffic of
-        the values that send the event, so such a release does not lower it meanwhile.
+        a release reaching a few users does at first, and so does its open alert (for
+        `slice_hold_minutes` after the value was last seen: then it calms, e.g. rolled back);
+        the share is learnt on the traffic of the values that send the event, so such a
+        release does not lower it meanwhile.
         """
         cfg = self.config
         traffic_by_dim = mix.get(s.series["source"], {})
