@@ -16,7 +16,8 @@ class Assessment:
     the engine must not alert on it then.
     `span_observed`/`span_expected`: what the score is about, the sums (counts; for rates,
     numerators and expected numerators) over the `span_windows` last windows that deviate
-    most significantly (0 windows: no deviation, or a model that does not say).
+    most significantly (0 windows: no deviation, or a model that does not say);
+    `span_weight`: for rates, the denominators over that span (the users behind it).
     """
 
     observed: float
@@ -29,6 +30,7 @@ class Assessment:
     span_observed: float = 0.0
     span_expected: float = 0.0
     span_windows: int = 0
+    span_weight: float = 0.0
 
 
 class SeriesModel(Protocol):

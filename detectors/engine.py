@@ -162,17 +162,21 @@ class Track:
     silent_windows: int = 0  # longest run of empty windows seen while active
     silent_expected: float = 0.0  # events expected during that run
     muted: bool = False  # its level shift was accepted; quiet until the score is calm
-    # the model's most deviating span seen while active (it may have begun before `pending`)
+    # the model's most deviating span seen while active (it may have begun before `pending`):
+    # sums, for rates the denominators too, and its length in windows
     span_obs: float = 0.0
     span_exp: float = 0.0
-    # obs, exp, den, windows up to the last window at the firing level: what the sentence tells
-    # (the windows an alert lingers in before it resolves would water a burst down to "normal")
+    span_den: float = 0.0
+    span_windows: int = 0
+    # obs, exp, den up to the last window at the firing level, and that window's end: what the
+    # sentence tells (the windows an alert lingers in before it resolves would water a burst
+    # down to "normal"; a sparse rate has no record in many windows: time, not windows, counts)
     hot: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
 
     def reset_evidence(self) -> None:
         self.obs = self.exp = self.den = self.peak = self.silent_expected = 0.0
-        self.span_obs = self.span_exp = 0.0
-        self.windows = self.silent_windows = 0
+        self.span_obs = self.span_exp = self.span_den = 0.0
+        self.windows = self.silent_windows = self.span_windows = 0
         self.codes, self.parts = {}, {}
         self.last = [0.0, 0.0, 0.0, 0.0]
         self.hot = [0.0, 0.0, 0.0, 0.0]
@@ -195,6 +199,8 @@ class Track:
             "muted": self.muted,
             "span_obs": self.span_obs,
             "span_exp": self.span_exp,
+            "span_den": self.span_den,
+            "span_windows": self.span_windows,
             "hot": self.hot,
         }
 
@@ -549,7 +555,7 @@ class DetectionEngine:
                     track.lifecycle.started = min(track.lifecycle.started or ts, s.zero_since)
             if track.lifecycle.active:
                 deviating = True
-                self._gather(track, s, r, a, fam_score, mix)
+                self._gather(track, s, r, a, fam_score, mix, ts + window)
             if transition in ("fire", "reopen") and not (disappeared or self._enough(s, track)):
                 track.lifecycle.hold(transition)
                 transition = None
@@ -802,7 +808,14 @@ class DetectionEngine:
             s.ew_users += alpha * (r.users - s.ew_users)
 
     def _gather(
-        self, track: Track, s: Series, r: Rolled, a: Assessment, score: float, mix: dict
+        self,
+        track: Track,
+        s: Series,
+        r: Rolled,
+        a: Assessment,
+        score: float,
+        mix: dict,
+        until: float,
     ) -> None:
         """Add this window to the evidence of an active lifecycle."""
         track.obs += r.numerator
@@ -825,11 +838,12 @@ class DetectionEngine:
         if score >= self.config.lifecycle.resolve_score or track.windows == 1:
             track.last = [a.observed, a.expected, a.lower, a.upper]
         if score >= self.config.lifecycle.fire_score or track.windows == 1:
-            track.hot = [track.obs, track.exp, track.den, float(track.windows)]
+            track.hot = [track.obs, track.exp, track.den, until]
         if score > 0.0 and abs(a.span_observed - a.span_expected) > abs(
             track.span_obs - track.span_exp
         ):
             track.span_obs, track.span_exp = a.span_observed, a.span_expected
+            track.span_den, track.span_windows = a.span_weight, a.span_windows
         track.peak = max(track.peak, score)
 
     # ------------------------------------------------------------------ incidents
@@ -996,15 +1010,19 @@ class DetectionEngine:
         track = s.tracks.get(family)
         if track is None:
             return None
-        observed, expected, denominator, windows = track.hot
-        if windows <= 0:  # not gathered window by window (a slice, a new event)
-            observed, expected, denominator, windows = (
-                track.obs,
-                track.exp,
-                track.den,
-                track.windows,
-            )
-        minutes = windows * self._w / 60.0
+        observed, expected, denominator, until = track.hot
+        start = track.lifecycle.started or inc.started
+        minutes = (until - start) / 60.0
+        if until <= start:  # not gathered window by window (a slice, a new event)
+            observed, expected, denominator = track.obs, track.exp, track.den
+            minutes = track.windows * self._w / 60.0
+        if (
+            s.metric != "volume"
+            and track.span_windows > 0
+            and abs(track.span_obs - track.span_exp) > abs(observed - expected)
+        ):  # as in `_enough`: a sparse rate is told on the span that made it significant
+            observed, expected = track.span_obs, track.span_exp
+            denominator, minutes = track.span_den, track.span_windows * self._w / 60.0
         if inc.kind == "disappeared":
             observed, expected = 0.0, track.silent_expected
             minutes = track.silent_windows * self._w / 60.0

@@ -154,7 +154,7 @@ class RateModel:
         p = self.expected(ts)
         _push(self.seen, ts, x, n, n * p, self.scales[-1], self.window_seconds)
         best_p, best_dir, tested = 1.0, 0, 0
-        span = (0.0, 0.0, 0)
+        span = (0.0, 0.0, 0, 0.0)
         for idx, (sx, sn, se, full) in enumerate(
             _multi_sums(self.seen, ts, self.scales, self.window_seconds)
         ):
@@ -168,7 +168,7 @@ class RateModel:
             upper, lower = betabinom_midp(sx, sn, q, nu)
             pv, direction = two_sided(upper, lower)
             if pv < best_p:
-                best_p, best_dir, span = pv, direction, (sx, se, self.scales[idx])
+                best_p, best_dir, span = pv, direction, (sx, se, self.scales[idx], sn)
         pv = min(1.0, best_p * max(tested, 1))
         lower, upper = betabinom_rate_interval(n, p, self.concentration(0), self.interval_level)
         return Assessment(
@@ -182,6 +182,7 @@ class RateModel:
             span_observed=span[0],
             span_expected=span[1],
             span_windows=span[2],
+            span_weight=span[3],
         )
 
     def learn(self, ts: float, observed: float, weight: float = 1.0) -> None:

@@ -631,6 +631,31 @@ def test_quiet_spells_seen_while_learning_are_not_disappearances():
     assert "disappeared" in {a.kind for a in firings(alerts)}
 
 
+def test_sparse_conversion_alert_tells_the_users_that_made_it_significant():
+    """A funnel of ~20 users an hour whose conversion doubles: the real rate model finds it
+    after hours, on a long span. The sentence must tell that span ("48 of 60 users in 4 h"),
+    not the few users of the minutes since the lifecycle went pending ("3 of 3 users")."""
+    rng = np.random.default_rng(5)
+    engine, alerts = DetectionEngine(plan=None), []
+    series = {"funnel": "purchase", "from_event": "Checkout Started",
+              "to_event": "Order Completed", "source": "web", "platform": "web"}  # fmt: skip
+    for w in range(3 * 1440):
+        users = int(rng.poisson(0.35))
+        p = 0.35 if w < 2 * 1440 else 0.75
+        ts = T0 + w * W
+        rec = WindowRecord(series=series, window_start=ts, window_end=ts + W, kind="conversion",
+                           numerator=int(rng.binomial(users, p)), denominator=users)  # fmt: skip
+        alerts += engine.process([rec] if users else [], until=ts + W)  # as the workers do
+    fired = [a for a in firings(alerts) if a.kind == "conversion_up"]
+    assert len({a.id for a in fired}) == 1, [(a.kind, a.state) for a in alerts]
+    converted, users = map(int, re.search(r"(\d+) of (\d+) users", fired[0].explanation).groups())
+    assert users >= 20 and converted - 0.35 * users >= 10, fired[0].explanation
+    # the level shift is accepted after 4 h; the sentence spans hours, not the minutes that
+    # happened to have users in them
+    (resolved,) = [a for a in alerts if a.state == "resolved"]
+    assert re.search(r"users in (\d h|\d\.\d h)", resolved.explanation), resolved.explanation
+
+
 def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
     """A conversion on a few users an hour becomes significant only after hours: the windows
     before the lifecycle went pending count as evidence. Volumes keep their own evidence."""
