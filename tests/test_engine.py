@@ -328,20 +328,26 @@ FOUR = {"screen:Home": 60.0, "Product Viewed": 40.0, "Product List Viewed": 40.0
         "Products Searched": 30.0}  # fmt: skip
 
 
-def test_release_rolling_out_sparsely_is_found_though_absent_from_most_windows(monkeypatch):
-    """iOS 5.7.2 reaches 3 % of iOS users and never sends Product Viewed: it is absent from many
-    windows (its evidence must be kept across them) and must not lower the event's learnt share
-    of the traffic while its evidence gathers."""
-    versions = {**VERSIONS, "ios": {"5.7.0": 0.57, "5.7.1": 0.4, "5.7.2": 0.03}}
-    monkeypatch.setitem(globals(), "VERSIONS", versions)
+def sparse_release(monkeypatch, share, start, windows, stop=None):
+    """Traffic in which iOS 5.7.2 reaches `share` of the iOS users from window `start` (until
+    `stop`: rolled back) and never sends Product Viewed."""
+    ios = {"5.7.0": round(1.0 - share - 0.4, 4), "5.7.1": 0.4, "5.7.2": share}
+    monkeypatch.setitem(globals(), "VERSIONS", {**VERSIONS, "ios": ios})
 
     def release(w, event, source, version):
         if version != "5.7.2":
             return None
-        return (0.0 if w < 300 or event == "Product Viewed" else 1.0), 0.01
+        live = start <= w < (windows if stop is None else stop)
+        return (1.0 if live and event != "Product Viewed" else 0.0), 0.01
 
-    data = synth(600, effects=[release], events=FOUR, conversion=False)
-    _, alerts = run(data)
+    return synth(windows, effects=[release], events=FOUR, conversion=False)
+
+
+def test_release_rolling_out_sparsely_is_found_though_absent_from_most_windows(monkeypatch):
+    """iOS 5.7.2 reaches 3 % of iOS users and never sends Product Viewed: it is absent from many
+    windows (its evidence must be kept across them) and must not lower the event's learnt share
+    of the traffic while its evidence gathers."""
+    _, alerts = run(sparse_release(monkeypatch, 0.03, start=300, windows=600))
     want = {"event": "Product Viewed", "source": "ios", "platform": "ios", "app_version": "5.7.2"}
     found = [a for a in firings(alerts) if a.series == want]
     assert found, [(a.kind, a.series) for a in firings(alerts)]
@@ -353,16 +359,7 @@ def test_alert_of_a_sparse_release_holds_through_minutes_it_sends_nothing(monkey
     """iOS 5.7.2 at 2 % of iOS users is absent from about a third of the windows, sometimes
     several in a row: its alert must stay open through them (one firing, no resolve/reopen
     churn) while the release keeps not sending the event."""
-    versions = {**VERSIONS, "ios": {"5.7.0": 0.58, "5.7.1": 0.4, "5.7.2": 0.02}}
-    monkeypatch.setitem(globals(), "VERSIONS", versions)
-
-    def release(w, event, source, version):
-        if version != "5.7.2":
-            return None
-        return (0.0 if w < 200 or event == "Product Viewed" else 1.0), 0.01
-
-    data = synth(700, effects=[release], events=FOUR, conversion=False)
-    _, alerts = run(data)
+    _, alerts = run(sparse_release(monkeypatch, 0.02, start=200, windows=700))
     mine = [a for a in alerts if a.series.get("app_version") == "5.7.2"]
     assert mine and mine[0].state == "firing", [(a.kind, a.series) for a in alerts]
     assert {a.id for a in mine} == {mine[0].id}
@@ -372,16 +369,7 @@ def test_alert_of_a_sparse_release_holds_through_minutes_it_sends_nothing(monkey
 def test_alert_of_a_release_that_vanishes_resolves_after_the_hold(monkeypatch):
     """The release is rolled back at window 450 (no traffic from it at all): nothing says it
     sends the event again, but its alert must not stay open forever."""
-    versions = {**VERSIONS, "ios": {"5.7.0": 0.5, "5.7.1": 0.4, "5.7.2": 0.1}}
-    monkeypatch.setitem(globals(), "VERSIONS", versions)
-
-    def release(w, event, source, version):
-        if version != "5.7.2":
-            return None
-        return (0.0 if w < 200 or w >= 450 or event == "Product Viewed" else 1.0), 0.01
-
-    data = synth(600, effects=[release], events=FOUR, conversion=False)
-    _, alerts = run(data)
+    _, alerts = run(sparse_release(monkeypatch, 0.1, start=200, windows=600, stop=450))
     mine = [a for a in alerts if a.series.get("app_version") == "5.7.2"]
     assert [a.state for a in mine][:1] == ["firing"] and mine[-1].state == "resolved"
     hold = CFG.slice_hold_minutes + CFG.lifecycle.resolve_windows
