@@ -131,6 +131,7 @@ class EngineConfig:
     max_slice_values: int = 20
     slice_forget_minutes: float = 24 * 60.0  # a value's evidence is kept while it sends nothing
     slice_hold_minutes: float = 60.0  # ... and its open alert, then it calms (e.g. rolled back)
+    echo_hours: float = 6.0  # a conversion rise names a rise of its last step this recent
 
 
 def _load_class(spec: str | type) -> type:
@@ -1040,6 +1041,7 @@ class DetectionEngine:
             codes=track.codes,
             attribution=notable(track.parts, attribution, margin=margin),
             ended=at if state == "resolved" else None,
+            echo=self._echo(inc) if inc.kind == "conversion_up" else None,
         )
         obs, exp, lo, up = track.last
         return Anomaly(
@@ -1058,6 +1060,26 @@ class DetectionEngine:
             explanation=explain(evidence),
             attribution=attribution,
         )
+
+    def _echo(self, inc: Incident) -> tuple[str, float] | None:
+        """For a conversion rise: the earliest rise of the last step's own events on its source
+        (or over all sources), open or resolved, from `echo_hours` before it began."""
+        event, source = inc.series.get("to_event"), inc.series.get("source")
+        since = inc.started - self.config.echo_hours * 3600.0
+        rises = [(i.group, i.series, i.started) for i in self.incidents.values()]
+        rises += [(group, series, started) for _, group, series, started, _ in self.recent]
+        found = [
+            (started, group)
+            for group, series, started in rises
+            if group in ("volume:up", "violation:up")
+            and series.get("event") == event
+            and series.get("source", source) == source
+            and started >= since
+        ]
+        if not found:
+            return None
+        started, group = min(found)
+        return ("violation_surge" if group == "violation:up" else "spike"), started
 
     # ------------------------------------------------------------------ new events
     def _new_event_check(

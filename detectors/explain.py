@@ -51,6 +51,9 @@ class Evidence:
     codes: dict[str, int] = field(default_factory=dict)
     attribution: list[Attribution] = field(default_factory=list)  # only slices worth telling
     ended: float | None = None  # set once the alert is resolved: the sentence is in past tense
+    # conversion_up: (kind, start) of a rise of the last step's own events (a spike, or a surge
+    # of violations such as being sent from the wrong source): tracking that fires twice
+    echo: tuple[str, float] | None = None
 
 
 def explain(ev: Evidence) -> str:
@@ -103,7 +106,7 @@ def explain(ev: Evidence) -> str:
             f"(usually about {_percent(usual)}) {when}: {_count(ev.observed)} of "
             f"{_count(ev.denominator)} users in {span}"
         )
-        return text + _slice(ev.attribution, "change")
+        return text + _echo(ev) + _slice(ev.attribution, "change")
     if ev.kind == "violation_surge":
         rate = ev.observed / ev.denominator if ev.denominator > 0 else 0.0
         usual = ev.expected / ev.denominator if ev.denominator > 0 else 0.0
@@ -118,6 +121,18 @@ def explain(ev: Evidence) -> str:
             text += f", mostly {CODE_PHRASES.get(top, top.replace('_', ' '))}"
         return text + _slice(ev.attribution, "extra violations")
     return f"{ev.kind.replace('_', ' ')} on {ev.series} {when}."
+
+
+def _echo(ev: Evidence) -> str:
+    """ "; Order Completed itself ... since ...: ..." when the last step rose on its own too."""
+    if ev.echo is None or ev.kind != "conversion_up":
+        return ""
+    kind, started = ev.echo
+    what = "broke the tracking plan more often" if kind == "violation_surge" else "jumped"
+    return (
+        f"; {ev.series.get('to_event', '?')} itself {what} from {_since(started)}, "
+        "so tracking may be counting it twice"
+    )
 
 
 def _name(series: dict[str, str]) -> str:

@@ -389,6 +389,22 @@ def test_conversion_drop_on_one_source():
     assert "fell to" in fired[0].explanation
 
 
+@pytest.mark.parametrize("last_step_spikes", [True, False])
+def test_conversion_rise_names_a_rise_of_its_last_step_as_likely_double_counting(
+    last_step_spikes,
+):
+    """Too good to be true: web's conversion doubles. When Order Completed itself jumped on
+    web too, the sentence says tracking may be counting it twice; otherwise it does not."""
+    effects = [effect(300, 400, mult=2.0, event="conversion", source="web")]
+    if last_step_spikes:
+        effects.append(effect(295, 400, mult=3.0, event="Order Completed", source="web"))
+    _, alerts = run(synth(450, effects=effects))
+    (rise,) = {a.id: a for a in firings(alerts) if a.kind == "conversion_up"}.values()
+    said = "Order Completed itself jumped from" in rise.explanation
+    assert said == last_step_spikes, rise.explanation
+    assert ("counting it twice" in rise.explanation) == last_step_spikes
+
+
 def test_violation_surge_attributed_to_the_release():
     data = synth(450, effects=[effect(300, 450, viol=0.5, event="Product Viewed", version="5.7.1")])
     _, alerts = run(data)

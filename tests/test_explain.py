@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -128,6 +129,26 @@ def test_sentence_for_every_kind(kind):
     assert text == expected
     assert text.endswith(".") and text.count(". ") == 0  # one sentence
     assert not JARGON.search(text)
+
+
+@pytest.mark.parametrize(
+    ("echo", "said"),
+    [
+        (("spike", 1794513660.0), "; Order Completed itself jumped from 20:01 UTC on Thu 12 Nov"),
+        (("violation_surge", 1794513660.0), "itself broke the tracking plan more often from"),
+        (None, None),
+    ],
+)
+def test_conversion_rise_tells_when_its_last_step_rose_too(echo, said):
+    ev = Evidence(kind="conversion_up", series={"from_event": "Checkout Started",
+                  "to_event": "Order Completed", "source": "web"}, started=1794521220.0,
+                  minutes=240, observed=46, expected=24, denominator=61, echo=echo)  # fmt: skip
+    text = explain(ev)
+    if said is None:
+        assert "itself" not in text and "twice" not in text
+    else:
+        assert said in text and text.endswith("so tracking may be counting it twice."), text
+    assert "twice" not in explain(replace(ev, kind="conversion_down"))  # a fall: no such clue
 
 
 def test_resolved_alerts_speak_in_the_past():
