@@ -211,6 +211,17 @@ class Track:
         return cls(lifecycle=Lifecycle.from_state(s["lifecycle"]), **rest)
 
 
+def _run(run: list, first_seen: float) -> list:
+    """A slice's run from a saved state, in today's layout: a run saved without the time its
+    value was created is taken as no newer than the series; one saved without the time its
+    value was last seen, as seen when its empty run began."""
+    if len(run) < 4:
+        run = [*run, first_seen]
+    if len(run) < 5:
+        run = [*run, run[2]]
+    return run
+
+
 @dataclass(slots=True)
 class Series:
     """Everything the engine keeps about one modelled series."""
@@ -297,7 +308,7 @@ class Series:
             zero_since=s["zero_since"],
             recent=deque(s["recent"]),
             announced=s["announced"],
-            slices=s["slices"],
+            slices={name: _run(run, s["first_seen"]) for name, run in s["slices"].items()},
             shares=s["shares"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],
@@ -660,11 +671,9 @@ class DetectionEngine:
                 seen.add(name)
                 observed = counts.get(value, (0.0, 0.0))[0]
                 run = s.slices.setdefault(name, [0, 0.0, ts, ts, ts])
-                if len(run) < 5:  # a state from before "last seen" was kept
-                    run.append(ts)
                 run[4] = ts
                 # expected from v: it sent the event before, or the event is older than v
-                older = len(run) > 3 and s.first_seen + 3600 < run[3]
+                older = s.first_seen + 3600 < run[3]
                 eligible = value in broad and (
                     value in senders or (bool(senders - {value}) and older)
                 )
@@ -684,8 +693,7 @@ class DetectionEngine:
                 track, run = s.tracks.get(name), s.slices[name]
                 if track is not None and track.lifecycle.active:
                     value = name[len(prefix) :]
-                    last_seen = run[4] if len(run) > 4 else run[2]
-                    held = ts - last_seen < cfg.slice_hold_minutes * 60.0
+                    held = ts - run[4] < cfg.slice_hold_minutes * 60.0
                     gone = held and self._gone(s, run)
                     self._slice_step(ts, window, s, name, dim, value, gone, run, out)
                 elif (track is None or track.lifecycle.state == "idle") and (
@@ -782,7 +790,6 @@ class DetectionEngine:
             name[len(prefix) :]
             for name, run in s.slices.items()
             if name.startswith(prefix)
-            and len(run) > 3
             and s.first_seen + 3600 < run[3]
             and s.baseline.share(dim, name[len(prefix) :]) <= 0.01
         }

@@ -550,6 +550,30 @@ def test_state_round_trip_gives_the_same_alerts():
     assert alerts, "the scenario must produce alerts"
 
 
+def test_slice_runs_saved_in_older_layouts_load_in_todays(monkeypatch):
+    """Runs saved before a value's last-seen time (4 items) or creation time (3 items) was kept
+    load with them filled in (last seen when the empty run began, created with the series),
+    and the engine goes on as if nothing happened."""
+    data = sparse_release(monkeypatch, 0.1, start=100, windows=260)
+    _, alerts = run(data)
+    engine, head = run(data[:110])
+    state = json.loads(json.dumps(engine.to_state()))
+    saved = [x for x in state["series"] if x["slices"]]
+    assert saved, "the scenario must watch slices"
+    for x in saved:
+        for name, run_ in list(x["slices"].items()):
+            x["slices"][name] = run_[:3] if name.endswith("5.7.0") else run_[:4]
+    resumed = DetectionEngine.from_state(state, config=CFG)
+    for x in saved:
+        for name, run_ in resumed.series[x["key"]].slices.items():
+            assert len(run_) == 5 and run_[4] == run_[2], (name, run_)
+            if name.endswith("5.7.0"):
+                assert run_[3] == x["first_seen"]
+    _, tail = run(data[110:], engine=resumed)
+    assert [a.to_dict() for a in head + tail] == [a.to_dict() for a in alerts]
+    assert [a.series.get("app_version") for a in alerts] == ["5.7.2"]
+
+
 def test_from_state_rejects_garbage():
     with pytest.raises(ValueError):
         DetectionEngine.from_state({"version": 99}, config=CFG)
