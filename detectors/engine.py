@@ -88,6 +88,8 @@ KINDS = {
     ("conversion", "up"): "conversion_up",
     ("conversion", "down"): "conversion_down",
 }
+# a rise of an event itself, by incident group (what `_echo` looks for)
+RISES = {f"{metric}:up": KINDS[(metric, "up")] for metric in ("volume", "violation")}
 
 
 @dataclass(frozen=True)
@@ -756,7 +758,7 @@ class DetectionEngine:
         evidence: a long span's excess is often the model's own error over hours."""
         cfg = self.config
         obs, exp = track.obs, track.exp
-        if s.metric != "volume" and abs(track.span_obs - track.span_exp) > abs(obs - exp):
+        if self._span_says_more(s, track, obs, exp):
             obs, exp = track.span_obs, track.span_exp
         excess = abs(obs - exp)
         if s.metric == "volume" and track.silent_windows and track.obs < track.exp:
@@ -768,6 +770,13 @@ class DetectionEngine:
         if s.metric == "volume":
             return excess / s.burst >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
+
+    @staticmethod
+    def _span_says_more(s: Series, track: Track, observed: float, expected: float) -> bool:
+        """For a rate: does the model's most deviating span show a larger excess than these
+        sums? (Then it is the evidence, both for deciding and for telling.)"""
+        excess = abs(track.span_obs - track.span_exp)
+        return s.metric != "volume" and excess > abs(observed - expected)
 
     def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
         """dim -> value -> this window's traffic (all events) of the series' source, for the
@@ -1024,11 +1033,8 @@ class DetectionEngine:
         if until <= start:  # not gathered window by window (a slice, a new event)
             observed, expected, denominator = track.obs, track.exp, track.den
             minutes = track.windows * self._w / 60.0
-        if (
-            s.metric != "volume"
-            and track.span_windows > 0
-            and abs(track.span_obs - track.span_exp) > abs(observed - expected)
-        ):  # as in `_enough`: a sparse rate is told on the span that made it significant
+        if track.span_windows > 0 and self._span_says_more(s, track, observed, expected):
+            # as in `_enough`: a sparse rate is told on the span that made it significant
             observed, expected = track.span_obs, track.span_exp
             denominator, minutes = track.span_den, track.span_windows * self._w / 60.0
         if inc.kind == "disappeared":
@@ -1078,7 +1084,7 @@ class DetectionEngine:
         found = [
             (started, group)
             for group, series, started in rises
-            if group in ("volume:up", "violation:up")
+            if group in RISES
             and series.get("event") == event
             and series.get("source", source) == source
             and started >= since
@@ -1086,7 +1092,7 @@ class DetectionEngine:
         if not found:
             return None
         started, group = min(found)
-        return ("violation_surge" if group == "violation:up" else "spike"), started
+        return RISES[group], started
 
     # ------------------------------------------------------------------ new events
     def _new_event_check(
