@@ -495,12 +495,7 @@ class DetectionEngine:
         cfg = self.config
         s = self.series.get(r.key)
         if r.metric != "volume" and r.denominator <= 0:
-            if s is not None:  # nobody to measure a rate on: calm for open lifecycles
-                for family, track in list(s.tracks.items()):
-                    calm = track.lifecycle.active and family != "new"
-                    if calm and track.lifecycle.step(ts, 0.0, window, cfg.lifecycle):
-                        self._on_resolve(ts, window, s, family, out)
-            return
+            return  # nobody to measure a rate on: no evidence, as when no record came
         if s is None:
             s = self._new_series(ts, r)
         if r.numerator > 0 or r.metric != "volume":

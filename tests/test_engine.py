@@ -659,10 +659,11 @@ def test_quiet_spells_seen_while_learning_are_not_disappearances():
     assert "disappeared" in {a.kind for a in firings(alerts)}
 
 
-def test_sparse_conversion_alert_tells_the_users_that_made_it_significant():
-    """A funnel of ~20 users an hour whose conversion doubles: the real rate model finds it
-    after hours, on a long span. The sentence must tell that span ("48 of 60 users in 4 h"),
-    not the few users of the minutes since the lifecycle went pending ("3 of 3 users")."""
+def sparse_funnel(empty_records: bool):
+    """Alerts of the real engine on a web funnel of ~20 users an hour whose conversion doubles
+    after two days. The workers send no record for a minute without users; with
+    `empty_records` every such minute brings a record of 0 users instead (foreign records
+    replayed)."""
     rng = np.random.default_rng(5)
     engine, alerts = DetectionEngine(plan=None), []
     series = {"funnel": "purchase", "from_event": "Checkout Started",
@@ -673,7 +674,15 @@ def test_sparse_conversion_alert_tells_the_users_that_made_it_significant():
         ts = T0 + w * W
         rec = WindowRecord(series=series, window_start=ts, window_end=ts + W, kind="conversion",
                            numerator=int(rng.binomial(users, p)), denominator=users)  # fmt: skip
-        alerts += engine.process([rec] if users else [], until=ts + W)  # as the workers do
+        alerts += engine.process([rec] if users or empty_records else [], until=ts + W)
+    return alerts
+
+
+def test_sparse_conversion_alert_tells_the_users_that_made_it_significant():
+    """The real rate model finds the doubled sparse funnel after hours, on a long span. The
+    sentence must tell that span ("48 of 60 users in 4 h"), not the few users of the minutes
+    since the lifecycle went pending ("3 of 3 users")."""
+    alerts = sparse_funnel(empty_records=False)
     fired = [a for a in firings(alerts) if a.kind == "conversion_up"]
     assert len({a.id for a in fired}) == 1, [(a.kind, a.state) for a in alerts]
     converted, users = map(int, re.search(r"(\d+) of (\d+) users", fired[0].explanation).groups())
@@ -682,6 +691,15 @@ def test_sparse_conversion_alert_tells_the_users_that_made_it_significant():
     # happened to have users in them
     (resolved,) = [a for a in alerts if a.state == "resolved"]
     assert re.search(r"users in (\d h|\d\.\d h)", resolved.explanation), resolved.explanation
+
+
+def test_minutes_without_users_are_no_evidence_for_a_rate():
+    """A conversion record of 0 users says nothing about the rate: the same funnel gives the
+    same alerts with or without such records (with them counted as calm minutes, the open
+    alert resolved in the first minute without users and fired again, over and over)."""
+    without = [(a.id, a.state, a.started_at) for a in sparse_funnel(empty_records=False)]
+    assert without
+    assert [(a.id, a.state, a.started_at) for a in sparse_funnel(empty_records=True)] == without
 
 
 def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
