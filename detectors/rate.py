@@ -104,6 +104,10 @@ class RateModel:
         """The learnt rate over all hours (posterior mean)."""
         return (self.num + _PRIOR_A) / (self.den + _PRIOR_A + _PRIOR_B)
 
+    def _miss_rate(self) -> float:
+        """1 - the base rate, kept off 0: the binomial noise of a rate near 1 is not nil."""
+        return max(1.0 - self.base_rate(), 1e-3)
+
     def hour_factor(self, ts: float) -> float:
         """How the rate at this hour of day compares with the base rate (shrunk towards 1)."""
         if not self.hour_of_day:
@@ -112,13 +116,13 @@ class RateModel:
         tau2, e = self.hour_spread, self.hour_e[h]
         if tau2 <= 0.0 or e <= 0.0:
             return 1.0
-        noise = max(1.0 - self.base_rate(), 1e-3) / e
+        noise = self._miss_rate() / e
         return 1.0 + tau2 / (tau2 + noise) * (self.hour_o[h] / e - 1.0)
 
     def _refresh_hour_spread(self) -> None:
         """τ² of the hourly factors: the precision-weighted spread of the observed ratios beyond
         what their sampling noise explains (DerSimonian-Laird), 0 when noise explains it all."""
-        q = max(1.0 - self.base_rate(), 1e-3)
+        q = self._miss_rate()
         hours = [(o / e, e / q) for o, e in zip(self.hour_o, self.hour_e, strict=True) if e > 0.0]
         if len(hours) < _MIN_HOURS:
             self.hour_spread = 0.0
