@@ -36,6 +36,11 @@ from typing import Any
 
 from detectors.records import Anomaly, Attribution, epoch_seconds
 
+# One modelled window of a charted series: ts, observed, expected, lower, upper, score, weight
+# (rates: the users or events the rate is measured on; volumes: 1). A rate's window without
+# users has no row.
+Row = tuple[float, float, float, float, float, float, float]
+
 MIN_SHARE = 0.5
 LEAD_MINUTES = 10.0
 DEFAULT_SLACK_MINUTES = 120.0
@@ -258,7 +263,7 @@ class BacktestRun:
     seed: int
     score: Score
     alerts: list[Anomaly]
-    history: dict[str, list[tuple[float, float, float, float, float, float]]]
+    history: dict[str, list[Row]]
     plotted: dict[str, str]  # label name -> series key plotted
     events: int
 
@@ -339,9 +344,7 @@ def run_backtest(
         if key is not None:
             plotted[label.name] = key
             spans_of.setdefault(key, []).append((label.start - 6 * 3600, label.end + 3 * 3600))
-    history: dict[str, list[tuple[float, float, float, float, float, float]]] = {
-        k: [] for k in spans_of
-    }
+    history: dict[str, list[Row]] = {k: [] for k in spans_of}
 
     def observe(ts: float, eng: DetectionEngine) -> None:
         for key, windows in spans_of.items():
@@ -349,7 +352,8 @@ def run_backtest(
                 continue
             s = eng.series.get(key)
             if s is not None and s.last is not None:
-                history[key].append((ts, *s.last))
+                if s.metric == "volume" or s.last_active == ts:  # a rate without users this
+                    history[key].append((ts, *s.last, s.last_weight))  # window: nothing new
             elif s is None:  # not modelled as such: the sum of the finest series inside it
                 metric, *pairs = key.split("|")
                 want = dict(p.split("=", 1) for p in pairs)
@@ -361,7 +365,7 @@ def run_backtest(
                 ]  # fmt: skip
                 if rows:
                     sums = [sum(r[i] for r in rows) for i in range(4)]
-                    history[key].append((ts, *sums, max(r[4] for r in rows)))
+                    history[key].append((ts, *sums, max(r[4] for r in rows), 1.0))
 
     engine.observers.append(observe)
     alerts: list[Anomaly] = []

@@ -251,6 +251,7 @@ class Series:
     # longest normal run of empty windows, by expected count per window (bucket = log2(exp+1))
     quiet: list[float] = field(default_factory=lambda: [0.0] * 12)
     last: tuple[float, ...] | None = None  # observed, expected, lower, upper, score
+    last_weight: float = 0.0  # that window's weight (rates: users); for charts, not saved
     # EW traffic (events of all kinds on the series' source) per slice value, e.g. app_version:
     # with `baseline`, what each version usually sends of this event per event it sends
     traffic: SliceBaseline = field(default_factory=SliceBaseline)
@@ -509,6 +510,7 @@ class DetectionEngine:
             quiet = annotated or is_annotated(self.annotations, r.series, ts - tail, ts + window)
         score = 0.0 if (a.learning or quiet) else a.score
         s.last = (a.observed, a.expected, a.lower, a.upper, score)
+        s.last_weight = r.weight
 
         disappeared = False
         if r.metric == "volume":

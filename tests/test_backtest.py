@@ -15,7 +15,7 @@ from detectors.backtest import (
     series_match,
     watched_series,
 )
-from detectors.plots import plot_incident, safe_name
+from detectors.plots import hourly_rates, plot_incident, readable, safe_name
 from detectors.records import Attribution
 from detectors.rollup import DEFAULT_LEVELS
 
@@ -146,13 +146,48 @@ def test_watched_series_picks_the_most_specific_modelled_level():
 
 
 def test_plot_writes_a_png(tmp_path: Path):
-    rows = [(T + i * 60, 10.0 + (i % 7), 12.0, 5.0, 20.0, 0.1) for i in range(300)]
-    path = plot_incident(tmp_path / f"{safe_name('Wéird/näme: 🎉')}.png",
-                         label(start=T + 100 * 60, end=T + 160 * 60), "volume|source=ios", rows,
-                         [span(fired=T + 110 * 60)])  # fmt: skip
+    rows = [(T + i * 60, 10.0 + (i % 7), 12.0, 5.0, 20.0, 0.1, 1.0) for i in range(300)]
+    said = span(fired=T + 110 * 60)
+    said.explanation = "Orders of $x^_^$ rose, {odd} \\frac " * 20  # text, not TeX
+    path = plot_incident(tmp_path / f"{safe_name('Wéird/näme: 🎉 $x^$')}.png",
+                         label(start=T + 100 * 60, end=T + 160 * 60, name="$a^_^$ 🎉"),
+                         "volume|source=ios", rows, [said])  # fmt: skip
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     empty = plot_incident(tmp_path / "empty.png", label(), "volume|x=y", [])
     assert empty.stat().st_size > 0
+    conv = label("conversion_up", {"from_event": "C", "to_event": "O", "source": "web"})
+    rates = [(T + i * 60, float(i % 2), 0.4, 0.0, 1.0, 0.2, 1.0) for i in range(0, 300, 7)]
+    drawn = plot_incident(tmp_path / "rate.png", conv,
+                          "conversion|from_event=C|source=web|to_event=O", rates)  # fmt: skip
+    assert drawn.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rate_is_charted_over_the_last_hour_of_the_windows_with_users():
+    """Windows without users carry nothing (no stale value repeated); each point is the users'
+    rate over the hour up to it, with the binomial range for that many users."""
+    rows = [
+        (T, 1.0, 0.4, 0.0, 1.0, 0.1, 2.0),  # 2 of 2 users
+        (T + 60, 0.0, 0.4, 0.0, 1.0, 0.1, 0.0),  # nobody: skipped
+        (T + 1800, 0.25, 0.5, 0.0, 1.0, 0.2, 4.0),  # 1 of 4
+        (T + 3600, 0.0, 0.4, 0.0, 1.0, 0.3, 1.0),  # the first row is an hour old now
+    ]
+    out = hourly_rates(rows)
+    assert [r[0] for r in out] == [T, T + 1800, T + 3600]
+    assert out[0][1] == 1.0 and out[0][6] == 2.0
+    assert out[1][1] == pytest.approx(3 / 6) and out[1][2] == pytest.approx((0.8 + 2.0) / 6)
+    assert out[2][1] == pytest.approx(1 / 5) and out[2][6] == 5.0
+    lower, upper = out[1][3], out[1][4]
+    assert 0.0 <= lower < out[1][2] < upper <= 1.0  # 6 users: a wide range
+    wide = hourly_rates([(T, 0.4, 0.4, 0.0, 1.0, 0.0, 6.0)])[0]
+    narrow = hourly_rates([(T, 0.4, 0.4, 0.0, 1.0, 0.0, 600.0)])[0]
+    assert narrow[4] - narrow[3] < (wide[4] - wide[3]) / 5
+
+
+def test_series_keys_read_as_words():
+    key = "conversion|from_event=Checkout Started|platform=web|source=web|to_event=Order Completed"
+    assert readable(key) == "conversion · Checkout Started → Order Completed · web"
+    assert readable("volume|event=A|platform=ios|source=ios") == "volume · A · ios"
+    assert readable("volume|source=server|platform=web") == "volume · server · web"
 
 
 @pytest.mark.parametrize(
