@@ -28,7 +28,8 @@ Per closed window the engine
    shift is accepted once its alert has been firing for `accept_after_minutes`: the alert
    resolves, the series learns what it observes and stays quiet in that direction until the
    model has caught up (its score falls below the resolve score). A disappeared series is never
-   accepted (it resolves when events come back);
+   accepted (it resolves when events come back), nor is a drop that is part of a disappearance
+   (an event's total while the event is gone from one source);
 6. detects new events: an event the plan does not know (or, after `new_event_after_minutes` of
    watching, one never seen before) with events in `new_event_windows` of the last
    `new_event_span` windows and at least `new_event_min_count` of them: one alert per event,
@@ -590,7 +591,7 @@ class DetectionEngine:
                 track.lifecycle.state == "firing"
                 and track.fired_at is not None
                 and ts + window - track.fired_at >= cfg.accept_after_minutes * 60.0
-                and not (family == "down" and s.gone)
+                and not (family == "down" and (s.gone or self._in_disappearance(s.key)))
             ):
                 # a lasting level shift: accept it as the new normal, close this alert
                 accepted = track.muted = True
@@ -600,6 +601,13 @@ class DetectionEngine:
         if not deviating and self.incidents:
             deviating = self._near_incident(ts, s)
         self._learn(ts, s, r, a, deviating and not accepted, mix)
+
+    def _in_disappearance(self, key: str) -> bool:
+        """Is this series' drop part of an open `disappeared` incident (an event gone from one
+        source drags the event's total down)? That gap is never the new normal: accepted, the
+        events' return would look like a spike."""
+        member = (key, "down")
+        return any(i.kind == "disappeared" and member in i.members for i in self.incidents.values())
 
     def _near_incident(self, ts: float, s: Series) -> bool:
         """Is an open incident about this series or a related one (its total, one of its slices)?

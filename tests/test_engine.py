@@ -266,6 +266,17 @@ def test_a_total_dragged_down_by_an_open_slice_incident_joins_it_however_late():
     assert len({a.id for a in fired}) == 1
 
 
+def test_an_event_back_on_its_source_after_hours_is_no_spike_of_its_total():
+    """A web deploy drops Product Viewed for longer than a shift takes to be accepted; its total
+    (web is 60 % of it) drops with it. That gap is not the new normal: when the events come
+    back, neither the web series nor the total alerts a spike."""
+    data = synth(700, effects=[effect(200, 450, mult=0.0, event="Product Viewed", source="web")])
+    _, alerts = run(data, config=replace(CFG, accept_after_minutes=60))
+    fired = firings(alerts)
+    assert {a.kind for a in fired} == {"disappeared"}, [(a.kind, a.series) for a in fired]
+    assert len({a.id for a in fired}) == 1
+
+
 TWO = {"screen:Home": 60.0, "Product Viewed": 40.0}
 
 
