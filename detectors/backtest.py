@@ -352,8 +352,10 @@ def run_backtest(
                 continue
             s = eng.series.get(key)
             if s is not None and s.last is not None:
-                if s.metric == "volume" or s.last_active == ts:  # a rate without users this
-                    history[key].append((ts, *s.last, s.last_weight))  # window: nothing new
+                # a rate without users in this window measured nothing: no row (not the last
+                # value again)
+                if s.metric == "volume" or s.last_active == ts:
+                    history[key].append((ts, *s.last, s.last_weight))
             elif s is None:  # not modelled as such: the sum of the finest series inside it
                 metric, *pairs = key.split("|")
                 want = dict(p.split("=", 1) for p in pairs)
