@@ -213,3 +213,22 @@ def test_alerts_on_deviations_an_incident_causes_elsewhere_are_related_not_false
     assert {s.id for s in result.false_alerts} == {"later", "wrong-kind"}
     assert result.recall == 0.0  # a related alert is not a find of the labelled deviation
     assert result.summary()["related_alerts"] == 1
+
+
+def test_backtest_charts_a_rate_only_in_windows_with_users(tmp_path: Path):
+    """A small day with a conversion incident: the charted funnel has a row for each window
+    with users and none for the others (the chart used to repeat the last value through them)."""
+    from detectors.backtest import run_backtest
+
+    schedule = tmp_path / "incidents.yaml"
+    schedule.write_text(
+        "incidents:\n  - name: double\n    kind: conversion_up\n    at: day 0 18:00\n"
+        "    duration: 2h\n    source: web\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = run_backtest(1, 400, 3, plan_path=root / "examples/ecommerce.yaml",
+                       schedule_path=schedule)  # fmt: skip
+    rows = run.history[run.plotted["double"]]
+    assert rows and all(r[6] >= 1 for r in rows)
+    assert len(rows) < 0.5 * 11 * 60  # charted from 6 h before the label to 3 h after: 11 h
+    assert len({r[0] for r in rows}) == len(rows)
