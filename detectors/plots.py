@@ -48,6 +48,13 @@ def readable(series_key: str) -> str:
     return " · ".join(x for x in (metric, what, *dims.values()) if x)
 
 
+def wrap_caption(text: str, width: int = 150, lines: int = 4) -> str:
+    """The sentence on at most `lines` lines; a number keeps the word after it on its line
+    ("4 h", "75 %", "61 users")."""
+    text = re.sub(r"(\d) (?=\S)", "\\1\u00a0", text)
+    return "\n".join(textwrap.wrap(text, width)[:lines])
+
+
 def hourly_rates(rows: Sequence[Row], span: float = HOUR) -> list[Row]:
     """Each row's rate over the `span` seconds up to it: observed and expected rates weighted by
     the windows' users, and the binomial 99 % range for that many users around the expected."""
@@ -117,7 +124,7 @@ def plot_incident(
         said = alerts[0].explanation if alerts and alerts[0].explanation else None
         if said is None and label.expect_alert:
             said = "No alert matched this incident."
-        caption = "\n".join(textwrap.wrap(said, 150)[:4]) if said else ""
+        caption = wrap_caption(said) if said else ""
         fig.text(0.01, 0.01, caption, fontsize=8, va="bottom", ha="left", parse_math=False)
         fig.tight_layout(rect=(0, 0.02 + 0.025 * caption.count("\n") + (0.03 if caption else 0),
                                1, 1))  # fmt: skip

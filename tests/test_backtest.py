@@ -15,7 +15,7 @@ from detectors.backtest import (
     series_match,
     watched_series,
 )
-from detectors.plots import hourly_rates, plot_incident, readable, safe_name
+from detectors.plots import hourly_rates, plot_incident, readable, safe_name, wrap_caption
 from detectors.records import Attribution
 from detectors.rollup import DEFAULT_LEVELS
 
@@ -181,6 +181,14 @@ def test_a_rate_is_charted_over_the_last_hour_of_the_windows_with_users():
     wide = hourly_rates([(T, 0.4, 0.4, 0.0, 1.0, 0.0, 6.0)])[0]
     narrow = hourly_rates([(T, 0.4, 0.4, 0.0, 1.0, 0.0, 600.0)])[0]
     assert narrow[4] - narrow[3] < (wide[4] - wide[3]) / 5
+
+
+def test_caption_keeps_numbers_with_their_units():
+    said = "Conversion on android fell to 18 % (usually about 41 %): 19 of 103 users in 4 h."
+    for width in range(20, 90):
+        lines = wrap_caption(said, width, lines=20).split("\n")
+        assert not any(line.endswith(("4", "18", "41", "103")) for line in lines), lines
+    assert wrap_caption("x " * 400, 20).count("\n") == 3  # at most four lines
 
 
 def test_series_keys_read_as_words():
