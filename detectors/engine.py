@@ -606,8 +606,12 @@ class DetectionEngine:
         """Is this series' drop part of an open `disappeared` incident (an event gone from one
         source drags the event's total down)? That gap is never the new normal: accepted, the
         events' return would look like a spike."""
-        member = (key, "down")
-        return any(i.kind == "disappeared" and member in i.members for i in self.incidents.values())
+        inc = self._incident_of((key, "down"))
+        return inc is not None and inc.kind == "disappeared"
+
+    def _incident_of(self, member: tuple[str, str]) -> Incident | None:
+        """The open incident a lifecycle (series key, family) is part of."""
+        return next((i for i in self.incidents.values() if member in i.members), None)
 
     def _near_incident(self, ts: float, s: Series) -> bool:
         """Is an open incident about this series or a related one (its total, one of its slices)?
@@ -985,7 +989,7 @@ class DetectionEngine:
     ) -> None:
         """A lifecycle calmed down: the incident resolves when its last member has."""
         member = (s.key, family)
-        inc = next((i for i in self.incidents.values() if member in i.members), None)
+        inc = self._incident_of(member)
         if inc is None:
             return
         inc.members.remove(member)
@@ -1108,7 +1112,7 @@ class DetectionEngine:
         while len(s.recent) > cfg.new_event_span:
             s.recent.popleft()
         member = (s.key, "new")
-        inc = next((i for i in self.incidents.values() if member in i.members), None)
+        inc = self._incident_of(member)
         if inc is not None:
             track = s.tracks["new"]
             track.obs += r.numerator
