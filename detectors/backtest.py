@@ -314,7 +314,7 @@ def run_backtest(
     import streams.replay as replay_module
     from detectors.annotations import Annotation
     from detectors.engine import DetectionEngine
-    from detectors.rollup import compatible
+    from detectors.rollup import compatible, parse_series_key
     from streams.sim_incidents import load_incidents
     from streams.simulator import simulate
     from tracking_plan.loader import load_plan
@@ -345,6 +345,7 @@ def run_backtest(
             plotted[label.name] = key
             spans_of.setdefault(key, []).append((label.start - 6 * 3600, label.end + 3 * 3600))
     history: dict[str, list[Row]] = {k: [] for k in spans_of}
+    parsed = {k: parse_series_key(k) for k in spans_of}
 
     def observe(ts: float, eng: DetectionEngine) -> None:
         for key, windows in spans_of.items():
@@ -357,8 +358,7 @@ def run_backtest(
                 if s.metric == "volume" or s.last_active == ts:
                     history[key].append((ts, *s.last, s.last_weight))
             elif s is None:  # not modelled as such: the sum of the finest series inside it
-                metric, *pairs = key.split("|")
-                want = dict(p.split("=", 1) for p in pairs)
+                metric, want = parsed[key]
                 rows = [
                     x.last
                     for x in eng.series.values()

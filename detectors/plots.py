@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 
 from detectors.backtest import AlertSpan, Label, Row
 from detectors.intervals import betabinom_rate_interval
+from detectors.rollup import parse_series_key
 
 HOUR = 3600.0
 _BINOMIAL_NU = 1e9  # a beta-binomial this concentrated is the binomial
@@ -38,8 +39,7 @@ def safe_name(text: str) -> str:
 
 def readable(series_key: str) -> str:
     """`conversion|from_event=A|source=web|to_event=B` → "conversion A → B · web"."""
-    metric, *pairs = series_key.split("|")
-    dims = dict(p.split("=", 1) for p in pairs if "=" in p)
+    metric, dims = parse_series_key(series_key)
     what = dims.pop("event", None)
     if "from_event" in dims or "to_event" in dims:
         what = f"{dims.pop('from_event', '?')} → {dims.pop('to_event', '?')}"
@@ -87,7 +87,7 @@ def plot_incident(
     def when(ts: float) -> datetime:
         return datetime.fromtimestamp(ts, tz=UTC)
 
-    rate = series_key.split("|", 1)[0] in ("conversion", "violation")
+    rate = parse_series_key(series_key)[0] in ("conversion", "violation")
     drawn = hourly_rates(rows) if rate else list(rows)
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(11, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}

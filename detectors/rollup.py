@@ -82,6 +82,12 @@ def series_key(metric: str, series: dict[str, str]) -> str:
     return "|".join([metric, *(f"{k}={v}" for k, v in sorted(series.items()))])
 
 
+def parse_series_key(key: str) -> tuple[str, dict[str, str]]:
+    """The metric and the series of a `series_key` (its inverse)."""
+    metric, *pairs = key.split("|")
+    return metric, dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
 def compatible(a: dict[str, str], b: dict[str, str]) -> bool:
     """True when two series can be about the same thing: no key has different values."""
     return all(b[k] == v for k, v in a.items() if k in b)

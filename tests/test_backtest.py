@@ -18,6 +18,7 @@ from detectors.backtest import (
 from detectors.plots import hourly_rates, plot_incident, readable, safe_name, wrap_caption
 from detectors.records import Attribution
 from detectors.rollup import DEFAULT_LEVELS
+from tests.conftest import EXAMPLE_PLAN
 
 H = 3600.0
 T = 1_793_577_600.0
@@ -233,9 +234,7 @@ def test_backtest_charts_a_rate_only_in_windows_with_users(tmp_path: Path):
         "incidents:\n  - name: double\n    kind: conversion_up\n    at: day 0 18:00\n"
         "    duration: 2h\n    source: web\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    run = run_backtest(1, 400, 3, plan_path=root / "examples/ecommerce.yaml",
-                       schedule_path=schedule)  # fmt: skip
+    run = run_backtest(1, 400, 3, plan_path=EXAMPLE_PLAN, schedule_path=schedule)
     rows = run.history[run.plotted["double"]]
     assert rows and all(r[6] >= 1 for r in rows)
     assert len(rows) < 0.5 * 11 * 60  # charted from 6 h before the label to 3 h after: 11 h
