@@ -4,7 +4,8 @@
 
 An "update" is what the engine does once per series per 1-minute window: `assess` then `learn`.
 Baseline: `river.stats.EWMean.update` (the cheapest online statistic one could run per window).
-Models are warmed up on two days of data first, so the numbers are steady-state ones.
+Models are warmed up on eight days of data first (a whole week, so the hour-of-week profile
+learns too), so the numbers are steady-state ones.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=1440, help="timed windows per series")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    warm = 2 * 1440
+    warm = 8 * 1440
     ts, counts, num, den = data(args.series, warm + args.windows)
     runs: dict[str, list[float]] = {"baseline": [], "volume": [], "rate": [], "univariate": []}
     for _ in range(args.repeat):

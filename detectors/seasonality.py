@@ -5,7 +5,10 @@ interpolated between neighbouring hour centres so that it is smooth at minute re
 across midnight, where weekday and weekend may differ). `day` (24 slots) is learnt every day, so it
 is usable after one day; `week` (168 slots) is a correction on top of it, learnt once a week per
 slot: a young week slot backs off to the hour-of-day profile (it starts from the previous hour's
-correction).
+correction). The split between the two is not identifiable, so when learning one day moves the
+shared hour-of-day factor, the other days' learnt corrections at that hour are rescaled to keep
+their products: otherwise the weekend's quiet evenings, learnt into `day`, lowered the next
+Thursday's expectation by 10-25 % until Thursday's own correction was learnt again a week later.
 
 Each slot is a ratio estimator, weighted by the interpolation weight (a triangular kernel, so a
 linear trend within the day is reproduced exactly): factor = (O + K·prior) / (E + K), where O sums
@@ -168,10 +171,12 @@ class SeasonalProfile:
             o = self.day_o[d] = keep * self.day_o[d] + wy
             e = self.day_e[d] = keep * self.day_e[d] + wi * base
             k = PRIOR_EVENTS + DAY_PRIOR_WINDOWS * base
+            before = self.day[d]
             self.day[d] = (o + k * self.day_p[d]) / (e + k)
             self.day_n[d] += wi
             if self.day_n[d] <= 180.0:  # the week correction starts once the day profile settled
                 continue
+            self._keep_other_days(i, before / self.day[d])
             if self.week_n[i] == 0.0:
                 self.week_p[i], like = self.week_prior(i)
                 self.week_like[i] = 1.0 if like else 0.0
@@ -182,6 +187,21 @@ class SeasonalProfile:
             k = prior + WEEK_PRIOR_WINDOWS * base
             self.week[i] = (o + k * self.week_p[i]) / (e + k)
             self.week_n[i] += wi
+
+    def _keep_other_days(self, i: int, scale: float) -> None:
+        """Rescale the learnt week corrections of the other days at slot `i`'s hour by `scale`.
+
+        Hour-of-day × hour-of-week is not identifiable: when the shared hour-of-day factor moves
+        while one day is learnt, the other days' corrections (learnt up to a week ago) would move
+        their products with it. Rescaling them keeps every other day's expectation as it was."""
+        if scale == 1.0:
+            return
+        week, wo, wp, wn = self.week, self.week_o, self.week_p, self.week_n
+        for j in range(i % 24, 168, 24):
+            if j != i and wn[j] > 0.0:
+                week[j] *= scale
+                wo[j] *= scale
+                wp[j] *= scale
 
     def restart_day(self) -> None:
         """Forget the day sums, keeping the current factors as priors.

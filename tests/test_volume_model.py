@@ -356,6 +356,28 @@ def test_young_week_slot_weighs_evidence_in_visits_not_events():
     assert young_factor(1.0) < 0.6  # as if each event were independent: most of the way
 
 
+def test_learning_one_day_keeps_the_other_days_expectations():
+    """Hour of day × hour of week is not identifiable: the weekend's quiet evenings pull the
+    shared hour-of-day factor down, and a weekday whose correction was learnt a week earlier
+    (the second Thursday) was then expected 10-15 % too low in the evening and too high in
+    the morning, and fired false alerts at 25k users a day. Each day keeps its product now."""
+    from detectors.seasonality import SeasonalProfile
+
+    def truth(t: float) -> float:
+        hour = (t % 86400) / 3600
+        f = 1 + 0.6 * math.sin(2 * math.pi * (hour - 9) / 24)
+        weekend = ((t - MONDAY) // 86400) % 7 >= 5
+        return f * 0.5 if weekend and 17 <= hour < 23 else f
+
+    p = SeasonalProfile()
+    for i in range(10 * 1440):  # Monday to Wednesday of the second week, noise-free
+        t = MONDAY + 60 * i
+        p.learn(t, 40.0 * truth(t), 40.0)
+    thursday = MONDAY + 10 * 86400
+    ratios = [p.lookup(t)[0] / truth(t) for t in (thursday + 3600 * h + 1800 for h in range(24))]
+    assert min(ratios) > 0.95 and max(ratios) < 1.05, [round(r, 3) for r in ratios]
+
+
 def test_state_from_before_the_clustering_term_still_loads():
     """Snapshots written before the clustering term (disp_num/disp_den/hour_*) load; the
     dispersion is then learnt anew from the prior, everything else is kept."""
