@@ -101,8 +101,7 @@ def explain(ev: Evidence) -> str:
         usual = ev.expected / ev.denominator if ev.denominator > 0 else 0.0
         verb = "rose" if ev.kind == "conversion_up" else "fell"
         text = (
-            f"Conversion from {ev.series.get('from_event', '?')} to "
-            f"{ev.series.get('to_event', '?')}{where} {verb} to {_percent(rate)} "
+            f"{describe('conversion', ev.series)} {verb} to {_percent(rate)} "
             f"(usually about {_percent(usual)}) {when}: {_count(ev.observed)} of "
             f"{_count(ev.denominator)} users in {span}"
         )
@@ -133,6 +132,21 @@ def _echo(ev: Evidence) -> str:
         f"; {ev.series.get('to_event', '?')} itself {what} from {_since(started)}, "
         "so tracking may be counting it twice"
     )
+
+
+def describe(metric: str, series: dict[str, str]) -> str:
+    """The series in words, as the sentences name it: "Product page views on web",
+    "Conversion from Checkout Started to Order Completed on web", "Plan violations of
+    Product List Viewed on ios for app version 5.7.1"."""
+    where = _where(series)
+    if metric == "conversion":
+        return (
+            f"Conversion from {series.get('from_event', '?')} to "
+            f"{series.get('to_event', '?')}{where}"
+        )
+    if metric == "violation":
+        return f"Plan violations of {_name(series)}{where}"
+    return f"{_name(series)}{where}"
 
 
 def _name(series: dict[str, str]) -> str:

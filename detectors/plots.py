@@ -24,6 +24,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 
 from detectors.backtest import AlertSpan, Label, Row
+from detectors.explain import describe
 from detectors.intervals import betabinom_rate_interval
 from detectors.rollup import parse_series_key
 
@@ -38,14 +39,9 @@ def safe_name(text: str) -> str:
 
 
 def readable(series_key: str) -> str:
-    """`conversion|from_event=A|source=web|to_event=B` → "conversion A → B · web"."""
-    metric, dims = parse_series_key(series_key)
-    what = dims.pop("event", None)
-    if "from_event" in dims or "to_event" in dims:
-        what = f"{dims.pop('from_event', '?')} → {dims.pop('to_event', '?')}"
-    if dims.get("platform") == dims.get("source"):
-        dims.pop("platform", None)
-    return " · ".join(x for x in (metric, what, *dims.values()) if x)
+    """`conversion|from_event=A|source=web|to_event=B` → "Conversion from A to B on web" (the
+    alert sentences' own words)."""
+    return describe(*parse_series_key(series_key))
 
 
 def wrap_caption(text: str, width: int = 150, lines: int = 4) -> str:

@@ -194,9 +194,12 @@ def test_caption_keeps_numbers_with_their_units():
 
 def test_series_keys_read_as_words():
     key = "conversion|from_event=Checkout Started|platform=web|source=web|to_event=Order Completed"
-    assert readable(key) == "conversion · Checkout Started → Order Completed · web"
-    assert readable("volume|event=A|platform=ios|source=ios") == "volume · A · ios"
-    assert readable("volume|source=server|platform=web") == "volume · server · web"
+    assert readable(key) == "Conversion from Checkout Started to Order Completed on web"
+    assert readable("volume|event=A|platform=ios|source=ios") == "A on ios"
+    assert readable("volume|event=page:Home|source=web") == "Home page views on web"
+    assert readable("volume|source=server|platform=web") == "All events on server (web)"
+    key = "violation|app_version=5.7.1|event=Product List Viewed|platform=ios|source=ios"
+    assert readable(key) == "Plan violations of Product List Viewed on ios for app version 5.7.1"
 
 
 @pytest.mark.parametrize(
