@@ -8,7 +8,8 @@ slot: a young week slot backs off to the hour-of-day profile (it starts from the
 correction). The split between the two is not identifiable, so when learning one day moves the
 shared hour-of-day factor, the other days' learnt corrections at that hour are rescaled to keep
 their products: otherwise the weekend's quiet evenings, learnt into `day`, lowered the next
-Thursday's expectation by 10-25 % until Thursday's own correction was learnt again a week later.
+Thursday's evening expectation by 13-27 % (25k users a day) until Thursday's own correction
+was learnt again a week later.
 
 Each slot is a ratio estimator, weighted by the interpolation weight (a triangular kernel, so a
 linear trend within the day is reproduced exactly): factor = (O + K·prior) / (E + K), where O sums
