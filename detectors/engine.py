@@ -64,7 +64,7 @@ from detectors.attribution import (
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, explain
 from detectors.lifecycle import Lifecycle, LifecycleConfig, alert_id
-from detectors.records import Anomaly, WindowRecord
+from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
     DEFAULT_LEVELS,
     MISSING,
@@ -432,6 +432,8 @@ class DetectionEngine:
                 continue
             if s.metric == "conversion":
                 event = f"{s.series.get('from_event', '')} → {s.series.get('to_event', '')}"
+                if WITHIN in s.series:  # the early series of the same step pair
+                    event += f" within {s.series[WITHIN]} min"
             else:
                 event = s.series.get("event", "")
             labels = {

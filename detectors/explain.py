@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from detectors.records import Attribution
+from detectors.records import WITHIN, Attribution
 
 DIMENSION_NAMES = {
     "source": "source",
@@ -140,9 +140,10 @@ def describe(metric: str, series: dict[str, str]) -> str:
     Product List Viewed on ios for app version 5.7.1"."""
     where = _where(series)
     if metric == "conversion":
+        within = f" within {series[WITHIN]} minutes" if WITHIN in series else ""
         return (
             f"Conversion from {series.get('from_event', '?')} to "
-            f"{series.get('to_event', '?')}{where}"
+            f"{series.get('to_event', '?')}{within}{where}"
         )
     if metric == "violation":
         return f"Plan violations of {_name(series)}{where}"
@@ -168,7 +169,7 @@ def _where(series: dict[str, str]) -> str:
     if platform and platform != source:
         parts.append(f" ({platform})" if source else f" on {platform}")
     for dim, value in sorted(series.items()):
-        if dim in ("event", "from_event", "to_event", "source", "platform"):
+        if dim in ("event", "from_event", "to_event", "source", "platform", WITHIN):
             continue
         parts.append(f" for {DIMENSION_NAMES.get(dim, dim.replace('_', ' '))} {value}")
     return "".join(parts)

@@ -25,6 +25,9 @@ def epoch_seconds(value: str | float) -> float:
 
 
 SeriesKind = Literal["volume", "conversion"]
+# The label of an early conversion record: users who did the next step within this many minutes
+# (a string), published that soon instead of after the whole funnel window.
+WITHIN = "within_minutes"
 AnomalyKind = Literal[
     "spike",
     "drop",
@@ -46,7 +49,8 @@ class WindowRecord:
     the plan (quarantined or flagged) with `violation_codes` counting each code once per event.
     Conversion series: `series` = {"from_event", "to_event", <dims>}, `kind` = "conversion",
     `denominator` = users who did `from_event`, `numerator` = those of them who then did
-    `to_event` within the funnel's window; `count` = numerator.
+    `to_event` within the funnel's window; `count` = numerator. An early conversion record is
+    the same count within fewer minutes (`series[WITHIN]`), published that much sooner.
     """
 
     series: dict[str, str]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from detectors.attribution import Breakdown
-from detectors.records import WindowRecord
+from detectors.records import WITHIN, WindowRecord
 
 Metric = Literal["volume", "violation", "conversion"]
 IDENTITY_KEYS = ("event", "from_event", "to_event")
@@ -49,6 +49,9 @@ DEFAULT_LEVELS: tuple[Level, ...] = (
     Level("violation", ("event",)),
     Level("conversion", ("from_event", "to_event")),
     Level("conversion", ("from_event", "to_event", "source", "platform")),
+    # early conversion records (within a few minutes, published sooner) are series of their own
+    Level("conversion", ("from_event", "to_event", WITHIN)),
+    Level("conversion", ("from_event", "to_event", "source", "platform", WITHIN)),
 )
 
 
@@ -111,6 +114,8 @@ def rollup(
         for level in levels:
             if (level.metric == "conversion") != (rec.kind == "conversion"):
                 continue
+            if (WITHIN in level.dims) != (WITHIN in rec.series):
+                continue  # the whole funnel window and the early horizon are never summed
             sent = arrivals(rec) if rec.kind == "volume" else 0.0
             if level.metric == "violation" and sent <= 0:
                 continue

@@ -19,7 +19,7 @@ from detectors.annotations import Annotation
 from detectors.base import Assessment
 from detectors.engine import DetectionEngine, EngineConfig
 from detectors.lifecycle import LifecycleConfig
-from detectors.records import WindowRecord, epoch_seconds
+from detectors.records import WITHIN, WindowRecord, epoch_seconds
 from detectors.rollup import DEFAULT_LEVELS, Level
 from tracking_plan.model import EventSpec, Plan
 
@@ -398,6 +398,45 @@ def test_conversion_drop_on_one_source():
     assert fired[0].series["from_event"] == "Checkout Started"
     assert fired[0].series.get("source", "web") == "web"
     assert "fell to" in fired[0].explanation
+
+
+def with_early_conversions(data, lead: int = 50):
+    """Add, per window, the early record (within 10 minutes) of each conversion record: 90 %
+    of its converted users, published `lead` windows before the whole funnel window's record
+    of the same cohort (the synthetic full records stand for cohorts `lead` windows older)."""
+    rng = np.random.default_rng(5)
+    out = [list(recs) for recs in data]
+    for w, recs in enumerate(data):
+        if w < lead:
+            continue
+        for rec in recs:
+            if rec.kind != "conversion":
+                continue
+            early = WindowRecord(
+                series={**rec.series, WITHIN: "10"},
+                window_start=T0 + (w - lead) * W, window_end=T0 + (w - lead + 1) * W,
+                kind="conversion", numerator=int(rng.binomial(rec.numerator, 0.9)),
+                denominator=rec.denominator,
+            )  # fmt: skip
+            out[w - lead].append(early)
+    return out
+
+
+def test_early_conversion_is_its_own_series_and_alerts_first():
+    def conv(w, e, s, v):
+        return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
+
+    engine, alerts = run(with_early_conversions(synth(450, effects=[conv])))
+    keys = [k for k in engine.series if k.startswith("conversion")]
+    assert sum(WITHIN in k for k in keys) == sum(WITHIN not in k for k in keys) > 0
+    labels = [tuple(sorted(g[0].items())) for g in engine.gauges()]
+    assert len(labels) == len(set(labels))  # the early series has a gauge of its own
+    fired = firings(alerts)
+    assert [a.kind for a in fired] == ["conversion_down"], [(a.kind, a.series) for a in fired]
+    # the early records of the cohorts from window 300 come 50 windows before the full ones
+    assert fired[0].series.get(WITHIN) == "10"
+    assert "within 10 minutes" in fired[0].explanation
+    assert epoch_seconds(fired[0].started_at) < T0 + 300 * W
 
 
 @pytest.mark.parametrize("last_step_spikes", [True, False])

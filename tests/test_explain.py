@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from detectors.explain import Evidence, _count, _percent, explain
-from detectors.records import Attribution
+from detectors.explain import Evidence, _count, _percent, describe, explain
+from detectors.records import WITHIN, Attribution
 
 T = datetime(2026, 11, 23, 14, 5, tzinfo=UTC).timestamp()
 JARGON = re.compile(r"p-value|sigma|z-score|score|quantile|poisson|binomial|series|\{|\}", re.I)
@@ -207,3 +207,18 @@ def test_odd_names_and_missing_numbers_do_not_crash():
             )
         )
         assert text.endswith(".")
+
+
+def test_an_early_conversion_says_within_how_many_minutes():
+    series = {"from_event": "Checkout Started", "to_event": "Order Completed", "source": "web"}
+    early = {**series, WITHIN: "10", "platform": "web"}
+    assert describe("conversion", series) == (
+        "Conversion from Checkout Started to Order Completed on web"
+    )
+    assert describe("conversion", early) == (
+        "Conversion from Checkout Started to Order Completed within 10 minutes on web"
+    )
+    text = explain(ev("conversion_up", series=early, observed=40, expected=20, denominator=50))
+    assert text.startswith(
+        "Conversion from Checkout Started to Order Completed within 10 minutes on web rose to 80 %"
+    ), text

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from detectors.records import WITHIN
 from streams.pipeline import tally
 from streams.windows import (
     DEFAULT_DIMENSIONS,
@@ -369,3 +371,86 @@ def test_a_new_platform_map_relabels_the_tallies_that_follow() -> None:
     a.add_tallies([Tally("web", "View", True, T0 + 2, (), False, "u", None, labels)], paths)
     platforms = [r.series["platform"] for r in a.flush_all() if r.kind == "volume"]
     assert sorted(platforms) == ["Android", "phone", "web"]
+
+
+# ------------------------------------------------------------------ early conversion records
+
+PLAN_HOUR = Plan(
+    name="t",
+    version="1",
+    sources=PLAN.sources,
+    funnels=(Funnel("buy", ("View", "Add", "Order"), window_minutes=60),),
+)
+
+
+def hour_agg(**kw: object) -> WindowAggregator:
+    return WindowAggregator(plan=PLAN_HOUR, funnels=PLAN_HOUR.funnels, **kw)  # type: ignore[arg-type]
+
+
+def conversions(records, from_event: str = "View") -> list[tuple[float, int, int, str | None]]:
+    return [
+        (r.window_start, r.numerator, r.denominator, r.series.get(WITHIN))
+        for r in records
+        if r.kind == "conversion" and r.series["from_event"] == from_event
+    ]
+
+
+def _hour_cohort(a: WindowAggregator) -> None:
+    for user, t in (("a", 1), ("b", 2), ("c", 3)):
+        add(a, "View", T0 + t, user)
+    add(a, "Add", T0 + 300, "a")  # within 5 minutes
+    add(a, "Add", T0 + 1800, "b")  # within half an hour
+    add(a, "Order", T0 + 5000, "c")  # keeps the watermark moving; c never adds
+
+
+def test_early_conversion_is_published_after_minutes_and_the_whole_one_after_the_window():
+    a = hour_agg(allowed_lateness_seconds=0, early_minutes=10)
+    for user, t in (("a", 1), ("b", 2), ("c", 3)):
+        add(a, "View", T0 + t, user)
+    add(a, "Add", T0 + 300, "a")
+    assert conversions(a.advance(T0 + 600)) == []  # the early horizon has not passed yet
+    add(a, "Add", T0 + 1800, "b")
+    # cohort T0, within 10 minutes: only a; dated T0 + 10 min + 1 window
+    assert conversions(a.advance(T0 + 60 + 600 + 60)) == [(T0 + 660, 1, 3, "10")]
+    assert conversions(a.advance(T0 + 3000)) == []  # published once
+    # the whole hour: a and b, dated T0 + 60 min + 1 window, without the early label
+    assert conversions(a.advance(T0 + 60 + 3600 + 60)) == [(T0 + 3660, 2, 3, None)]
+
+
+def test_no_early_records_when_disabled_or_when_the_funnel_window_is_as_short():
+    a = hour_agg(allowed_lateness_seconds=0, early_minutes=0)
+    _hour_cohort(a)
+    assert conversions(a.flush_all()) == [(T0 + 3660, 2, 3, None)]
+    short = agg(allowed_lateness_seconds=0, early_minutes=10)  # a 10-minute funnel window
+    add(short, "View", T0, "a")
+    add(short, "Add", T0 + 30, "a")
+    add(short, "Order", T0 + 900, "a")
+    assert conversions(short.flush_all()) == [(T0 + 660, 1, 1, None)]
+
+
+def test_early_minutes_must_not_be_negative():
+    with pytest.raises(ValueError, match="early_minutes"):
+        hour_agg(early_minutes=-1)
+
+
+def test_a_snapshot_between_the_early_and_the_whole_record_publishes_each_once():
+    whole = hour_agg(allowed_lateness_seconds=0)
+    _hour_cohort(whole)
+    expected = conversions(whole.flush_all())
+    assert expected == [(T0 + 660, 1, 3, "10"), (T0 + 3660, 2, 3, None)]
+
+    first = hour_agg(allowed_lateness_seconds=0)
+    for user, t in (("a", 1), ("b", 2), ("c", 3)):
+        add(first, "View", T0 + t, user)
+    add(first, "Add", T0 + 300, "a")
+    add(first, "Add", T0 + 1800, "b")
+    got = conversions(first.advance())  # watermark T0 + 30 min: the early record is out
+    snapshot = json.dumps(first.to_state())
+    for old_format in (False, True):
+        state = json.loads(snapshot)
+        if old_format:  # a snapshot written before early records existed
+            del state["early"]
+        restored = hour_agg(allowed_lateness_seconds=0)
+        restored.load_state(state)
+        add(restored, "Order", T0 + 5000, "c")
+        assert got + conversions(restored.flush_all()) == expected
