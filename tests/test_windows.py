@@ -454,3 +454,42 @@ def test_a_snapshot_between_the_early_and_the_whole_record_publishes_each_once()
         restored.load_state(state)
         add(restored, "Order", T0 + 5000, "c")
         assert got + conversions(restored.flush_all()) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["View", "Add", "Order"]),
+            st.floats(0, 3 * 3600, allow_nan=False),
+            st.integers(0, 15),
+            st.sampled_from(["web", "ios"]),
+        ),
+        min_size=1,
+        max_size=120,
+    ),
+    batch=st.integers(1, 30),
+)
+def test_an_early_record_counts_the_same_users_and_never_more_conversions(events, batch):
+    """Whatever the events and however often the watermark moves: every cohort published whole
+    was published early too, on the same users, with at most as many conversions."""
+    a = hour_agg(allowed_lateness_seconds=60)
+    records = []
+    for i, (name, t, user, source) in enumerate(sorted(events, key=lambda e: e[1])):
+        add(a, name, T0 + t, f"u{user}", source)
+        if i % batch == 0:
+            records += a.advance()
+    records += a.flush_all()
+    early, whole = {}, {}
+    for r in records:
+        if r.kind != "conversion":
+            continue
+        key = (r.series["from_event"], r.series["source"])
+        if WITHIN in r.series:
+            early[(*key, r.window_start - 660)] = (r.numerator, r.denominator)
+        else:
+            whole[(*key, r.window_start - 3660)] = (r.numerator, r.denominator)
+    assert len(early) + len(whole) == sum(r.kind == "conversion" for r in records)  # once each
+    for cohort, (num, den) in whole.items():
+        assert cohort in early
+        assert early[cohort][1] == den and early[cohort][0] <= num
