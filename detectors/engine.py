@@ -31,9 +31,9 @@ Per closed window the engine
    accepted (it resolves when events come back), nor is a drop that is part of a disappearance
    (an event's total while the event is gone from one source);
 6. detects new events: an event the plan does not know (or, after `new_event_after_minutes` of
-   watching, one never seen before) with events in `new_event_windows` of the last
-   `new_event_span` windows and at least `new_event_min_count` of them: one alert per event,
-   resolved after `new_event_hold_minutes`;
+   watching, one never seen before, while its first events are within the span) with events in
+   `new_event_windows` of the last `new_event_span` windows and at least `new_event_min_count`
+   of them: one alert per event, resolved after `new_event_hold_minutes`;
 7. watches slices (`slice_dims`, e.g. app_version) of each event on each source: a version that
    sends other events but not this one, while the event's rate on the other versions says it
    should have sent `disappear_expected` of them, makes the event `disappeared` for that version.
@@ -382,6 +382,9 @@ class DetectionEngine:
         # recently resolved incidents, for reopening: (id, group, series, started, ended)
         self.recent: list[tuple[str, str, dict[str, str], float, float]] = []
         self.late_windows = 0
+        # planned event -> when its total was first modelled (bounded by the plan; outlives the
+        # series' eviction, so an event back after days of silence is not "never seen before")
+        self.first_seen_events: dict[str, float] = {}
         self._forwarded: dict[tuple, bool] = {}  # (event, source) -> violating events forwarded
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
@@ -1127,10 +1130,14 @@ class DetectionEngine:
             return
         if s.announced or annotated:
             return
-        after = cfg.new_event_after_minutes * 60.0
-        never_seen = s.first_seen - (self.start_ts or ts) >= after
-        if s.planned and not never_seen:
-            return
+        if s.planned:
+            # a planned event is new when it first arrives after `new_event_after_minutes` of
+            # watching, and only while that first arrival goes on (its first event within the
+            # span): one that has trickled in for days is not "never seen before"
+            late = s.first_seen - (self.start_ts or ts) >= cfg.new_event_after_minutes * 60.0
+            young = ts + window - s.first_seen <= cfg.new_event_span * window
+            if not (late and young):
+                return
         counts = [c for _, c in s.recent if c > 0]
         if len(counts) < cfg.new_event_windows or sum(counts) < cfg.new_event_min_count:
             return
@@ -1186,6 +1193,11 @@ class DetectionEngine:
             model = cls(**options)
         except TypeError:  # a model without these options
             model = cls()
+        planned = r.planned and self._plan_knows(r.series)
+        total = r.metric == "volume" and set(r.series) == {"event"}
+        first_seen = ts
+        if total and planned:
+            first_seen = self.first_seen_events.setdefault(r.series["event"], ts)
         s = Series(
             key=r.key,
             metric=r.metric,
@@ -1193,10 +1205,10 @@ class DetectionEngine:
             model=model,
             baseline=SliceBaseline(alpha=self.config.baseline_alpha),
             traffic=SliceBaseline(alpha=self.config.baseline_alpha),
-            first_seen=ts,
+            first_seen=first_seen,
             last_active=ts,
-            planned=r.planned and self._plan_knows(r.series),
-            is_event_total=r.metric == "volume" and set(r.series) == {"event"},
+            planned=planned,
+            is_event_total=total,
         )
         self.series[r.key] = s
         return s
@@ -1229,6 +1241,7 @@ class DetectionEngine:
             "series": [s.to_state() for s in self.series.values()],
             "incidents": [inc.to_state() for inc in self.incidents.values()],
             "recent": [list(item) for item in self.recent],
+            "first_seen_events": dict(self.first_seen_events),
         }
 
     @classmethod
@@ -1254,4 +1267,10 @@ class DetectionEngine:
             inc = Incident.from_state(item)
             engine.incidents[inc.id] = inc
         engine.recent = [(i, g, dict(se), st, en) for i, g, se, st, en in state["recent"]]
+        engine.first_seen_events = {
+            str(k): float(v) for k, v in state.get("first_seen_events", {}).items()
+        }
+        for s in engine.series.values():  # a state from before it was kept
+            if s.is_event_total and s.planned:
+                engine.first_seen_events.setdefault(s.series["event"], s.first_seen)
         return engine

@@ -528,6 +528,48 @@ def test_planned_event_counts_as_new_only_when_never_seen_after_warmup():
     assert "never seen before" in firings(alerts)[0].explanation
 
 
+RARE_PLAN = Plan(name="p", version="1", events={e: EventSpec(name=e) for e in [*EVENTS, "Rare"]})
+
+
+def rare_record(w: int, count: int) -> WindowRecord:
+    return WindowRecord(
+        series={"event": "Rare", "source": "web", "platform": "web", "app_version": "5.0"},
+        window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=count, distinct_users=count,
+    )  # fmt: skip
+
+
+def test_a_planned_event_that_trickled_in_for_long_is_not_new_when_it_bursts():
+    """Refunds: first seen after the warm-up, one now and then; a busy hour much later is not
+    "a new event, never seen before"."""
+    data = synth(400, conversion=False)
+    for w in range(100, 300, 25):
+        data[w].append(rare_record(w, 1))  # first seen at 100 (after 60 min of watching)
+    for w in (350, 351, 353):
+        data[w].append(rare_record(w, 3))
+    _, alerts = run(data, plan=RARE_PLAN)
+    assert [a for a in firings(alerts) if a.kind == "new_event"] == []
+
+
+def test_a_planned_event_back_after_its_series_was_forgotten_is_not_new():
+    """Seen at the start, silent long enough to be evicted, back in a burst (also across a
+    snapshot): the engine still knows it has seen the event."""
+    config = replace(CFG, evict_after_minutes=30)
+    data = synth(400, conversion=False)
+    data[5].append(rare_record(5, 2))
+    for w in (300, 301, 303):
+        data[w].append(rare_record(w, 4))
+    engine = DetectionEngine(plan=RARE_PLAN, config=config)
+    alerts = []
+    for recs in data[:200]:
+        alerts += engine.process(recs)
+    assert "volume|event=Rare" not in engine.series  # forgotten
+    state = json.loads(json.dumps(engine.to_state()))
+    engine = DetectionEngine.from_state(state, plan=RARE_PLAN, config=config)
+    for recs in data[200:]:
+        alerts += engine.process(recs)
+    assert [a for a in firings(alerts) if a.kind == "new_event"] == []
+
+
 # ---------------------------------------------------------------------------------- annotations
 
 
