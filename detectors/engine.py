@@ -547,7 +547,7 @@ class DetectionEngine:
             if "event" in s.series and "source" in s.series and not a.learning:
                 self._slices(ts, window, s, r, mix, annotated, out)
 
-        deviating = annotated or score >= cfg.lifecycle.resolve_score
+        deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
         accepted = False
         for family in FAMILIES[r.metric]:
             track = s.tracks.setdefault(family, Track())
@@ -606,6 +606,15 @@ class DetectionEngine:
         if not deviating and self.incidents:
             deviating = self._near_incident(ts, s)
         self._learn(ts, s, r, a, deviating and not accepted, mix)
+
+    def _unusual(self, s: Series, a: Assessment) -> bool:
+        """Is a significant deviation of a volume worth at least two units of evidence (two users'
+        events)? A sparse series (refunds, a few a day) expects a small fraction of an event a
+        minute, so its every event is "significant"; left unlearnt, only its empty minutes
+        would be learnt and its expectation would fall towards nothing, day after day."""
+        if s.metric != "volume":
+            return True
+        return abs(a.span_observed - a.span_expected) / s.burst >= 2.0
 
     def _in_disappearance(self, key: str) -> bool:
         """Is this series' drop part of an open `disappeared` incident (an event gone from one

@@ -82,3 +82,25 @@ def test_json_state_round_trip_with_real_models():
     _, tail = run(data[2150:], resumed)
     assert [a.to_dict() for a in head + tail] == [a.to_dict() for a in alerts]
     assert alerts
+
+
+@pytest.mark.slow
+def test_a_sparse_event_is_learnt_not_starved():
+    """Refunds: a few a day at first (they follow orders by days), then about one an hour.
+    Against an expectation of a small fraction of an event a minute every refund is
+    "significant"; a window with one is still normal, and must be learnt, or only the empty
+    minutes would be and the expectation would fall towards nothing."""
+    rng = np.random.default_rng(3)
+    data = list(synth(7))
+    for w, recs in enumerate(data):
+        count = int(rng.poisson(0.002 if w < 1440 else 0.02))  # 3 a day, then 29 a day
+        if count:
+            recs.append(WindowRecord(
+                series={"event": "Order Refunded", "source": "server", "platform": "server",
+                        "app_version": "unknown"},
+                window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=count,
+                distinct_users=count))  # fmt: skip
+    engine, alerts = run(data)
+    expected_per_day = 1440 * engine.series["volume|event=Order Refunded"].last[1]
+    assert 10 < expected_per_day < 60, expected_per_day  # about 29 by the end
+    assert [a.explanation for a in alerts if a.series.get("event") == "Order Refunded"] == []
