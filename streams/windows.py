@@ -481,10 +481,11 @@ class WindowAggregator:
             records.extend(self._volume_records(start, self._volumes.pop(start)))
             self._unplanned_names.pop(start, None)
         for (fi, si), windows in self._steps.items():
+            starts = sorted(windows)  # for the early records, then the whole ones
             early = self._early_horizon(fi)
             if early is not None:
                 done = self._early_done.get((fi, si), -math.inf)
-                for start in sorted(windows):
+                for start in starts:
                     if start <= done:
                         continue
                     if start + 2 * self.window + early > funnel_limit:
@@ -492,7 +493,7 @@ class WindowAggregator:
                     records.extend(self._conversion_records(fi, si, start, windows[start], early))
                     self._early_done[(fi, si)] = start
             horizon = self.funnels[fi].window_minutes * 60
-            for start in sorted(windows):
+            for start in starts:
                 # every window that can hold a matching next step must be closed
                 if start + 2 * self.window + horizon > funnel_limit:
                     break
