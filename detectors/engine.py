@@ -105,6 +105,7 @@ class EngineConfig:
     # divided by the series' usual events per user and window (for rates: the numerator).
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
+    learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
     quiet_factor: float = 2.0  # gone = empty for longer than this × the longest normal quiet
@@ -614,7 +615,7 @@ class DetectionEngine:
         would be learnt and its expectation would fall towards nothing, day after day."""
         if s.metric != "volume":
             return True
-        return abs(a.span_observed - a.span_expected) / s.burst >= 2.0
+        return abs(a.span_observed - a.span_expected) / s.burst >= self.config.learn_excess_units
 
     def _in_disappearance(self, key: str) -> bool:
         """Is this series' drop part of an open `disappeared` incident (an event gone from one
