@@ -26,7 +26,6 @@ from detectors.attribution import Breakdown
 from detectors.records import WITHIN, WindowRecord
 
 Metric = Literal["volume", "violation", "conversion"]
-IDENTITY_KEYS = ("event", "from_event", "to_event")
 NOT_DIMENSIONS = ("funnel",)  # labels that name a series but never split it
 MISSING = "(none)"
 
