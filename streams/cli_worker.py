@@ -12,7 +12,12 @@ import typer
 
 from streams.errors import fail
 from streams.pipeline import writable_quarantine_record
-from streams.windows import DEFAULT_DIMENSIONS
+from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES
+
+EARLY_HELP = (
+    "also count each funnel step's conversion within this many minutes and publish it that"
+    " much sooner than the whole funnel window's (0: off)"
+)
 
 WORKER_GC = (50_000, 50, 100)  # garbage-collector thresholds of the worker process
 
@@ -70,6 +75,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[Path | None, typer.Option(help="Faust data directory")] = None,
         window_seconds: Annotated[int, typer.Option(min=1)] = 60,
         lateness_seconds: Annotated[int, typer.Option(min=0)] = 120,
+        early_minutes: Annotated[int, typer.Option(min=0, help=EARLY_HELP)] = EARLY_MINUTES,
         snapshot_interval: Annotated[
             float, typer.Option(min=0.0, help="seconds between state snapshots per partition")
         ] = 5.0,
@@ -88,6 +94,7 @@ def register(app: typer.Typer) -> None:
             dimensions=_dimensions(dimensions),
             window_seconds=window_seconds,
             allowed_lateness_seconds=lateness_seconds,
+            early_minutes=early_minutes,
             snapshot_interval=snapshot_interval,
             annotations=_annotations(annotations),
         )
@@ -131,6 +138,7 @@ def register(app: typer.Typer) -> None:
         ),
         window_seconds: Annotated[int, typer.Option(min=1)] = 60,
         lateness_seconds: Annotated[int, typer.Option(min=0)] = 120,
+        early_minutes: Annotated[int, typer.Option(min=0, help=EARLY_HELP)] = EARLY_MINUTES,
     ) -> None:
         """Replay a JSONL file of envelopes offline (event time, no Kafka, deterministic)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -180,6 +188,7 @@ def register(app: typer.Typer) -> None:
                     dimensions=dims,
                     window_seconds=window_seconds,
                     allowed_lateness_seconds=lateness_seconds,
+                    early_minutes=early_minutes,
                     on_quarantine=writer(quarantine_f, writable_quarantine_record),
                     on_window=writer(windows_f, lambda r: r.to_dict()),
                     on_alert=writer(alerts_f, lambda a: a.to_dict()),

@@ -20,7 +20,7 @@ import orjson
 from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
 from streams.pipeline import BatchOutput, BatchProcessor, quarantine_record
-from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
+from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, WindowAggregator
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 from tracking_plan.violations import Code, Violation
@@ -82,6 +82,7 @@ def replay(
     dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS,
     window_seconds: int = 60,
     allowed_lateness_seconds: int = 120,
+    early_minutes: int = EARLY_MINUTES,
     dedupe_max_age: float = 24 * 3600.0,
     dedupe_max_entries: int = 100_000,
     on_quarantine: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -94,6 +95,7 @@ def replay(
     aggregator = WindowAggregator(
         window_seconds=window_seconds,
         allowed_lateness_seconds=allowed_lateness_seconds,
+        early_minutes=early_minutes,
         dimensions=dimensions,
         funnels=plan.funnels,
         plan=plan,

@@ -83,7 +83,7 @@ from streams.merge import WindowMerger, record_dict
 from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
-from streams.windows import DEFAULT_DIMENSIONS, WindowAggregator
+from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, WindowAggregator
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 
@@ -105,6 +105,7 @@ class WorkerConfig:
     dimensions: tuple[str, ...] = DEFAULT_DIMENSIONS
     window_seconds: int = 60
     allowed_lateness_seconds: int = 120
+    early_minutes: int = EARLY_MINUTES  # early conversion records (0: none)
     batch_messages: int = 200  # events.raw messages per take() (each holds many envelopes)
     batch_within: float = 0.05  # seconds take() waits for a fuller batch
     snapshot_interval: float = 5.0  # seconds between two state snapshots of a partition
@@ -389,6 +390,7 @@ class Pipeline:
         return WindowAggregator(
             window_seconds=c.window_seconds,
             allowed_lateness_seconds=c.allowed_lateness_seconds,
+            early_minutes=c.early_minutes,
             dimensions=c.dimensions,
             funnels=plan.funnels,
             plan=plan,

@@ -143,19 +143,43 @@ def test_replay_matches_the_library_call(plan, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("flag", "within"),
+    [([], "10"), (["--early-minutes", "5"], "5"), (["--early-minutes", "0"], None)],
+)
+def test_replay_cli_sets_the_early_conversion_horizon(tmp_path: Path, flag, within) -> None:
+    """Each cohort's conversion within --early-minutes comes sooner, labelled so; 0 turns it
+    off (half an hour of traffic: no whole funnel window of an hour has passed yet)."""
+    lines = [orjson.dumps(e) for e in make_envelopes(3000, seed=8, seconds=1800)]
+    events = write_events(tmp_path / "e.jsonl", lines)
+    w = tmp_path / "w.jsonl"
+    result = runner.invoke(
+        app,
+        ["replay", "--plan", str(PLAN), "--events", str(events),
+         "--alerts-out", str(tmp_path / "a.jsonl"), "--windows-out", str(w), *flag],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    conversions = [r for r in read_jsonl(w) if r["kind"] == "conversion"]
+    labels = {r["series"].get("within_minutes") for r in conversions}
+    assert labels == ({within} if within else set())
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--events", "missing.jsonl"], "no such file"),
         (["--plan", "nope.yaml"], "nope.yaml"),
         (["--dimensions", "source,pla tform"], "not a dimension"),
         (["--alerts-out", "no/such/dir/a.jsonl"], "does not exist"),
+        (["--early-minutes", "-1"], "--early-minutes"),
+        (["--early-minutes", "ten"], "--early-minutes"),
     ],
 )
 def test_replay_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     events = write_events(tmp_path / "e.jsonl", [orjson.dumps(make_envelopes(1)[0])])
     base = {"--plan": str(PLAN), "--events": str(events), "--alerts-out": str(tmp_path / "a")}
     for flag, value in zip(args[::2], args[1::2], strict=True):
-        base[flag] = value if "/" in value or flag == "--dimensions" else str(tmp_path / value)
+        keep = "/" in value or flag in ("--dimensions", "--early-minutes")
+        base[flag] = value if keep else str(tmp_path / value)
     argv = ["replay", *[x for kv in base.items() for x in kv]]
     result = runner.invoke(app, argv)
     assert result.exit_code == 2

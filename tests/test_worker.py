@@ -189,6 +189,7 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
         (["--broker", "127.0.0.1:1"], "cannot reach the broker"),
         (["--plan", "does/not/exist.yaml"], "exist.yaml"),
         (["--dimensions", ","], "at least one"),
+        (["--early-minutes", "-1"], "--early-minutes"),
     ],
 )
 def test_worker_cli_errors_are_one_line(args: list[str], message: str) -> None:
@@ -199,6 +200,18 @@ def test_worker_cli_errors_are_one_line(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["worker", "--metrics-port", "0", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_the_worker_aggregates_with_its_early_conversion_horizon() -> None:
+    """`--early-minutes` reaches the aggregator of every partition (0: no early records)."""
+    from types import SimpleNamespace
+
+    from streams.worker import Pipeline, WorkerConfig
+
+    plan = load_plan(PLAN)
+    for minutes in (0, 3, 10):
+        holder = SimpleNamespace(config=WorkerConfig(early_minutes=minutes))
+        assert Pipeline._new_aggregator(holder, plan).early_minutes == minutes  # type: ignore[arg-type]
 
 
 def alert_lines(alerts: list[dict]) -> list[str]:
