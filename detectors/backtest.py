@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from detectors.records import Anomaly, Attribution, epoch_seconds
+from detectors.records import WITHIN, Anomaly, Attribution, epoch_seconds
 
 # One modelled window of a charted series: ts, observed, expected, lower, upper, score, weight
 # (rates: the users or events the rate is measured on; volumes: 1). A rate's window without
@@ -296,6 +296,12 @@ def watched_series(label: Label, levels: Iterable[Any]) -> str | None:
     return best[1] if best else None
 
 
+def charted(key: str, early_key: str, found: AlertSpan | None, early_rows: bool) -> str:
+    """The series to draw for a conversion incident: the early rate ("within 10 minutes") when
+    the alert that found it was about that rate, else the whole funnel window's."""
+    return early_key if found is not None and WITHIN in found.series and early_rows else key
+
+
 def run_backtest(
     days: float,
     users_per_day: int,
@@ -314,9 +320,10 @@ def run_backtest(
     import streams.replay as replay_module
     from detectors.annotations import Annotation
     from detectors.engine import DetectionEngine
-    from detectors.rollup import compatible, parse_series_key
+    from detectors.rollup import compatible, parse_series_key, series_key
     from streams.sim_incidents import load_incidents
     from streams.simulator import simulate
+    from streams.windows import EARLY_MINUTES
     from tracking_plan.loader import load_plan
 
     plan = load_plan(plan_path)
@@ -338,12 +345,18 @@ def run_backtest(
             )
     engine = DetectionEngine(plan=plan, annotations=annotations)
     plotted = {}
+    early: dict[str, str] = {}  # conversion label -> its early rate's key (drawn if alerted on)
     spans_of: dict[str, list[tuple[float, float]]] = {}
     for label in labels:
         key = watched_series(label, engine.config.levels)
         if key is not None:
             plotted[label.name] = key
-            spans_of.setdefault(key, []).append((label.start - 6 * 3600, label.end + 3 * 3600))
+            around = (label.start - 6 * 3600, label.end + 3 * 3600)
+            spans_of.setdefault(key, []).append(around)
+            metric, series = parse_series_key(key)
+            if metric == "conversion":
+                early[label.name] = series_key(metric, {**series, WITHIN: str(EARLY_MINUTES)})
+                spans_of.setdefault(early[label.name], []).append(around)
     history: dict[str, list[Row]] = {k: [] for k in spans_of}
     parsed = {k: parse_series_key(k) for k in spans_of}
 
@@ -386,4 +399,6 @@ def run_backtest(
     with mock.patch.object(replay_module, "make_engine", lambda plan, annotations: engine):
         replay_module.replay(plan, lines(), annotations=annotations, on_alert=alerts.append)
     result = score(labels, alert_spans(alerts), days)
+    for name, key in early.items():
+        plotted[name] = charted(plotted[name], key, result.found.get(name), bool(history[key]))
     return BacktestRun(seed, result, alerts, history, plotted, count)

@@ -238,7 +238,22 @@ def test_backtest_charts_a_rate_only_in_windows_with_users(tmp_path: Path):
         "    duration: 2h\n    source: web\n"
     )
     run = run_backtest(1, 400, 3, plan_path=EXAMPLE_PLAN, schedule_path=schedule)
+    early = [k for k in run.history if "within_minutes=10" in k]
+    assert early and run.history[early[0]]  # the early rate is recorded too, for its chart
     rows = run.history[run.plotted["double"]]
     assert rows and all(r[6] >= 1 for r in rows)
     assert len(rows) < 0.5 * 11 * 60  # charted from 6 h before the label to 3 h after: 11 h
     assert len({r[0] for r in rows}) == len(rows)
+
+
+def test_a_conversion_incident_is_charted_on_the_rate_its_alert_was_about():
+    from detectors.backtest import charted
+
+    whole = "conversion|from_event=C|platform=web|source=web|to_event=O"
+    early = "conversion|from_event=C|platform=web|source=web|to_event=O|within_minutes=10"
+    on_early = span("conversion_up", {"from_event": "C", "to_event": "O", "within_minutes": "10"})
+    on_whole = span("conversion_up", {"from_event": "C", "to_event": "O", "source": "web"})
+    assert charted(whole, early, on_early, early_rows=True) == early
+    assert charted(whole, early, on_whole, early_rows=True) == whole
+    assert charted(whole, early, None, early_rows=True) == whole  # missed: the hour's rate
+    assert charted(whole, early, on_early, early_rows=False) == whole  # nothing to draw
