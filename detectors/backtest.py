@@ -309,10 +309,12 @@ def run_backtest(
     *,
     plan_path: Path,
     schedule_path: Path,
+    engine_config: Any = None,
     progress: Callable[[float], None] = lambda hours: None,
 ) -> BacktestRun:
     """Simulate `days` of traffic with the schedule's incidents, replay it through the pipeline
-    and the engine, and score the alerts. `progress` gets the simulated hours done."""
+    and the engine (`engine_config`: a tuning, None for the defaults), and score the alerts.
+    `progress` gets the simulated hours done."""
     from unittest import mock
 
     import orjson
@@ -343,7 +345,7 @@ def run_backtest(
                     events=frozenset(entry.get("events") or ()),
                 )
             )
-    engine = DetectionEngine(plan=plan, annotations=annotations)
+    engine = DetectionEngine(plan=plan, config=engine_config, annotations=annotations)
     plotted = {}
     early: dict[str, str] = {}  # conversion label -> its early rate's key (drawn if alerted on)
     spans_of: dict[str, list[tuple[float, float]]] = {}
@@ -396,7 +398,7 @@ def run_backtest(
                 progress(float(hours))
             yield orjson.dumps(envelope)
 
-    with mock.patch.object(replay_module, "make_engine", lambda plan, annotations: engine):
+    with mock.patch.object(replay_module, "make_engine", lambda *args: engine):
         replay_module.replay(plan, lines(), annotations=annotations, on_alert=alerts.append)
     result = score(labels, alert_spans(alerts), days)
     for name, key in early.items():

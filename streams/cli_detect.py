@@ -84,6 +84,10 @@ def backtest_command(
     schedule: Annotated[Path, typer.Option("--incidents", help="Incident schedule (YAML)")] = Path(
         "examples/incidents.yaml"
     ),
+    detectors: Annotated[
+        Path | None,
+        typer.Option("--detectors", help="detector tuning YAML (see examples/detectors.yaml)"),
+    ] = None,
 ) -> None:
     """Simulate traffic with labelled incidents, replay it through the detectors and score them:
     recall per kind, false alerts per day, detection latency; one PNG per incident."""
@@ -93,6 +97,9 @@ def backtest_command(
     for path, what in ((plan_path, "plan"), (schedule, "incident schedule")):
         if not path.is_file():
             fail(f"{path}: {what} file not found (use --plan / --incidents)")
+    from streams.cli_worker import tuning_option
+
+    tuning = tuning_option(detectors)
     seeds = seeds or [7]
     runs = []
     for seed in seeds:
@@ -112,6 +119,7 @@ def backtest_command(
                     seed,
                     plan_path=plan_path,
                     schedule_path=schedule,
+                    engine_config=tuning,
                     progress=lambda hours, task=task: bar.update(task, completed=hours),
                 )
             except ValueError as exc:  # plan / schedule errors name file and entry

@@ -54,6 +54,21 @@ def _annotations(path: Path | None) -> list[Any]:
         fail(str(exc))
 
 
+def tuning_option(path: Path | None) -> Any:
+    """The detectors' `EngineConfig` from a tuning file (None: the defaults)."""
+    if path is None:
+        return None
+    from detectors.tuning import TuningError, load_tuning
+
+    try:
+        return load_tuning(path)
+    except TuningError as exc:
+        fail(f"--detectors {exc}")
+
+
+TUNING_HELP = "detector tuning YAML (examples/detectors.yaml lists every setting)"
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
@@ -71,6 +86,7 @@ def register(app: typer.Typer) -> None:
         annotations: Annotated[
             Path | None, typer.Option(help="annotations YAML (known campaigns)")
         ] = None,
+        detectors: Annotated[Path | None, typer.Option(help=TUNING_HELP)] = None,
         app_id: Annotated[str, typer.Option(help="Faust app id = consumer group")] = "trackwatch",
         data_dir: Annotated[Path | None, typer.Option(help="Faust data directory")] = None,
         window_seconds: Annotated[int, typer.Option(min=1)] = 60,
@@ -97,6 +113,7 @@ def register(app: typer.Typer) -> None:
             early_minutes=early_minutes,
             snapshot_interval=snapshot_interval,
             annotations=_annotations(annotations),
+            engine=tuning_option(detectors),
         )
         loaded = _plan(plan)
         try:
@@ -131,6 +148,7 @@ def register(app: typer.Typer) -> None:
         events: Annotated[Path, typer.Option(help="EVENTS.jsonl[.gz]: one envelope a line")],
         alerts_out: Annotated[Path, typer.Option(help="ALERTS.jsonl to write")],
         annotations: Annotated[Path | None, typer.Option(help="annotations YAML")] = None,
+        detectors: Annotated[Path | None, typer.Option(help=TUNING_HELP)] = None,
         quarantine_out: Annotated[Path | None, typer.Option(help="Q.jsonl to write")] = None,
         windows_out: Annotated[Path | None, typer.Option(help="window records JSONL")] = None,
         dimensions: Annotated[str, typer.Option(help="series dimensions")] = ",".join(
@@ -148,6 +166,7 @@ def register(app: typer.Typer) -> None:
 
         loaded = _plan(plan)
         notes = _annotations(annotations)
+        tuning = tuning_option(detectors)
         dims = _dimensions(dimensions)
         if not events.is_file():
             fail(f"--events {events}: no such file")
@@ -189,6 +208,7 @@ def register(app: typer.Typer) -> None:
                     window_seconds=window_seconds,
                     allowed_lateness_seconds=lateness_seconds,
                     early_minutes=early_minutes,
+                    engine_config=tuning,
                     on_quarantine=writer(quarantine_f, writable_quarantine_record),
                     on_window=writer(windows_f, lambda r: r.to_dict()),
                     on_alert=writer(alerts_f, lambda a: a.to_dict()),

@@ -66,12 +66,14 @@ def _envelopes(lines: Iterable[bytes], out: BatchOutput, plan_version: str) -> I
             out.received += 1
 
 
-def make_engine(plan: Plan, annotations: list[Annotation]) -> Any:
+def make_engine(plan: Plan, annotations: list[Annotation], config: Any = None) -> Any:
+    """The detection engine (None when the detectors are not installed); `config`: an
+    `EngineConfig` (e.g. from a tuning file), None for the defaults."""
     try:
         from detectors.engine import DetectionEngine
     except ImportError:
         return None
-    return DetectionEngine(plan=plan, annotations=annotations)
+    return DetectionEngine(plan=plan, annotations=annotations, config=config)
 
 
 def replay(
@@ -83,6 +85,7 @@ def replay(
     window_seconds: int = 60,
     allowed_lateness_seconds: int = 120,
     early_minutes: int = EARLY_MINUTES,
+    engine_config: Any = None,
     dedupe_max_age: float = 24 * 3600.0,
     dedupe_max_entries: int = 100_000,
     on_quarantine: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -100,7 +103,7 @@ def replay(
         funnels=plan.funnels,
         plan=plan,
     )
-    engine = make_engine(plan, annotations or [])
+    engine = make_engine(plan, annotations or [], engine_config)
     stats = ReplayStats(detectors=engine is not None)
     out = BatchOutput()
 

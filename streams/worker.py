@@ -113,6 +113,7 @@ class WorkerConfig:
     dedupe_max_entries: int = 100_000  # per partition; a full snapshot of 100k ids ~4.6 MB
     idle_grace_seconds: float = 120.0  # wall time after which a silent partition is skipped
     annotations: list[Annotation] = field(default_factory=list)
+    engine: Any = None  # detectors.engine.EngineConfig (a tuning file); None: the defaults
 
 
 @dataclass
@@ -538,11 +539,12 @@ class Pipeline:
     def _new_engine(self, state: dict | None) -> Any:
         if DetectionEngine is None:  # the detectors are optional: windows still flow without
             return None
+        c = self.config
         if state is not None:
             return DetectionEngine.from_state(
-                state, plan=self.plan, annotations=self.config.annotations
+                state, plan=self.plan, config=c.engine, annotations=c.annotations
             )
-        return DetectionEngine(plan=self.plan, annotations=self.config.annotations)
+        return DetectionEngine(plan=self.plan, config=c.engine, annotations=c.annotations)
 
     async def _detect_agent(self, stream: Any) -> None:
         parts = self.parts["detect"]

@@ -214,5 +214,21 @@ def test_the_worker_aggregates_with_its_early_conversion_horizon() -> None:
         assert Pipeline._new_aggregator(holder, plan).early_minutes == minutes  # type: ignore[arg-type]
 
 
+def test_the_worker_detects_with_its_tuning_and_keeps_it_across_a_restore() -> None:
+    """`--detectors` reaches the engine of every partition, new or restored from a snapshot."""
+    from types import SimpleNamespace
+
+    from detectors.tuning import parse_tuning
+    from streams.worker import Pipeline, WorkerConfig
+
+    tuning = parse_tuning("min_excess_units: 8\nlifecycle: {fire_windows: 4}\n")
+    holder = SimpleNamespace(config=WorkerConfig(engine=tuning), plan=load_plan(PLAN))
+    fresh = Pipeline._new_engine(holder, None)  # type: ignore[arg-type]
+    restored = Pipeline._new_engine(holder, fresh.to_state())  # type: ignore[arg-type]
+    assert fresh.config is tuning and restored.config is tuning
+    default = SimpleNamespace(config=WorkerConfig(), plan=holder.plan)
+    assert Pipeline._new_engine(default, None).config.min_excess_units == 5.0  # type: ignore[arg-type]
+
+
 def alert_lines(alerts: list[dict]) -> list[str]:
     return sorted(orjson.dumps(a, option=orjson.OPT_SORT_KEYS).decode() for a in alerts)
