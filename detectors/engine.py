@@ -36,7 +36,11 @@ Per closed window the engine
    of them: one alert per event, resolved after `new_event_hold_minutes`;
 7. watches slices (`slice_dims`, e.g. app_version) of each event on each source: a version that
    sends other events but not this one, while the event's rate on the other versions says it
-   should have sent `disappear_expected` of them, makes the event `disappeared` for that version.
+   should have sent `disappear_expected` of them, makes the event `disappeared` for that version;
+   and a version whose events of a planned event mostly break the plan (at least half, worth
+   `min_excess_units` users, significant against the usual violation share) while the event's
+   other versions mostly do not is a `violation_surge` of that version (a release that renamed a
+   property), seen from its first users instead of once the event's whole share has risen.
 
 Memory is bounded: series with no events for `evict_after_minutes` and no open alert are
 forgotten, and at most `max_series` series are kept (the least recently active go first).
@@ -63,6 +67,7 @@ from detectors.attribution import (
 )
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, explain
+from detectors.intervals import betabinom_midp, score_from_pvalue
 from detectors.lifecycle import Lifecycle, LifecycleConfig, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
@@ -248,6 +253,9 @@ class Series:
     # name -> [empty windows, expected, since, created, last seen with traffic]
     slices: dict[str, list] = field(default_factory=dict)
     shares: dict[str, list] = field(default_factory=dict)  # dim -> [EW event, EW traffic, n]
+    # violation series: slice name -> [its bad events, its events, the event's bad events, the
+    # event's events, since, last seen] while that slice's events mostly break the plan
+    broken: dict[str, list] = field(default_factory=dict)
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
     ew_users: float = 0.0
     # longest normal run of empty windows, by expected count per window (bucket = log2(exp+1))
@@ -287,6 +295,7 @@ class Series:
             "recent": [list(x) for x in self.recent],
             "announced": self.announced,
             "slices": self.slices,
+            "broken": self.broken,
             "shares": self.shares,
             "ew_events": self.ew_events,
             "ew_users": self.ew_users,
@@ -314,6 +323,7 @@ class Series:
             recent=deque(s["recent"]),
             announced=s["announced"],
             slices={name: _run(run, s["first_seen"]) for name, run in s["slices"].items()},
+            broken=s.get("broken", {}),
             shares=s["shares"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],
@@ -547,6 +557,8 @@ class DetectionEngine:
                 self._new_event_check(ts, window, s, r, annotated, out)
             if "event" in s.series and "source" in s.series and not a.learning:
                 self._slices(ts, window, s, r, mix, annotated, out)
+        elif r.metric == "violation" and "event" in s.series and not a.learning:
+            self._broken_slices(ts, window, s, r, a, annotated, out)
 
         deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
         accepted = False
@@ -728,6 +740,126 @@ class DetectionEngine:
                     s.slices.pop(name, None)
                     s.tracks.pop(name, None)
 
+    def _broken_slices(
+        self,
+        ts: float,
+        window: float,
+        s: Series,
+        r: Rolled,
+        a: Assessment,
+        annotated: bool,
+        out: list[Anomaly],
+    ) -> None:
+        """A slice (e.g. an app version) whose events of this event mostly break the plan, while
+        it holds most of the event's violations: a release that renamed a property.
+
+        Evidence gathers over the slice's consecutive windows that are mostly bad (a window
+        without its events is no evidence either way) and is worth an alert when its bad events
+        are worth `min_excess_units` users, chance at the usual violation share puts them at the
+        firing level, and the event's other slices mostly do not break (when every version
+        breaks, the event's own violation series tells it once). Its alert joins the event's
+        `violation_surge`; it calms `slice_hold_minutes` after the slice stops sending bad events.
+        """
+        cfg = self.config
+        if not s.planned:
+            return  # an event nobody planned breaks the plan by nature: `new_event` tells it
+        base = min(max(a.expected, 1e-4), 0.999)
+        total_series = self.series.get(series_key("volume", {"event": s.series["event"]}))
+        burst = total_series.burst if total_series is not None else 1.0
+        for dim in cfg.slice_dims:
+            counts = r.breakdown.get(dim, {})
+            values = sorted(counts, key=lambda v: -counts[v][0])[: cfg.max_slice_values]
+            for value in values:
+                bad, sent = counts[value]
+                name = f"broken:{dim}={value}"
+                run = s.broken.get(name)
+                if sent <= 0 or value == MISSING:
+                    continue
+                if annotated or bad < 0.5 * sent:
+                    if run is not None:
+                        run[:4] = [0.0, 0.0, 0.0, 0.0]
+                        run[4] = ts
+                else:
+                    if run is None:
+                        run = s.broken[name] = [0.0, 0.0, 0.0, 0.0, ts, ts]
+                    run[0] += bad
+                    run[1] += sent
+                    run[2] += r.numerator
+                    run[3] += r.denominator
+                    run[5] = ts
+                if run is not None:
+                    self._broken_step(ts, window, s, r, name, dim, value, run, base, burst, out)
+            for name in [n for n in s.broken if n.startswith(f"broken:{dim}=")]:
+                run = s.broken[name]
+                value = name.split("=", 1)[1]
+                if value in counts:
+                    continue
+                held = ts - run[5] < cfg.slice_hold_minutes * 60.0
+                if not held:
+                    run[:4] = [0.0, 0.0, 0.0, 0.0]
+                self._broken_step(ts, window, s, r, name, dim, value, run, base, burst, out)
+
+    def _broken_step(
+        self,
+        ts: float,
+        window: float,
+        s: Series,
+        r: Rolled,
+        name: str,
+        dim: str,
+        value: str,
+        run: list,
+        base: float,
+        burst: float,
+        out: list[Anomaly],
+    ) -> None:
+        cfg = self.config
+        track = s.tracks.get(name)
+        if track is not None and track.lifecycle.active and track.den > 0:
+            base = track.exp / track.den  # the usual share when it began (the event's own
+            # model learns the new share once its alert is accepted as a level shift)
+        bad, sent, all_bad, all_sent = run[:4]
+        broken = (
+            bad / burst >= cfg.min_excess_units
+            and bad >= 0.5 * sent
+            and all_bad - bad < 0.5 * (all_sent - sent)
+            # chance at the usual share, counted in users (a session's events come together)
+            and score_from_pvalue(betabinom_midp(bad / burst, sent / burst, base, 1e6)[0])
+            >= cfg.lifecycle.fire_score
+        )
+        if track is None:
+            if not broken:
+                if not bad:
+                    s.broken.pop(name, None)
+                return
+            track = s.tracks[name] = Track()
+        before = track.lifecycle.state
+        transition = track.lifecycle.step(ts, 1.0 if broken else 0.0, window, cfg.lifecycle)
+        if broken and track.lifecycle.state == "pending":
+            transition = track.lifecycle.escalate(cfg.lifecycle)
+        if before not in ("pending", "firing") and track.lifecycle.active:
+            track.reset_evidence()
+            track.lifecycle.started = min(track.lifecycle.started or ts, run[4])
+        if track.lifecycle.active and value in r.breakdown.get(dim, {}):
+            parts = expected_parts(r.metric, r.breakdown, s.baseline, base)
+            accumulate(track.parts, parts)
+        if broken:
+            track.obs, track.exp, track.den = bad, base * sent, sent
+            track.windows = max(1, round((run[5] - run[4]) / window) + 1)
+            for code, n in r.codes.items():
+                track.codes[code] = track.codes.get(code, 0) + n
+            track.peak = 1.0
+            track.last = [bad / sent, base, 0.0, 0.0]
+        series = {**s.series, dim: value}
+        if transition in ("fire", "reopen"):
+            track.fired_at = ts + window
+            self._on_fire(ts, window, s, name, KINDS[("violation", "up")], series, out)
+        elif transition == "resolve":
+            self._on_resolve(ts, window, s, name, out)
+            if not bad:
+                s.broken.pop(name, None)
+                s.tracks.pop(name, None)
+
     def _gone(self, s: Series, run: list) -> bool:
         """Has this slice sent none of the event for long enough, and enough of it expected?"""
         cfg = self.config
@@ -892,6 +1024,8 @@ class DetectionEngine:
     def _group(s: Series, family: str) -> str:
         if family == "new":
             return "new"
+        if family.startswith("broken:"):
+            return f"{s.metric}:up"
         direction = "down" if family.startswith("slice:") else family
         return f"{s.metric}:{direction}"
 

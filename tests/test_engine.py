@@ -465,6 +465,53 @@ def test_violation_surge_attributed_to_the_release():
     assert "break the tracking plan" in fired[0].explanation
 
 
+def first_firing(alerts, kind):
+    return next((a for a in alerts if a.state == "firing" and a.kind == kind), None)
+
+
+def test_a_release_whose_events_all_break_the_plan_alerts_sooner_and_names_it():
+    """A rename in 5.7.1 (40 % of iOS): its Product Viewed events all break the plan. The
+    version's own evidence fires before the event's violation share does, as one alert."""
+    data = synth(450, effects=[effect(300, 450, viol=1.0, event="Product Viewed", version="5.7.1")])
+    _, alerts = run(data)
+    _, without = run(data, config=replace(CFG, slice_dims=()))
+    fired = [a for a in firings(alerts) if a.kind == "violation_surge"]
+    assert len({a.id for a in fired}) == 1
+    first, total_only = fired[0], first_firing(without, "violation_surge")
+    assert first.series.get("app_version") == "5.7.1"
+    assert "Product Viewed" in first.explanation and "app version 5.7.1" in first.explanation
+    assert total_only is not None and first.updated_at < total_only.updated_at
+
+
+def test_every_version_breaking_is_the_event_alert_not_one_per_version():
+    data = synth(450, effects=[effect(300, 450, viol=1.0, event="Product Viewed")])
+    _, alerts = run(data)
+    fired = [a for a in firings(alerts) if a.kind == "violation_surge"]
+    assert len({a.id for a in fired}) == 1
+    assert all("app_version" not in a.series for a in fired)
+
+
+def test_an_unplanned_event_of_one_release_is_a_new_event_not_a_broken_release():
+    data = synth(450)
+    for w in range(450):  # from the start: its violation share is learnt too (all of it)
+        rec = unplanned_record(w, 6)
+        data[w].append(replace(rec, violations=6, violation_codes={"unplanned_event": 6}))
+    _, alerts = run(data)
+    kinds = {a.kind for a in firings(alerts)}
+    assert "new_event" in kinds and "violation_surge" not in kinds
+
+
+def test_a_broken_release_resumes_from_a_snapshot_mid_rollout():
+    data = synth(450, effects=[effect(300, 450, viol=1.0, event="Product Viewed", version="5.7.1")])
+    engine, before = run(data[:303])
+    state = json.loads(json.dumps(engine.to_state()))
+    assert any(x.get("broken") for x in state["series"]), "the scenario must gather evidence"
+    resumed = DetectionEngine.from_state(state, config=CFG)
+    _, after = run(data[303:], engine=resumed)
+    _, straight = run(data)
+    assert [a.to_dict() for a in before + after] == [a.to_dict() for a in straight]
+
+
 def test_unplanned_event_is_announced_once():
     data = synth(300)
 
