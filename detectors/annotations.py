@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from detectors.yaml_files import parse_yaml, read_text
+
 ALLOWED_KEYS = {"name", "start", "end", "sources", "events"}
 
 
@@ -68,25 +70,12 @@ def is_annotated(
 def load_annotations(path: str | Path) -> list[Annotation]:
     """Read and check an annotation file; raise AnnotationError naming the file, entry and fix."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnnotationError(f"{path}: cannot read the file ({exc})") from None
-    return parse_annotations(text, str(path))
+    return parse_annotations(read_text(path, AnnotationError), str(path))
 
 
 def parse_annotations(text: str, source_name: str = "<annotations>") -> list[Annotation]:
     """Parse annotation YAML text (see the module docstring for the format)."""
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source_name}:{mark.line + 1}" if mark is not None else source_name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise AnnotationError(f"{where}: not valid YAML ({problem})") from None
+    root, data = parse_yaml(text, source_name, AnnotationError, _Loader)
     if data is None:
         return []
     if not isinstance(data, list):

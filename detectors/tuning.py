@@ -22,6 +22,7 @@ import yaml
 
 from detectors.engine import EngineConfig
 from detectors.lifecycle import LifecycleConfig
+from detectors.yaml_files import parse_yaml, read_text
 
 MAX_BYTES = 64 * 1024
 NOT_TUNABLE = {"levels", "model_classes", "model_options", "lifecycle"}
@@ -47,27 +48,12 @@ class TuningError(ValueError):
 def load_tuning(path: str | Path) -> EngineConfig:
     """Read a tuning file into an `EngineConfig` (defaults for what it does not set)."""
     path = Path(path)
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise TuningError(f"{path}: larger than {MAX_BYTES // 1024} KiB: not a tuning file")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TuningError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TuningError(f"{path}: cannot read the file ({exc})") from None
-    return parse_tuning(text, str(path))
+    return parse_tuning(read_text(path, TuningError, MAX_BYTES), str(path))
 
 
 def parse_tuning(text: str, source_name: str = "<tuning>") -> EngineConfig:
     """Parse tuning YAML text (see the module docstring)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source_name}:{mark.line + 1}" if mark is not None else source_name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise TuningError(f"{where}: not valid YAML ({problem})") from None
+    root, data = parse_yaml(text, source_name, TuningError)
     if data is None:
         return EngineConfig()
     lines = _key_lines(root)
