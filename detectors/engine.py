@@ -750,8 +750,8 @@ class DetectionEngine:
         annotated: bool,
         out: list[Anomaly],
     ) -> None:
-        """A slice (e.g. an app version) whose events of this event mostly break the plan, while
-        it holds most of the event's violations: a release that renamed a property.
+        """A slice (e.g. an app version) whose events of this event mostly break the plan while
+        the event's other slices mostly do not: a release that renamed a property.
 
         Evidence gathers over the slice's consecutive windows that are mostly bad (a window
         without its events is no evidence either way) and is worth an alert when its bad events
@@ -856,9 +856,9 @@ class DetectionEngine:
             self._on_fire(ts, window, s, name, KINDS[("violation", "up")], series, out)
         elif transition == "resolve":
             self._on_resolve(ts, window, s, name, out)
-            if not bad:
-                s.broken.pop(name, None)
-                s.tracks.pop(name, None)
+        if not bad and track.lifecycle.state == "idle":  # calm, and past reopening: forget it
+            s.broken.pop(name, None)
+            s.tracks.pop(name, None)
 
     def _gone(self, s: Series, run: list) -> bool:
         """Has this slice sent none of the event for long enough, and enough of it expected?"""

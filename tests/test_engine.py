@@ -501,6 +501,17 @@ def test_an_unplanned_event_of_one_release_is_a_new_event_not_a_broken_release()
     assert "new_event" in kinds and "violation_surge" not in kinds
 
 
+def test_a_broken_release_that_is_withdrawn_calms_and_is_forgotten():
+    """Rolled back at window 360: its alert resolves after the hold and its evidence goes."""
+    broken = effect(300, 360, viol=1.0, event="Product Viewed", version="5.7.1")
+    gone = effect(360, 600, mult=0.0, version="5.7.1")
+    engine, alerts = run(synth(600, effects=[broken, gone]))
+    surges = [a for a in alerts if a.kind == "violation_surge"]
+    assert surges and surges[-1].state == "resolved"
+    name = "broken:app_version=5.7.1"
+    assert not any(name in s.broken or name in s.tracks for s in engine.series.values())
+
+
 def test_a_broken_release_resumes_from_a_snapshot_mid_rollout():
     data = synth(450, effects=[effect(300, 450, viol=1.0, event="Product Viewed", version="5.7.1")])
     engine, before = run(data[:303])
