@@ -68,7 +68,7 @@ from detectors.attribution import (
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, explain
 from detectors.intervals import betabinom_midp, score_from_pvalue
-from detectors.lifecycle import Lifecycle, LifecycleConfig, alert_id
+from detectors.lifecycle import Lifecycle, LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
     DEFAULT_LEVELS,
@@ -827,19 +827,11 @@ class DetectionEngine:
             and score_from_pvalue(betabinom_midp(bad / burst, sent / burst, base, 1e6)[0])
             >= cfg.lifecycle.fire_score
         )
+        track, transition = self._verdict(ts, window, s, name, broken, since=run[4])
         if track is None:
-            if not broken:
-                if not bad:
-                    s.broken.pop(name, None)
-                return
-            track = s.tracks[name] = Track()
-        before = track.lifecycle.state
-        transition = track.lifecycle.step(ts, 1.0 if broken else 0.0, window, cfg.lifecycle)
-        if broken and track.lifecycle.state == "pending":
-            transition = track.lifecycle.escalate(cfg.lifecycle)
-        if before not in ("pending", "firing") and track.lifecycle.active:
-            track.reset_evidence()
-            track.lifecycle.started = min(track.lifecycle.started or ts, run[4])
+            if not bad:
+                s.broken.pop(name, None)
+            return
         if track.lifecycle.active and value in r.breakdown.get(dim, {}):
             parts = expected_parts(r.metric, r.breakdown, s.baseline, base)
             accumulate(track.parts, parts)
@@ -850,12 +842,8 @@ class DetectionEngine:
                 track.codes[code] = track.codes.get(code, 0) + n
             track.peak = 1.0
             track.last = [bad / sent, base, 0.0, 0.0]
-        series = {**s.series, dim: value}
-        if transition in ("fire", "reopen"):
-            track.fired_at = ts + window
-            self._on_fire(ts, window, s, name, KINDS[("violation", "up")], series, out)
-        elif transition == "resolve":
-            self._on_resolve(ts, window, s, name, out)
+        kind = KINDS[("violation", "up")]
+        self._announce(ts, window, s, name, track, transition, kind, {**s.series, dim: value}, out)
         if not bad and track.lifecycle.state == "idle":  # calm, and past reopening: forget it
             s.broken.pop(name, None)
             s.tracks.pop(name, None)
@@ -877,28 +865,54 @@ class DetectionEngine:
         run: list,
         out: list[Anomaly],
     ) -> None:
-        cfg = self.config.lifecycle
-        track = s.tracks.get(name)
+        track, transition = self._verdict(ts, window, s, name, gone, since=run[2])
         if track is None:
-            if not gone:
-                return
-            track = s.tracks[name] = Track()
-        before = track.lifecycle.state
-        transition = track.lifecycle.step(ts, 1.0 if gone else 0.0, window, cfg)
-        if gone and track.lifecycle.state == "pending":
-            transition = track.lifecycle.escalate(cfg)
-        if before not in ("pending", "firing") and track.lifecycle.active:
-            track.reset_evidence()
-            track.lifecycle.started = min(track.lifecycle.started or ts, run[2])
+            return
         if gone:
             track.windows += 1
             track.silent_windows, track.silent_expected = int(run[0]), float(run[1])
             track.peak = 1.0
             track.last = [0.0, float(run[1]) / max(run[0], 1), 0.0, 0.0]
         series = {**s.series, dim: value}
+        self._announce(ts, window, s, name, track, transition, "disappeared", series, out)
+
+    def _verdict(
+        self, ts: float, window: float, s: Series, name: str, hot: bool, since: float
+    ) -> tuple[Track | None, Transition | None]:
+        """Step the lifecycle of slice track `name` on a yes/no verdict whose evidence is
+        already gathered (a slice gone, a release broken): a yes fires at once, and an incident
+        starts when its evidence did (`since`). No track is made for a no."""
+        cfg = self.config.lifecycle
+        track = s.tracks.get(name)
+        if track is None:
+            if not hot:
+                return None, None
+            track = s.tracks[name] = Track()
+        before = track.lifecycle.state
+        transition = track.lifecycle.step(ts, 1.0 if hot else 0.0, window, cfg)
+        if hot and track.lifecycle.state == "pending":
+            transition = track.lifecycle.escalate(cfg)
+        if before not in ("pending", "firing") and track.lifecycle.active:
+            track.reset_evidence()
+            track.lifecycle.started = min(track.lifecycle.started or ts, since)
+        return track, transition
+
+    def _announce(
+        self,
+        ts: float,
+        window: float,
+        s: Series,
+        name: str,
+        track: Track,
+        transition: Transition | None,
+        kind: str,
+        series: dict[str, str],
+        out: list[Anomaly],
+    ) -> None:
+        """Open (or join) the incident of a slice track that fired, or resolve it."""
         if transition in ("fire", "reopen"):
             track.fired_at = ts + window
-            self._on_fire(ts, window, s, name, "disappeared", series, out)
+            self._on_fire(ts, window, s, name, kind, series, out)
         elif transition == "resolve":
             self._on_resolve(ts, window, s, name, out)
 
