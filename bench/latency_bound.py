@@ -65,7 +65,7 @@ CONVERSIONS = {"conversion_up", "conversion_down"}
 
 @dataclass
 class Evidence:
-    """What one simulated window shows. Volume kinds: `units`, the cumulative count (users or
+    """What one run shows of one incident. Volume kinds: `units`, the cumulative count (users or
     events) at the end of each minute since the incident's start. Conversions: for each user of
     the cohort, when they did `from_event` (`starts`) and then `to_event` (`done`, inf if not),
     in seconds since the start, over `span` seconds."""
