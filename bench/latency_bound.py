@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from detectors.backtest import START  # noqa: E402
 from detectors.intervals import pvalue_from_score  # noqa: E402
 from streams.sim_incidents import Incident, load_incidents  # noqa: E402
-from streams.simulator import Release, default_releases, simulate  # noqa: E402
+from streams.simulator import default_releases, shipped_releases, simulate  # noqa: E402
 from tracking_plan.loader import load_plan  # noqa: E402
 from tracking_plan.validator import compile_plan  # noqa: E402
 
@@ -225,17 +225,6 @@ def latencies(run: Evidence, clean: list[Evidence], kind: str) -> dict[str, int 
     return {name: first_minute(pvalues, alpha) for name, alpha in LEVELS.items()}
 
 
-def incident_release(incident: Incident) -> Release | None:
-    """The app release a version-bound incident ships (the simulator adds the same one), so
-    that the clean runs have it too."""
-    version = incident.params.get("app_version")
-    if incident.kind not in VERSIONED or not version:
-        return None
-    platform = incident.label_series.get("platform", incident.params["source"])
-    hours = float(incident.params.get("rollout_hours", 6.0))
-    return Release(platform, str(version), incident.start.timestamp(), hours)
-
-
 CLEAN_CONVERSION_HOURS = 24.0  # the clean runs of a conversion learn its timing over a day
 
 
@@ -278,7 +267,7 @@ def gather(
     `progress` is called once per simulated hour."""
     schedule: list[Incident] = setting["schedule"]
     collectors = [collector(incident, clean, setting) for incident in setting["watched"]]
-    shipped = [r for r in map(incident_release, schedule) if r is not None]
+    shipped = shipped_releases(setting["plan"], schedule)
     envelopes = simulate(
         setting["plan"],
         setting["start"],

@@ -433,12 +433,10 @@ class _Simulation:
         self.effects: list[Effect] = []
         self.campaigns: list[Any] = []
         for incident in incidents:
-            source = incident.params.get("source")
-            platform = plan.sources[source].platform if source in plan.sources else source or ""
-            effect = make_effect(incident, platform)
+            effect = make_effect(incident, _platform_of(plan, incident))
             (self.campaigns if incident.kind == "campaign" else self.effects).append(effect)
         self.rate_max = self.base_rate * max(map(max, self.profile)) * 1.05
-        self.releases = _with_incident_releases(releases, self.effects)
+        self.releases = _by_platform(releases, shipped_releases(plan, incidents))
         self.shapes = {key: _shape(spec) for key, spec in plan.events.items()}
         self.seq = 0
         self.heap: list[tuple[float, int, str, dict[str, Any]]] = []
@@ -1013,18 +1011,34 @@ def _shape(spec: EventSpec) -> _Shape:
     )
 
 
-def _with_incident_releases(
-    releases: list[Release], effects: list[Effect]
-) -> dict[str, list[Release]]:
-    """Releases per platform, newest first, including those the incidents ship."""
+def _platform_of(plan: Plan, incident: Incident) -> str:
+    """The platform an incident's source sends from ("" for none)."""
+    source = incident.params.get("source")
+    return plan.sources[source].platform if source in plan.sources else source or ""
+
+
+def shipped_releases(plan: Plan, incidents: Sequence[Incident]) -> list[Release]:
+    """The app releases the version-bound incidents ship (rolled out from their start over
+    `rollout_hours`), which `simulate` adds to its releases: pass them with `releases=` to
+    simulate the same releases without the incidents."""
+    out: list[Release] = []
+    for incident in incidents:
+        version = incident.params.get("app_version")
+        if incident.kind != "campaign" and version:
+            hours = float(incident.params.get("rollout_hours", 6.0))
+            platform = _platform_of(plan, incident)
+            out.append(Release(platform, str(version), incident.start.timestamp(), hours))
+    return out
+
+
+def _by_platform(releases: list[Release], shipped: list[Release]) -> dict[str, list[Release]]:
+    """Releases per platform, newest first, with the `shipped` ones not already known."""
     known = {(r.platform, r.version) for r in releases}
     every = list(releases)
-    for effect in effects:
-        version = effect.version
-        if version and (effect.platform, version) not in known:
-            hours = float(effect.params.get("rollout_hours", 6.0))
-            every.append(Release(effect.platform, str(version), effect.start, hours))
-            known.add((effect.platform, version))
+    for release in shipped:
+        if (release.platform, release.version) not in known:
+            every.append(release)
+            known.add((release.platform, release.version))
     out: dict[str, list[Release]] = {}
     for release in sorted(every, key=lambda r: r.at, reverse=True):
         out.setdefault(release.platform, []).append(release)

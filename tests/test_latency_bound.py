@@ -13,7 +13,7 @@ from scipy import stats
 
 from bench import latency_bound as lb
 from streams.sim_incidents import make_incident
-from streams.simulator import simulate
+from streams.simulator import shipped_releases, simulate
 from tracking_plan.loader import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_a_run_with_the_schedule_is_the_backtests_own_data():
         "new_event", {"event": "Wishlist Added", "source": "ios", "app_version": "5.7.2"}
     )
     where = lb.make_setting(PLAN, [incident], AT, 1 / 24, 5000)
-    shipped = [lb.incident_release(incident)]
+    shipped = shipped_releases(PLAN, [incident])
     ours = simulate(PLAN, AT, 1 / 24, 5000, 3, [incident], releases=[*where["releases"], *shipped])
     backtests = simulate(PLAN, AT, 1 / 24, 5000, 3, [incident])
     assert list(ours) == list(backtests)
