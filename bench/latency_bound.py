@@ -160,7 +160,6 @@ class Collector:
     def __init__(
         self, incident: Incident, validate: Any, span: float, cohort_until: float = math.inf
     ) -> None:
-        self.incident = incident
         self.kind = incident.kind
         self.validate = validate
         self.start = incident.start.timestamp()
@@ -212,17 +211,22 @@ class Collector:
         return Evidence(units, starts, ends, self.span)
 
 
-def latencies(run: Evidence, clean: list[Evidence], kind: str) -> dict[str, int | None]:
-    """The clairvoyant test's latency at each level of `LEVELS` (None: not within the window)."""
+def latencies(
+    runs: list[Evidence], clean: list[Evidence], kind: str
+) -> list[dict[str, int | None]]:
+    """The clairvoyant test's latency in each run at each level of `LEVELS` (None: not within
+    the window); the normal is learnt from the `clean` runs once for all of them."""
     up = kind in UP
-    if run.starts is not None:
-        curve = conversion_curve(clean, run.span)
-        pvalues = list(conversion_pvalues(run, curve, up))
+    if not runs:
+        return []
+    if runs[0].starts is not None:
+        curve = conversion_curve(clean, runs[0].span)
+        every = [list(conversion_pvalues(run, curve, up)) for run in runs]
     else:
-        minutes = len(run.units)
+        minutes = len(runs[0].units)
         expected = np.mean([c.units[:minutes] for c in clean], axis=0)
-        pvalues = list(poisson_pvalues(run.units, expected, up))
-    return {name: first_minute(pvalues, alpha) for name, alpha in LEVELS.items()}
+        every = [poisson_pvalues(run.units, expected, up) for run in runs]
+    return [{name: first_minute(p, alpha) for name, alpha in LEVELS.items()} for p in every]
 
 
 CLEAN_CONVERSION_HOURS = 24.0  # the clean runs of a conversion learn its timing over a day
@@ -343,9 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for k, incident in enumerate(setting["watched"]):
         clean = [evidence[k] for (_, is_clean), evidence in found.items() if is_clean]
-        rows.append(
-            (incident, [latencies(found[seed, False][k], clean, incident.kind) for seed in seeds])
-        )
+        with_incidents = [found[seed, False][k] for seed in seeds]
+        rows.append((incident, latencies(with_incidents, clean, incident.kind)))
     show(console, rows, seeds, args.users_per_day, engine)
     return 0
 

@@ -79,7 +79,7 @@ def floor(kind: str, params: dict, seeds=(1, 2), minutes=40, hours=1.0) -> list:
     incident = starting_at(kind, params, minutes)
     where = lb.make_setting(PLAN, [incident], AT, hours / 24, 5000)
     clean = [lb.gather(seed, True, where)[0] for seed in (10_000, 10_001, 10_002)]
-    return [lb.latencies(lb.gather(s, False, where)[0], clean, kind) for s in seeds]
+    return lb.latencies([lb.gather(s, False, where)[0] for s in seeds], clean, kind)
 
 
 def test_an_outage_of_every_session_is_found_within_minutes():
