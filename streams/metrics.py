@@ -51,12 +51,13 @@ DUPLICATES = Counter(
 )
 PROCESSING_LAG = Gauge(
     "trackwatch_processing_lag_seconds",
-    "Now minus received_at of the newest event processed",
+    "Now minus received_at of the newest event processed (stage: validate, aggregate)",
     ["stage"],
 )
 LAST_PROCESSED = Gauge(
     "trackwatch_last_processed_timestamp_seconds",
-    "Unix time at which the stage last processed a batch",
+    "Unix time at which the stage (validate, aggregate, detect) last processed a batch; set "
+    "to the worker's start time until then",
     ["stage"],
 )
 BATCH_SIZE = Histogram(

@@ -12,6 +12,10 @@ Agents
 - detect (metrics.windows): merges the flushes of all partitions per window and runs the
   `DetectionEngine`; alerts go to the anomalies topic, the Prometheus gauges and /api/anomalies.
 
+Liveness: `trackwatch_last_processed_timestamp_seconds{stage}` per stage of `STAGES` (validate and
+aggregate: each batch of the process agent; detect: each batch of the detect agent), set to the
+worker's start until the stage first processes a batch (the stale-stage alert then still sees it).
+
 Message formats (orjson; every Kafka message carries a batch: Faust costs ~230 µs per message):
 - events.valid, partition = the events.raw partition: ``{"origin": [raw_partition, raw_offset],
   "plan_version", "events": [{"source", "event"}...]}``, `event` the normalised event (with
@@ -89,6 +93,9 @@ from tracking_plan.model import Plan
 
 log = logging.getLogger(__name__)
 TAIL_CHECK_SECONDS = 5.0  # see `Pipeline._watch_tails`
+# stages reported in trackwatch_last_processed_timestamp_seconds{stage}: the process agent does
+# the first two for every message, the detect agent the third
+STAGES = ("validate", "aggregate", "detect")
 
 try:  # imported now, not in the detect agent: importing scipy would stall the event loop ~1 s
     from detectors.engine import DetectionEngine
@@ -153,6 +160,9 @@ class Pipeline:
             f"{url.host}:{url.port or 9092}" for url in app.conf.broker
         )
         self.readers: dict[str, RangeReader] = {}  # per agent: reads input gaps back
+        started = time.time()
+        for stage in STAGES:  # a stage that never processes anything goes stale from the start
+            m.LAST_PROCESSED.labels(stage).set(started)
         for stage in ("process", "detect"):  # exported at 0, so that rules see the first one
             m.INPUT_GAP_MESSAGES.labels(stage)
             for outcome in ("repaired", "lost", "resought"):
@@ -469,10 +479,12 @@ class Pipeline:
                 len(events), n_events, 1e3 * (t2 - t0), 1e3 * (t0 - t_end),
             )  # fmt: skip
             t_end = t2
-            m.BATCH_SIZE.labels("process").observe(n_events)
-            m.LAST_PROCESSED.labels("process").set(time.time())
-            if newest is not None:
-                m.PROCESSING_LAG.labels("process").set(max(0.0, time.time() - newest))
+            m.BATCH_SIZE.labels("validate").observe(n_events)
+            now = time.time()
+            for stage in ("validate", "aggregate"):  # both done for every message of the batch
+                m.LAST_PROCESSED.labels(stage).set(now)
+                if newest is not None:
+                    m.PROCESSING_LAG.labels(stage).set(max(0.0, now - newest))
 
     async def _process_one(
         self,
@@ -572,6 +584,7 @@ class Pipeline:
                 # before that re-runs it from the snapshot (and skips its re-sent flushes)
                 if part.unacked and self._due(part):
                     await self._checkpoint(stream, self.detect_state, part, _detect_state(part))
+            m.LAST_PROCESSED.labels("detect").set(time.time())
 
     async def _detect_one(self, p: int, part: _Partition, offset: int, value: bytes | None) -> None:
         """Merge one flush of metrics.windows (offset > part.offset) and run the detectors on

@@ -9,6 +9,7 @@ envelopes gives the same window records.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,12 +19,14 @@ from urllib.request import urlopen
 import orjson
 import pytest
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.records import WindowRecord
 from streams.broker import EmbeddedBroker, create_topics
 from streams.merge import merge_records
 from streams.replay import replay
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
+from streams.worker import STAGES
 from tests.streaming_support import T0, body_for, make_envelopes, produce, read_topic
 from tests.worker_process import PLAN, start_worker, stop_worker
 from tracking_plan.loader import load_plan
@@ -97,6 +100,7 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     producer.flush()
     produce(bootstrap, closers(3 * 3600), PARTITIONS, batch=100)
 
+    started = time.time()
     proc = start_worker(bootstrap, f"tw-{uuid.uuid4().hex[:6]}", tmp_path / "w.log", tmp_path)
     try:
         unique = {e["body"]["messageId"]: e for e in envelopes}
@@ -115,6 +119,18 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     assert 'trackwatch_events_quarantined_total{code="missing_required"' in text
     assert 'trackwatch_events_duplicate_total{source="web"}' in text
     assert "trackwatch_windows_emitted_total" in text
+    # every stage the stale-stage alert watches reports its own time. Until a stage processes
+    # a batch it reports the worker's start; detect merges the flushes the last batch of
+    # validate + aggregate sent, so it reports a later time than they do only if it ran
+    last = {
+        s.labels["stage"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "trackwatch_last_processed_timestamp_seconds"
+    }
+    assert set(last) == set(STAGES)
+    assert last["validate"] == last["aggregate"] > started
+    assert last["detect"] >= last["validate"]
     forwarded = [item for msg in valid for item in msg["events"]]
     q_records = [rec for msg in quarantine for rec in msg]
     assert len(forwarded) + len(q_records) == expected_total
