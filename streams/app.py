@@ -20,6 +20,7 @@ from tracking_plan.model import Plan
 
 DEFAULT_APP_ID = "trackwatch"
 DEFAULT_WEB_PORT = 6066
+DEFAULT_WEB_HOST = "127.0.0.1"
 
 
 FETCH_MAX_WAIT_MS = 100
@@ -73,6 +74,7 @@ def create_app(
     config: WorkerConfig | None = None,
     store: str = "memory://",
     web_port: int | None = DEFAULT_WEB_PORT,
+    web_host: str = DEFAULT_WEB_HOST,
     data_dir: str | Path | None = None,
     partitions: int | None = None,
 ) -> faust.App:
@@ -81,7 +83,8 @@ def create_app(
     workers then switch to it between two batches, without a restart.
 
     `store` is ``memory://`` (state restored from the changelog topics at start) or
-    ``rocksdb://`` (needs faust-streaming[rocksdb]). `web_port=None` disables the web server.
+    ``rocksdb://`` (needs faust-streaming[rocksdb]). `web_port=None` disables the web server;
+    it listens on `web_host` only (loopback by default: Faust alone would bind every interface).
     The app's `pipeline` attribute is the installed `Pipeline`.
     """
     bootstrap = _bootstrap(broker)
@@ -108,7 +111,8 @@ def create_app(
         producer_max_batch_size=1_000_000,  # a batch message is ~100-300 kB: one Kafka batch each
         web_enabled=web_port is not None,
         web_port=web_port or DEFAULT_WEB_PORT,
-        web_host="127.0.0.1",
+        web_bind=web_host,  # the address the server listens on
+        web_host=web_host,  # the address Faust puts in the URLs it prints
         table_cleanup_interval=3600.0,
     )
     pipeline = Pipeline(app, loaded, config or WorkerConfig(), n, bootstrap=bootstrap)

@@ -80,6 +80,12 @@ def register(app: typer.Typer) -> None:
         web_port: Annotated[
             int, typer.Option("--web-port", "--port", help="port of /api/anomalies (0: off)")
         ] = 6066,
+        host: Annotated[
+            str,
+            typer.Option(
+                help="listen address of /metrics and /api/anomalies (0.0.0.0: every interface)"
+            ),
+        ] = "127.0.0.1",
         dimensions: Annotated[
             str, typer.Option(help="series dimensions, comma-separated")
         ] = ",".join(DEFAULT_DIMENSIONS),
@@ -123,15 +129,18 @@ def register(app: typer.Typer) -> None:
                 app_id=app_id,
                 config=config,
                 web_port=web_port or None,
+                web_host=host,
                 data_dir=data_dir,
             )
         except (KafkaError, OSError, RuntimeError, ValueError) as exc:
             fail(f"cannot reach the broker at {broker}: {exc}")
         if metrics_port:
             try:
-                start_exporter(metrics_port)
+                start_exporter(metrics_port, host)
             except OSError as exc:
-                fail(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
+                fail(f"--metrics-port {metrics_port} on {host}: {exc.strerror or exc}")
+            except (UnicodeError, ValueError) as exc:  # e.g. an empty or odd --host
+                fail(f"--host {host!r} is not an address to listen on ({exc})")
         from faust.worker import Worker
 
         # The worker holds large, long-lived state (dedupe ids, user sets): with the default

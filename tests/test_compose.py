@@ -210,6 +210,7 @@ def test_two_workers_expose_what_prometheus_scrapes() -> None:
     given = flags(worker["command"])
     assert dns["names"] == ["worker"] and str(dns["port"]) == given["--metrics-port"]
     assert set(worker["expose"]) == {given["--metrics-port"], given["--web-port"]}
+    assert given["--host"] == "0.0.0.0"  # the worker listens on loopback unless told otherwise
     target = jobs["trackwatch-collector"]["static_configs"][0]["targets"][0]
     host, port = target.split(":")
     assert host == "collector" and port == env("collector")["TRACKWATCH_PORT"]

@@ -27,6 +27,7 @@ from streams.merge import merge_records
 from streams.replay import replay
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
 from streams.worker import STAGES
+from tests.listeners import listening_addresses
 from tests.streaming_support import T0, body_for, make_envelopes, produce, read_topic
 from tests.worker_process import PLAN, start_worker, stop_worker
 from tracking_plan.loader import load_plan
@@ -111,9 +112,12 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
         alerts = read_topic(bootstrap, ANOMALIES, idle=3, timeout=20)
         api = get_json(f"http://127.0.0.1:{proc.web_port}/api/anomalies")
         metrics = urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=10).read()
+        # loopback only by default (--host): neither port is reachable from other machines
+        listeners = {p: listening_addresses(p) for p in (proc.metrics_port, proc.web_port)}
     finally:
         assert stop_worker(proc) == 0, (tmp_path / "w.log").read_text()[-3000:]
     assert produced > 0
+    assert listeners == {proc.metrics_port: {"127.0.0.1"}, proc.web_port: {"127.0.0.1"}}
     assert isinstance(api["anomalies"], list)
     text = metrics.decode()
     assert 'trackwatch_events_quarantined_total{code="missing_required"' in text
