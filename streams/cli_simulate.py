@@ -1,7 +1,13 @@
 """`trackwatch simulate`: realistic synthetic traffic, sent to a collector or written to a file.
 
-trackwatch simulate                                  # to http://127.0.0.1:8080, 1 h per min
+trackwatch simulate                        # to the collector, live: events stamped now
+trackwatch simulate --history 28h          # first a day of past traffic at once, then live
+trackwatch simulate --speed 60             # 1 simulated hour per minute, from --days ago
 trackwatch simulate --out events.jsonl.gz --labels-out labels.json   # data set for backtests
+
+Sending to a live stack runs on the real clock by default (speed 1): the simulated users act now,
+like real ones, so events a person sends by hand meanwhile (the README's curl) are stamped the
+same way and neither side's events arrive "late" for the other's windows.
 """
 
 from __future__ import annotations
@@ -9,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import math
+import os
 import signal
 import time
 from collections import deque
@@ -27,7 +35,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.envelope import parse_received_at
 from streams.errors import fail
-from streams.sim_incidents import Incident, IncidentError, load_incidents
+from streams.sim_incidents import Incident, IncidentError, load_incidents, parse_duration
 from streams.sim_send import SendError, SendStats, check_url, send
 from streams.simulator import simulate
 from tracking_plan.loader import PlanError, load_plan
@@ -36,6 +44,7 @@ from tracking_plan.model import Plan
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_INCIDENTS = Path("examples/incidents.yaml")
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday: files are reproducible
+HISTORY_REPORT = 2000  # `write_history` reports every chunk; print one line per 100k events
 console = Console(stderr=True)
 
 
@@ -48,7 +57,10 @@ def simulate_command(
     to: Annotated[
         str | None,
         typer.Option(
-            "--to", "--collector", help=f"Collector base URL to send to [default: {DEFAULT_URL}]"
+            "--to",
+            "--collector",
+            help="Collector base URL to send to [env TRACKWATCH_COLLECTOR_URL; default: the "
+            f"running `trackwatch run`'s, else {DEFAULT_URL}]",
         ),
     ] = None,
     out: Annotated[
@@ -85,15 +97,37 @@ def simulate_command(
         typer.Option(
             "--start",
             help="Simulated start (ISO-8601, UTC). Default: 2026-11-02 for --out; when sending, "
-            "now minus --days at speed > 1 (no event in the future), now at speed <= 1",
+            "now minus --history on the real clock (--speed 1), now minus --days otherwise",
         ),
     ] = None,
     speed: Annotated[
         float,
         typer.Option(
-            "--speed", help="Simulated seconds per real second when sending (0: no pacing)"
+            "--speed",
+            help="Simulated seconds per real second when sending: 1 = the real clock (events "
+            "stamped now), 60 = an hour a minute from --days ago, 0 = no pacing",
         ),
-    ] = 60.0,
+    ] = 1.0,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            "--history",
+            help="On the real clock, first send this much past traffic (e.g. 28h, 2d) at once, "
+            "then go on live: models learn from it in minutes",
+        ),
+    ] = None,
+    history_broker: Annotated[
+        str | None,
+        typer.Option(
+            "--history-broker",
+            help="Write the past (--history, or from a --start before now) straight into "
+            "events.raw on this Kafka (HOST:PORT) instead of through the collector",
+        ),
+    ] = None,
+    ready_file: Annotated[
+        Path | None,
+        typer.Option("--ready-file", help="Written once the history is in (before live traffic)"),
+    ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Stop sending after this many real seconds")
     ] = None,
@@ -109,9 +143,12 @@ def simulate_command(
         fail("give either --to URL (send) or --out FILE (write), not both")
     _check_numbers(days, users_per_day, speed, duration, max_events)
     sending = out is None
-    url = check_or_fail(to or DEFAULT_URL) if sending else ""
+    url = ""
+    if sending:
+        url = check_or_fail(to or os.environ.get("TRACKWATCH_COLLECTOR_URL") or DEFAULT_URL)
+    past = _history(history, history_broker, sending, speed, start)
     plan = _load_plan(plan_path)
-    begin = _start(start, sending, speed, days)
+    begin = _start(start, sending, speed, days, past)
     if incidents_path is None and not no_incidents and not DEFAULT_INCIDENTS.exists():
         console.print(f"note: no {DEFAULT_INCIDENTS} here: simulating without incidents")
         no_incidents = True
@@ -132,7 +169,10 @@ def simulate_command(
     envelopes = simulate(plan, begin, days, users_per_day, seed, incidents)
     if sending:
         keys = _write_keys(write_keys_path)
-        _send(envelopes, url, keys, begin, days, speed, duration, max_events)
+        _send(
+            envelopes, url, keys, begin, days, speed, duration, max_events,
+            history_broker=history_broker, ready_file=ready_file,
+        )  # fmt: skip
     else:
         assert out is not None
         _write_file(envelopes, out, begin, days, max_events)
@@ -172,12 +212,42 @@ def _load_plan(path: Path) -> Plan:
         fail(f"{path}: cannot read the plan ({exc.strerror or exc})")
 
 
-def _start(text: str | None, sending: bool, speed: float, days: float) -> datetime:
+def _history(
+    text: str | None, broker: str | None, sending: bool, speed: float, start: str | None
+) -> timedelta:
+    """The --history to send before going live (zero when none)."""
+    if broker is not None:
+        if not sending or speed != 1:
+            fail("--history-broker is for sending on the real clock (--speed 1)")
+        if ":" not in broker:
+            fail(f"--history-broker must be HOST:PORT, got {broker!r}")
+    if text is None:
+        return timedelta(0)
+    if not sending:
+        fail("--history is for sending to a collector; with --out use --start and --days")
+    if speed != 1:
+        fail(f"--history needs the real clock (--speed 1), got --speed {speed:g}")
+    if start is not None:
+        fail("give either --history or --start (the history is what lies before now)")
+    try:
+        past = parse_duration(text)
+    except ValueError as exc:
+        fail(f"--history: {exc}")
+    if past > timedelta(days=60):
+        fail(f"--history {text!r}: at most 60 days")
+    return past
+
+
+def _start(
+    text: str | None, sending: bool, speed: float, days: float, history: timedelta
+) -> datetime:
     if text is None:
         if not sending:
             return DEFAULT_START
         now = datetime.now(UTC).replace(microsecond=0)
-        return now - timedelta(days=days) if speed > 1 or speed == 0 else now
+        if speed == 1:  # the real clock: the past is history, sent at once
+            return now - history
+        return now - timedelta(days=days)  # fast (or unpaced) replay: no event in the future
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -348,8 +418,17 @@ def _send(
     speed: float,
     duration: float | None,
     max_events: int | None,
+    *,
+    history_broker: str | None = None,
+    ready_file: Path | None = None,
 ) -> None:
     start_ts = begin.timestamp()
+    if history_broker is not None:
+        envelopes = _write_history(envelopes, history_broker)
+    if ready_file is not None:
+        _write_bytes(ready_file, orjson.dumps({"live_from": _iso(datetime.now(UTC))}) + b"\n")
+    # the real clock maps the present to the present; a replay maps its start to the present
+    sim_start = time.time() if speed == 1 else start_ts
     with _progress() as progress:
         total = days * 86_400
         task = progress.add_task("send", total=total, simtime="", events=0, extra="")
@@ -373,9 +452,9 @@ def _send(
                 extra=f"ok {stats.accepted:,} rejected {stats.rejected:,}",
             )
 
+        clock = "the real clock" if speed == 1 else f"speed {speed:g}"
         console.print(
-            f"sending to {url} at speed {speed:g} (event time = simulated `timestamp`, "
-            f"from {_iso(begin)})"
+            f"sending to {url} on {clock} (event time = simulated `timestamp`, from {_iso(begin)})"
         )
 
         async def run() -> SendStats:
@@ -389,7 +468,7 @@ def _send(
                 url,
                 keys,
                 speed=speed,
-                sim_start=start_ts,
+                sim_start=sim_start,
                 duration=duration,
                 max_events=max_events,
                 progress=report,
@@ -406,3 +485,28 @@ def _send(
     )
     if stats.rejected:
         fail(f"{stats.rejected:,} events were rejected; first error: {stats.first_error}", code=1)
+
+
+def _write_history(envelopes: Iterator[dict[str, Any]], broker: str) -> Iterator[dict[str, Any]]:
+    """Write the past envelopes into events.raw on `broker`; the rest of the stream."""
+    from streams.sim_send import write_history
+
+    began = time.monotonic()
+
+    def report(count: int, moment: str) -> None:
+        if count % 100_000 < HISTORY_REPORT:
+            console.print(f"history: {count:,} events written, up to {moment[:16]}Z")
+
+    iterator = iter(envelopes)
+    try:
+        count, left = asyncio.run(write_history(iterator, broker, progress=report))
+    except SendError as exc:
+        fail(str(exc), code=1)
+    elapsed = time.monotonic() - began
+    console.print(
+        f"history: {count:,} events written into events.raw on {broker} in {elapsed:.1f} s; "
+        "live from now"
+    )
+    if left is None:
+        return iter(())
+    return itertools.chain([left], iterator)

@@ -11,6 +11,14 @@ validator would otherwise "correct" the simulated clock back to the real one
 timestamps are simply now. Start speeded-up simulations in the past (the CLI starts them
 `days` ago) so that no event time lies in the future.
 
+Clock. `send` maps simulated time to real time from an anchor: `sim_start` is the simulated
+moment that corresponds to the start of sending, and `speed` simulated seconds pass per real
+second. The CLI feeds a live stack on the real clock (speed 1, `sim_start` = now): events are
+stamped with the time they are sent, like a real tracker's, and a simulation that starts in the
+past (history) sends its past at once, as fast as the collector takes it, then goes on live.
+`write_history` writes that past straight into events.raw instead (no HTTP; `trackwatch run`
+does so before its collector accepts anything, so no event is stamped ahead of the history).
+
 Only the given URL is ever contacted. A 503 is retried after its Retry-After (or a backoff);
 other failures are retried a few times; a 4xx rejects the batch, which is counted and the first
 error kept. `SendStats` counts what was accepted and rejected.
@@ -21,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -253,3 +262,72 @@ async def send(
     if progress is not None:
         progress(stats)
     return stats
+
+
+HISTORY_CHUNK = 2000  # envelopes per submit: each partition's buffer fills several messages
+HISTORY_IN_FLIGHT = 4  # submits awaiting Kafka's acknowledgement at once
+
+
+async def write_history(
+    envelopes: Iterator[dict[str, Any]],
+    broker: str,
+    *,
+    until: Callable[[], float] = time.time,
+    progress: Callable[[int, str], None] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """Write the envelopes received before `until()` (re-read as it goes: the present moves on)
+    straight into events.raw on `broker`, partitioned like the collector does, every one of them
+    acknowledged by Kafka before this returns. Returns how many were written and the first
+    envelope that was not (its turn is still to come), or None when the simulation ended.
+
+    Raises SendError when Kafka cannot be reached or does not acknowledge.
+    """
+    from aiokafka.errors import KafkaError
+
+    from streams.envelope import encode_envelope, partition_key
+    from streams.raw_producer import BatchingProducer, ProducerUnavailable
+    from streams.settings import Settings
+
+    try:
+        producer = await BatchingProducer.connect(Settings(broker=broker, produce_timeout=60.0))
+    except (KafkaError, OSError, ProducerUnavailable) as exc:
+        raise SendError(f"cannot write history to Kafka at {broker}: {exc}") from None
+    written = 0
+    chunk: list[tuple[str, bytes]] = []
+    last = ""
+    left: dict[str, Any] | None = None
+    # a few chunks in flight: the producer keeps each partition's messages in order
+    in_flight: deque[asyncio.Task[None]] = deque()
+
+    async def settle(keep: int) -> None:
+        nonlocal written
+        while len(in_flight) > keep:
+            await in_flight.popleft()  # raises ProducerUnavailable
+            written += HISTORY_CHUNK
+            if progress is not None:
+                progress(written, last)
+
+    try:
+        for envelope in envelopes:
+            last = envelope["received_at"]
+            if (parse_timestamp(last) or 0.0) >= until():
+                left = envelope
+                break
+            chunk.append((partition_key(envelope), encode_envelope(envelope)))
+            if len(chunk) >= HISTORY_CHUNK:
+                in_flight.append(asyncio.create_task(producer.submit(chunk)))
+                chunk = []
+                await settle(HISTORY_IN_FLIGHT)
+        await settle(0)
+        if chunk:
+            await producer.submit(chunk)
+            written += len(chunk)
+    except ProducerUnavailable as exc:
+        raise SendError(f"Kafka at {broker} did not take the history: {exc}") from None
+    finally:
+        for task in in_flight:
+            task.cancel()
+        await producer.close()
+    if progress is not None:
+        progress(written, last)
+    return written, left

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tests.conftest import EXAMPLE_PLAN
 
 runner = CliRunner()
 SMALL = ["--plan", str(EXAMPLE_PLAN), "--days", "0.05", "--users-per-day", "5000"]
+# live traffic on the real clock: enough users for events every second, even at night
+BUSY = ["--plan", str(EXAMPLE_PLAN), "--days", "0.05", "--users-per-day", "300000"]
 
 
 def invoke(*args: str) -> Any:
@@ -86,7 +89,8 @@ def collector() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     state: dict[str, Any] = {}
 
     async def handle(request: web.Request) -> web.Response:
-        received.append({"auth": request.headers["Authorization"], **(await request.json())})
+        body = await request.json()
+        received.append({"auth": request.headers["Authorization"], "_arrived": time.time(), **body})
         return web.json_response({"success": True})
 
     async def start() -> None:
@@ -141,6 +145,13 @@ def test_sends_to_the_collector(
         (["--out", "x.jsonl", "--incidents", "no/such/incidents.yaml"], "cannot read"),
         (["--out", "no/such/dir/x.jsonl"], "cannot write"),
         (["--to", "http://127.0.0.1:1", "--write-keys", "no/k.yaml"], "write-key file not found"),
+        (["--history", "2h", "--speed", "60"], "--history needs the real clock (--speed 1)"),
+        (["--history", "2h", "--start", "2026-11-02"], "give either --history or --start"),
+        (["--history", "two hours"], "--history: duration 'two hours' is not like"),
+        (["--history", "90d"], "at most 60 days"),
+        (["--out", "x.jsonl", "--history", "2h"], "--history is for sending to a collector"),
+        (["--history", "2h", "--history-broker", "kafka"], "must be HOST:PORT"),
+        (["--history-broker", "127.0.0.1:1", "--speed", "60"], "on the real clock"),
     ],
 )  # fmt: skip
 def test_bad_arguments_give_one_clear_error(
@@ -180,3 +191,83 @@ def test_default_schedule_missing_runs_without_incidents(
     assert result.exit_code == 0, result.output
     assert "simulating without incidents" in result.output
     assert len((tmp_path / "e.jsonl").read_bytes().splitlines()) == 10
+
+
+def _keys_file(tmp_path: Path) -> Path:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys:\n  k_web: web\n  k_ios: ios\n  k_and: android\n  k_srv: server\n")
+    return keys
+
+
+def _timestamps(received: list[dict[str, Any]]) -> list[float]:
+    from tracking_plan.normalise import parse_timestamp
+
+    return [parse_timestamp(e["timestamp"]) for r in received for e in r["batch"]]
+
+
+def test_sending_runs_on_the_real_clock(
+    collector: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The default a user gets: the past of --history at once, then live events stamped now,
+    none in the future, so events sent by hand at the same time are never ahead of them."""
+    url, received = collector
+    began = time.time()
+    result = invoke(
+        *BUSY, "--to", url, "--history", "10m", "--duration", "4", "--no-incidents",
+        "--write-keys", str(_keys_file(tmp_path)),
+    )  # fmt: skip
+    ended = time.time()
+    assert result.exit_code == 0, result.output
+    assert "on the real clock" in result.output
+    stamps = sorted(_timestamps(received))
+    assert stamps and stamps[-1] <= ended + 1.0  # nothing from the future
+    # the history: the last 10 minutes (a few app events are stamped earlier: sent late, as
+    # apps that were offline do)
+    assert stamps[len(stamps) // 20] >= began - 600 - 60
+    assert stamps[0] <= began - 300
+    live = [t for t in stamps if t >= began]
+    assert live, "no live event in 4 s of traffic"
+    # live events went out when their time came (the sender stamps nothing itself)
+    assert all(arrived >= t - 1.0 for t, arrived in _arrivals(received) if t >= began)
+
+
+def _arrivals(received: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    from tracking_plan.normalise import parse_timestamp
+
+    return [(parse_timestamp(e["timestamp"]), r["_arrived"]) for r in received for e in r["batch"]]
+
+
+@pytest.mark.integration
+def test_history_goes_straight_into_kafka_before_live_traffic(
+    collector: tuple[str, list[dict[str, Any]]], fresh_broker: Any, tmp_path: Path
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streams.envelope import decode_batch
+    from streams.topics import RAW
+
+    url, received = collector
+    ready = tmp_path / "ready.json"
+    result = invoke(
+        *BUSY, "--to", url, "--history", "30m", "--history-broker", fresh_broker.bootstrap,
+        "--ready-file", str(ready), "--duration", "3", "--no-incidents",
+        "--write-keys", str(_keys_file(tmp_path)),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ready.exists() and "live_from" in orjson.loads(ready.read_bytes())
+    consumer = KafkaConsumer(
+        bootstrap_servers=fresh_broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    consumer.assign([TopicPartition(RAW, p) for p in consumer.partitions_for_topic(RAW)])
+    history = [env for msg in consumer for env in decode_batch(msg.value)]
+    consumer.close()
+    assert len(history) > 100
+    from streams.envelope import received_at_epoch
+
+    past = [received_at_epoch(env["received_at"]) for env in history]
+    assert received, "no live traffic"
+    # all of the history was in Kafka (acknowledged) before the first live request was sent
+    assert max(past) <= min(r["_arrived"] for r in received)
+    assert f"{len(history):,} events written into events.raw" in " ".join(result.output.split())
