@@ -4,8 +4,11 @@ registers itself here; errors reach the user as one clear line, never a tracebac
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
+
+from streams.stack_state import stack_environment
 
 app = typer.Typer(
     name="trackwatch",
@@ -43,4 +46,7 @@ _register_all()
 
 
 def main() -> None:
+    # a running `trackwatch run` says where its broker and URLs are: they become the defaults
+    # (only of what neither a flag nor the user's environment sets)
+    stack_environment(os.environ)
     app()

@@ -206,7 +206,15 @@ def _print_overall(runs: list[Any]) -> None:
 
 
 def anomalies_command(
-    url: Annotated[str | None, typer.Option("--url", help=f"[default: {DEFAULT_URL}]")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="TRACKWATCH_ANOMALIES_URL",
+            help=f"[env TRACKWATCH_ANOMALIES_URL; default: the running `trackwatch run`, else "
+            f"{DEFAULT_URL}]",
+        ),
+    ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="An ALERTS.jsonl file instead of the worker")
     ] = None,
@@ -217,7 +225,11 @@ def anomalies_command(
     """List anomalies from a running worker (/api/anomalies) or an ALERTS.jsonl file."""
     if url and file:
         fail("give either --url or --file, not both")
-    items = _read_file(file) if file else _fetch(url or DEFAULT_URL)
+    models = None
+    if file:
+        items = _read_file(file)
+    else:
+        items, models = _fetch(url or DEFAULT_URL)
     if state is StateFilter.firing:
         items = [a for a in items if a.get("state") in ("firing", "pending")]
     table = Table(title=f"{len(items)} anomalies ({state.value})")
@@ -234,6 +246,8 @@ def anomalies_command(
             str(item.get("explanation", "")),
         )
     console.print(table)
+    if isinstance(models, dict) and isinstance(models.get("summary"), str):
+        console.print(f"models: {models['summary']}", soft_wrap=True)
 
 
 def _num(value: Any) -> str:
@@ -259,7 +273,8 @@ def _check_items(items: Any, where: str) -> list[dict[str, Any]]:
     return items
 
 
-def _fetch(url: str) -> list[dict[str, Any]]:
+def _fetch(url: str) -> tuple[list[dict[str, Any]], Any]:
+    """The anomalies a worker serves, and its `models` status (None if it says nothing)."""
     if not url.startswith(("http://", "https://")):
         fail(f"--url {url!r} must start with http:// or https://")
     try:
@@ -277,7 +292,8 @@ def _fetch(url: str) -> list[dict[str, Any]]:
     except orjson.JSONDecodeError:
         fail(f"{url}: the answer is not JSON")
     items = data.get("anomalies") if isinstance(data, dict) else data
-    return _check_items(items, url)
+    models = data.get("models") if isinstance(data, dict) else None
+    return _check_items(items, url), models
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""scripts/setup.sh is idempotent: once it has installed, another run installs and prints nothing."""
+"""scripts/setup.sh is idempotent: a second run installs nothing and prints nothing."""
 
 from __future__ import annotations
 
