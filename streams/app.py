@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,14 @@ def create_app(
 
     @app.page("/api/anomalies")
     async def anomalies(web: Any, request: Any) -> Any:
-        """The anomalies currently pending or firing, newest first."""
+        """The anomalies currently pending or firing, newest first, and whether the models
+        still learn (`models`: series, learning, ready, learning_until, event_time, summary)."""
         items = sorted(pipeline.anomalies.values(), key=lambda a: a.updated_at, reverse=True)
-        return web.json({"anomalies": [a.to_dict() for a in items]})
+        return web.json(
+            {
+                "anomalies": [a.to_dict() for a in items],
+                "models": pipeline.model_status().to_dict(now=time.time()),
+            }
+        )
 
     return app

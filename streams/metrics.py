@@ -103,3 +103,12 @@ ANOMALY_FIRING = Gauge(
 ANOMALIES = Counter(
     "trackwatch_anomalies_total", "Anomalies that reached the firing state", ["kind"]
 )
+MODELS = Gauge(
+    "trackwatch_models_series",
+    "Series the detectors model, by state: learning (no alerts yet) or ready",
+    ["state"],
+)
+MODELS_LEARNING_UNTIL = Gauge(
+    "trackwatch_models_learning_until_timestamp_seconds",
+    "Event time (Unix) until which the series learning now keep learning; 0 when none learns",
+)

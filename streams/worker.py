@@ -84,6 +84,7 @@ from streams import metrics as m
 from streams import snapshots
 from streams.gaps import RangeReader
 from streams.merge import WindowMerger, record_dict
+from streams.model_status import ModelStatus, model_status
 from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
@@ -191,6 +192,8 @@ class Pipeline:
         app.agent(self.windows, name="detect")(self._detect_agent)
         app.on_before_shutdown.connect(self._stop_readers)
         self._stalled: dict[Any, tuple[int, int]] = {}  # see `_watch_tails`
+        self._status_at = -inf  # see `_export_model_status`
+        self._status_phase: tuple[bool, bool] | None = None
         app.task(self._watch_tails)
 
     @property
@@ -613,6 +616,7 @@ class Pipeline:
             until = merger.released_until
             changes = engine.process(released, until=until if until > -inf else None)
             await self._publish(changes, engine)
+            self._export_model_status()
 
     def _restore_detect(self, p: int) -> _Partition:
         state, covered = snapshots.load(self.detect_state, p)
@@ -632,6 +636,35 @@ class Pipeline:
             ack_from=covered + 1,
             state={"merger": merger, "flushes": flushes, "engine": engine},
         )
+
+    def model_status(self) -> ModelStatus:
+        """Whether the detectors still learn, over every detect partition this worker holds."""
+        statuses = [model_status(part.state["engine"]) for part in self.parts["detect"].values()]
+        if not statuses:
+            return ModelStatus()
+        untils = [s.learning_until for s in statuses if s.learning_until is not None]
+        times = [s.event_time for s in statuses if s.event_time is not None]
+        return ModelStatus(
+            series=sum(s.series for s in statuses),
+            learning=sum(s.learning for s in statuses),
+            learning_until=max(untils) if untils else None,
+            event_time=max(times) if times else None,
+        )
+
+    def _export_model_status(self) -> None:
+        """The models' gauges and a log line when their state changes (at most once a second)."""
+        now = time.monotonic()
+        if now - self._status_at < 1.0:
+            return
+        self._status_at = now
+        status = self.model_status()
+        m.MODELS.labels("learning").set(status.learning)
+        m.MODELS.labels("ready").set(status.ready)
+        m.MODELS_LEARNING_UNTIL.set(status.learning_until or 0.0)
+        phase = (status.series > 0, status.learning * 2 >= status.series)
+        if phase != self._status_phase:
+            self._status_phase = phase
+            log.warning("models: %s", status.summary())
 
     async def _publish(self, anomalies: list[Anomaly], engine: Any) -> None:
         for anomaly in anomalies:
