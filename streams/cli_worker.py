@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,7 +73,14 @@ TUNING_HELP = "detector tuning YAML (examples/detectors.yaml lists every setting
 def register(app: typer.Typer) -> None:
     @app.command()
     def worker(
-        broker: Annotated[str, typer.Option(help="Kafka bootstrap HOST:PORT")] = "127.0.0.1:9092",
+        broker: Annotated[
+            str,
+            typer.Option(
+                envvar="TRACKWATCH_BROKER",
+                help="Kafka bootstrap HOST:PORT [env TRACKWATCH_BROKER; default: the running "
+                "`trackwatch run`'s, else 127.0.0.1:9092]",
+            ),
+        ] = "127.0.0.1:9092",
         plan: Annotated[Path, typer.Option(help="tracking plan YAML")] = Path(
             "examples/ecommerce.yaml"
         ),
@@ -149,6 +157,8 @@ def register(app: typer.Typer) -> None:
         gc.freeze()
         gc.set_threshold(*WORKER_GC)
         runner = Worker(faust_app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+        if not sys.stdout.isatty():  # a log file: no spinner, no cursor codes in it
+            runner.spinner = None
         runner.execute_from_commandline()  # handles SIGINT/SIGTERM: stops cleanly, exits 0
 
     @app.command()
