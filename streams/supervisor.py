@@ -6,8 +6,9 @@ codes), and the supervisor writes a line at every start and every exit, so a log
 story of that part: when it started, with what, and how it ended.
 
 A child that dies is restarted after a backoff (1 s, 2 s, 4 s … at most 30 s; back to 1 s once
-it has run for a minute). One that dies within `startup_grace` seconds of its very first start
-cannot start at all (a wrong plan, a port in use): that is reported, not retried.
+it has run for a minute). One that exits with an error within `startup_grace` seconds of its very
+first start cannot start at all (a wrong plan, a port in use): that is reported, not retried. One
+killed by a signal (the OOM killer, a `kill -9`) is always restarted.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class Child:
             return None
         ran_for = now - self.started_at
         self._note(f"exited with {exit_text(code)} after {ran_for:.0f} s")
-        if self.starts == 1 and ran_for < self.startup_grace and code != 0:
+        if self.starts == 1 and ran_for < self.startup_grace and code > 0:  # not killed: failed
             raise ChildFailed(
                 f"the {self.name} could not start ({exit_text(code)}); log: {self.log_path}"
             )

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,13 @@ from streams.settings import Settings, SettingsError, load_write_keys
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_KEYS = ROOT / "examples" / "write_keys.yaml"
 CLI = [sys.executable, "-c", "from streams.cli import main; main()"]
-ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+# a state folder of the tests' own: a `trackwatch run` of the user's is neither found nor hit
+ENV = {
+    **os.environ,
+    "COLUMNS": "200",
+    "TERM": "dumb",
+    "TRACKWATCH_STATE_DIR": tempfile.mkdtemp(prefix="tw-state-"),
+}
 
 
 # ---------------------------------------------------------------------------------------------
