@@ -392,8 +392,8 @@ async def _run(settings: Settings, keys: dict[str, str], options: RunOptions) ->
             ready.unlink(missing_ok=True)
             now = datetime.now(UTC)
             begin = now.replace(second=0, microsecond=0) - timedelta(hours=warm_up)
-            # the history takes a few seconds to write: live traffic starts about then
-            incident = live_incident(now + timedelta(seconds=30)) if options.incident else None
+            # writing the history takes 30-60 s: live traffic starts about then
+            incident = live_incident(now + timedelta(seconds=60)) if options.incident else None
             schedule = None
             if incident is not None:
                 schedule = logs / "live-incident.yaml"
@@ -407,6 +407,8 @@ async def _run(settings: Settings, keys: dict[str, str], options: RunOptions) ->
             )
             children.append(simulator)
             await _wait_for_history(stop, ready, simulator, worker, warm_up)
+            if stop.is_set():  # stopped while warming up
+                return 0
         async with running_collector(settings, keys) as port:
             collector_url = f"http://{_shown(settings.host)}:{port}"
             state = StackState(
