@@ -164,6 +164,7 @@ def _port(url: str) -> int:
     return int(re.search(r":(\d+)", url.split("//", 1)[1]).group(1))
 
 
+@pytest.mark.timeout(600)
 def test_a_killed_worker_is_restarted_and_the_stack_keeps_serving(tmp_path: Path) -> None:
     with running(tmp_path, "--no-simulate") as stack:
         state = stack.state()
@@ -214,6 +215,7 @@ def test_a_killed_worker_is_restarted_and_the_stack_keeps_serving(tmp_path: Path
     assert log.count("(start ") == 2
 
 
+@pytest.mark.timeout(600)
 def test_durable_data_outlives_a_broker_crash_and_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running(tmp_path, "--no-simulate", "--durable", "--data-dir", str(data)) as stack:
@@ -263,6 +265,7 @@ def _counter(metrics_url: str, name: str) -> float:
     )
 
 
+@pytest.mark.timeout(1800)
 def test_a_first_run_warms_up_and_alerts_on_the_live_incident(tmp_path: Path) -> None:
     """What `./scripts/run.sh` shows a new user: models warm in minutes, the labelled incident
     played live is found during the run, and the README's curl (stamped now) does not make
