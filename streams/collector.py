@@ -5,7 +5,10 @@ carried (acks=all). Events are micro-batched towards Kafka (`BatchingProducer`):
 events.raw, one Kafka message per `flush_interval` or `max_batch_envelopes`, and each request
 awaits the batches holding its events. Bad input gets a 4xx JSON body naming the problem:
 
-    {"success": false, "code": "bad_shape", "error": "<what is wrong>", "field": "batch[3].type"}
+    {"success": false, "code": "bad_shape", "message": "<what is wrong>", "error": "<the same>",
+     "field": "batch[3].type"}
+
+(`message` is what Segment-compatible SDKs read; `error` repeats it for older clients.)
 
 The write key (HTTP Basic user name, or ``writeKey`` in the body as analytics.js sends it) picks
 the event's source; the key itself is never forwarded to Kafka.
@@ -92,7 +95,14 @@ class Problem(Exception):
         self.close = close  # the body was not read to its end: do not reuse the connection
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        body: dict[str, Any] = {"success": False, "code": self.code, "error": self.message}
+        # `message` is what Segment-style SDKs read (rudder-sdk-python, analytics-python);
+        # `error` carries the same text for clients of earlier trackwatch versions.
+        body: dict[str, Any] = {
+            "success": False,
+            "code": self.code,
+            "message": self.message,
+            "error": self.message,
+        }
         if self.field is not None:
             body["field"] = self.field
         response = _json(body, status=self.status, headers=headers)

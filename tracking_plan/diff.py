@@ -240,6 +240,12 @@ class _Diff:
             self.breaking("pii", f"{name} is now forbidden as PII", None)
         for name in sorted(set(old.pii) - set(new.pii)):
             self.compatible("pii", f"{name} is no longer forbidden", None)
+        for name in sorted(old.builtins - new.builtins):
+            self.breaking(
+                f"builtins.{name}", "built-in fields turned off: they become unplanned", None
+            )
+        for name in sorted(new.builtins - old.builtins):
+            self.compatible(f"builtins.{name}", "built-in fields turned on", None)
 
         for name, source in old.sources.items():
             if name not in new.sources:

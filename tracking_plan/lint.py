@@ -32,8 +32,9 @@ class LintFinding:
 
 def event_path(event: EventSpec) -> str:
     """A readable location of an event in the plan file: `events.X`, `pages.X`, `traits`."""
-    if event.call is CallType.IDENTIFY:
-        return "traits"
+    single = {CallType.IDENTIFY: "traits", CallType.GROUP: "group", CallType.ALIAS: "alias"}
+    if event.call in single:
+        return single[event.call]
     section = {CallType.TRACK: "events", CallType.PAGE: "pages", CallType.SCREEN: "screens"}
     return f"{section[event.call]}.{event.name}"
 
@@ -113,7 +114,7 @@ def lint_plan(plan: Plan) -> list[LintFinding]:
     # -- documentation ---------------------------------------------------------------------
     for event in plan.events.values():
         where = event_path(event)
-        tracked = event.call in (CallType.TRACK, CallType.IDENTIFY)
+        tracked = event.call in (CallType.TRACK, CallType.IDENTIFY, CallType.GROUP)
         severity: Severity = "warning" if tracked else "info"
         if not event.description:
             add(

@@ -29,6 +29,7 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tracking_plan.model import (
+    BUILTIN_SETS,
     CallType,
     EventSpec,
     Funnel,
@@ -607,7 +608,11 @@ TOP_KEYS = (
     "pages",
     "screens",
     "traits",
+    "group",
+    "alias",
+    "builtins",
 )
+ALIAS_KEYS = ("description", "owner", "status", "sources", "mode")  # alias calls: no properties
 SOURCE_KEYS = ("platform", "mode", "description")
 FUNNEL_KEYS = ("name", "steps", "window_minutes")
 _RANGE_TYPES = (PropType.NUMBER, PropType.INTEGER, PropType.STRING, PropType.ARRAY, PropType.ANY)
@@ -821,10 +826,11 @@ def _event(
     sources: dict[str, SourceSpec] | None,
     where: str,
     line: int,
+    allowed: tuple[str, ...] = EVENT_KEYS,
 ) -> EventSpec | None:
     if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
         return EventSpec(name=name, call=call, line=line)
-    fields = ctx.fields(node, where, EVENT_KEYS)
+    fields = ctx.fields(node, where, allowed)
     if fields is None:
         return None
     spec: dict[str, Any] = {"name": name, "call": call, "line": line}
@@ -945,6 +951,20 @@ def _funnels(ctx: _Ctx, node: Node) -> list[tuple[Funnel, list[tuple[str, Node]]
     return out
 
 
+def _builtins(ctx: _Ctx, node: Node) -> frozenset[str]:
+    """`builtins: true|false` (every set on or off) or a mapping `{page: false, ...}` that turns
+    single sets off (sets it does not name stay on)."""
+    if isinstance(node, ScalarNode):
+        value = ctx.boolean(node, "builtins")
+        return frozenset(BUILTIN_SETS) if value is not False else frozenset()
+    fields = ctx.fields(node, "builtins", BUILTIN_SETS) or {}
+    enabled = set(BUILTIN_SETS)
+    for name, value_node in fields.items():
+        if ctx.boolean(value_node, f"builtins.{name}") is False:
+            enabled.discard(name)
+    return frozenset(enabled)
+
+
 def _build(ctx: _Ctx, root: Node) -> Plan | None:
     top = ctx.fields(root, "the plan", TOP_KEYS)
     if top is None:
@@ -1015,6 +1035,17 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
         spec = _event(ctx, "", CallType.IDENTIFY, top["traits"], sources, "traits (identify)", line)
         if spec is not None:
             events[event_key(CallType.IDENTIFY, None)] = spec
+    for section, call, where, allowed in (
+        ("group", CallType.GROUP, "group (group calls)", EVENT_KEYS),
+        ("alias", CallType.ALIAS, "alias (alias calls)", ALIAS_KEYS),
+    ):
+        if section in top:
+            line = ctx.key_lines[id(top[section])]
+            spec = _event(ctx, "", call, top[section], sources, where, line, allowed)
+            if spec is not None:
+                events[event_key(call, None)] = spec
+    if "builtins" in top:
+        kwargs["builtins"] = _builtins(ctx, top["builtins"])
 
     funnels = _funnels(ctx, top["funnels"]) if "funnels" in top else []
     for _, steps in funnels:
@@ -1206,14 +1237,17 @@ def dump_plan(plan: Plan) -> str:
             {"name": f.name, "steps": list(f.steps), "window_minutes": f.window_minutes}
             for f in plan.funnels
         ]
+    if plan.builtins != frozenset(BUILTIN_SETS):
+        doc["builtins"] = {name: name in plan.builtins for name in BUILTIN_SETS}
     sections: dict[CallType, str] = {
         CallType.TRACK: "events",
         CallType.PAGE: "pages",
         CallType.SCREEN: "screens",
     }
+    single = {CallType.IDENTIFY: "traits", CallType.GROUP: "group", CallType.ALIAS: "alias"}
     for event in plan.events.values():
-        if event.call is CallType.IDENTIFY:
-            doc["traits"] = _dump_event(event)
+        if event.call in single:
+            doc[single[event.call]] = _dump_event(event)
         else:
             doc.setdefault(sections[event.call], {})[event.name] = _dump_event(event)
     return yaml.dump(doc, Dumper=_PlanDumper, sort_keys=False, allow_unicode=True, width=120)

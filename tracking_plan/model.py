@@ -49,6 +49,13 @@ class CallType(StrEnum):
     PAGE = "page"
     SCREEN = "screen"
     IDENTIFY = "identify"
+    GROUP = "group"  # a user joins a group (groupId); its properties are the group's traits
+    ALIAS = "alias"  # a user's previous id (previousId) is tied to its new one (userId)
+
+
+# Which sets of the Segment spec's standard fields a plan knows without planning them
+# (`tracking_plan.builtins`): standard page and screen properties, reserved user and group traits.
+BUILTIN_SETS = ("page", "screen", "identify", "group")
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,8 @@ class PropertySpec:
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One planned event (a `track` name, or a named page/screen, or the identify traits)."""
+    """One planned event: a `track` name, a named page/screen, the identify traits, the group
+    traits or the alias call."""
 
     name: str
     call: CallType = CallType.TRACK
@@ -126,6 +134,7 @@ class Plan:
     events: dict[str, EventSpec] = field(default_factory=dict)  # key: (call-prefixed) event name
     funnels: tuple[Funnel, ...] = ()
     path: str | None = None  # the file it was loaded from, if any
+    builtins: frozenset[str] = frozenset(BUILTIN_SETS)  # standard fields known without planning
 
     def mode_for(self, event: EventSpec | None, source: str | None) -> Mode:
         """The effective mode: event's, else the source's, else the plan default."""
@@ -140,8 +149,8 @@ class Plan:
 def event_key(call: CallType | str, name: str | None) -> str:
     """The key of `Plan.events` for a call: the event name for `track`, else `"<call>:<name>"`.
 
-    Identify calls have no name: their key is `"identify"`. Unnamed page/screen calls use
-    `"page"` / `"screen"`.
+    Identify, group and alias calls have no name: their keys are `"identify"`, `"group"` and
+    `"alias"`. Unnamed page/screen calls use `"page"` / `"screen"`.
     """
     call = CallType(call)
     if call is CallType.TRACK:
