@@ -26,6 +26,7 @@ from streams.envelope import BadBatch, check_envelope, message_id, received_at_e
 from streams.windows import Tally, event_tally, tally_paths
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
+from tracking_plan.pii import PiiMasker
 from tracking_plan.validator import Result, Validator, compile_plan
 from tracking_plan.violations import Code, Violation
 
@@ -41,6 +42,9 @@ class BatchOutput:
     quarantine: list[dict[str, Any]] = field(default_factory=list)  # Q records
     tallies: list[Tally] = field(default_factory=list)  # for the aggregator
     duplicates: Counter[str] = field(default_factory=Counter)  # by source
+    # quarantine records of envelopes or messages that could not even be read, by code: they
+    # have no tally (no source, no event) and are the only records metrics count on their own
+    unread: Counter[str] = field(default_factory=Counter)
     received: int = 0
     max_received_at: float | None = None  # newest reception time in the batch
 
@@ -212,6 +216,8 @@ class BatchProcessor:
         self.plan_version = plan.version
         self.validator = validator or compile_plan(plan)
         self.deduper = deduper or Deduper(DEFAULT_DEDUPE_MAX_AGE, DEFAULT_DEDUPE_MAX_ENTRIES)
+        self._masker = PiiMasker(self.validator.plan)  # redacts quarantined calls' PII
+        self._masker_of = self.validator
         self._last_stamp: str | None = None  # the last received_at parsed, and its value
         self._last_received_at = 0.0
 
@@ -225,6 +231,7 @@ class BatchProcessor:
                 Code.MALFORMED_JSON, "$", "a JSON array of envelopes", str(exc)[:80]
             )
             out.quarantine.append(_raw_record(raw, problem, self.plan_version))
+            out.unread[problem.code] += 1
             out.received = 1
             return out
         if isinstance(items, dict):
@@ -234,6 +241,7 @@ class BatchProcessor:
                 Code.BAD_ENVELOPE, "$", "a JSON array of envelopes", type(items).__name__
             )
             out.quarantine.append(_raw_record(raw, problem, self.plan_version))
+            out.unread[problem.code] += 1
             out.received = 1
             return out
         for index, item in enumerate(items):
@@ -263,6 +271,7 @@ class BatchProcessor:
         except (BadBatch, ValueError, OverflowError) as exc:
             problem = Violation(Code.BAD_ENVELOPE, f"$[{index}]", "an envelope", str(exc)[:80])
             out.quarantine.append(quarantine_record(item, [problem], self.plan_version))
+            out.unread[problem.code] += 1
             return
         if out.max_received_at is None or received_at > out.max_received_at:
             out.max_received_at = received_at
@@ -278,3 +287,15 @@ class BatchProcessor:
         else:
             out.valid.append({"source": source, "event": result.event})
         out.tallies.append(tally(source, result, received_at, body, self.paths))
+        if result.outcome == "quarantined":
+            self._mask(body)
+
+    def _mask(self, body: dict[str, Any]) -> None:
+        """Redact the plan's personal values in a quarantined call (in place). The collector
+        already did (values are "<redacted>" or keyed-hash tokens, left as they are); this
+        covers calls written to events.raw by other producers."""
+        if self._masker_of is not self.validator:  # the plan was hot-reloaded
+            self._masker = PiiMasker(self.validator.plan)
+            self._masker_of = self.validator
+        if self._masker.active:
+            self._masker.mask(body)
