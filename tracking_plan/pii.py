@@ -45,7 +45,8 @@ def is_pii_token(value: object) -> bool:
 
 def pii_token(value: Any, key: bytes | None) -> str:
     """The token of `value`: HMAC-SHA256 under `key` (first 128 bits, hex), or the redaction
-    mark without a key. Strings are hashed as UTF-8, anything else as sorted-key JSON."""
+    mark without a key. Strings are hashed as UTF-8, anything else as sorted-key JSON (so the
+    number 12 and the string "12" give the same token, as SDKs that stringify ids expect)."""
     if key is None:
         return REDACTED
     if type(value) is str:
