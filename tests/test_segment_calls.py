@@ -76,9 +76,7 @@ def test_group_call_needs_a_string_group_id(group_id: Any, expected: str) -> Non
 def test_alias_call_needs_previous_and_user_id() -> None:
     ok = check({"type": "alias", "previousId": "anon-1", "userId": "u1"})
     assert (ok.outcome, ok.event_key, ok.violations) == ("valid", "alias", [])
-    assert codes(check({"type": "alias", "userId": "u1"})) == [
-        ("missing_required", "$.previousId")
-    ]
+    assert codes(check({"type": "alias", "userId": "u1"})) == [("missing_required", "$.previousId")]
     assert codes(check({"type": "alias", "previousId": "a", "anonymousId": "a"})) == [
         ("missing_required", "$.userId")
     ]
@@ -298,11 +296,13 @@ def test_a_token_is_not_checked_against_the_planned_format() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["email", "phone", "password", "x", "traits", "contact", "é\u200f"]),
-        inner,
-        max_size=4,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["email", "phone", "password", "x", "traits", "contact", "é\u200f"]),
+            inner,
+            max_size=4,
+        )
     ),
     max_leaves=20,
 )
