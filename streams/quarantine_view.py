@@ -33,7 +33,7 @@ from streams.topics import QUARANTINE
 MAX_LIMIT = 1000  # records one list returns at most
 MAX_VALUES = 20  # values of one filter
 MAX_VALUE_CHARS = 200  # characters of one filter value
-_ID = re.compile(r"(\d{1,9}):(\d{1,19}):(\d{1,9})")
+_ID = re.compile(r"([0-9]{1,9}):([0-9]{1,19}):([0-9]{1,9})")  # ASCII digits only
 
 
 @dataclass(frozen=True)
