@@ -410,6 +410,8 @@ class Pipeline:
         else:
             deduper = Deduper(self.config.dedupe_max_age, self.config.dedupe_max_entries)
         processor = BatchProcessor(active.plan, deduper, self.config.dimensions, active.validator)
+        if state is not None and "keys" in state:  # (older snapshots have none: new stores)
+            processor.load_keys_state(state["keys"])
         return _Partition(
             offset=covered,
             ack_from=covered + 1,
@@ -660,6 +662,7 @@ def _process_state(part: _Partition) -> dict[str, Any]:
     s = part.state
     return {
         "dedupe": s["proc"].deduper.to_state(),
+        "keys": s["proc"].keys_state(),
         "agg": s["agg"].to_state(),
         "closed": s["closed"],
     }
@@ -709,3 +712,7 @@ def _export_validate_metrics(out: BatchOutput) -> None:
         m.QUARANTINED.labels(*labels).inc(n)
     for source, n in out.duplicates.items():
         m.DUPLICATES.labels(source).inc(n)
+    for (source, event), n in out.duplicate_keys.items():
+        m.DUPLICATE_KEYS.labels(source, event).inc(n)
+    for (source, event), n in out.repeated_payloads.items():
+        m.REPEATED_PAYLOADS.labels(source, event).inc(n)
