@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from detectors.records import WindowRecord
+from streams.merge import merge_records
 from streams.pipeline import BatchOutput, BatchProcessor, tally
 from streams.plan_sync import ActivePlan, swap_into
 from streams.quarantine import ReplayPlanner
@@ -688,3 +689,11 @@ def test_lint_warns_about_keys_with_few_values_and_hints_at_optional_ones(plan):
     assert not {r for r, _ in findings if r.startswith("key-")} - {"key-enum", "key-optional"}
     clean = {f.rule for f in lint_plan(plan) if f.path.startswith("events.Order Completed")}
     assert not clean & {"key-enum", "key-optional"}
+
+
+def test_partial_records_of_partitions_add_up_their_repeats():
+    part = {"series": {"event": "A"}, "window_start": T0, "window_end": T0 + 60, "count": 3}
+    merged = merge_records(
+        [WindowRecord(**part, repeats=1), WindowRecord(**part, repeats=2), WindowRecord(**part)]
+    )
+    assert [(r.count, r.repeats) for r in merged] == [(9, 3)]
