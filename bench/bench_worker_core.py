@@ -10,8 +10,10 @@ validate, tally), `encode_outputs` (events.valid / events.quarantine values), th
 aggregator (`add_tallies`), closing windows and encoding the flush, and the Prometheus counters
 (`_export_validate_metrics`). The baseline is what bench_pipeline's baseline loop does per
 message: `decode_batch`, then `validate` each envelope. Decode, dedupe and validate (of the
-envelopes the dedupe lets through) are also timed alone, which splits `process`. Reports CPU
-µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
+envelopes the dedupe lets through) are also timed alone, which splits `process`. The worker
+also runs without business keys (`BatchProcessor(business_keys=False)`: no key store lookups,
+what it did before them), alternating with the full runs: the difference is their cost. Reports
+CPU µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
 settings), the ratio worker / baseline, and the cost of serialising one partition's state (a
 snapshot). No thresholds, nothing asserted: numbers to read.
 """
@@ -54,8 +56,9 @@ clock = time.process_time  # CPU time: steadier than wall time on a shared machi
 class WorkerState:
     """The per-partition state of the process agent, fresh (as after a start without snapshot)."""
 
-    def __init__(self, plan: Plan, validator: Validator) -> None:
+    def __init__(self, plan: Plan, validator: Validator, keys: bool = True) -> None:
         self.plan, self.validator, self.config = plan, validator, WorkerConfig()
+        self.keys = keys  # check business keys
         self.procs: dict[int, BatchProcessor] = {}
         self.aggs: dict[int, WindowAggregator] = {}
 
@@ -63,7 +66,9 @@ class WorkerState:
         if p not in self.procs:
             c = self.config
             deduper = Deduper(c.dedupe_max_age, c.dedupe_max_entries)
-            self.procs[p] = BatchProcessor(self.plan, deduper, c.dimensions, self.validator)
+            self.procs[p] = BatchProcessor(
+                self.plan, deduper, c.dimensions, self.validator, business_keys=self.keys
+            )
             self.aggs[p] = WindowAggregator(
                 c.window_seconds, c.allowed_lateness_seconds, c.dimensions, self.plan.funnels,
                 self.plan,
@@ -71,9 +76,12 @@ class WorkerState:
         return self.procs[p], self.aggs[p]
 
 
-def run_worker(messages: Messages, plan: Plan, validator: Validator) -> dict[str, float]:
-    """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does)."""
-    worker = WorkerState(plan, validator)
+def run_worker(
+    messages: Messages, plan: Plan, validator: Validator, keys: bool = True
+) -> dict[str, float]:
+    """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does);
+    `keys=False`: without business keys."""
+    worker = WorkerState(plan, validator, keys)
     spent = dict.fromkeys(STAGES, 0.0)
     for offset, (p, value, _n) in enumerate(messages):
         proc, agg = worker.partition(p)
@@ -103,7 +111,11 @@ def snapshot_seconds(worker: WorkerState, times: int = 5) -> float:
     for p, proc in worker.procs.items():
         for _ in range(times):
             t0 = clock()
-            state = {"dedupe": proc.deduper.to_state(), "agg": worker.aggs[p].to_state()}
+            state = {
+                "dedupe": proc.deduper.to_state(),
+                "keys": proc.keys_state(),
+                "agg": worker.aggs[p].to_state(),
+            }
             orjson.dumps(state).decode()
             spent.append(clock() - t0)
     return statistics.median(spent)
@@ -171,7 +183,11 @@ def main() -> None:
     gc.set_threshold(*WORKER_GC)  # the worker's garbage-collector settings
 
     base = statistics.median(repeat(args.repeat, lambda: run_baseline(messages, validator)))
-    worker = median_of(repeat(args.repeat, lambda: run_worker(messages, plan, validator)))
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for _ in range(args.repeat):  # alternating, so that both see the same machine load
+        for keys in (True, False):
+            runs[keys].append(run_worker(messages, plan, validator, keys))
+    worker, without = median_of(runs[True]), median_of(runs[False])
     parts = median_of(repeat(args.repeat, lambda: run_parts(messages, validator)))
 
     total = sum(worker[stage] for stage in STAGES)
@@ -184,6 +200,12 @@ def main() -> None:
         print(line(part, parts[part], n))
     rest = worker["process"] - sum(parts.values())
     print(line("envelope, routing, tally", rest, n, "  (process minus the three)"))
+    print("business keys (same run, alternating):")
+    plain = sum(without[stage] for stage in STAGES)
+    print(line("worker without them", plain, n))
+    print(line("process without them", without["process"], n))
+    print(line("their cost (process)", worker["process"] - without["process"], n))
+    print(line("their cost (total)", total - plain, n, f"  {100 * (total / plain - 1):+.1f} %"))
     print("baseline:")
     print(line("decode + validate", base, n))
     print(f"ratio worker / baseline (events/s): {base / total:.2f}")

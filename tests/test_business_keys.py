@@ -697,3 +697,16 @@ def test_partial_records_of_partitions_add_up_their_repeats():
         [WindowRecord(**part, repeats=1), WindowRecord(**part, repeats=2), WindowRecord(**part)]
     )
     assert [(r.count, r.repeats) for r in merged] == [(9, 3)]
+
+
+def test_the_documented_business_keys_example_loads():
+    doc = (ROOT / "docs" / "tracking-plan.md").read_text()
+    example = doc.split("## Business keys", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    plan = parse_plan('plan: p\nversion: "1"\n' + example, "docs/tracking-plan.md")
+    keys = {k: [key.properties for key in e.business_keys()] for k, e in plan.events.items()}
+    assert keys == {
+        "Order Completed": [("order_id",)],
+        "Order Line Shipped": [("order_id", "line")],
+        "Refund Issued": [("refund_id",)],
+    }
+    assert plan.events["Refund Issued"].business_keys()[0].mode is Mode.BLOCK

@@ -15,13 +15,13 @@ drift back by clock skew between collectors), and a non-finite one likewise.
 
 Memory, bounded and stated: one insertion-ordered table (`OrderedDict`) per distinct horizon,
 int hash -> float time, oldest first. Entries older than their horizon are dropped as time moves
-on, and at most `max_entries` entries are kept in all: beyond that the oldest sighting (of any
-horizon) is forgotten first. Measured with tracemalloc on CPython 3.11 in steady state (full,
-evicting): about 215 bytes per entry (180 for the table's slot, order links and slack, 36 for
-the hash int; the times are the reception times the envelopes of a batch share), so 100,000
-entries take about 21 MB. A snapshot (`to_state`) takes 16 bytes per entry (21 in base64). The
-horizon actually held is min(horizon, max_entries / new keys per second): forgetting early can
-only miss a repeat, never invent one.
+on (checked once a second of reception time), and at most `max_entries` entries are kept in
+all: beyond that the oldest sighting (of any horizon) is forgotten first. Measured with
+tracemalloc on CPython 3.11 in steady state (full, evicting): about 215 bytes per entry (180 for
+the table's slot, order links and slack, 36 for the hash int; the times are the reception times
+the envelopes of a batch share), so 100,000 entries take about 21 MB. A snapshot (`to_state`)
+takes 16 bytes per entry (21 in base64). The horizon actually held is min(horizon, max_entries /
+new keys per second): forgetting early can only miss a repeat, never invent one.
 
 False positives: two different keys share a 64-bit hash with probability about n² / 2⁶⁵ among n
 live keys (3e-10 for the default 100,000): a wrong `duplicate_key` is that unlikely.
@@ -43,6 +43,7 @@ from typing import Any
 import xxhash
 
 _STATE_VERSION = 1
+SWEEP_EVERY = 1.0  # seconds of (reception) time between two drops of aged-out entries
 _isfinite = math.isfinite
 key_hash = xxhash.xxh3_64_intdigest  # bytes -> int in [0, 2**64): stable across versions
 """The 64-bit hash of a key's canonical bytes (XXH3, seed 0)."""
@@ -52,7 +53,7 @@ class KeyStore:
     """`seen(key, ts, horizon)`: was the 64-bit `key` recorded within `horizon` seconds before
     `ts`? Records it at `ts` either way. At most `max_entries` keys are remembered."""
 
-    __slots__ = ("_latest", "_size", "_tables", "max_entries")
+    __slots__ = ("_latest", "_next_sweep", "_size", "_tables", "max_entries")
 
     def __init__(self, max_entries: int = 100_000) -> None:
         if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
@@ -61,6 +62,7 @@ class KeyStore:
         self._tables: dict[float, OrderedDict[int, float]] = {}  # horizon -> key -> last seen
         self._size = 0
         self._latest = -math.inf
+        self._next_sweep = -math.inf  # when to drop what aged out next (`SWEEP_EVERY`)
 
     def __len__(self) -> int:
         return self._size
@@ -77,6 +79,8 @@ class KeyStore:
             if ts == math.inf:
                 ts = self._latest if self._latest > -math.inf else 0.0
             self._latest = ts
+            if ts >= self._next_sweep:
+                self._sweep(ts)
         else:
             ts = self._latest if self._latest > -math.inf else 0.0
         table = self._tables.get(horizon)
@@ -88,22 +92,25 @@ class KeyStore:
         table[key] = ts
         if previous is not None:
             table.move_to_end(key)
-            self._expire(table, ts - horizon)
             return ts - previous <= horizon
         self._size += 1
-        self._expire(table, ts - horizon)
         if self._size > self.max_entries:
             self._evict_oldest()
         return False
 
-    def _expire(self, table: OrderedDict[int, float], cutoff: float) -> None:
-        """Drop the entries of `table` last seen before `cutoff` (they are at its front)."""
-        while table:
-            oldest = next(iter(table))
-            if table[oldest] >= cutoff:
-                return
-            del table[oldest]
-            self._size -= 1
+    def _sweep(self, now: float) -> None:
+        """Drop the entries last seen more than their horizon before `now` (at the front of
+        each table); the next sweep is due `SWEEP_EVERY` seconds later. Between sweeps an
+        entry may outlive its horizon by that much: answers compare times, so they are exact."""
+        self._next_sweep = now + SWEEP_EVERY
+        for horizon, table in self._tables.items():
+            cutoff = now - horizon
+            while table:
+                oldest = next(iter(table))
+                if table[oldest] >= cutoff:
+                    break
+                del table[oldest]
+                self._size -= 1
 
     def _evict_oldest(self) -> None:
         """Forget the oldest sightings (of any horizon) until at most `max_entries` are left."""
