@@ -42,8 +42,8 @@ from tracking_plan.violations import Code, Violation
 
 DEFAULT_DEDUPE_MAX_AGE = 24 * 3600.0
 DEFAULT_DEDUPE_MAX_ENTRIES = 100_000
-DEFAULT_KEYS_MAX_ENTRIES = 100_000  # declared business keys remembered per partition (~21 MB)
-DEFAULT_PAYLOADS_MAX_ENTRIES = 50_000  # automatic payload keys per partition (~11 MB)
+DEFAULT_KEYS_MAX_ENTRIES = 100_000  # declared business keys remembered per partition (~10 MB)
+DEFAULT_PAYLOADS_MAX_ENTRIES = 50_000  # automatic payload keys per partition (~5 MB)
 
 
 @dataclass(slots=True)

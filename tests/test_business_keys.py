@@ -9,6 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from detectors.records import WindowRecord
@@ -710,3 +712,31 @@ def test_the_documented_business_keys_example_loads():
         "Refund Issued": [("refund_id",)],
     }
     assert plan.events["Refund Issued"].business_keys()[0].mode is Mode.BLOCK
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["m1", "m2", "m3"]), _JSON, _JSON), max_size=6))
+def test_any_key_values_never_break_the_stage_and_only_valid_ones_repeat(plan, calls):
+    proc = BatchProcessor(plan)
+    out = BatchOutput()
+    seen: set[str] = set()
+    for i, (mid, order_id, other) in enumerate(calls):
+        props = {"order_id": order_id, "total": 1, "refund_id": other}
+        proc.process_envelope(env("Order Completed", props, f"{mid}-{i % 2}"), out, i)
+        proc.process_envelope(env("Order Refunded", {"refund_id": other}, f"r{mid}-{i}"), out, i)
+        for item in (*(v["event"] for v in out.valid), *out.quarantine):
+            for v in item.get("violations", ()):
+                if v["code"] == "duplicate_key":
+                    seen.add(v["path"])
+    assert out.received == 2 * len(calls) == len(out.tallies) + sum(out.duplicates.values())
+    assert seen <= {"$.properties.order_id", "$.properties.refund_id"}
+    repeated_orders = sum(t.repeated for t in out.tallies if t.key == "Order Completed")
+    strings = [o for _, o, _ in calls if type(o) is str and o]
+    assert repeated_orders <= max(0, len(strings) - len(set(strings)))
