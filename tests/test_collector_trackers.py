@@ -177,11 +177,6 @@ def test_only_unreadable_records_are_counted_apart() -> None:
     assert dict(processor.process(b"not json").unread) == {"malformed_json": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="streams/worker.py must count BatchOutput.unread instead of every single-violation "
-    "bad_envelope record (branch `stack` owns worker.py; patch in the report)",
-)
 def test_worker_metrics_count_a_quarantined_group_call_once() -> None:
     from prometheus_client import REGISTRY
 

@@ -40,6 +40,11 @@ aggregator windows on) and `Result.mode` the mode that decided.
 Speed: each planned event is compiled to one specialised function (`validator_codegen`);
 `validate` reads the envelope and dispatches on the event key.
 
+Business keys (plan `unique`) are checked across events, so not here: `validate` judges one call
+alone. `Validator.keys` (`tracking_plan.business_keys`) tells the validate stage which key values
+a call carries; the stage looks them up in its `KeyStore`s and adds `duplicate_key` violations
+(`streams.pipeline.BatchProcessor`).
+
 Limits: property values are walked only as deep as the plan describes them; PII search walks any
 depth without recursion. Keys longer than 200 characters are never taken for PII names.
 """
@@ -50,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tracking_plan.builtins import with_builtins
+from tracking_plan.business_keys import BusinessKeys
 from tracking_plan.model import CallType, Plan, event_key
 from tracking_plan.normalise import MAX_FUTURE_SECONDS, now
 from tracking_plan.validator_codegen import EventCompiler, EventFn
@@ -86,6 +92,7 @@ class Validator:
         "_pii",
         "_sources",
         "_unplanned",
+        "keys",
         "plan",
         "plan_version",
     )
@@ -94,6 +101,7 @@ class Validator:
         self.plan = plan
         self.plan_version = plan.version
         self._pii = PiiDetector(plan.pii)
+        self.keys = BusinessKeys(plan, self._pii)  # what the validate stage looks up
         compiler = EventCompiler(plan, self._pii, Result)
         self._events: dict[str, EventFn] = {}
         self._sources: dict[str, str] = {}
