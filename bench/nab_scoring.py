@@ -157,9 +157,7 @@ def score_at(files: list[LabelledFile], threshold: float, weights: dict[str, flo
     prepared = [prepare(f, weights) for f in files]
     raw = float(raw_totals(prepared, np.array([threshold]), weights)[0])
     null, perfect = bounds(files, weights)
-    found = sum(
-        int(rm.size > 0 and rm[-1] >= threshold) for p in prepared for rm, _ in p.windows
-    )
+    found = sum(int(rm.size > 0 and rm[-1] >= threshold) for p in prepared for rm, _ in p.windows)
     false_rows = sum(int((p.fp_scores >= threshold).sum()) for p in prepared)
     return {
         "score": float(normalised(raw, null, perfect)),

@@ -31,8 +31,18 @@ _LOG10_2 = math.log10(2.0)
 class TailCalibrator:
     """Surprise (decades) of a value of one statistic against its last `memory` values."""
 
-    __slots__ = ("_lam", "cap", "hi", "history", "lo", "memory", "min_history", "slack", "sorted",
-                 "top")
+    __slots__ = (
+        "_lam",
+        "cap",
+        "hi",
+        "history",
+        "lo",
+        "memory",
+        "min_history",
+        "slack",
+        "sorted",
+        "top",
+    )
 
     def __init__(
         self,

@@ -39,8 +39,9 @@ class PatternNovelty:
     def _point(self, value: float) -> np.ndarray | None:
         if len(self._recent) + 1 < self.length:
             return None
-        return np.array([*list(self._recent)[1 - self.length :], value] if self.length > 1
-                        else [value])
+        return np.array(
+            [*list(self._recent)[1 - self.length :], value] if self.length > 1 else [value]
+        )
 
     def score_one(self, ts: float, value: float) -> float:
         """Surprise (decades) of the pattern ending with `value`, from the past only."""

@@ -80,6 +80,7 @@ class SeasonalContext:
         self._residuals: deque[float] = deque(maxlen=smooth)
         self.calibrator = TailCalibrator(memory=memory, min_history=min_history)
         self._mean: float | None = None
+        self._scored: tuple[float, tuple[_Period, float] | None] | None = None
 
     @property
     def active(self) -> bool:
@@ -106,6 +107,7 @@ class SeasonalContext:
         """Surprise (decades) from the past only; None while no period is present."""
         self._mean = None
         expected = self._expected(ts)
+        self._scored = (ts, expected)
         if expected is None:
             return None
         cycle, usual = expected
@@ -119,7 +121,8 @@ class SeasonalContext:
 
     def learn_one(self, ts: float, value: float) -> None:
         """Remember `value` (call after `score_one` on the same row)."""
-        expected = self._expected(ts)
+        scored, self._scored = self._scored, None
+        expected = scored[1] if scored is not None and scored[0] == ts else self._expected(ts)
         if expected is None:
             self._active = None
             self._residuals.clear()
