@@ -172,8 +172,8 @@ def report(
             f"{score_at(files, thresholds[det][p], w)['score']:.1f}" for p, w in PROFILES.items()
         ]
         if fitted:
-            loco = [leave_one_category_out(files, w)["score"] for w in PROFILES.values()]
-            cells.append(" / ".join(f"{x:.1f}" for x in loco))
+            loco = [leave_one_category_out(files, w) for w in PROFILES.values()]
+            cells.append(" / ".join("n/a" if x is None else f"{x['score']:.1f}" for x in loco))
         totals.add_row(det, *cells)
     console.print(totals)
 

@@ -145,6 +145,8 @@ def best_threshold(
     files: list[LabelledFile], weights: dict[str, float] = STANDARD
 ) -> tuple[float, float]:
     """(threshold, raw total) maximising the corpus total; the highest such threshold on ties."""
+    if not files:
+        return math.inf, 0.0
     prepared = [prepare(f, weights) for f in files]
     thresholds = candidate_thresholds(files)
     totals = raw_totals(prepared, thresholds, weights)
@@ -178,12 +180,15 @@ def evaluate(files: list[LabelledFile], weights: dict[str, float] = STANDARD) ->
     return score_at(files, threshold, weights)
 
 
-def leave_one_category_out(files: list[LabelledFile], weights: dict[str, float]) -> dict:
+def leave_one_category_out(files: list[LabelledFile], weights: dict[str, float]) -> dict | None:
     """Each category scored at the threshold fitted on the others; pooled like one corpus.
 
     The honest estimate of the score on categories never seen: no threshold saw its data.
+    None with fewer than two categories.
     """
     categories = sorted({f.category for f in files})
+    if len(categories) < 2:
+        return None
     raw = 0.0
     per_category = {}
     for held in categories:
