@@ -6,9 +6,9 @@ s = -log10(p), where p is the probability that a past-like row reaches the value
 
 - inside the observed range, p is the value's empirical rank with the usual +1 prior,
   (c + 1) / (n + 1) for c past values at least as large: a value seen often is never rare;
-- beyond the largest value ever kept, an exponential tail fitted on the top `top` values
-  continues the rank smoothly, its extra decades bounded softly by `cap` (a new maximum is rare,
-  but a handful of past values cannot say it is rarer than one in 10^(log10 n + cap));
+- beyond the largest value kept, an exponential tail fitted on the top `top` values continues
+  the rank, its extra decades e damped to cap·ln(1 + e/cap) (a new maximum is rare, but a handful
+  of past values cannot say how rare: the scale keeps growing, ever more slowly, never saturates);
 - beyond the `hi` quantile, an exponential tail fitted between the `lo` and `hi` quantiles (robust
   to the few past outliers the rank counts) may raise the surprise by at most `slack` decades over
   the rank: repeated rare events stay rare, recurring ones do not.
@@ -92,8 +92,8 @@ class TailCalibrator:
             median = xs[n // 2]
             beta = max(sum(xs[n - k :]) / k - xs[n - k], 0.05 * (xs[-1] - median))
             if beta > 1e-12 * (abs(xs[-1]) + abs(median)):
-                extra = min((value - xs[-1]) / beta, 1e4) / _LN10
-                rank += self.cap * (1.0 - math.exp(-extra / self.cap))
+                extra = min((value - xs[-1]) / beta, 1e300) / _LN10
+                rank += self.cap * math.log1p(extra / self.cap)
         q_hi = self._quantile(self.hi)
         if value > q_hi:
             beta = (q_hi - self._quantile(self.lo)) / self._lam
@@ -115,8 +115,8 @@ class TailCalibrator:
             median = xs[n // 2]
             beta = max(xs[k - 1] - sum(xs[:k]) / k, 0.05 * (median - xs[0]))
             if beta > 1e-12 * (abs(xs[0]) + abs(median)):
-                extra = min((xs[0] - value) / beta, 1e4) / _LN10
-                rank += self.cap * (1.0 - math.exp(-extra / self.cap))
+                extra = min((xs[0] - value) / beta, 1e300) / _LN10
+                rank += self.cap * math.log1p(extra / self.cap)
         q_lo = self._quantile(1.0 - self.hi)
         if value < q_lo:
             beta = (self._quantile(1.0 - self.lo) - q_lo) / self._lam
