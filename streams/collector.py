@@ -73,6 +73,7 @@ ROUTES: dict[str, str] = {
     "/v1/alias": "alias",
     "/v1/a": "alias",
     "/v1/batch": "batch",
+    "/v1/b": "batch",  # analytics.js with deliveryStrategy "batching"
     "/v1/import": "batch",
 }
 CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")

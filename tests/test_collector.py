@@ -611,3 +611,30 @@ def test_error_messages_stay_short_with_huge_values(collector: CollectorThread) 
         collector, collector.post("/v1/batch", {"batch": [{"type": ["y"] * 5000}]}), 400
     )
     assert len(body["error"]) < 300
+
+
+def test_analytics_js_batching_route_takes_a_batch(collector: CollectorThread) -> None:
+    """analytics.js in "batching" delivery posts to /v1/b, with the write key both in the body
+    and as Basic auth (so the browser sends a CORS preflight first): found in Chromium, where
+    /v1/b was a 404 and every batched event was lost."""
+    status, headers, _ = collector.request(
+        "OPTIONS",
+        "/v1/b",
+        headers={"Origin": "http://shop.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
+    batch = {
+        "writeKey": "wk_web",
+        "batch": [{"type": "page", "name": "Home"}, {"type": "track", "event": "E"}],
+        "sentAt": "2026-12-01T10:00:00.000Z",
+    }
+    status, headers, body = collector.post(
+        "/v1/b", orjson.dumps(batch), key=None, headers={"Content-Type": "text/plain"}
+    )
+    assert (status, body) == (200, {"success": True})
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert [(e["source"], e["body"]["type"]) for e in collector.sink.envelopes()] == [
+        ("web", "page"),
+        ("web", "track"),
+    ]
+    assert all("writeKey" not in e["body"] for e in collector.sink.envelopes())

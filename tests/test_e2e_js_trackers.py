@@ -21,7 +21,7 @@ import orjson
 import pytest
 from test_collector import CollectorThread
 
-from tests.e2e_parts import NODE_DIR, node
+from tests.e2e_parts import NODE_DIR, chromium, node
 from tests.tracker_support import check_landing, landed, tracker_stack, wait_landed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -223,3 +223,79 @@ def test_analytics_node_call_over_32_kb_gets_its_batch_refused(
     assert [c["error"] for c in report["callbacks"]] == ["[413] Request Entity Too Large"] * 3
     valid, quarantined = landed(bootstrap)
     assert not {c["params"]["messageId"] for c in calls} & (set(valid) | set(quarantined))
+
+
+# ---------------------------------------------------------------------------------------------
+# analytics.js in headless Chromium
+# ---------------------------------------------------------------------------------------------
+
+# (label, method, args, where it lands): source web is in flag mode, so events that break the
+# plan are forwarded with their violations
+BROWSER_CALLS: list[tuple[str, str, list[Any], str]] = [
+    ("page-home", "page", ["Home"], "valid"),  # analytics.js adds path, referrer, search, ...
+    ("page-bare", "page", [], "valid"),  # no name: the page's own properties only
+    ("page-bad", "page", ["Product", {"product_id": 5}],
+     "flag:wrong_type:$.properties.product_id"),
+    ("track", "track", ["Products Searched", {"query": "chaussures ☕", "results_count": 3}],
+     "valid"),
+    ("track-bad", "track", ["Products Searched", {"query": 1}],
+     "flag:wrong_type:$.properties.query"),
+    ("track-unplanned", "track", ["Banner Clicked", {"banner": "summer"}],
+     "flag:unplanned_event:$"),
+    ("identify", "identify", ["u-web-1", {"plan": "plus", "firstName": "Grace"}], "valid"),
+    ("identify-bad", "identify", ["u-web-1", {"plan": "gold"}],
+     "flag:not_in_enum:$.traits.plan"),
+    ("identify-pii", "identify", ["u-web-1", {"plan": "free", "email": "grace@example.org"}],
+     "flag:pii_detected:$.traits.email"),
+    ("group", "group", ["acme", {"plan": "business", "employees": 40}], "valid"),
+    ("group-bad", "group", ["acme", {"employees": 0}], "flag:out_of_range:$.traits.employees"),
+    ("alias", "alias", ["u-web-2"], "valid"),  # previousId: the current user (u-web-1)
+]  # fmt: skip
+
+
+def run_browser(port: int, delivery: str) -> dict[str, Any]:
+    request = {
+        "chromium": chromium(),
+        "apiHost": f"127.0.0.1:{port}/v1",
+        "writeKey": "wk_browser_web",
+        "delivery": delivery,
+        "calls": [{"label": lb, "method": m, "args": a} for lb, m, a, _ in BROWSER_CALLS],
+    }
+    done = subprocess.run(
+        [node(), str(NODE_DIR / "browser_page.mjs")],
+        input=orjson.dumps(request),
+        capture_output=True,
+        cwd=NODE_DIR,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return orjson.loads(done.stdout)
+
+
+@pytest.mark.parametrize("delivery", ["standard", "batching"])
+def test_analytics_js_in_chromium_lands_where_it_should(
+    stack: tuple[str, CollectorThread], delivery: str
+) -> None:
+    bootstrap, collector = stack
+    report = run_browser(collector.port, delivery)
+    assert report["offsite"] == [] and report["pageErrors"] == [], report
+    assert isinstance(report["calls"], list), report
+    mids = {c["label"]: c["messageId"] for c in report["calls"]}
+    posts = [r for r in report["requests"] if r["method"] == "POST"]
+    assert posts and {(r["status"], orjson.dumps(r.get("body"))) for r in posts} == {
+        (200, b'{"success":true}')
+    }, report["requests"]
+    paths = {r["url"].rsplit("/", 1)[1] for r in posts}
+    if delivery == "standard":  # one request per call, on the short routes
+        assert paths == {"p", "t", "i", "g", "a"} and len(posts) == len(BROWSER_CALLS)
+    else:  # several calls per request
+        assert paths == {"b"} and len(posts) < len(BROWSER_CALLS)
+    expect = {mids[label]: where for label, _, _, where in BROWSER_CALLS}
+    valid, quarantined = wait_landed(bootstrap, set(expect))
+    check_landing(expect, valid, quarantined)
+    home = valid[mids["page-home"]]
+    assert home["context"]["library"]["name"] == "analytics.js"
+    assert {"path", "url", "title", "referrer", "search"} <= set(home["properties"])
+    assert valid[mids["alias"]]["previousId"] == "u-web-1"
+    assert valid[mids["identify-pii"]]["traits"].get("email") in (None, "<redacted>")

@@ -105,7 +105,10 @@ def check_landing(
         kind, _, detail = expect.partition(":")
         code, _, path = detail.partition(":")
         if kind == "valid":
-            assert mid in valid and "violations" not in valid[mid], (mid, quarantined.get(mid))
+            assert mid in valid and "violations" not in valid[mid], (
+                mid,
+                valid.get(mid) or quarantined.get(mid),
+            )
         elif kind == "flag":
             assert mid in valid and (code, path) in codes(valid[mid]), (mid, valid.get(mid))
         else:
