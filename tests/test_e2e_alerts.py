@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -108,12 +109,11 @@ def shipped_alerts(shipped: dict[str, Any]) -> set[tuple[str, str | None]]:
 # ------------------------------------------------------------------------------------ processes
 
 
-def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )  # fmt: skip
+            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -286,9 +286,10 @@ def test_every_shipped_alert_fires_and_is_delivered(parts: tuple[str, str], tmp_
         keys.write_text(yaml.safe_dump({"keys": KEYS}))
         port = free_port()
         collector = _spawn(
-            ["trackwatch", "collector", "--broker", broker.bootstrap, "--write-keys", str(keys),
+            [sys.executable, "-c", "from streams.cli import main; main()", "collector",
+             "--broker", broker.bootstrap, "--write-keys", str(keys),
              "--host", "127.0.0.1", "--port", str(port)],
-            logs[0], {"PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"},
+            logs[0],
         )  # fmt: skip
         procs.append(collector)
         worker = start_worker(broker.bootstrap, f"tw-{uuid.uuid4().hex[:6]}", logs[1],
