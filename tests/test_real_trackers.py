@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from streams.cli import app as cli_app
 from streams.quarantine_api import create_quarantine_api
 from streams.topics import QUARANTINE, RAW, VALID
-from tests.tracker_support import check_landing, raw_values, wait_landed
+from tests.tracker_support import check_landing, raw_values, tracker_stack, wait_landed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,6 +39,13 @@ KEYS = {"wk_server_test": "server", "wk_web_test": "web"}
 PII_KEY = "test-pii-key"
 # personal values the trackers send: none may be stored anywhere
 SECRETS = ("ada.lovelace@example.com", "+44 20 7946 0958", "hunter2-Secr3t", "grace@example.org")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CollectorThread]]:
+    """Embedded broker, collector (with a PII key) and a worker process."""
+    with tracker_stack(tmp_path_factory.mktemp("trackers"), KEYS, PII_KEY) as stack:
+        yield stack
 
 
 def _segment(port: int, key: str = "wk_server_test") -> Any:
