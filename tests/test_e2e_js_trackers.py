@@ -30,7 +30,13 @@ KEYS = {"wk_node_server": "server", "wk_browser_web": "web"}
 
 
 @pytest.fixture(scope="module")
+def chromium_bin() -> str:
+    return chromium()
+
+
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CollectorThread]]:
+    node()  # no stack to start without the trackers
     with tracker_stack(tmp_path_factory.mktemp("js-trackers"), KEYS) as stack:
         yield stack
 
@@ -253,9 +259,9 @@ BROWSER_CALLS: list[tuple[str, str, list[Any], str]] = [
 ]  # fmt: skip
 
 
-def run_browser(port: int, delivery: str) -> dict[str, Any]:
+def run_browser(chromium_bin: str, port: int, delivery: str) -> dict[str, Any]:
     request = {
-        "chromium": chromium(),
+        "chromium": chromium_bin,
         "apiHost": f"127.0.0.1:{port}/v1",
         "writeKey": "wk_browser_web",
         "delivery": delivery,
@@ -275,10 +281,10 @@ def run_browser(port: int, delivery: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("delivery", ["standard", "batching"])
 def test_analytics_js_in_chromium_lands_where_it_should(
-    stack: tuple[str, CollectorThread], delivery: str
+    chromium_bin: str, stack: tuple[str, CollectorThread], delivery: str
 ) -> None:
     bootstrap, collector = stack
-    report = run_browser(collector.port, delivery)
+    report = run_browser(chromium_bin, collector.port, delivery)
     assert report["offsite"] == [] and report["pageErrors"] == [], report
     assert isinstance(report["calls"], list), report
     mids = {c["label"]: c["messageId"] for c in report["calls"]}
