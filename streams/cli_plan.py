@@ -19,7 +19,7 @@ from streams.errors import err_console, fail
 from tracking_plan.diff import Change, diff_plans, has_breaking
 from tracking_plan.jsonschema_import import load_json_schemas
 from tracking_plan.lint import lint_plan
-from tracking_plan.loader import PlanError, load_plan
+from tracking_plan.loader import PlanError, is_unnamed_view, load_plan
 from tracking_plan.model import Plan
 
 plan_app = typer.Typer(
@@ -76,9 +76,8 @@ def lint(
             )
         console.print(table)
     summary = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
-    err_console.print(
-        f"{plan}: {len(loaded.events)} events; {summary}", markup=False, soft_wrap=True
-    )
+    planned = sum(not is_unnamed_view(e) for e in loaded.events.values())
+    err_console.print(f"{plan}: {planned} events; {summary}", markup=False, soft_wrap=True)
     if counts["error"] or (strict and counts["warning"]):
         raise typer.Exit(1)
 

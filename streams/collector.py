@@ -73,9 +73,13 @@ ROUTES: dict[str, str] = {
     "/v1/alias": "alias",
     "/v1/a": "alias",
     "/v1/batch": "batch",
+    "/v1/b": "batch",  # analytics.js with deliveryStrategy "batching"
     "/v1/import": "batch",
 }
 CALL_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+# What the collector may add to a call within the per-event limit (the batch's sentAt, context
+# and integrations, keyed hashes of personal values): settings keep 1 KB of room per Kafka message
+ADDED_BYTES = 512
 JSON_CONTENT_TYPES = ("application/json", "text/plain")  # analytics.js beacons use text/plain
 CONTENT_ENCODINGS = ("identity", "gzip", "deflate")  # inflated here, with bounded output
 MAX_JSON_DEPTH = 250  # orjson cannot re-encode deeper documents
@@ -314,7 +318,8 @@ def _single_call(payload: Any, call_type: str) -> list[dict[str, Any]]:
     return [payload]
 
 
-def _batch_calls(payload: Any) -> list[dict[str, Any]]:
+def _batch_calls(payload: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The calls of a batch, and what the batch gives them all (`_add_shared`)."""
     if not isinstance(payload, dict):
         raise Problem(
             400,
@@ -345,12 +350,28 @@ def _batch_calls(payload: Any) -> list[dict[str, Any]]:
                 f"{where}.type",
             )
         call.pop("writeKey", None)
-        if sent_at is not None and "sentAt" not in call:
-            call["sentAt"] = sent_at
-        for name, values in shared.items():  # batch-level context/integrations apply to all
-            own = call.get(name)
-            call[name] = {**values, **own} if isinstance(own, dict) else dict(values)
-    return calls
+    if sent_at is not None:
+        shared["sentAt"] = sent_at
+    return calls, shared
+
+
+def _add_shared(call: dict[str, Any], shared: dict[str, Any]) -> bool:
+    """Apply a batch's `sentAt`, `context` and `integrations` to one of its calls (the call's
+    own values win); whether the call changed."""
+    changed = False
+    for name, values in shared.items():
+        own = call.get(name)
+        if name == "sentAt":
+            if name not in call:
+                call[name] = values
+                changed = True
+        elif isinstance(own, dict):
+            changed = changed or not values.keys() <= own.keys()
+            call[name] = {**values, **own}
+        else:
+            call[name] = dict(values)
+            changed = True
+    return changed
 
 
 def take_write_key(payload: Any) -> str | None:
@@ -368,23 +389,35 @@ def encode_calls(
     Raises Problem (400 shape, 413 event size).
     """
     is_batch = call_type == "batch"
-    calls = _batch_calls(payload) if is_batch else _single_call(payload, call_type)
+    calls, shared = _batch_calls(payload) if is_batch else (_single_call(payload, call_type), {})
     encoded: list[tuple[str, bytes]] = []
     for index, call in enumerate(calls):
-        if masker is not None:
-            masker.mask(call)
         where = f"batch[{index}]" if is_batch else "the event"
+        # the limit applies to the call as the tracker sent it (as Segment's does), not to what
+        # the collector adds below: a tracker cannot know about the batch's sentAt copied into
+        # each call, nor about keyed hashes longer than the values they replace
         body = _encode_body(call, where)
         if len(body) > max_event_bytes:
-            raise Problem(
-                413,
-                "payload_too_large",
-                f"{where} is {len(body)} bytes, over the per-event limit of "
-                f"{max_event_bytes // 1024} KB",
-                where if is_batch else None,
-            )
+            raise _too_large(where, len(body), max_event_bytes, is_batch)
+        changed = _add_shared(call, shared)
+        if masker is not None:
+            changed = masker.mask(call) > 0 or changed
+        if changed:
+            body = _encode_body(call, where)
+            if len(body) > max_event_bytes + ADDED_BYTES:  # a batch context of many KB
+                raise _too_large(where, len(body), max_event_bytes, is_batch, added=True)
         encoded.append((partition_key_of_body(call), body))
     return encoded
+
+
+def _too_large(where: str, size: int, limit: int, is_batch: bool, added: bool = False) -> Problem:
+    what = " once the batch's shared fields and keyed hashes are added" if added else ""
+    return Problem(
+        413,
+        "payload_too_large",
+        f"{where} is {size} bytes{what}, over the per-event limit of {limit // 1024} KB",
+        where if is_batch else None,
+    )
 
 
 def inflate(data: bytes, encoding: str, limit: int) -> bytes:

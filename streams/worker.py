@@ -169,6 +169,7 @@ class Pipeline:
             for outcome in ("repaired", "lost", "resought"):
                 m.INPUT_GAPS.labels(stage, outcome)
         self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
+        self._unplanned_firing: set[tuple[str, ...]] = set()  # see `unplanned_firing`
         # per agent: input partition -> its state in memory (see `_current`)
         self.parts: dict[str, dict[int, _Partition]] = {
             "process": {},
@@ -684,6 +685,25 @@ class Pipeline:
             m.SERIES_UPPER.labels(**labels).set(up)
             m.SERIES_SCORE.labels(**labels).set(score)
             m.ANOMALY_FIRING.labels(**labels).set(1 if firing else 0)
+        # the engine exports no series of events the plan does not know (unbounded names): their
+        # anomalies (a new unplanned event) fire under event="(unplanned)"
+        now = unplanned_firing(self.anomalies.values(), self.plan)
+        for labels in self._unplanned_firing | now:
+            m.ANOMALY_FIRING.labels(*labels).set(1 if labels in now else 0)
+        self._unplanned_firing = now
+
+
+def unplanned_firing(anomalies: Any, plan: Plan) -> set[tuple[str, ...]]:
+    """The `trackwatch_anomaly_firing` labels (event, source, platform, kind) of the firing
+    anomalies about events the plan does not know, all under event="(unplanned)"."""
+    out: set[tuple[str, ...]] = set()
+    for anomaly in anomalies:
+        event = anomaly.series.get("event")
+        if anomaly.state != "firing" or event is None or event in plan.events:
+            continue
+        source, platform = anomaly.series.get("source", ""), anomaly.series.get("platform", "")
+        out.add((m.UNPLANNED_EVENT_LABEL, source, platform, "volume"))
+    return out
 
 
 def _covered_message(tp: Any, offset: int) -> ConsumerMessage:

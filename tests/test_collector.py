@@ -364,6 +364,47 @@ def test_batch_item_over_32_kb_is_413_naming_the_item(collector: CollectorThread
     assert body["field"] == "batch[1]"
 
 
+def test_batch_item_at_the_limit_as_sent_is_accepted_with_the_batch_fields(
+    collector: CollectorThread,
+) -> None:
+    """The 32 KB limit is the call as the tracker sent it: the batch's sentAt and context the
+    collector copies into it do not push it over (found with analytics-node, which sends
+    sentAt per batch: a call of 32,758 bytes had its whole batch refused)."""
+    shell = orjson.dumps({"type": "track", "event": "E", "properties": {"blob": ""}})
+    at_limit = {
+        "type": "track",
+        "event": "E",
+        "properties": {"blob": "x" * (32 * 1024 - len(shell))},
+    }
+    assert len(orjson.dumps(at_limit)) == 32 * 1024
+    batch = {
+        "batch": [{"type": "track", "event": "small"}, at_limit],
+        "sentAt": "2026-12-01T10:00:00.000Z",
+        "context": {"library": {"name": "analytics-node"}},
+    }
+    status, _, body = collector.post("/v1/batch", batch)
+    assert status == 200, body
+    stored = [e["body"] for e in collector.sink.envelopes()]
+    assert [len(b.get("properties", {}).get("blob", "")) for b in stored] == [
+        0,
+        32 * 1024 - len(shell),
+    ]
+    assert all(b["sentAt"] == "2026-12-01T10:00:00.000Z" for b in stored)
+    assert all(b["context"]["library"]["name"] == "analytics-node" for b in stored)
+    # one byte more as sent is over
+    at_limit["properties"]["blob"] += "x"
+    collector.sink.items.clear()
+    assert_refused(collector, collector.post("/v1/batch", batch), 413, "batch[1]", "32 KB")
+
+
+def test_batch_context_too_large_for_its_calls_is_413(collector: CollectorThread) -> None:
+    """What the collector copies into a call is bounded too: a batch context of many KB on a
+    call near the limit is refused, naming why."""
+    call = {"type": "track", "event": "E", "properties": {"blob": "x" * 32_000}}
+    batch = {"batch": [call], "context": {"page": {"title": "t" * 2000}}}
+    assert_refused(collector, collector.post("/v1/batch", batch), 413, "batch[0]", "shared fields")
+
+
 def test_gzip_bomb_is_refused_without_inflating_it(collector: CollectorThread) -> None:
     bomb = gzip.compress(b'{"batch": [' + b" " * 200_000_000 + b"]}", compresslevel=9)
     assert len(bomb) < 300_000
@@ -570,3 +611,30 @@ def test_error_messages_stay_short_with_huge_values(collector: CollectorThread) 
         collector, collector.post("/v1/batch", {"batch": [{"type": ["y"] * 5000}]}), 400
     )
     assert len(body["error"]) < 300
+
+
+def test_analytics_js_batching_route_takes_a_batch(collector: CollectorThread) -> None:
+    """analytics.js in "batching" delivery posts to /v1/b, with the write key both in the body
+    and as Basic auth (so the browser sends a CORS preflight first): found in Chromium, where
+    /v1/b was a 404 and every batched event was lost."""
+    status, headers, _ = collector.request(
+        "OPTIONS",
+        "/v1/b",
+        headers={"Origin": "http://shop.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert status == 204 and "Authorization" in headers["Access-Control-Allow-Headers"]
+    batch = {
+        "writeKey": "wk_web",
+        "batch": [{"type": "page", "name": "Home"}, {"type": "track", "event": "E"}],
+        "sentAt": "2026-12-01T10:00:00.000Z",
+    }
+    status, headers, body = collector.post(
+        "/v1/b", orjson.dumps(batch), key=None, headers={"Content-Type": "text/plain"}
+    )
+    assert (status, body) == (200, {"success": True})
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert [(e["source"], e["body"]["type"]) for e in collector.sink.envelopes()] == [
+        ("web", "page"),
+        ("web", "track"),
+    ]
+    assert all("writeKey" not in e["body"] for e in collector.sink.envelopes())

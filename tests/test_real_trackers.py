@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,19 +23,15 @@ import pytest
 import rudderstack.analytics as rudder_analytics
 import segment.analytics as segment_analytics
 from aiohttp.test_utils import TestClient, TestServer
-from kafka import KafkaConsumer, TopicPartition
 from rudderstack.analytics.request import APIError as RudderAPIError
 from segment.analytics.request import APIError as SegmentAPIError
 from test_collector import CollectorThread
 from typer.testing import CliRunner
 
-from streams.broker import EmbeddedBroker, create_topics
 from streams.cli import app as cli_app
 from streams.quarantine_api import create_quarantine_api
-from streams.raw_producer import BatchingProducer
-from streams.settings import Settings
 from streams.topics import QUARANTINE, RAW, VALID
-from tests.worker_process import start_worker, stop_worker
+from tests.tracker_support import check_landing, raw_values, tracker_stack, wait_landed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,63 +41,11 @@ PII_KEY = "test-pii-key"
 SECRETS = ("ada.lovelace@example.com", "+44 20 7946 0958", "hunter2-Secr3t", "grace@example.org")
 
 
-def raw_values(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        values: list[bytes] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            assert time.monotonic() < deadline, f"{topic} not read to its end"
-            for records in consumer.poll(timeout_ms=300).values():
-                values += [r.value for r in records if r.value is not None]
-        return values
-    finally:
-        consumer.close()
-
-
-def landed(bootstrap: str) -> tuple[dict[str, dict], dict[str, dict]]:
-    """messageId -> forwarded event (events.valid) and -> quarantine record."""
-    valid = {
-        item["event"]["messageId"]: item["event"]
-        for value in raw_values(bootstrap, VALID)
-        for item in orjson.loads(value)["events"]
-    }
-    quarantined = {
-        record["envelope"]["body"]["messageId"]: record
-        for value in raw_values(bootstrap, QUARANTINE)
-        for record in orjson.loads(value)
-        if record.get("envelope")
-    }
-    return valid, quarantined
-
-
-def codes(record: dict) -> set[tuple[str, str]]:
-    return {(v["code"], v["path"]) for v in record["violations"]}
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, CollectorThread]]:
     """Embedded broker, collector (with a PII key) and a worker process."""
-    tmp = tmp_path_factory.mktemp("trackers")
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
-        create_topics(broker.bootstrap)
-        settings = Settings(broker=broker.bootstrap, pii_key=PII_KEY)
-
-        async def connect() -> BatchingProducer:
-            return await BatchingProducer.connect(settings)
-
-        collector = CollectorThread(settings, connect, KEYS).start()
-        log = tmp / "worker.log"
-        worker = start_worker(broker.bootstrap, f"tw-{uuid.uuid4().hex[:6]}", log, tmp)
-        try:
-            yield broker.bootstrap, collector
-        finally:
-            collector.stop()
-            assert stop_worker(worker) == 0, log.read_text()[-3000:]
+    with tracker_stack(tmp_path_factory.mktemp("trackers"), KEYS, PII_KEY) as stack:
+        yield stack
 
 
 def _segment(port: int, key: str = "wk_server_test") -> Any:
@@ -199,27 +142,8 @@ def test_real_sdks_every_call_type_lands_where_it_should(
     run = uuid.uuid4().hex[:6]
     sent = {**send_segment(collector.port, run), **send_rudder(collector.port, run)}
 
-    deadline = time.monotonic() + 120
-    while True:
-        valid, quarantined = landed(bootstrap)
-        arrived = set(valid) | set(quarantined)
-        if set(sent) <= arrived or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert set(sent) - arrived == set(), "events lost on the way"
-    for mid, expect in sent.items():
-        kind, _, detail = expect.partition(":")
-        if kind == "valid":
-            assert mid in valid and "violations" not in valid[mid], (mid, quarantined.get(mid))
-        elif kind == "flag":
-            code, _, path = detail.partition(":")
-            assert mid in valid and (code, path) in {
-                (v["code"], v["path"]) for v in valid[mid]["violations"]
-            }, (mid, valid.get(mid))
-        else:
-            code, _, path = detail.partition(":")
-            assert mid in quarantined and mid not in valid, mid
-            assert (code, path) in codes(quarantined[mid]), (mid, quarantined[mid])
+    valid, quarantined = wait_landed(bootstrap, set(sent))
+    check_landing(sent, valid, quarantined)
     # the forwarded identify traits of rudder stay in context, the PII trait stripped
     flagged = [e for m, e in valid.items() if sent.get(m, "").endswith("context.traits.email")]
     assert flagged and "email" not in flagged[0]["context"]["traits"]

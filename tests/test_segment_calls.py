@@ -137,6 +137,43 @@ def test_standard_page_properties_are_built_in() -> None:
     assert codes(wrong) == [("wrong_type", "$.properties.url")]
 
 
+def test_unnamed_page_and_screen_are_planned_with_the_builtins_when_the_plan_has_views() -> None:
+    """analytics.js's snippet calls `analytics.page()` without a name on every page load (found
+    in Chromium: it was `unplanned_event`). A plan with `pages:` takes it, checked against the
+    built-in page properties; `screens:` likewise for screen calls."""
+    bare = {"type": "page", "anonymousId": "a", "properties": {**ANALYTICS_JS_PAGE}}
+    del bare["properties"]["name"]
+    result = check(bare, source="web")
+    assert (result.outcome, result.violations, result.event_key) == ("valid", [], "page")
+    assert check({**bare, "name": ""}, source="web").violations == []
+    extra = check({**bare, "properties": {"path": "/", "product_id": "p_1234"}}, source="web")
+    assert codes(extra) == [("unplanned_property", "$.properties.product_id")]
+    wrong = check({**bare, "properties": {"url": 5}}, source="web")
+    assert codes(wrong) == [("wrong_type", "$.properties.url")]
+    screen = check(
+        {"type": "screen", "anonymousId": "a", "properties": {"name": "X"}}, source="ios"
+    )
+    assert screen.violations == []
+    # named pages the plan does not list stay unplanned
+    assert codes(check({**bare, "name": "Nowhere"}, source="web")) == [("unplanned_event", "$")]
+
+
+def test_unnamed_views_follow_their_section_and_stay_out_of_the_plan_file() -> None:
+    without = compile_plan(parse_plan(BASE))
+    bare = {"type": "page", "anonymousId": "a", "properties": {"path": "/"}}
+    assert codes(check(bare, without)) == [("unplanned_event", "$")]
+    plan = parse_plan(BASE + "pages:\n  Home: {}\nscreens:\n")
+    assert set(plan.events) >= {"page", "page:Home", "screen"}
+    assert check(bare, compile_plan(plan)).violations == []
+    dumped = dump_plan(plan)
+    assert "''" not in dumped and '""' not in dumped  # implied, never written out
+    assert parse_plan(dumped).events.keys() == plan.events.keys()
+    assert not [f for f in lint_plan(plan) if f.path in ("pages.", "screens.")]
+    # adding a `pages:` section plans unnamed pages too, and a diff says so
+    changes = diff_plans(parse_plan(BASE), plan)
+    assert any("page" in str(c) for c in changes)
+
+
 def test_reserved_traits_are_built_in_and_a_planned_trait_overrides() -> None:
     plan = parse_plan(BASE)
     validator = compile_plan(plan)

@@ -104,7 +104,9 @@ def body_for(key: str, spec: EventSpec, props: dict[str, Any]) -> dict[str, Any]
     elif spec.call is CallType.ALIAS:
         body.update(type="alias", previousId="a1")
     else:
-        body.update(type=spec.call.value, name=key.split(":", 1)[1], properties=props)
+        body.update(type=spec.call.value, properties=props)
+        if spec.name:  # (the unnamed page/screen a `pages:`/`screens:` section implies has none)
+            body["name"] = spec.name
     return body
 
 

@@ -22,14 +22,18 @@ def start_worker(
     data_dir: Path,
     *extra: str,
     drop_from: str | None = None,
+    faults: Path | None = None,
 ) -> subprocess.Popen:
     """`trackwatch worker` in its own process group, logging to `log`. The returned process has
     `metrics_port` and `web_port` attributes. `drop_from`: comma-separated topics whose consumer
-    loses a few messages after every rebalance (`tests.consumer_faults`)."""
+    loses a few messages after every rebalance (`tests.consumer_faults`). `faults`: a folder whose
+    files switch the faults of `tests.worker_faults` on."""
     metrics_port, web_port = free_port(), free_port()
     code = "from streams.cli import main; main()"
     if drop_from is not None:
         code = f"import tests.consumer_faults as f; f.install({drop_from!r}); {code}"
+    if faults is not None:
+        code = f"import tests.worker_faults as w; w.install({str(faults)!r}); {code}"
     cmd = [
         sys.executable,
         "-c",

@@ -1193,6 +1193,8 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
         if section not in top:
             continue
         node = top[section]
+        if call is not CallType.TRACK:  # a plan with pages takes analytics.js's bare page()
+            events[event_key(call, None)] = unnamed_view(call, ctx.key_lines.get(id(node)))
         if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
             continue
         for event_name, key_node, value_node in ctx.entries(node, section) or ():
@@ -1372,6 +1374,24 @@ def _dump_property(prop: PropertySpec) -> dict[str, Any]:
     return out if nested else _Flow(out)
 
 
+def unnamed_view(call: CallType, line: int | None = None) -> EventSpec:
+    """What a plan's `pages:` (`screens:`) section implies for page (screen) calls without a
+    name, such as the bare `analytics.page()` of analytics.js on every page load: planned, with
+    the built-in properties only (`builtins`), in the plan's and source's mode."""
+    kind = "page" if call is CallType.PAGE else "screen"
+    return EventSpec(
+        name="",
+        call=call,
+        description=f"{kind} calls without a name (implied by `{kind}s:`): built-in properties",
+        line=line,
+    )
+
+
+def is_unnamed_view(event: EventSpec) -> bool:
+    """The entry `unnamed_view` made (a planned page or screen always has a name)."""
+    return event.call in (CallType.PAGE, CallType.SCREEN) and not event.name
+
+
 def _dump_event(event: EventSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if event.description:
@@ -1436,6 +1456,8 @@ def dump_plan(plan: Plan) -> str:
     for event in plan.events.values():
         if event.call in single:
             doc[single[event.call]] = _dump_event(event)
+        elif is_unnamed_view(event):
+            doc.setdefault(sections[event.call], {})  # implied by the section itself
         else:
             doc.setdefault(sections[event.call], {})[event.name] = _dump_event(event)
     return yaml.dump(doc, Dumper=_PlanDumper, sort_keys=False, allow_unicode=True, width=120)
