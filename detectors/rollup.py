@@ -9,6 +9,7 @@ Metrics:
 - "volume": events of an event that arrived; observed = arrivals (see below)
 - "violation": share of arrived events breaking the plan; observed = violations / arrivals
 - "conversion": step-to-step conversion;   observed = numerator / denominator, weight = denominator
+- "activity": distinct users sending anything on a source; observed = users
 
 `count` holds the events forwarded as valid (flagged ones included), `violations` the events
 with a violation, forwarded (flag mode) or quarantined (block mode). Tracking sends
@@ -25,7 +26,8 @@ from typing import Literal
 from detectors.attribution import Breakdown
 from detectors.records import WITHIN, WindowRecord
 
-Metric = Literal["volume", "violation", "conversion"]
+Metric = Literal["volume", "violation", "conversion", "activity"]
+COUNTS = ("volume", "activity")  # the metrics that are counts (the others are rates)
 NOT_DIMENSIONS = ("funnel",)  # labels that name a series but never split it
 MISSING = "(none)"
 
@@ -51,6 +53,10 @@ DEFAULT_LEVELS: tuple[Level, ...] = (
     # early conversion records (within a few minutes, published sooner) are series of their own
     Level("conversion", ("from_event", "to_event", WITHIN)),
     Level("conversion", ("from_event", "to_event", "source", "platform", WITHIN)),
+    # distinct active users (activity records): a source's running sessions going silent is an
+    # outage, seen within minutes (events of each kind take longer to fall short)
+    Level("activity", ("source", "platform")),
+    Level("activity", ()),
 )
 
 
@@ -70,13 +76,13 @@ class Rolled:
 
     @property
     def observed(self) -> float:
-        if self.metric == "volume":
+        if self.metric in COUNTS:
             return self.numerator
         return self.numerator / self.denominator if self.denominator > 0 else 0.0
 
     @property
     def weight(self) -> float:
-        return 1.0 if self.metric == "volume" else self.denominator
+        return 1.0 if self.metric in COUNTS else self.denominator
 
 
 def series_key(metric: str, series: dict[str, str]) -> str:
@@ -110,12 +116,16 @@ def rollup(
     out: dict[str, Rolled] = {}
     index: dict[tuple, Rolled] = {}
     for rec in records:
+        if getattr(rec, "revision", False):
+            continue  # late events told where they belong: history, not evidence
         for level in levels:
             if (level.metric == "conversion") != (rec.kind == "conversion"):
                 continue
+            if (level.metric == "activity") != (rec.kind == "activity"):
+                continue
             if (WITHIN in level.dims) != (WITHIN in rec.series):
                 continue  # the whole funnel window and the early horizon are never summed
-            sent = arrivals(rec) if rec.kind == "volume" else 0.0
+            sent = arrivals(rec) if rec.kind == "volume" else float(rec.count)
             if level.metric == "violation" and sent <= 0:
                 continue
             values = tuple(str(rec.series.get(d, MISSING)) for d in level.dims)
@@ -145,7 +155,7 @@ def rollup(
 
 
 def _contribution(metric: Metric, rec: WindowRecord, sent: float) -> tuple[float, float]:
-    if metric == "volume":
+    if metric in COUNTS:
         return sent, 0.0
     if metric == "violation":
         return float(min(rec.violations, sent)), sent
