@@ -151,6 +151,7 @@ class EngineConfig:
     # divided by the series' usual events per user and window (for rates: the numerator).
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
+    bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
@@ -224,9 +225,10 @@ class Track:
     # test is about ("repeat", "pair:<step before>", "bad", "gone", "conversion")
     told: list[float] | None = None
     cause: str = ""
+    users: float = 0.0  # volumes: the distinct users of its windows, summed
 
     def reset_evidence(self) -> None:
-        self.obs = self.exp = self.den = self.peak = self.silent_expected = 0.0
+        self.obs = self.exp = self.den = self.peak = self.silent_expected = self.users = 0.0
         self.span_obs = self.span_exp = self.span_den = 0.0
         self.windows = self.silent_windows = self.span_windows = 0
         self.codes, self.parts = {}, {}
@@ -256,6 +258,7 @@ class Track:
             "hot": self.hot,
             "told": self.told,
             "cause": self.cause,
+            "users": self.users,
         }
 
     @classmethod
@@ -853,7 +856,14 @@ class DetectionEngine:
                 return False  # mostly a silence no longer than this series often has
         change = excess / exp if exp > 0 else math.inf
         if s.metric in COUNTS:
-            return excess / s.burst >= cfg.min_excess_units and change >= cfg.min_change
+            units = excess / s.burst
+            if obs > exp and track.users > 0.0:
+                # a rise is worth an alert when more users than usual bring it, or when its
+                # extra events are more than a few users could ever send (a bot, a replay
+                # loop): one busy visitor at night is neither
+                extra_users = track.users - exp / s.burst
+                units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
+            return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
 
     @staticmethod
@@ -910,6 +920,7 @@ class DetectionEngine:
         track.obs += r.numerator
         if r.metric in COUNTS:
             track.exp += a.expected
+            track.users += r.users
         else:
             track.exp += a.expected * r.denominator
             track.den += r.denominator

@@ -152,7 +152,7 @@ def _plural(name: str) -> bool:
 
 def _about(expected: float) -> str:
     """ "about 590", "under 1" (never "about less than 1")."""
-    return "under 1" if 0.0 < expected < 0.5 else f"about {_count(expected)}"
+    return "under 1" if 0.0 < expected < 1.0 else f"about {_count(expected)}"
 
 
 def _usual_share(expected: float, denominator: float) -> str:

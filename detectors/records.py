@@ -107,4 +107,16 @@ class Anomaly:
     attribution: list[Attribution] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON-friendly record, numbers rounded (7 significant digits, shares to 4
+        decimals): two runs over the same input write the same bytes."""
+        data = asdict(self)
+        for key in ("observed", "expected", "lower", "upper", "score"):
+            data[key] = _round(data[key])
+        for item in data["attribution"]:
+            item["share"] = round(item["share"], 4)
+        return data
+
+
+def _round(value: float) -> float:
+    """`value` to 7 significant digits (a float's last bits depend on the order of sums)."""
+    return float(f"{value:.7g}")
