@@ -223,6 +223,8 @@ def register(app: typer.Typer) -> None:
         detectors = "" if stats.detectors else " (detectors not installed: no alerts)"
         typer.echo(
             f"{stats.envelopes:,} envelopes: {stats.valid:,} valid, {stats.quarantined:,} "
-            f"quarantined, {stats.duplicates:,} duplicates, {stats.late:,} late; "
+            f"quarantined, {stats.duplicates:,} duplicates, {stats.late:,} late, "
+            f"{stats.duplicate_keys:,} duplicate keys, {stats.repeated_payloads:,} repeated "
+            "payloads; "
             f"{stats.windows:,} window records, {stats.alerts:,} alert changes{detectors}"
         )

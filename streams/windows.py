@@ -25,7 +25,8 @@ Volume series
     event (``context.locale``); a missing value is ``"unknown"``. `count` counts events forwarded
     to events.valid (valid and flagged), `distinct_users` their distinct users (exact sets: the
     state is bounded by the open windows), `violations` events with at least one violation
-    (flagged *or* quarantined), `violation_codes` each code once per event. Unplanned events get
+    (flagged *or* quarantined), `violation_codes` each code once per event, `repeats` events
+    (forwarded or quarantined) repeating a business key (`Tally.repeated`). Unplanned events get
     ``planned=False``; at most `max_unplanned_series` distinct unplanned names per window keep
     their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
     the state.
@@ -104,6 +105,7 @@ class Tally(NamedTuple):
     anonymous_id: str | None
     user_id: str | None
     labels: tuple[str, ...]
+    repeated: bool = False  # repeats a business key within its horizon (`BatchProcessor`)
 
 
 _new_tally = tuple.__new__  # builds a `Tally` 3x faster than its generated __new__
@@ -118,8 +120,10 @@ def event_tally(
     quarantined: bool,
     event: Any,
     paths: tuple[tuple[str, ...], ...],
+    repeated: bool = False,
 ) -> Tally:
-    """The tally of `event` (its string ids, the labels at `paths`) with the outcome given."""
+    """The tally of `event` (its string ids, the labels at `paths`) with the outcome given;
+    `repeated`: it repeats a business key (counted in `WindowRecord.repeats`)."""
     if type(event) is dict:
         anonymous = event.get("anonymousId")
         user = event.get("userId")
@@ -139,6 +143,7 @@ def event_tally(
             anonymous if type(anonymous) is str else None,
             user if type(user) is str else None,
             labels,
+            repeated,
         ),
     )
 
@@ -210,6 +215,7 @@ class _Volume:
     users: set[str] = field(default_factory=set)
     violations: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    repeats: int = 0
 
 
 @dataclass
@@ -302,6 +308,7 @@ class WindowAggregator:
         ts: float | None = None,
         planned: bool = True,
         quarantined: bool = False,
+        repeated: bool = False,
     ) -> bool:
         """Count one whole event (for callers holding events rather than tallies: tests, tools).
         `violations` are its violation codes. Returns False if it was late.
@@ -314,7 +321,9 @@ class WindowAggregator:
         if ts is None or not math.isfinite(ts):
             ts = event_time(event, received_at)
         codes = tuple(sorted(set(violations)))
-        tally = event_tally(source, event_key, planned, ts, codes, quarantined, event, self._paths)
+        tally = event_tally(
+            source, event_key, planned, ts, codes, quarantined, event, self._paths, repeated
+        )
         return self.add_tallies((tally,), self._paths) == 0
 
     def add_tallies(self, tallies: Iterable[Tally], paths: tuple[tuple[str, ...], ...]) -> int:
@@ -325,7 +334,9 @@ class WindowAggregator:
         cache = self._tally_labels.setdefault(paths, {})
         count = self._count
         late = 0
-        for source, key, planned, ts, codes, quarantined, anonymous, user, labels in tallies:
+        for (
+            source, key, planned, ts, codes, quarantined, anonymous, user, labels, repeated,
+        ) in tallies:  # fmt: skip
             if cached:
                 hit = cache.get((source, labels))
                 if hit is None:
@@ -343,7 +354,7 @@ class WindowAggregator:
                 ids = ("u:" + user,) if user else ()
             if not count(
                 source, key, planned, ts, codes or None, quarantined, dims, cohort,
-                anonymous or user or None, ids,
+                anonymous or user or None, ids, repeated,
             ):  # fmt: skip
                 late += 1
         return late
@@ -399,6 +410,7 @@ class WindowAggregator:
         cohort: tuple[str, str],
         user: str | None,
         ids: tuple[str, ...],
+        repeated: bool = False,
     ) -> bool:
         """Count one event at event time `ts` (see `add`): `codes` its violation codes (None
         without violation), `dims` its dimension values, `cohort` the (source, platform) of a
@@ -429,6 +441,8 @@ class WindowAggregator:
             counts = acc.codes
             for code in codes:
                 counts[code] = counts.get(code, 0) + 1
+        if repeated:
+            acc.repeats += 1
         if quarantined:
             return True
         acc.count += 1
@@ -533,6 +547,7 @@ class WindowAggregator:
                     violations=acc.violations,
                     violation_codes=dict(sorted(acc.codes.items())),
                     planned=planned,
+                    repeats=acc.repeats,
                 )
             )
         return out
@@ -618,7 +633,14 @@ class WindowAggregator:
                 [
                     start,
                     [
-                        [list(key), acc.count, sorted(acc.users), acc.violations, dict(acc.codes)]
+                        [
+                            list(key),
+                            acc.count,
+                            sorted(acc.users),
+                            acc.violations,
+                            dict(acc.codes),
+                            acc.repeats,
+                        ]
                         for key, acc in series.items()
                     ],
                 ]
@@ -652,8 +674,10 @@ class WindowAggregator:
         self._volumes = {}
         for start, series in state["volumes"]:
             window = self._volumes[int(start)] = {}
-            for key, count, users, violations, codes in series:
-                window[tuple(key)] = _Volume(count, set(users), violations, Counter(codes))
+            for key, count, users, violations, codes, *repeats in series:  # old states: no repeats
+                window[tuple(key)] = _Volume(
+                    count, set(users), violations, Counter(codes), repeats[0] if repeats else 0
+                )
         self._unplanned_names = {int(s): set(names) for s, names in state["unplanned"]}
         self._steps = {}
         for fi, si, start, dims_users, aliases in state["steps"]:
