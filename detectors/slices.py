@@ -212,6 +212,7 @@ class SliceWatch:
         self.slices: dict[str, _Slice] = {}
         # (measure, subject, source) -> [first observed, its values (sorted), first success]
         self.groups: dict[str, list] = {}
+        self._alarmed: set[str] = set()  # keys of the slices with an alarmed test
 
     def window(
         self, ts: float, window: float, observations: Iterable[Observation]
@@ -240,7 +241,11 @@ class SliceWatch:
                     group[2] = ts
                 for verdict in self._observe(ts, window, sl, obs, group, totals):
                     out[verdict.key] = verdict
-        for key in sorted(k for k, sl in self.slices.items() if sl.alarm):
+                if sl.alarm:
+                    self._alarmed.add(key)
+                else:
+                    self._alarmed.discard(key)
+        for key in sorted(self._alarmed):
             sl = self.slices[key]
             for family, test in sorted(sl.tests.items()):
                 tkey = _test_key(family, key)
@@ -264,6 +269,7 @@ class SliceWatch:
             for other in sl.tests.values():
                 other.alarm, other.recovery = False, 0.0
                 other.cusum.reset()
+            self._alarmed.discard(f"{measure}|{rest}")
 
     # -------------------------------------------------------------------------------- tests
     def _observe(
@@ -438,6 +444,7 @@ class SliceWatch:
         calmed = []
         for key in sorted(stale):
             sl = self.slices.pop(key)
+            self._alarmed.discard(key)
             measure, subject, source, value = key.split("|", 3)
             group = self.groups.get(_group_key(measure, subject, source))
             if group is not None and value in group[1]:
@@ -460,6 +467,7 @@ class SliceWatch:
         watch = cls(config)
         watch.slices = {k: _Slice.from_state(v) for k, v in state.get("slices", {}).items()}
         watch.groups = {k: [g[0], list(g[1]), g[2]] for k, g in state.get("groups", {}).items()}
+        watch._alarmed = {k for k, sl in watch.slices.items() if sl.alarm}
         return watch
 
 
