@@ -496,8 +496,8 @@ class DetectionEngine:
         """source -> slice dimension -> value -> [events of all kinds, set of event names]."""
         mix: dict[str, dict[str, dict[str, list]]] = {}
         for rec in records:
-            if rec.kind != "volume" or rec.count <= 0:
-                continue
+            if rec.kind != "volume" or rec.count <= 0 or rec.revision:
+                continue  # (revision: the engine decides: lead)
             per_source = mix.setdefault(str(rec.series.get("source", MISSING)), {})
             for dim in self.config.slice_dims:
                 value = rec.series.get(dim)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from detectors.attribution import Breakdown
-from detectors.records import WITHIN, WindowRecord
+from detectors.records import COMPANION, WITHIN, WindowRecord
 
 Metric = Literal["volume", "violation", "conversion"]
 NOT_DIMENSIONS = ("funnel",)  # labels that name a series but never split it
@@ -110,6 +110,8 @@ def rollup(
     out: dict[str, Rolled] = {}
     index: dict[tuple, Rolled] = {}
     for rec in records:
+        if rec.kind == "activity" or rec.revision or rec.series.get("funnel") == COMPANION:
+            continue  # the engine decides: lead
         for level in levels:
             if (level.metric == "conversion") != (rec.kind == "conversion"):
                 continue

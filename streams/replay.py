@@ -19,8 +19,14 @@ import orjson
 
 from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
+from streams.companions import COMPANION_MINUTES
 from streams.pipeline import BatchOutput, BatchProcessor, quarantine_record
-from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, WindowAggregator
+from streams.windows import (
+    DEFAULT_DIMENSIONS,
+    EARLY_MINUTES,
+    LATE_HORIZON_SECONDS,
+    WindowAggregator,
+)
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 from tracking_plan.violations import Code, Violation
@@ -34,7 +40,9 @@ class ReplayStats:
     valid: int = 0
     quarantined: int = 0
     duplicates: int = 0
-    late: int = 0
+    late: int = 0  # events of closed windows: late_revised + too_late
+    late_revised: int = 0  # late, counted in revision records
+    too_late: int = 0  # later than the late horizon: in no record
     windows: int = 0
     alerts: int = 0
     detectors: bool = False
@@ -85,6 +93,8 @@ def replay(
     window_seconds: int = 60,
     allowed_lateness_seconds: int = 120,
     early_minutes: int = EARLY_MINUTES,
+    companion_minutes: int = COMPANION_MINUTES,
+    late_horizon_seconds: int = LATE_HORIZON_SECONDS,
     engine_config: Any = None,
     dedupe_max_age: float = 24 * 3600.0,
     dedupe_max_entries: int = 100_000,
@@ -99,6 +109,8 @@ def replay(
         window_seconds=window_seconds,
         allowed_lateness_seconds=allowed_lateness_seconds,
         early_minutes=early_minutes,
+        companion_minutes=companion_minutes,
+        late_horizon_seconds=late_horizon_seconds,
         dimensions=dimensions,
         funnels=plan.funnels,
         plan=plan,
@@ -142,4 +154,6 @@ def replay(
     on_progress(pending)
     stats.late = sum(aggregator.late_events.values())
     stats.late_by_source = dict(aggregator.late_events)
+    stats.late_revised = sum(aggregator.revised_events.values())
+    stats.too_late = sum(aggregator.too_late_events.values())
     return stats
