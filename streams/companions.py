@@ -12,9 +12,10 @@ Entries
     A user *enters* A's cohort at most once per horizon H (= `minutes`; a later A within H of
     their last counted entry, either side, is no new entry), as in a funnel step's cohort. An
     entry at time s *converts* to B when the same user (matched on their first id, an
-    ``anonymousId``'s when the event has one; a ``userId`` seen with it is an alias) did B at a
-    time t with s <= t <= s + H, from any source. Only events forwarded to events.valid and in
-    the plan count, never ``(broken)`` calls.
+    ``anonymousId``'s when the event has one; a ``userId`` that comes alone is matched to the
+    anonymousId it last came with, if within 2 H of then) did B at a time t with
+    s <= t <= s + H, from any source. Only events forwarded to events.valid and in the plan
+    count, never ``(broken)`` calls.
 
 Learning and selection (deterministic)
     Entries are judged once no event within their horizon can still come (window W is judged
@@ -32,11 +33,12 @@ Learning and selection (deterministic)
     that starts there: before the first choice there is no companion record.
 
 Memory (bounded, stated)
-    Per user: the times of their planned events and of their last entry per event, kept while
-    a window that may still be judged can need them (about H + 2 windows + lateness behind the
-    watermark), at most `MAX_TIMES` times per (user, event) (the oldest go first); aliases as
-    long as their user. Entries awaiting judgement: one per (user, event) per H within that
-    span. Counts: at most (planned events)² pairs, whatever the traffic.
+    Per user whose latest event is within H + 2 windows + 2 × lateness of the closed edge (plus
+    the 10 windows between two prunings): the times of their planned events, at most
+    `MAX_TIMES` per event (the largest kept; older ones go as the event comes again), and the
+    time of their last entry per event. An alias for 2 H after its last event with both ids.
+    Entries awaiting judgement: at most one per (user, event) per H, over H + 2 windows +
+    lateness. Counts: at most (planned events)² pairs, whatever the traffic.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class Companions:
         self.window = int(window_seconds)
         self.excluded = frozenset(excluded)
         self._users: dict[str, _User] = {}
-        self._aliases: dict[str, str] = {}  # "u:<userId>" -> the user's first id
+        # "u:<userId>" -> [the user's first id, the latest time both came together]
+        self._aliases: dict[str, list[Any]] = {}
         self._pending: dict[int, list[tuple[str, str, float, Cohort]]] = {}  # window -> entries
         self._judged = -math.inf  # the end of the last window judged: entries to judge are later
         self.chosen: dict[str, str] = {}  # B -> A, sorted by B
@@ -105,9 +108,15 @@ class Companions:
         window starting at `start`), `cohort` its (source, platform, app_version)."""
         uid = ids[0]
         if len(ids) > 1:
-            self._aliases[ids[1]] = uid
-        elif uid[0] == "u":  # a userId alone: the user's first id if seen with one
-            uid = self._aliases.get(uid, uid)
+            alias = self._aliases.get(ids[1])
+            if alias is None or alias[0] != uid:
+                self._aliases[ids[1]] = [uid, ts]
+            elif ts > alias[1]:
+                alias[1] = ts
+        elif uid[0] == "u":  # a userId alone: the first id it came with, if recently
+            alias = self._aliases.get(uid)
+            if alias is not None and abs(ts - alias[1]) < 2 * self.horizon:
+                uid = alias[0]
         user = self._users.get(uid)
         if user is None:
             user = self._users[uid] = _User()
@@ -238,15 +247,17 @@ class Companions:
         self._followers = {a: tuple(bs) for a, bs in followers.items()}
 
     def prune(self, limit: float, lateness: float) -> None:
-        """Forget the users (and their aliases) whose latest event is older than any window
-        still to be judged can need (`limit`: the watermark minus the allowed lateness) and
-        than any new event's horizon can reach back to. (An active user's older times go as
-        they send that event again, `add`.)"""
+        """Forget the users whose latest event is older than any window still to be judged can
+        need (`limit`: the watermark minus the allowed lateness) and than any new event's
+        horizon can reach back to, and the aliases no new event can use. (An active user's
+        older times go as they send that event again, `add`.) What is forgotten changes no
+        record: when `advance` prunes does not matter."""
         cutoff = min(limit - 2 * self.window - self.horizon, self._judged) - lateness
         users = self._users
         for uid in [u for u, user in users.items() if user.last < cutoff]:
             del users[uid]
-        for alias in [a for a, uid in self._aliases.items() if uid not in self._users]:
+        expired = limit - self.window - 2 * self.horizon  # (new events: after limit - window)
+        for alias in [a for a, (_, t) in self._aliases.items() if t <= expired]:
             del self._aliases[alias]
 
     # ---------------------------------------------------------------- state
@@ -275,7 +286,7 @@ class Companions:
             user.entries = {k: float(t) for k, t in entries.items()}
             user.last = max((t for ts in user.times.values() for t in ts), default=-math.inf)
             user.last = max([user.last, *user.entries.values()])
-        self._aliases = dict(state["aliases"])
+        self._aliases = {alias: [uid, float(t)] for alias, (uid, t) in state["aliases"].items()}
         self._pending = {
             int(start): [(uid, key, float(ts), tuple(cohort)) for uid, key, ts, cohort in entries]
             for start, entries in state["pending"]

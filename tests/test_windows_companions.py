@@ -29,9 +29,10 @@ def traffic(
     seed: int, start: float, hours: float, sessions_per_hour: int, signup_share: float = 0.6
 ) -> list[tuple[float, str, str, str, str]]:
     """(time, event, user, source, app version) sorted by time: each session opens Home; some
-    open the sign-up screen and then always sign up within minutes; every session may also
-    send noise events at random times, unrelated to each other; some view a product and
-    order it (a funnel pair: never a companion)."""
+    open the sign-up screen and then always sign up within minutes (half of them through the
+    server, which knows only the userId the screen came with: user "anonymousId|userId");
+    every session may also send noise events at random times, unrelated to each other; some
+    view a product and order it (a funnel pair: never a companion)."""
     rng = random.Random(seed)
     out = []
     for n in range(int(hours * sessions_per_hour)):
@@ -41,8 +42,13 @@ def traffic(
         out.append((t, "Home", user, source, version))
         if rng.random() < signup_share:
             screen = t + rng.uniform(5, 60)
-            out.append((screen, "screen:Sign Up", user, source, version))
-            out.append((screen + rng.uniform(20, 240), "Signed Up", user, source, version))
+            signed = screen + rng.uniform(20, 240)
+            if rng.random() < 0.5:
+                out.append((screen, "screen:Sign Up", f"{user}|U{n}", source, version))
+                out.append((signed, "Signed Up", f"|U{n}", "server", "unknown"))
+            else:
+                out.append((screen, "screen:Sign Up", user, source, version))
+                out.append((signed, "Signed Up", user, source, version))
         for noise in ("Noise A", "Noise B"):
             if rng.random() < 0.15:
                 out.append((t + rng.uniform(0, 3 * 3600), noise, user, source, version))
@@ -59,12 +65,12 @@ def run(
     a = a or aggregator()
     records = []
     for i, (t, name, user, source, version) in enumerate(events):
-        body = {
-            "type": "track",
-            "event": name,
-            "anonymousId": user,
-            "context": {"app": {"version": version}},
-        }
+        body: dict = {"type": "track", "event": name, "context": {"app": {"version": version}}}
+        anonymous, _, user_id = user.partition("|")
+        if anonymous:
+            body["anonymousId"] = anonymous
+        if user_id:
+            body["userId"] = user_id
         a.add(body, source, (), event_key=name, received_at=t, ts=t)
         if i % every == 0:
             records += a.advance()
@@ -90,7 +96,7 @@ def test_a_screen_always_followed_by_the_event_is_chosen_and_noise_is_not():
     assert {r.series["app_version"] for r in signup} == {"1.0", "1.1"}
     assert {r.series["source"] for r in signup} == {"web", "ios"}
     num, den = sum(r.numerator for r in signup), sum(r.denominator for r in signup)
-    assert num == den > 500  # every sign-up screen is followed within minutes
+    assert num == den > 500  # every sign-up screen is followed within minutes, server or not
     first = signup[0]
     assert first.series.keys() == {
         "funnel", "from_event", "to_event", "source", "platform", "app_version"
@@ -186,7 +192,8 @@ def test_memory_is_pruned_behind_the_watermark():
         if n % 10 == 0:
             c.prune(t - 120, 120)
     state = c.to_state()
-    # users seen within H + 2 windows + lateness of the closed edge (+ 10 windows between two
-    # prunings): one a minute here, so at most 600 + 120 + 120 + 600 s / 60 + 2 = 26 of the 500
-    assert len(state["users"]) <= 26 and len(state["aliases"]) <= 26
+    # users seen within H + 2 windows + 2 x lateness of the closed edge (+ 10 windows between
+    # two prunings): one a minute here, so at most (600 + 120 + 240 + 600) / 60 = 26 of the 500;
+    # aliases within 2 H + a window (+ 10): (1200 + 60 + 600) / 60 + 2 = 33
+    assert len(state["users"]) <= 26 and len(state["aliases"]) <= 33
     assert len(state["pending"]) <= 14
