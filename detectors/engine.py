@@ -410,6 +410,7 @@ class DetectionEngine:
         `late_windows`). Returns the alerts whose state changed: fired, updated or resolved.
         """
         by_window: dict[float, list[WindowRecord]] = {}
+        records = [rec for rec in records if not rec.revision]  # the engine decides: lead
         for rec in records:
             by_window.setdefault(float(rec.window_start), []).append(rec)
             if self.window is None and rec.window_end > rec.window_start:
@@ -496,8 +497,8 @@ class DetectionEngine:
         """source -> slice dimension -> value -> [events of all kinds, set of event names]."""
         mix: dict[str, dict[str, dict[str, list]]] = {}
         for rec in records:
-            if rec.kind != "volume" or rec.count <= 0 or rec.revision:
-                continue  # (revision: the engine decides: lead)
+            if rec.kind != "volume" or rec.count <= 0:
+                continue
             per_source = mix.setdefault(str(rec.series.get("source", MISSING)), {})
             for dim in self.config.slice_dims:
                 value = rec.series.get(dim)

@@ -118,6 +118,9 @@ def replay(
     engine = make_engine(plan, annotations or [], engine_config)
     stats = ReplayStats(detectors=engine is not None)
     out = BatchOutput()
+    # revision records go to the detectors one call after their own, never with them: as the
+    # detect agent's merger passes them (`streams.merge`)
+    held: list[WindowRecord] = []
 
     def drain(records: list[WindowRecord], final: bool = False) -> None:
         for record in out.quarantine:
@@ -136,8 +139,15 @@ def replay(
         # except after the end of the file, where nothing is known
         closed = aggregator.watermark - aggregator.lateness
         until = None if final or closed == -math.inf else closed // window_seconds * window_seconds
-        if engine is not None and (records or until is not None):
-            for anomaly in engine.process(records, until=until):
+        if engine is None:
+            return
+        ready = held + [r for r in records if not r.revision]
+        held[:] = [r for r in records if r.revision]
+        calls = [(ready, until)] if ready or until is not None else []
+        if final and held:
+            calls.append((held[:], None))
+        for batch, up_to in calls:
+            for anomaly in engine.process(batch, until=up_to):
                 on_alert(anomaly)
                 stats.alerts += 1
 
