@@ -34,9 +34,9 @@ Learning and selection (deterministic)
 
 Memory (bounded, stated)
     Per user whose latest event is within H + 2 windows + 2 × lateness of the closed edge (plus
-    the 10 windows between two prunings): the times of their planned events, at most
-    `MAX_TIMES` per event (the largest kept; older ones go as the event comes again), and the
-    time of their last entry per event. An alias for 2 H after its last event with both ids.
+    the 10 windows between two prunings): their planned events with times, at most
+    `MAX_EVENTS` (the latest kept; the ones no entry can need go as the user sends more), and
+    the time of their last entry per event. An alias for 2 H after its last event with both ids.
     Entries awaiting judgement: at most one per (user, event) per H, over H + 2 windows +
     lateness. Counts: at most (planned events)² pairs, whatever the traffic.
 """
@@ -55,7 +55,7 @@ MIN_ENTRIES = 50  # entries of A over a learning day
 MIN_CONVERSIONS = 20  # of those, converted to B
 MIN_SHARE = 0.3  # conversions / entries
 MIN_LEARNING_HOURS = 12  # a first learning day shorter than this goes on to the next midnight
-MAX_TIMES = 32  # event times kept per (user, event)
+MAX_EVENTS = 64  # recent events kept per user (the latest)
 NEVER_COMPANION = ("identify", "(broken)")  # B never is one of these
 DAY = 86_400
 
@@ -63,13 +63,14 @@ Cohort = tuple[str, str, str]  # (source, platform, app_version) of the entry
 
 
 class _User:
-    """One user's recent events: event key -> times; event key -> time of the last entry; the
-    latest event time."""
+    """One user's recent events, flat (``[key, time, key, time, ...]``, in arrival order: few
+    objects for the garbage collector to scan), event key -> time of their last entry, and
+    their latest event time."""
 
-    __slots__ = ("entries", "last", "times")
+    __slots__ = ("entries", "events", "last")
 
     def __init__(self) -> None:
-        self.times: dict[str, list[float]] = {}
+        self.events: list[Any] = []
         self.entries: dict[str, float] = {}
         self.last = -math.inf
 
@@ -90,9 +91,10 @@ class Companions:
         self.window = int(window_seconds)
         self.excluded = frozenset(excluded)
         self._users: dict[str, _User] = {}
-        # "u:<userId>" -> [the user's first id, the latest time both came together]
-        self._aliases: dict[str, list[Any]] = {}
-        self._pending: dict[int, list[tuple[str, str, float, Cohort]]] = {}  # window -> entries
+        # "u:<userId>" -> (the user's first id, the latest time both came together)
+        self._aliases: dict[str, tuple[str, float]] = {}
+        # window -> its entries, flat: [uid, event key, time, cohort, uid, ...]
+        self._pending: dict[int, list[Any]] = {}
         self._judged = -math.inf  # the end of the last window judged: entries to judge are later
         self.chosen: dict[str, str] = {}  # B -> A, sorted by B
         self._followers: dict[str, tuple[str, ...]] = {}  # A -> the Bs it is chosen for
@@ -109,10 +111,8 @@ class Companions:
         uid = ids[0]
         if len(ids) > 1:
             alias = self._aliases.get(ids[1])
-            if alias is None or alias[0] != uid:
-                self._aliases[ids[1]] = [uid, ts]
-            elif ts > alias[1]:
-                alias[1] = ts
+            if alias is None or alias[0] != uid or ts > alias[1]:
+                self._aliases[ids[1]] = (uid, ts)
         elif uid[0] == "u":  # a userId alone: the first id it came with, if recently
             alias = self._aliases.get(uid)
             if alias is not None and abs(ts - alias[1]) < 2 * self.horizon:
@@ -122,22 +122,25 @@ class Companions:
             user = self._users[uid] = _User()
         if ts > user.last:
             user.last = ts
-        times = user.times.get(key)
-        if times is None:
-            user.times[key] = [ts]
-        else:
-            if times[0] < self._judged:  # no entry still to judge can need the oldest times
-                times[:] = [t for t in times if t >= self._judged]
-            times.append(ts)
-            if len(times) > MAX_TIMES:  # the largest times are kept, however it is called
-                times.remove(min(times))
+        events = user.events
+        judged = self._judged
+        if events and events[1] < judged:  # no entry still to judge needs the oldest ones
+            i, n = 3, len(events)
+            while i < n and events[i] < judged:
+                i += 2
+            del events[: i - 1]
+        events.append(key)
+        events.append(ts)
+        if len(events) > 2 * MAX_EVENTS:  # the latest are kept, however `close` is called
+            oldest = min(range(1, len(events), 2), key=events.__getitem__)
+            del events[oldest - 1 : oldest + 1]
         last = user.entries.get(key)
         if last is None or abs(ts - last) >= self.horizon:
             user.entries[key] = ts if last is None else max(ts, last)
             pending = self._pending.get(start)
             if pending is None:
                 pending = self._pending[start] = []
-            pending.append((uid, key, ts, cohort))
+            pending.extend((uid, key, ts, cohort))
 
     # --------------------------------------------------------------- output
 
@@ -157,9 +160,7 @@ class Companions:
         """End of input: forget the entries whose horizon has not passed (never judged)."""
         self._pending.clear()
 
-    def _judge(
-        self, start: int, entries: list[tuple[str, str, float, Cohort]]
-    ) -> list[WindowRecord]:
+    def _judge(self, start: int, entries: list[Any]) -> list[WindowRecord]:
         day = start // DAY
         if self.day is None or day > self.day:
             if self.day is not None:
@@ -171,19 +172,20 @@ class Companions:
         horizon = self.horizon
         followers = self._followers
         conversions = self.conversions
-        for uid, a, s, cohort in entries:
+        users = self._users
+        for i in range(0, len(entries), 4):
+            uid, a, s, cohort = entries[i], entries[i + 1], entries[i + 2], entries[i + 3]
             self.entries[a] += 1
-            user = self._users.get(uid)
+            user = users.get(uid)
             converted: list[str] = []
             if user is not None:
                 end = s + horizon
-                for b, times in user.times.items():  # insertion order: deterministic
-                    if b != a:
-                        for t in times:
-                            if s <= t <= end:
-                                converted.append(b)
-                                conversions[(a, b)] += 1
-                                break
+                events = user.events
+                for j in range(0, len(events), 2):  # arrival order: deterministic
+                    b = events[j]
+                    if b != a and s <= events[j + 1] <= end and b not in converted:
+                        converted.append(b)
+                        conversions[(a, b)] += 1
             for b in followers.get(a, ()):
                 slot = counted.get((a, b, cohort))
                 if slot is None:
@@ -265,12 +267,9 @@ class Companions:
     def to_state(self) -> dict[str, Any]:
         """JSON-serialisable, in a deterministic order (dicts keep their insertion order)."""
         return {
-            "users": [[uid, u.times, u.entries] for uid, u in self._users.items()],
+            "users": [[uid, u.events, u.entries] for uid, u in self._users.items()],
             "aliases": self._aliases,
-            "pending": [
-                [start, [[uid, key, ts, list(cohort)] for uid, key, ts, cohort in entries]]
-                for start, entries in self._pending.items()
-            ],
+            "pending": [[start, entries] for start, entries in self._pending.items()],
             "chosen": self.chosen,
             "day": self.day,
             "since": self.learning_since,
@@ -280,17 +279,17 @@ class Companions:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._users = {}
-        for uid, times, entries in state["users"]:
+        for uid, events, entries in state["users"]:
             user = self._users[uid] = _User()
-            user.times = {k: [float(t) for t in v] for k, v in times.items()}
+            user.events = [float(v) if i % 2 else v for i, v in enumerate(events)]
             user.entries = {k: float(t) for k, t in entries.items()}
-            user.last = max((t for ts in user.times.values() for t in ts), default=-math.inf)
-            user.last = max([user.last, *user.entries.values()])
-        self._aliases = {alias: [uid, float(t)] for alias, (uid, t) in state["aliases"].items()}
-        self._pending = {
-            int(start): [(uid, key, float(ts), tuple(cohort)) for uid, key, ts, cohort in entries]
-            for start, entries in state["pending"]
-        }
+            user.last = max([*user.events[1::2], *user.entries.values()], default=-math.inf)
+        self._aliases = {alias: (uid, float(t)) for alias, (uid, t) in state["aliases"].items()}
+        self._pending = {}
+        for start, entries in state["pending"]:
+            flat = self._pending[int(start)] = list(entries)
+            for i in range(0, len(flat), 4):
+                flat[i + 2], flat[i + 3] = float(flat[i + 2]), tuple(flat[i + 3])
         self._set_chosen(dict(state["chosen"]))
         self.day = state["day"]
         since = state["since"]
