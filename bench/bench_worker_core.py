@@ -9,11 +9,14 @@ by partition key). Each run feeds every message to fresh per-partition state the
 validate, tally), `encode_outputs` (events.valid / events.quarantine values), the window
 aggregator (`add_tallies`), closing windows and encoding the flush, and the Prometheus counters
 (`_export_validate_metrics`). The baseline is what bench_pipeline's baseline loop does per
-message: `decode_batch`, then `validate` each envelope. Decode, dedupe and validate (of the
-envelopes the dedupe lets through) are also timed alone, which splits `process`. Reports CPU
-µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
-settings), the ratio worker / baseline, and the cost of serialising one partition's state (a
-snapshot). No thresholds, nothing asserted: numbers to read.
+message: `decode_batch`, then `validate` each envelope. Decode, dedupe, validate (of the
+envelopes the dedupe lets through) and the business keys (their key store lookups) are also
+timed alone, which splits `process`. The worker also runs without business keys
+(`BatchProcessor(business_keys=False)`: what it did before them), alternating with the full
+runs: the difference is their whole cost. Reports CPU µs/event and events/s (median of
+`--repeat` runs, under the worker's garbage-collector settings), the ratio worker / baseline,
+and the cost of serialising one partition's state (a snapshot). No thresholds, nothing
+asserted: numbers to read.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from bench.bench_pipeline import batches  # noqa: E402
 from streams.cli_worker import WORKER_GC  # noqa: E402
 from streams.envelope import decode_batch, message_id, received_at_epoch  # noqa: E402
 from streams.merge import record_dict  # noqa: E402
-from streams.pipeline import BatchProcessor, encode_outputs  # noqa: E402
+from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs  # noqa: E402
 from streams.windows import WindowAggregator  # noqa: E402
 from streams.worker import WorkerConfig, _export_validate_metrics  # noqa: E402
 from tests.streaming_support import make_envelopes  # noqa: E402
@@ -47,15 +50,16 @@ from tracking_plan.validator import Validator, compile_plan  # noqa: E402
 
 Messages = list[tuple[int, bytes, int]]
 STAGES = ("process", "encode outputs", "windows", "close + flush", "metrics")
-PARTS = ("decode alone", "dedupe alone", "validate alone")
+PARTS = ("decode alone", "dedupe alone", "validate alone", "business keys alone")
 clock = time.process_time  # CPU time: steadier than wall time on a shared machine
 
 
 class WorkerState:
     """The per-partition state of the process agent, fresh (as after a start without snapshot)."""
 
-    def __init__(self, plan: Plan, validator: Validator) -> None:
+    def __init__(self, plan: Plan, validator: Validator, keys: bool = True) -> None:
         self.plan, self.validator, self.config = plan, validator, WorkerConfig()
+        self.keys = keys  # check business keys
         self.procs: dict[int, BatchProcessor] = {}
         self.aggs: dict[int, WindowAggregator] = {}
 
@@ -63,7 +67,9 @@ class WorkerState:
         if p not in self.procs:
             c = self.config
             deduper = Deduper(c.dedupe_max_age, c.dedupe_max_entries)
-            self.procs[p] = BatchProcessor(self.plan, deduper, c.dimensions, self.validator)
+            self.procs[p] = BatchProcessor(
+                self.plan, deduper, c.dimensions, self.validator, business_keys=self.keys
+            )
             self.aggs[p] = WindowAggregator(
                 c.window_seconds, c.allowed_lateness_seconds, c.dimensions, self.plan.funnels,
                 self.plan,
@@ -71,9 +77,12 @@ class WorkerState:
         return self.procs[p], self.aggs[p]
 
 
-def run_worker(messages: Messages, plan: Plan, validator: Validator) -> dict[str, float]:
-    """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does)."""
-    worker = WorkerState(plan, validator)
+def run_worker(
+    messages: Messages, plan: Plan, validator: Validator, keys: bool = True
+) -> dict[str, float]:
+    """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does);
+    `keys=False`: without business keys."""
+    worker = WorkerState(plan, validator, keys)
     spent = dict.fromkeys(STAGES, 0.0)
     for offset, (p, value, _n) in enumerate(messages):
         proc, agg = worker.partition(p)
@@ -103,7 +112,11 @@ def snapshot_seconds(worker: WorkerState, times: int = 5) -> float:
     for p, proc in worker.procs.items():
         for _ in range(times):
             t0 = clock()
-            state = {"dedupe": proc.deduper.to_state(), "agg": worker.aggs[p].to_state()}
+            state = {
+                "dedupe": proc.deduper.to_state(),
+                "keys": proc.keys_state(),
+                "agg": worker.aggs[p].to_state(),
+            }
             orjson.dumps(state).decode()
             spent.append(clock() - t0)
     return statistics.median(spent)
@@ -118,21 +131,32 @@ def run_baseline(messages: Messages, validator: Validator) -> float:
     return clock() - t0
 
 
-def run_parts(messages: Messages, validator: Validator) -> dict[str, float]:
-    """CPU seconds of decode, dedupe and validate, each alone (they split `process`)."""
+def run_parts(messages: Messages, plan: Plan, validator: Validator) -> dict[str, float]:
+    """CPU seconds of decode, dedupe, validate and the business keys (the key stores' lookups
+    for the validated events, `BatchProcessor._repeated`), each alone (they split `process`)."""
     spent = dict.fromkeys(PARTS, 0.0)
     dedupers: dict[int, Deduper] = {}
+    procs: dict[int, BatchProcessor] = {}
     for p, value, _n in messages:
         t0 = clock()
         envelopes = orjson.loads(value)
         t1 = clock()
         seen = dedupers.setdefault(p, Deduper(24 * 3600.0, 100_000)).seen
-        new = [e for e in envelopes if not seen(message_id(e), received_at_epoch(e["received_at"]))]
+        new = []
+        for e in envelopes:
+            received_at = received_at_epoch(e["received_at"])
+            if not seen(message_id(e), received_at):
+                new.append((e, received_at))
         t2 = clock()
-        for env in new:
-            validator.validate(env["body"], env["source"], 1_790_000_000.0)
+        results = [validator.validate(e["body"], e["source"], at) for e, at in new]
         t3 = clock()
-        for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+        proc = procs.get(p) or procs.setdefault(p, BatchProcessor(plan, validator=validator))
+        out = BatchOutput()
+        for (e, at), result in zip(new, results, strict=True):
+            if result.planned:
+                proc._repeated(result, e["body"], e["source"], at, out)
+        t4 = clock()
+        for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             spent[part] += dt
     return spent
 
@@ -171,8 +195,12 @@ def main() -> None:
     gc.set_threshold(*WORKER_GC)  # the worker's garbage-collector settings
 
     base = statistics.median(repeat(args.repeat, lambda: run_baseline(messages, validator)))
-    worker = median_of(repeat(args.repeat, lambda: run_worker(messages, plan, validator)))
-    parts = median_of(repeat(args.repeat, lambda: run_parts(messages, validator)))
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for _ in range(args.repeat):  # alternating, so that both see the same machine load
+        for keys in (True, False):
+            runs[keys].append(run_worker(messages, plan, validator, keys))
+    worker, without = median_of(runs[True]), median_of(runs[False])
+    parts = median_of(repeat(args.repeat, lambda: run_parts(messages, plan, validator)))
 
     total = sum(worker[stage] for stage in STAGES)
     print("worker, per stage:")
@@ -183,7 +211,13 @@ def main() -> None:
     for part in PARTS:
         print(line(part, parts[part], n))
     rest = worker["process"] - sum(parts.values())
-    print(line("envelope, routing, tally", rest, n, "  (process minus the three)"))
+    print(line("envelope, routing, tally", rest, n, "  (process minus the four)"))
+    print("business keys (same run, alternating):")
+    plain = sum(without[stage] for stage in STAGES)
+    print(line("worker without them", plain, n))
+    print(line("process without them", without["process"], n))
+    print(line("their cost (process)", worker["process"] - without["process"], n))
+    print(line("their cost (total)", total - plain, n, f"  {100 * (total / plain - 1):+.1f} %"))
     print("baseline:")
     print(line("decode + validate", base, n))
     print(f"ratio worker / baseline (events/s): {base / total:.2f}")

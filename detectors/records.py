@@ -48,7 +48,10 @@ class WindowRecord:
 
     Volume series: `series` = {"event": name, <dim>: value, ...} (dims such as source, platform,
     app_version), `count` events, `distinct_users`, `violations` = events of this series that broke
-    the plan (quarantined or flagged) with `violation_codes` counting each code once per event.
+    the plan (quarantined or flagged) with `violation_codes` counting each code once per event,
+    `repeats` = events of this series (forwarded or quarantined) that repeat a business key seen
+    within its horizon under another messageId (a plan `unique` key, or the automatic "same
+    payload" key of events that declare none: see `tracking_plan.business_keys`).
     Conversion series: `series` = {"from_event", "to_event", <dims>}, `kind` = "conversion",
     `denominator` = users who did `from_event`, `numerator` = those of them who then did
     `to_event` within the funnel's window; `count` = numerator. An early conversion record is
@@ -57,9 +60,9 @@ class WindowRecord:
     `streams.companions`) are conversion series with `series["funnel"]` = "(companion)".
     Activity series: `kind` = "activity", `series` = {"source", "platform"}, `count` =
     `distinct_users` = users who sent any event on that source in the window.
-    A revision (`revision` = True) is a volume record of a window already published: what arrived
-    for it late (`count`, `violations`, `violation_codes`; `distinct_users` 0), since the last
-    revision of the same series and window.
+    A revision (`revision` = True) is a volume record of a window already published: what
+    arrived for it late (`count`, `violations`, `violation_codes`, `repeats`; `distinct_users`
+    0), since the last revision of the same series and window.
     """
 
     series: dict[str, str]
@@ -73,6 +76,7 @@ class WindowRecord:
     numerator: int = 0
     denominator: int = 0
     planned: bool = True  # False for events the plan does not know (candidates for new_event)
+    repeats: int = 0  # volume: events repeating a business key under another messageId
     revision: bool = False  # late events of a window already published (never a new window)
 
     def series_key(self) -> str:

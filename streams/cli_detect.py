@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from streams.errors import fail
+from streams.errors import err_console, fail
 
 DEFAULT_URL = "http://127.0.0.1:6066/api/anomalies"
 MAX_RESPONSE_BYTES = 50_000_000
@@ -50,18 +50,24 @@ def detect_command(
         Path, typer.Option("--output", help="CSV to write (adds anomaly_score)")
     ],
 ) -> None:
-    """Score any univariate series: adds anomaly_score in [0, 1] (causal, comparable)."""
+    """Score any univariate series: adds anomaly_score in [0, 1) (causal, one high score per
+    event onset, comparable across series). Repeated, backwards or gapped timestamps are accepted
+    with a warning on stderr."""
     from detectors.univariate import DetectInputError, detect_csv
 
     if input_path.resolve() == output_path.resolve():
         fail("--output must differ from --input (the input would be overwritten while read)")
     try:
-        rows = detect_csv(input_path, output_path)
+        rows = detect_csv(input_path, output_path, warn=_warn)
     except DetectInputError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"{output_path}: cannot write ({exc.strerror or exc})")
     console.print(f"scored {rows:,} rows → {output_path}")
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------- backtest

@@ -250,6 +250,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"{stats.envelopes:,} envelopes: {stats.valid:,} valid, {stats.quarantined:,} "
             f"quarantined, {stats.duplicates:,} duplicates, {stats.late:,} late "
-            f"({stats.late_revised:,} revised, {stats.too_late:,} too late); "
+            f"({stats.late_revised:,} revised, {stats.too_late:,} too late), "
+            f"{stats.duplicate_keys:,} duplicate keys, {stats.repeated_payloads:,} repeated "
+            "payloads; "
             f"{stats.windows:,} window records, {stats.alerts:,} alert changes{detectors}"
         )

@@ -5,10 +5,18 @@ carried (acks=all). Events are micro-batched towards Kafka (`BatchingProducer`):
 events.raw, one Kafka message per `flush_interval` or `max_batch_envelopes`, and each request
 awaits the batches holding its events. Bad input gets a 4xx JSON body naming the problem:
 
-    {"success": false, "code": "bad_shape", "error": "<what is wrong>", "field": "batch[3].type"}
+    {"success": false, "code": "bad_shape", "message": "<what is wrong>", "error": "<the same>",
+     "field": "batch[3].type"}
+
+(`message` is what Segment-compatible SDKs read; `error` repeats it for older clients.)
 
 The write key (HTTP Basic user name, or ``writeKey`` in the body as analytics.js sends it) picks
 the event's source; the key itself is never forwarded to Kafka.
+
+Personal data never reaches Kafka: before a call is encoded, the values of the plan's forbidden
+PII names are redacted and those of its `pii: true` properties replaced by a keyed hash
+(`tracking_plan.pii.PiiMasker`, key `TRACKWATCH_PII_KEY`). The collector reads those rules from
+its plan file (`settings.plan`) when it starts.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from streams.envelope import envelope_prefix, partition_key_of_body, utc_now_iso
 from streams.metrics import COLLECTED, HTTP_LATENCY, HTTP_REQUESTS
 from streams.raw_producer import BatchingProducer, ProducerUnavailable
-from streams.settings import Settings, load_write_keys
+from streams.settings import Settings, SettingsError, load_write_keys
+from tracking_plan.pii import PiiMasker
 
 log = logging.getLogger("trackwatch.collector")
 
@@ -45,6 +54,7 @@ __all__ = [  # BatchingProducer and ProducerUnavailable come from streams.raw_pr
     "create_collector",
     "encode_calls",
     "inflate",
+    "pii_masker",
     "serve_collector",
     "take_write_key",
 ]
@@ -92,7 +102,14 @@ class Problem(Exception):
         self.close = close  # the body was not read to its end: do not reuse the connection
 
     def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        body: dict[str, Any] = {"success": False, "code": self.code, "error": self.message}
+        # `message` is what Segment-style SDKs read (rudder-sdk-python, analytics-python);
+        # `error` carries the same text for clients of earlier trackwatch versions.
+        body: dict[str, Any] = {
+            "success": False,
+            "code": self.code,
+            "message": self.message,
+            "error": self.message,
+        }
         if self.field is not None:
             body["field"] = self.field
         response = _json(body, status=self.status, headers=headers)
@@ -119,6 +136,7 @@ class Collector:
     settings: Settings
     write_keys: dict[str, str]
     sink: EnvelopeSink
+    masker: PiiMasker | None = None
 
     def source_for(self, key: str | None) -> str:
         if not key:
@@ -310,6 +328,7 @@ def _batch_calls(payload: Any) -> list[dict[str, Any]]:
     shared = {
         k: payload[k] for k in ("context", "integrations") if isinstance(payload.get(k), dict)
     }
+    sent_at = payload.get("sentAt")  # SDKs stamp the whole batch: each call's clock-skew base
     for index, call in enumerate(calls):
         where = f"batch[{index}]"
         if not isinstance(call, dict):
@@ -326,6 +345,8 @@ def _batch_calls(payload: Any) -> list[dict[str, Any]]:
                 f"{where}.type",
             )
         call.pop("writeKey", None)
+        if sent_at is not None and "sentAt" not in call:
+            call["sentAt"] = sent_at
         for name, values in shared.items():  # batch-level context/integrations apply to all
             own = call.get(name)
             call[name] = {**values, **own} if isinstance(own, dict) else dict(values)
@@ -338,15 +359,20 @@ def take_write_key(payload: Any) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def encode_calls(payload: Any, call_type: str, max_event_bytes: int) -> list[tuple[str, bytes]]:
+def encode_calls(
+    payload: Any, call_type: str, max_event_bytes: int, masker: PiiMasker | None = None
+) -> list[tuple[str, bytes]]:
     """Check the shape of a parsed request and encode its calls: [(partition key, body JSON)].
 
-    `call_type` is the route's type or "batch". Raises Problem (400 shape, 413 event size).
+    `call_type` is the route's type or "batch"; `masker` replaces personal values first.
+    Raises Problem (400 shape, 413 event size).
     """
     is_batch = call_type == "batch"
     calls = _batch_calls(payload) if is_batch else _single_call(payload, call_type)
     encoded: list[tuple[str, bytes]] = []
     for index, call in enumerate(calls):
+        if masker is not None:
+            masker.mask(call)
         where = f"batch[{index}]" if is_batch else "the event"
         body = _encode_body(call, where)
         if len(body) > max_event_bytes:
@@ -379,18 +405,49 @@ def inflate(data: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
+def pii_masker(settings: Settings) -> PiiMasker:
+    """The masker of the plan file `settings.plan` with the key `settings.pii_key`.
+
+    Raises SettingsError naming the plan when it cannot be loaded: a collector that does not
+    know the PII rules must not start (it would write personal data to Kafka).
+    """
+    from tracking_plan.loader import PlanError, load_plan
+
+    try:
+        plan = load_plan(settings.plan)
+    except PlanError as exc:
+        raise SettingsError(
+            f"the collector reads its PII rules from the tracking plan: {exc} "
+            "(pass --plan FILE or set TRACKWATCH_PLAN)"
+        ) from None
+    key = settings.pii_key.encode("utf-8", "surrogatepass") if settings.pii_key else None
+    masker = PiiMasker(plan, key)
+    if masker.declared and key is None:
+        log.warning(
+            "TRACKWATCH_PII_KEY is not set: values of pii: true properties are redacted "
+            "instead of replaced by a keyed hash (set it to keep joins on them)"
+        )
+    return masker
+
+
 def create_collector(
-    settings: Settings, producer: EnvelopeSink, write_keys: dict[str, str] | None = None
+    settings: Settings,
+    producer: EnvelopeSink,
+    write_keys: dict[str, str] | None = None,
+    masker: PiiMasker | None = None,
 ) -> web.Application:
     """The collector's aiohttp application.
 
     `producer` receives the encoded envelopes (a `BatchingProducer` in production); the caller
-    owns its lifetime. `write_keys` ({key: source}) defaults to the file `settings.write_keys`.
+    owns its lifetime. `write_keys` ({key: source}) defaults to the file `settings.write_keys`;
+    `masker` (the plan's PII rules) to `pii_masker(settings)`, which loads `settings.plan`.
     Run the app with `serve_collector` (or any aiohttp runner).
     """
     if write_keys is None:
         write_keys = load_write_keys(settings.write_keys)
-    collector = Collector(settings, write_keys, producer)
+    if masker is None:
+        masker = pii_masker(settings)
+    collector = Collector(settings, write_keys, producer, masker)
     app = web.Application(middlewares=[_problems_and_metrics], client_max_size=1024)
     app[COLLECTOR_KEY] = collector
     for path in ROUTES:
@@ -430,7 +487,9 @@ async def _collect(request: web.Request) -> web.Response:
     prefix = envelope_prefix(source, utc_now_iso())
     items = [
         (key, prefix + body + b"}")
-        for key, body in encode_calls(payload, call_type, settings.max_event_bytes)
+        for key, body in encode_calls(
+            payload, call_type, settings.max_event_bytes, collector.masker
+        )
     ]
     try:
         await collector.sink.submit(items)
@@ -442,10 +501,19 @@ async def _collect(request: web.Request) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
+    """200 ``{"status": "ok"}`` while Kafka acknowledges; 503 ``{"status": "degraded",
+    "reason": ...}`` when the collector cannot deliver (see `BatchingProducer.health`)."""
     sink = request.app[COLLECTOR_KEY].sink
-    error = getattr(sink, "last_error", None)
-    body = {"status": "ok" if error is None else "degraded", "kafka_error": error}
-    return _json(body, status=200 if error is None else 503)
+    health = getattr(sink, "health", None)
+    if health is not None:
+        state = dict(await health())
+    else:  # a sink without a health report (tests): judge by its last error
+        error = getattr(sink, "last_error", None)
+        state = {"ok": error is None, "reason": error, "kafka_error": error}
+    ok = bool(state.pop("ok"))
+    body = {"status": "ok" if ok else "degraded", **state}
+    headers = None if ok else {"Retry-After": str(request.app[COLLECTOR_KEY].settings.retry_after)}
+    return _json(body, status=200 if ok else 503, headers=headers)
 
 
 async def _metrics(request: web.Request) -> web.Response:

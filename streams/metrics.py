@@ -49,6 +49,17 @@ QUARANTINED = Counter(
 DUPLICATES = Counter(
     "trackwatch_events_duplicate_total", "Events dropped as duplicates of a messageId", ["source"]
 )
+DUPLICATE_KEYS = Counter(
+    "trackwatch_duplicate_keys_total",
+    "Events repeating a plan business key (unique) under another messageId: duplicate_key",
+    ["source", "event"],
+)
+REPEATED_PAYLOADS = Counter(
+    "trackwatch_repeated_payloads_total",
+    "Planned events without a business key repeating the same user and properties within an "
+    "hour under another messageId (counted, not a violation)",
+    ["source", "event"],
+)
 PROCESSING_LAG = Gauge(
     "trackwatch_processing_lag_seconds",
     "Now minus received_at of the newest event processed",

@@ -39,9 +39,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.broker import create_topics
 from streams.envelope import check_envelope, message_id, parse_received_at
+from streams.pipeline import add_duplicate_keys
 from streams.plan_sync import ActivePlan, end_offsets, read_until, start_consumer
 from streams.topics import QUARANTINE, VALID, TopicSpec
-from tracking_plan.validator import Validator
+from tracking_plan.validator import Result, Validator
+from tracking_plan.violations import Code, Violation
 
 LEDGER = "quarantine.replayed"
 MAX_ENVELOPE_BYTES = 1024 * 1024  # an envelope this large is not replayed (the collector's limit
@@ -77,7 +79,7 @@ class SimulatedCrash(RuntimeError):
 
 # ----------------------------------------------------------------------------------- --since
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE | re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -259,6 +261,8 @@ class ReplayPlanner:
             s.already_replayed += 1
             return None
         result = self.validator.validate(body, source=source, received_at=received_at)
+        if result.outcome != "quarantined":
+            self._keep_duplicate_keys(result, item["violations"])
         if result.outcome == "quarantined":
             s.still_invalid_events += 1
             for code in sorted({v.code for v in result.violations}):
@@ -270,6 +274,24 @@ class ReplayPlanner:
         s.flagged += result.outcome == "flagged"
         s.by_event[name or "(unnamed)"] += 1
         return Republish(key, where[0] % self.valid_partitions, source, result.event, where)
+
+    def _keep_duplicate_keys(self, result: Result, recorded: list[Any]) -> None:
+        """A record quarantined as a repeated business key (`duplicate_key`, a key with mode
+        block) stays quarantined while the plan still blocks that key; otherwise it is
+        republished flagged with that violation (validating it alone cannot see repeats)."""
+        problems = [
+            Violation(Code.DUPLICATE_KEY.value, *(str(v.get(k, ""))[:200] for k in _FIELDS))
+            for v in recorded
+            if isinstance(v, dict) and v.get("code") == Code.DUPLICATE_KEY.value
+        ]
+        if not problems:
+            return
+        rules = self.validator.keys.rules.get(result.event_key, ())
+        blocking = {rule.path for rule in rules if rule.block}
+        add_duplicate_keys(result, problems, any(p.path in blocking for p in problems))
+
+
+_FIELDS = ("path", "expected", "got")
 
 
 def valid_messages(

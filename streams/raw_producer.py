@@ -74,7 +74,11 @@ class BatchingProducer:
         self.max_pending_bytes = max_pending_bytes
         self.pending_bytes = 0  # buffered or sent but not yet acknowledged (or failed)
         self.last_error: str | None = None
-        self.last_ack: float | None = None
+        self.last_ack: float | None = None  # wall clock of the last acknowledgement
+        self._acked_at = time.monotonic()  # monotonic: last acknowledgement (or start)
+        self._refused: tuple[float, str] | None = None  # monotonic time, why: last 503
+        self._in_flight: dict[int, float] = {}  # id(buffer) -> monotonic time it was flushed
+        self._probe: tuple[float, str | None] | None = None  # when, error of the last probe
         self._buffers: dict[int, _Buffer] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -142,14 +146,65 @@ class BatchingProducer:
     def healthy(self) -> bool:
         return self.last_error is None
 
+    PROBE_AFTER = 10.0  # seconds without an acknowledgement before /healthz asks Kafka itself
+    PROBE_EVERY = 2.0  # seconds a probe's answer is reused
+
+    async def health(self) -> dict[str, Any]:
+        """Can Kafka take events now? ``{"ok": bool, "reason": str | None, ...figures}``.
+
+        Not ok when: the collector is shutting down; the last write failed; a batch has waited
+        longer than `timeout` for its acknowledgement; the last request was refused (503) and
+        nothing was acknowledged since; or, after `PROBE_AFTER` seconds without traffic, the
+        brokers do not answer a metadata request within `timeout`.
+        """
+        now = time.monotonic()
+        oldest = min(self._in_flight.values(), default=None)
+        waiting = now - oldest if oldest is not None else 0.0
+        figures: dict[str, Any] = {
+            "kafka_error": self.last_error,
+            "unacknowledged_batches": len(self._in_flight),
+            "oldest_unacknowledged_seconds": round(waiting, 3),
+            "seconds_since_ack": round(now - self._acked_at, 3),
+        }
+        reason: str | None = None
+        if self._closed:
+            reason = "the collector is shutting down"
+        elif self.last_error is not None:
+            reason = f"the last write to Kafka failed: {self.last_error}"
+        elif waiting > self.timeout:
+            reason = f"Kafka has not acknowledged a batch for {waiting:.1f} s"
+        elif self._refused is not None and self._refused[0] > self._acked_at:
+            reason = f"events are refused: {self._refused[1]}"
+        elif now - self._acked_at > self.PROBE_AFTER and not self._in_flight:
+            reason = await self._probe_kafka(now)
+        return {"ok": reason is None, "reason": reason, **figures}
+
+    async def _probe_kafka(self, now: float) -> str | None:
+        """Ask the brokers for their metadata (no traffic to judge by); cached briefly."""
+        if self._probe is not None and now - self._probe[0] < self.PROBE_EVERY:
+            return self._probe[1]
+        client = getattr(self.producer, "client", None)
+        if client is None:
+            return None
+        error: str | None = None
+        try:
+            await asyncio.wait_for(client.fetch_all_metadata(), self.timeout)
+        except Exception as exc:  # KafkaError, TimeoutError, OSError: all mean unreachable
+            detail = str(exc) or "no answer"
+            error = f"Kafka does not answer ({type(exc).__name__}: {detail})"
+        self._probe = (time.monotonic(), error)
+        return error
+
+    def _refuse(self, reason: str) -> ProducerUnavailable:
+        self._refused = (time.monotonic(), reason)
+        return ProducerUnavailable(reason)
+
     async def submit(self, items: list[tuple[str, bytes]]) -> None:
         if self._closed:
-            raise ProducerUnavailable("the collector is shutting down")
+            raise self._refuse("the collector is shutting down")
         size = sum(len(data) for _, data in items)
         if self.pending_bytes + size > self.max_pending_bytes:  # Kafka is slower than traffic
-            raise ProducerUnavailable(
-                f"overloaded: {self.pending_bytes / 1e6:.0f} MB already await Kafka"
-            )
+            raise self._refuse(f"overloaded: {self.pending_bytes / 1e6:.0f} MB already await Kafka")
         self.pending_bytes += size
         by_partition: dict[int, list[bytes]] = {}
         for key, data in items:
@@ -161,10 +216,10 @@ class BatchingProducer:
             return
         done, pending = await asyncio.wait(futures, timeout=self.timeout)
         if pending:
-            raise ProducerUnavailable(f"Kafka did not acknowledge within {self.timeout:g} s")
+            raise self._refuse(f"Kafka did not acknowledge within {self.timeout:g} s")
         for future in done:
             if future.exception() is not None:
-                raise ProducerUnavailable(str(future.exception()))
+                raise self._refuse(str(future.exception()))
 
     def _add(self, partition: int, datas: list[bytes]) -> list[asyncio.Future[None]]:
         """Append envelopes to the partition's buffer; the futures of the batches they joined."""
@@ -203,10 +258,12 @@ class BatchingProducer:
 
     async def _send(self, partition: int, buffer: _Buffer) -> None:
         lock = self._locks.setdefault(partition, asyncio.Lock())
+        self._in_flight[id(buffer)] = time.monotonic()
         try:
             await self._send_and_ack(partition, buffer, lock)
         finally:
             self.pending_bytes -= buffer.data_bytes
+            self._in_flight.pop(id(buffer), None)
 
     async def _send_and_ack(self, partition: int, buffer: _Buffer, lock: asyncio.Lock) -> None:
         try:
@@ -225,6 +282,7 @@ class BatchingProducer:
         else:
             self.last_error = None
             self.last_ack = time.time()
+            self._acked_at = time.monotonic()
             PRODUCE_BATCH.observe(len(buffer.parts))
             buffer.future.set_result(None)
 

@@ -39,7 +39,9 @@ class ReplayStats:
     envelopes: int = 0
     valid: int = 0
     quarantined: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # same messageId: retries, dropped
+    duplicate_keys: int = 0  # events repeating a plan business key (duplicate_key)
+    repeated_payloads: int = 0  # events repeating the automatic "same payload" key
     late: int = 0  # events of closed windows: late_revised + too_late
     late_revised: int = 0  # late, counted in revision records
     too_late: int = 0  # later than the late horizon: in no record
@@ -128,6 +130,8 @@ def replay(
         stats.quarantined += len(out.quarantine)
         stats.valid += len(out.valid)
         stats.duplicates += sum(out.duplicates.values())
+        stats.duplicate_keys += sum(out.duplicate_keys.values())
+        stats.repeated_payloads += sum(out.repeated_payloads.values())
         stats.envelopes += out.received
         aggregator.add_tallies(out.tallies, processor.paths)
         out.__init__()  # type: ignore[misc]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Settings:
     produce_timeout: float = 5.0  # seconds a request waits for Kafka before answering 503
     max_pending_bytes: int = 64 * 1024 * 1024  # awaiting Kafka; beyond it: 503 at once
     retry_after: int = 2  # seconds, sent with 503
+    # Secret key of the keyed hash (HMAC-SHA256) that replaces the values of `pii: true` plan
+    # properties before anything reaches Kafka; empty: they are redacted instead. Never printed.
+    pii_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

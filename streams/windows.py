@@ -20,11 +20,12 @@ Late events
     Mobile SDKs flush offline batches hours late, so a late event whose window closed less than
     `late_horizon_seconds` ago (6 h by default; 0: none) is still counted where it belongs: in a
     *revision* record (kind "volume", ``revision=True``, the series and window of the original,
-    `count`/`violations`/`violation_codes` of what arrived late for it; `distinct_users` 0:
-    user sets are not kept for closed windows). The late events that arrive while the closed
-    edge (watermark minus lateness) is in one window form one batch: at most one revision per
-    series and window, published with the records of the next window to close, so each late
-    event is in exactly one revision and the records do not depend on how `advance` is called.
+    `count`, `violations`, `violation_codes` and `repeats` of what arrived late for it;
+    `distinct_users` 0: user sets are not kept for closed windows). The late events that
+    arrive while the closed edge (watermark minus lateness) is in one window form one batch: at
+    most one revision per series and window, published with the records of the next window to
+    close, so each late event is in exactly one revision and the records do not depend on how
+    `advance` is called.
     Counted by source in `revised_events` and, beyond the horizon, `too_late_events` (both are
     also in `late_events`). Memory: the deltas of the current batch only (at most
     `max_unplanned_series` unplanned names per window of it).
@@ -36,7 +37,8 @@ Volume series
     event (``context.locale``); a missing value is ``"unknown"``. `count` counts events forwarded
     to events.valid (valid and flagged), `distinct_users` their distinct users (exact sets: the
     state is bounded by the open windows), `violations` events with at least one violation
-    (flagged *or* quarantined), `violation_codes` each code once per event. Unplanned events get
+    (flagged *or* quarantined), `violation_codes` each code once per event, `repeats` events
+    (forwarded or quarantined) repeating a business key (`Tally.repeated`). Unplanned events get
     ``planned=False``; at most `max_unplanned_series` distinct unplanned names per window keep
     their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
     the state.
@@ -129,6 +131,7 @@ class Tally(NamedTuple):
     anonymous_id: str | None
     user_id: str | None
     labels: tuple[str, ...]
+    repeated: bool = False  # repeats a business key within its horizon (`BatchProcessor`)
 
 
 _new_tally = tuple.__new__  # builds a `Tally` 3x faster than its generated __new__
@@ -143,8 +146,10 @@ def event_tally(
     quarantined: bool,
     event: Any,
     paths: tuple[tuple[str, ...], ...],
+    repeated: bool = False,
 ) -> Tally:
-    """The tally of `event` (its string ids, the labels at `paths`) with the outcome given."""
+    """The tally of `event` (its string ids, the labels at `paths`) with the outcome given;
+    `repeated`: it repeats a business key (counted in `WindowRecord.repeats`)."""
     if type(event) is dict:
         anonymous = event.get("anonymousId")
         user = event.get("userId")
@@ -164,6 +169,7 @@ def event_tally(
             anonymous if type(anonymous) is str else None,
             user if type(user) is str else None,
             labels,
+            repeated,
         ),
     )
 
@@ -236,6 +242,7 @@ class _Volume:
     users: set[str] = field(default_factory=set)
     violations: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    repeats: int = 0
 
 
 @dataclass
@@ -245,6 +252,7 @@ class _Late:
     count: int = 0
     violations: int = 0
     codes: Counter[str] = field(default_factory=Counter)
+    repeats: int = 0
 
 
 @dataclass
@@ -368,6 +376,7 @@ class WindowAggregator:
         ts: float | None = None,
         planned: bool = True,
         quarantined: bool = False,
+        repeated: bool = False,
     ) -> bool:
         """Count one whole event (for callers holding events rather than tallies: tests, tools).
         `violations` are its violation codes. Returns False if it was late.
@@ -380,7 +389,9 @@ class WindowAggregator:
         if ts is None or not math.isfinite(ts):
             ts = event_time(event, received_at)
         codes = tuple(sorted(set(violations)))
-        tally = event_tally(source, event_key, planned, ts, codes, quarantined, event, self._paths)
+        tally = event_tally(
+            source, event_key, planned, ts, codes, quarantined, event, self._paths, repeated
+        )
         return self.add_tallies((tally,), self._paths) == 0
 
     def add_tallies(self, tallies: Iterable[Tally], paths: tuple[tuple[str, ...], ...]) -> int:
@@ -391,7 +402,9 @@ class WindowAggregator:
         cache = self._tally_labels.setdefault(paths, {})
         count = self._count
         late = 0
-        for source, key, planned, ts, codes, quarantined, anonymous, user, labels in tallies:
+        for (
+            source, key, planned, ts, codes, quarantined, anonymous, user, labels, repeated,
+        ) in tallies:  # fmt: skip
             if cached:
                 hit = cache.get((source, labels))
                 if hit is None:
@@ -409,7 +422,7 @@ class WindowAggregator:
                 ids = ("u:" + user,) if user else ()
             if not count(
                 source, key, planned, ts, codes or None, quarantined, dims, cohort, site,
-                anonymous or user or None, ids,
+                anonymous or user or None, ids, repeated,
             ):  # fmt: skip
                 late += 1
         return late
@@ -469,6 +482,7 @@ class WindowAggregator:
         site: tuple[str, str],
         user: str | None,
         ids: tuple[str, ...],
+        repeated: bool = False,
     ) -> bool:
         """Count one event at event time `ts` (see `add`): `codes` its violation codes (None
         without violation), `dims` its dimension values, `cohort` the (source, platform,
@@ -476,7 +490,7 @@ class WindowAggregator:
         the id distinct users count on, `ids` its ids for the funnels."""
         start = int(ts // self.window) * self.window
         if start + self.window + self.lateness <= self.watermark:
-            self._count_late(source, event_key, planned, start, codes, quarantined, dims)
+            self._count_late(source, event_key, planned, start, codes, quarantined, dims, repeated)
             return False
         self.added += 1
         if ts > self.watermark:
@@ -500,6 +514,8 @@ class WindowAggregator:
             counts = acc.codes
             for code in codes:
                 counts[code] = counts.get(code, 0) + 1
+        if repeated:
+            acc.repeats += 1
         activity = self._activity.get(start)
         if activity is None:
             activity = self._activity[start] = {}
@@ -529,6 +545,7 @@ class WindowAggregator:
         codes: Collection[str] | None,
         quarantined: bool,
         dims: tuple[str, ...],
+        repeated: bool,
     ) -> None:
         """Count an event of a closed window: into the current revision batch if the window
         closed less than the late horizon ago, else as too late."""
@@ -552,6 +569,8 @@ class WindowAggregator:
         if codes is not None:
             acc.violations += 1
             acc.codes.update(codes)
+        if repeated:
+            acc.repeats += 1
         if not quarantined:
             acc.count += 1
 
@@ -658,6 +677,7 @@ class WindowAggregator:
                     violations=acc.violations,
                     violation_codes=dict(sorted(acc.codes.items())),
                     planned=planned,
+                    repeats=acc.repeats,
                 )
             )
         return out
@@ -701,6 +721,7 @@ class WindowAggregator:
                             violations=acc.violations,
                             violation_codes=dict(sorted(acc.codes.items())),
                             planned=planned,
+                            repeats=acc.repeats,
                             revision=True,
                         )
                     )
@@ -798,7 +819,13 @@ class WindowAggregator:
                         [
                             start,
                             [
-                                [list(key), acc.count, acc.violations, dict(acc.codes)]
+                                [
+                                    list(key),
+                                    acc.count,
+                                    acc.violations,
+                                    dict(acc.codes),
+                                    acc.repeats,
+                                ]
                                 for key, acc in series.items()
                             ],
                         ]
@@ -812,7 +839,14 @@ class WindowAggregator:
                 [
                     start,
                     [
-                        [list(key), acc.count, sorted(acc.users), acc.violations, dict(acc.codes)]
+                        [
+                            list(key),
+                            acc.count,
+                            sorted(acc.users),
+                            acc.violations,
+                            dict(acc.codes),
+                            acc.repeats,
+                        ]
                         for key, acc in series.items()
                     ],
                 ]
@@ -857,8 +891,8 @@ class WindowAggregator:
             slot = self._late[int(batch)] = {}
             for start, series in windows:
                 slot[int(start)] = {
-                    tuple(key): _Late(count, violations, Counter(codes))
-                    for key, count, violations, codes in series
+                    tuple(key): _Late(count, violations, Counter(codes), repeats)
+                    for key, count, violations, codes, repeats in series
                 }
                 names = {k[0] for k, *_ in series if not k[1] and k[0] != OTHER_UNPLANNED}
                 if names:
@@ -874,8 +908,10 @@ class WindowAggregator:
         self._volumes = {}
         for start, series in state["volumes"]:
             window = self._volumes[int(start)] = {}
-            for key, count, users, violations, codes in series:
-                window[tuple(key)] = _Volume(count, set(users), violations, Counter(codes))
+            for key, count, users, violations, codes, *repeats in series:  # old states: no repeats
+                window[tuple(key)] = _Volume(
+                    count, set(users), violations, Counter(codes), repeats[0] if repeats else 0
+                )
         self._unplanned_names = {int(s): set(names) for s, names in state["unplanned"]}
         self._steps = {}
         for fi, si, start, dims_users, aliases in state["steps"]:

@@ -435,6 +435,8 @@ class Pipeline:
         else:
             deduper = Deduper(self.config.dedupe_max_age, self.config.dedupe_max_entries)
         processor = BatchProcessor(active.plan, deduper, self.config.dimensions, active.validator)
+        if state is not None and "keys" in state:  # (older snapshots have none: new stores)
+            processor.load_keys_state(state["keys"])
         return _Partition(
             offset=covered,
             ack_from=covered + 1,
@@ -683,6 +685,7 @@ def _process_state(part: _Partition) -> dict[str, Any]:
     s = part.state
     return {
         "dedupe": s["proc"].deduper.to_state(),
+        "keys": s["proc"].keys_state(),
         "agg": s["agg"].to_state(),
         "closed": s["closed"],
     }
@@ -717,11 +720,9 @@ def _export_validate_metrics(out: BatchOutput) -> None:
             valid[labels] += n
             for code in codes:
                 flagged[(*labels, code)] += n
-    for record in out.quarantine:  # envelopes or messages that could not even be read
-        code = record["violations"][0]["code"]
-        if code in ("malformed_json", "bad_envelope") and len(record["violations"]) == 1:
-            received[("(unknown)", m.UNPLANNED_EVENT_LABEL)] += 1
-            quarantined[("(unknown)", m.UNPLANNED_EVENT_LABEL, code)] += 1
+    for code, n in out.unread.items():  # envelopes or messages that could not even be read
+        received[("(unknown)", m.UNPLANNED_EVENT_LABEL)] += n
+        quarantined[("(unknown)", m.UNPLANNED_EVENT_LABEL, code)] += n
     for (source, event), n in received.items():
         m.RECEIVED.labels(source, event).inc(n)
     for (source, event), n in valid.items():
@@ -732,3 +733,7 @@ def _export_validate_metrics(out: BatchOutput) -> None:
         m.QUARANTINED.labels(*labels).inc(n)
     for source, n in out.duplicates.items():
         m.DUPLICATES.labels(source).inc(n)
+    for (source, event), n in out.duplicate_keys.items():
+        m.DUPLICATE_KEYS.labels(source, event).inc(n)
+    for (source, event), n in out.repeated_payloads.items():
+        m.REPEATED_PAYLOADS.labels(source, event).inc(n)

@@ -6,7 +6,16 @@ import unicodedata
 
 from hypothesis import strategies as st
 
-from tracking_plan.model import EventSpec, Mode, Plan, PropertySpec, PropType, Status
+from tracking_plan.model import (
+    MAX_UNIQUE_SECONDS,
+    EventSpec,
+    Mode,
+    Plan,
+    PropertySpec,
+    PropType,
+    Status,
+    UniqueKey,
+)
 
 _NAME = st.text(min_size=1, max_size=12).filter(
     lambda s: (
@@ -46,20 +55,48 @@ _RANGED = st.builds(
     st.integers(0, 1000),
     st.booleans(),
 )  # fmt: skip
-_PROP = st.one_of(_LEAF, _STRING_ENUM, _RANGED)
+_WITHIN = st.one_of(
+    st.integers(1, MAX_UNIQUE_SECONDS), st.sampled_from([60, 3600, 86_400, MAX_UNIQUE_SECONDS])
+).map(float)
+_KEY_MODE = st.sampled_from([Mode.FLAG, Mode.BLOCK])
+_KEYED = st.builds(
+    lambda name, kind, required, within, mode: PropertySpec(
+        name=name, type=kind, required=required,
+        unique=UniqueKey((name,), within, mode),
+    ),
+    _NAME,
+    st.sampled_from([PropType.STRING, PropType.INTEGER]),
+    st.booleans(),
+    _WITHIN,
+    _KEY_MODE,
+)  # fmt: skip
+_PROP = st.one_of(_LEAF, _STRING_ENUM, _RANGED, _KEYED)
 
 
 @st.composite
 def plans(draw) -> Plan:
-    """A plan of 1-5 events with random properties (leaf types, string enums, ranges)."""
+    """A plan of 1-5 events with random properties (leaf types, string enums, ranges, business
+    keys) and, sometimes, an event-level business key."""
     events = {}
     for name in draw(st.lists(_NAME, min_size=1, max_size=5, unique=True)):
         props = draw(st.lists(_PROP, max_size=5, unique_by=lambda p: p.name))
+        keyable = [  # what an event-level (composite) key may list
+            p.name
+            for p in props
+            if p.type in (PropType.STRING, PropType.INTEGER) and not p.has_default
+        ]
+        unique = None
+        if keyable and draw(st.booleans()):
+            names = draw(st.lists(st.sampled_from(keyable), min_size=1, max_size=3, unique=True))
+            alone = {p.name: p.unique for p in props}
+            if len(names) > 1 or alone[names[0]] is None:
+                unique = UniqueKey(tuple(names), draw(_WITHIN), draw(_KEY_MODE))
         events[name] = EventSpec(
             name=name,
             description=draw(st.text(max_size=15).filter(lambda s: "\x00" not in s)),
             status=draw(st.sampled_from(list(Status))),
             mode=draw(st.sampled_from([None, *Mode])),
             properties=tuple(props),
+            unique=unique,
         )
     return Plan(name=draw(_NAME), version=draw(_NAME), events=events)

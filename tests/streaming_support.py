@@ -3,6 +3,7 @@ envelopes for the example plan, producing batches to events.raw, reading topics 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ def body_for(name: str, user: str, ts: float, mid: str, source: str) -> dict[str
         props = {"cart_id": "c1", "value": 9.5, "currency": "EUR"}
     elif name == "Order Completed":
         props = {
-            "order_id": "ord_ABC1234",
+            "order_id": "ord_" + hashlib.sha1(mid.encode()).hexdigest()[:16],  # one per call
             "total": 9.5,
             "currency": "EUR",
             "products": [{"product_id": "p_ab12", "price": 9.5, "quantity": 1}],

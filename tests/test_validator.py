@@ -355,7 +355,7 @@ def test_unknown_source_uses_plan_default() -> None:
     [
         (None, ("bad_envelope", "$")),
         ([order()], ("bad_envelope", "$")),
-        ({"type": "alias", "userId": "u"}, ("bad_envelope", "$.type")),
+        ({"type": "merge", "userId": "u"}, ("bad_envelope", "$.type")),
         ({"userId": "u"}, ("bad_envelope", "$.type")),
         ({"type": "track", "userId": "u"}, ("missing_required", "$.event")),
         ({"type": "track", "event": ["x"]}, ("wrong_type", "$.event")),

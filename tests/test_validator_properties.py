@@ -99,6 +99,10 @@ def body_for(key: str, spec: EventSpec, props: dict[str, Any]) -> dict[str, Any]
         body.update(type="track", event=key, properties=props)
     elif spec.call is CallType.IDENTIFY:
         body.update(type="identify", traits=props)
+    elif spec.call is CallType.GROUP:
+        body.update(type="group", groupId="g1", traits=props)
+    elif spec.call is CallType.ALIAS:
+        body.update(type="alias", previousId="a1")
     else:
         body.update(type=spec.call.value, name=key.split(":", 1)[1], properties=props)
     return body
@@ -129,7 +133,7 @@ Mutation = tuple[str, str, Callable[[dict[str, Any]], None]]  # code, path, chan
 
 
 def _container(spec: EventSpec) -> str:
-    return "traits" if spec.call is CallType.IDENTIFY else "properties"
+    return "traits" if spec.call in (CallType.IDENTIFY, CallType.GROUP) else "properties"
 
 
 def _set(container: str, name: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -152,7 +156,7 @@ def mutations(spec: EventSpec, props: dict[str, Any]) -> list[Mutation]:
     """Every single-rule break applicable to this event, with the code and path it must give."""
     c = _container(spec)
     out: list[Mutation] = []
-    for p in spec.properties:
+    for p in spec.properties if spec.call is not CallType.ALIAS else ():
         path = f"$.{c}.{p.name}"
         if p.required and not p.has_default:
             out.append(("missing_required", path, lambda b, n=p.name: b[c].pop(n)))
@@ -174,14 +178,15 @@ def mutations(spec: EventSpec, props: dict[str, Any]) -> list[Mutation]:
                 out.append(("out_of_range", path, _set(c, p.name, int(p.maximum) + 1)))
         if p.type is PropType.ARRAY and p.minimum:
             out.append(("out_of_range", path, _set(c, p.name, [])))
-    if not spec.allow_unplanned_properties:
-        out.append(("unplanned_property", f"$.{c}.zz_unplanned", _set(c, "zz_unplanned", 1)))
-    out.append(("pii_detected", f"$.{c}.email", _set(c, "email", "someone@example.com")))
-    out.append(
+    if spec.call is not CallType.ALIAS:  # an alias call has no properties
+        if not spec.allow_unplanned_properties:
+            out.append(("unplanned_property", f"$.{c}.zz_unplanned", _set(c, "zz_unplanned", 1)))
+        out.append(("pii_detected", f"$.{c}.email", _set(c, "email", "someone@example.com")))
+    out.append(  # (context.traits of an identify call without traits are its traits)
         (
             "pii_detected",
-            "$.context.traits.Email",
-            lambda b: b["context"].__setitem__("traits", {"Email": "someone@example.com"}),
+            "$.context.device.Email",
+            lambda b: b["context"].__setitem__("device", {"Email": "someone@example.com"}),
         )
     )
     for bad in ("not a date", "1999-12-31T23:59:59Z", RECEIVED + 3 * 86400):

@@ -166,15 +166,14 @@ def test_a_late_event_within_the_horizon_is_in_one_revision_of_its_own_window():
     first = a.advance()
     assert [(r.window_start, r.count) for r in first if r.kind == "volume"] == [(T0, 1)]
     assert add(a, "View", T0 + 10, "c", codes=["wrong_type"]) is False  # late: a revision
-    assert add(a, "View", T0 + 20, "d") is False
-    assert add(a, "Add", T0 + 30, "d", codes=["x"], quarantined=True) is False
+    assert add(a, "View", T0 + 20, "d", repeated=True) is False
+    assert add(a, "Add", T0 + 30, "d", codes=["x"], quarantined=True, repeated=True) is False
     assert [r for r in a.advance() if r.revision] == []  # published with the next window closed
     add(a, "View", T0 + 460, "e")  # the closed edge enters the next window
     revisions = [r for r in a.advance() if r.revision]
-    assert [(r.series["event"], r.window_start, r.count, r.violations) for r in revisions] == [
-        ("Add", T0, 0, 1),
-        ("View", T0, 2, 1),
-    ]
+    summary = [(r.series["event"], r.window_start, r.count, r.violations, r.repeats)
+               for r in revisions]  # fmt: skip
+    assert summary == [("Add", T0, 0, 1, 1), ("View", T0, 2, 1, 1)]
     view = revisions[1]
     assert view.kind == "volume" and view.distinct_users == 0
     assert view.violation_codes == {"wrong_type": 1}

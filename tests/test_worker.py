@@ -82,6 +82,16 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
         body = body_for(name, f"odd-{i}", T0 + 100 + i, f"odd-{i}", "web")
         odd = {"source": "web", "received_at": format_timestamp(T0 + 100), "body": body}
         envelopes.insert(len(envelopes) // 9 + i, odd)
+    # the website fires one purchase twice: another messageId, the same order_id (a repeat of
+    # the plan's business key: flagged duplicate_key, not blocked)
+    at, order = next(
+        (i, e)
+        for i, e in enumerate(envelopes)
+        if e["body"]["event"] == "Order Completed" and "total" in e["body"]["properties"]
+    )
+    double = orjson.loads(orjson.dumps(order))
+    double["body"]["messageId"] += "-again"
+    envelopes.insert(at + 1, double)
     produced = produce(bootstrap, envelopes, PARTITIONS, batch=120)
     # malformed messages: not JSON, a JSON object that is not an envelope, a batch with one
     # broken envelope among good ones
@@ -115,6 +125,8 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     assert 'trackwatch_events_quarantined_total{code="missing_required"' in text
     assert 'trackwatch_events_duplicate_total{source="web"}' in text
     assert "trackwatch_windows_emitted_total" in text
+    assert 'trackwatch_duplicate_keys_total{event="Order Completed",source="web"} 1.0' in text, text
+    assert 'trackwatch_repeated_payloads_total{event="Product Viewed",source="web"}' in text
     forwarded = [item for msg in valid for item in msg["events"]]
     q_records = [rec for msg in quarantine for rec in msg]
     assert len(forwarded) + len(q_records) == expected_total
@@ -144,9 +156,12 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     assert raw[0]["envelope"] is None and raw[0]["raw_base64"]
     assert all(r["plan_version"] == "2026.11.1" for r in q_records)
 
-    # web is `flag`: a Product Viewed without price is forwarded with its violation
+    # web is `flag`: a Product Viewed without price is forwarded with its violation; an order
+    # is `block` but its repeat is only flagged
     flagged = [i for i in forwarded if i["event"].get("violations")]
-    assert flagged and all(i["event"]["event"] != "Order Completed" for i in flagged)
+    orders = [i["event"] for i in flagged if i["event"]["event"] == "Order Completed"]
+    assert flagged and [o["messageId"] for o in orders] == [double["body"]["messageId"]]
+    assert [v["code"] for v in orders[0]["violations"]] == ["duplicate_key"]
 
     # windows: after the documented flush dedupe, merged records equal the offline replay
     records = merge_records(
@@ -172,6 +187,10 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     offline = [r for r in offline if r.window_end <= closed_until - 60]
     streamed = [r for r in records if r.window_end <= closed_until - 60]
     assert any(r.kind == "conversion" and r.numerator for r in streamed)
+    repeats = Counter()
+    for r in streamed:
+        repeats[r.series.get("event")] += r.repeats
+    assert repeats["Order Completed"] == 1 and repeats["Product Viewed"] > 0
     assert canon(streamed) == canon(offline)
 
     # alerts: the streaming detect agent and the replay agree (here: a new unplanned event

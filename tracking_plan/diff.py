@@ -2,9 +2,10 @@
 
 A change is *breaking* when an event that was valid under the old plan may be invalid (or treated
 more strictly) under the new one: a removed event or property, a property made required, a type
-change, a narrowed enum/range, a new pattern, a stricter mode. Everything else (added optional
-property or event, widened enum, docs) is *compatible*. A plan that changed without a new
-`version` gets a `version` finding.
+change, a narrowed enum/range, a new pattern, a stricter mode, a business key that blocks (new,
+or blocking more: longer, or flag → block). Everything else (added optional property or event,
+widened enum, docs, a business key that flags: repeats are still forwarded) is *compatible*. A
+plan that changed without a new `version` gets a `version` finding.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tracking_plan.lint import event_path
-from tracking_plan.model import EventSpec, Identity, Mode, Plan, PropertySpec, PropType, Status
+from tracking_plan.model import (
+    EventSpec,
+    Identity,
+    Mode,
+    Plan,
+    PropertySpec,
+    PropType,
+    Status,
+    UniqueKey,
+    format_duration,
+)
 
 Kind = Literal["breaking", "compatible", "version"]
 
@@ -122,6 +133,7 @@ class _Diff:
             self.compatible(path, "description changed", line)
         if old.pii != new.pii:
             self.compatible(path, "marked as PII" if new.pii else "no longer marked as PII", line)
+        self.unique(old.unique, new.unique, path, line)
         if old.additional_properties != new.additional_properties:
             if new.additional_properties:
                 self.compatible(path, "unlisted nested fields now allowed", line)
@@ -206,9 +218,48 @@ class _Diff:
             self.compatible(path, "description changed", line)
         if old.owner != new.owner:
             self.compatible(path, f"owner {old.owner or 'none'} → {new.owner or 'none'}", line)
+        self.unique(old.unique, new.unique, f"{path}.unique", line)
         self.properties(
             old.properties, new.properties, f"{path}.properties", new.allow_unplanned_properties
         )
+
+    def unique(
+        self, old: UniqueKey | None, new: UniqueKey | None, path: str, line: int | None
+    ) -> None:
+        """A business key (`unique`) added, removed or changed: breaking only where repeats are
+        newly quarantined (a key with mode block); a flagging key forwards them."""
+        if old is None and new is None:
+            return
+        if new is None:
+            self.compatible(path, "business key removed: repeats no longer reported", line)
+            return
+        within = format_duration(new.within_seconds)
+        block = new.mode is Mode.BLOCK
+        if old is None:
+            if block:
+                self.breaking(
+                    path, f"business key added ({within}, block): repeats quarantined", line
+                )
+            else:
+                message = f"business key added ({within}): repeats flagged as duplicate_key"
+                self.compatible(path, message, line)
+            return
+        if old.properties != new.properties:
+            message = f"business key {list(old.properties)} → {list(new.properties)}"
+            (self.breaking if block else self.compatible)(path, message, line)
+        if old.within_seconds != new.within_seconds:
+            message = f"business key within {format_duration(old.within_seconds)} → {within}"
+            longer = new.within_seconds > old.within_seconds
+            if block and longer:
+                self.breaking(path, message + " (more repeats quarantined)", line)
+            else:
+                self.compatible(path, message, line)
+        if old.mode != new.mode:
+            message = f"business key mode {old.mode.value} → {new.mode.value}"
+            if block:
+                self.breaking(path, message + ": repeats quarantined", line)
+            else:
+                self.compatible(path, message + ": repeats forwarded", line)
 
     def mode(self, path: str, old: Mode, new: Mode, line: int | None) -> None:
         message = f"mode {old.value} → {new.value}"
@@ -240,6 +291,12 @@ class _Diff:
             self.breaking("pii", f"{name} is now forbidden as PII", None)
         for name in sorted(set(old.pii) - set(new.pii)):
             self.compatible("pii", f"{name} is no longer forbidden", None)
+        for name in sorted(old.builtins - new.builtins):
+            self.breaking(
+                f"builtins.{name}", "built-in fields turned off: they become unplanned", None
+            )
+        for name in sorted(new.builtins - old.builtins):
+            self.compatible(f"builtins.{name}", "built-in fields turned on", None)
 
         for name, source in old.sources.items():
             if name not in new.sources:

@@ -7,13 +7,22 @@ between events, missing description or owner); infos are hints.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from tracking_plan.model import CallType, EventSpec, Plan, PropertySpec, PropType, Status
+from tracking_plan.model import (
+    CallType,
+    EventSpec,
+    Plan,
+    PropertySpec,
+    PropType,
+    Status,
+    format_duration,
+)
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "info": 2}
@@ -32,8 +41,9 @@ class LintFinding:
 
 def event_path(event: EventSpec) -> str:
     """A readable location of an event in the plan file: `events.X`, `pages.X`, `traits`."""
-    if event.call is CallType.IDENTIFY:
-        return "traits"
+    single = {CallType.IDENTIFY: "traits", CallType.GROUP: "group", CallType.ALIAS: "alias"}
+    if event.call in single:
+        return single[event.call]
     section = {CallType.TRACK: "events", CallType.PAGE: "pages", CallType.SCREEN: "screens"}
     return f"{section[event.call]}.{event.name}"
 
@@ -113,7 +123,7 @@ def lint_plan(plan: Plan) -> list[LintFinding]:
     # -- documentation ---------------------------------------------------------------------
     for event in plan.events.values():
         where = event_path(event)
-        tracked = event.call in (CallType.TRACK, CallType.IDENTIFY)
+        tracked = event.call in (CallType.TRACK, CallType.IDENTIFY, CallType.GROUP)
         severity: Severity = "warning" if tracked else "info"
         if not event.description:
             add(
@@ -217,6 +227,29 @@ def lint_plan(plan: Plan) -> list[LintFinding]:
         if prop.required and prop.has_default:
             message = "is required and has a default: the default is never used"
             add(LintFinding("info", path, prop.line, message, "required-default"))
+
+    # -- business keys ------------------------------------------------------------------------
+    for event in plan.events.values():
+        props = {p.name: p for p in event.properties}
+        for key in event.business_keys():
+            specs = [props[name] for name in key.properties]
+            if len(specs) == 1:
+                where, line = f"{event_path(event)}.properties.{specs[0].name}", specs[0].line
+            else:
+                where, line = f"{event_path(event)}.unique", key.line
+            if all(p.enum is not None for p in specs):
+                values = math.prod(len(p.enum or ()) for p in specs)
+                within = format_duration(key.within_seconds)
+                message = (
+                    f"business key has only {values} possible value(s): within {within} "
+                    "every event after the first few repeats one"
+                )
+                add(LintFinding("warning", where, line, message, "key-enum"))
+            optional = [p.name for p in specs if not p.required]
+            if optional:
+                names = ", ".join(f"`{n}`" for n in optional)
+                message = f"business key uses optional {names}: events without it are not checked"
+                add(LintFinding("info", where, line, message, "key-optional"))
 
     # -- funnels ------------------------------------------------------------------------------
     for funnel in plan.funnels:

@@ -29,6 +29,8 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tracking_plan.model import (
+    BUILTIN_SETS,
+    MAX_UNIQUE_SECONDS,
     CallType,
     EventSpec,
     Funnel,
@@ -39,7 +41,10 @@ from tracking_plan.model import (
     PropType,
     SourceSpec,
     Status,
+    UniqueKey,
     event_key,
+    format_duration,
+    parse_duration,
 )
 
 MAX_PLAN_BYTES = 5 * 1024 * 1024
@@ -585,6 +590,7 @@ PROPERTY_KEYS = (
     "additional_properties",
     "description",
     "pii",
+    "unique",
 )
 EVENT_KEYS = (
     "description",
@@ -594,6 +600,7 @@ EVENT_KEYS = (
     "mode",
     "properties",
     "allow_unplanned_properties",
+    "unique",
 )
 TOP_KEYS = (
     "plan",
@@ -607,8 +614,16 @@ TOP_KEYS = (
     "pages",
     "screens",
     "traits",
+    "group",
+    "alias",
+    "builtins",
 )
+ALIAS_KEYS = ("description", "owner", "status", "sources", "mode")  # alias calls: no properties
 SOURCE_KEYS = ("platform", "mode", "description")
+PROPERTY_KEY_KEYS = ("within", "mode")  # `unique: {within: 24h, mode: block}` on a property
+EVENT_KEY_KEYS = ("keys", "within", "mode")  # `unique: {keys: [a, b], within: 24h}` on an event
+KEY_TYPES = (PropType.STRING, PropType.INTEGER)  # the types a business key property may have
+_DURATION_HINT = "write a whole number and a unit (s, m, h or d), e.g. 24h"
 FUNNEL_KEYS = ("name", "steps", "window_minutes")
 _RANGE_TYPES = (PropType.NUMBER, PropType.INTEGER, PropType.STRING, PropType.ARRAY, PropType.ANY)
 _ENUM_TYPES = (
@@ -621,9 +636,10 @@ _ENUM_TYPES = (
 
 
 def _property(
-    ctx: _Ctx, name: str, node: Node, where: str, line: int | None = None
+    ctx: _Ctx, name: str, node: Node, where: str, line: int | None = None, *, top: bool = False
 ) -> PropertySpec | None:
-    """One property; `line` is where its name is written (defaults to its value's line)."""
+    """One property; `line` is where its name is written (defaults to its value's line); `top`:
+    a top-level property of an event (the only place a business key may be declared)."""
     what = f"property `{printable(name)}` of {where}"
     line = line or node.start_mark.line + 1
     if isinstance(node, ScalarNode) and node.tag != _NULL_TAG:  # shorthand: `name: string`
@@ -749,6 +765,30 @@ def _property(
         if ok:
             spec["default"] = default
             spec["has_default"] = True
+    if "unique" in fields:
+        unique_node = fields["unique"]
+        if not top:
+            ctx.add(
+                unique_node,
+                f"`unique` only applies to a top-level property of an event ({what} is nested)",
+                "declare the key on a top-level property",
+            )
+        elif kind not in KEY_TYPES:
+            ctx.add(
+                unique_node,
+                f"`unique` needs type string or integer, {what} is {kind.value}",
+                "set type: string or type: integer",
+            )
+        elif "default" in fields:
+            ctx.add(
+                unique_node,
+                f"`unique` and `default` together make every event without {what} a repeat",
+                "remove the default",
+            )
+        else:
+            key = _property_key(ctx, unique_node, name, what, ctx.key_lines[id(unique_node)])
+            if key is not None:
+                spec["unique"] = key
     if len(ctx.problems) > n_before:
         return None
     prop = PropertySpec(**spec)
@@ -799,7 +839,137 @@ def _enum(
     return tuple(values) if good else None
 
 
-def _properties(ctx: _Ctx, node: Node, where: str) -> tuple[PropertySpec, ...]:
+def _within(ctx: _Ctx, node: Node, what: str) -> float | None:
+    """The horizon of a business key: a duration such as `24h` of at most 30 days."""
+    ok, value = ctx.scalar(node, what)
+    if not ok:
+        return None
+    if value is None:
+        ctx.add(node, f"{what} is empty", _DURATION_HINT)
+        return None
+    if isinstance(value, bool) or not isinstance(value, str):
+        unit_hint = (
+            f"write e.g. {value}h, {value}m or {value}s"
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0
+            else _DURATION_HINT
+        )
+        ctx.add(node, f"{what} must be a duration, found {_kind(node)}", unit_hint)
+        return None
+    seconds = parse_duration(value)
+    if seconds is None:
+        ctx.add(node, f"{what} is `{printable(value)}`, which is not a duration", _DURATION_HINT)
+        return None
+    if seconds > MAX_UNIQUE_SECONDS:
+        limit = format_duration(MAX_UNIQUE_SECONDS)
+        ctx.add(
+            node,
+            f"{what} is {printable(value)}, longer than the {limit} a key is remembered",
+            f"write at most {limit}",
+        )
+        return None
+    return seconds
+
+
+def _key_mode(ctx: _Ctx, node: Node, what: str) -> Mode | None:
+    """The mode of a business key: flag (forward repeats with a violation) or block."""
+    mode = ctx.choice(node, f"mode of {what}", Mode)
+    if mode is Mode.OMIT:
+        ctx.add(
+            node,
+            f"mode of {what} is `omit`, which does not apply to keys",
+            "use flag (forward repeats with a duplicate_key violation) or block (quarantine them)",
+        )
+        return None
+    return mode
+
+
+def _property_key(
+    ctx: _Ctx, node: Node, name: str, what: str, line: int | None
+) -> UniqueKey | None:
+    """`unique: 24h` or `unique: {within: 24h, mode: block}` of the property `name`."""
+    key_what = f"`unique` of {what}"
+    mode: Mode | None = Mode.FLAG
+    if isinstance(node, MappingNode):
+        fields = ctx.fields(node, key_what, PROPERTY_KEY_KEYS)
+        if fields is None:
+            return None
+        if "within" not in fields:
+            ctx.add(node, f"{key_what} has no `within`", "add e.g. `within: 24h`")
+            return None
+        seconds = _within(ctx, fields["within"], f"within of {key_what}")
+        if "mode" in fields:
+            mode = _key_mode(ctx, fields["mode"], key_what)
+    else:
+        seconds = _within(ctx, node, key_what)
+    if seconds is None or mode is None:
+        return None
+    return UniqueKey(properties=(name,), within_seconds=seconds, mode=mode, line=line)
+
+
+def _event_key(
+    ctx: _Ctx, node: Node, props: tuple[PropertySpec, ...], declared: set[str], where: str
+) -> UniqueKey | None:
+    """`unique: {keys: [a, b], within: 24h, mode: flag}` of an event: a composite business
+    key over top-level string/integer properties it plans (`declared`: every name written under
+    its `properties`, also those with errors of their own, which are not reported again)."""
+    what = f"`unique` of {where}"
+    fields = ctx.fields(node, what, EVENT_KEY_KEYS)
+    if fields is None:
+        return None
+    n_before = len(ctx.problems)
+    for required, example in (("keys", "keys: [order_id]"), ("within", "within: 24h")):
+        if required not in fields:
+            ctx.add(node, f"{what} has no `{required}`", f"add e.g. `{example}`")
+    by_name = {p.name: p for p in props}
+    names: list[str] = []
+    if "keys" in fields:
+        listed = ctx.text_list(fields["keys"], f"keys of {what}")
+        if isinstance(fields["keys"], SequenceNode) and not fields["keys"].value:
+            ctx.add(fields["keys"], f"keys of {what} is empty", "list the key's properties")
+        for key, item in listed:
+            prop = by_name.get(key)
+            if key in names:
+                ctx.add(item, f"`{printable(key)}` is listed twice in keys of {what}", "remove one")
+            elif prop is None and key not in declared:
+                hint = _suggest(key, by_name)
+                plan_it = "plan it under the event's `properties` (type string or integer)"
+                ctx.add(
+                    item,
+                    f"key `{printable(key)}` of {where} is not a planned property",
+                    f"{hint} or {plan_it}" if hint else plan_it,
+                )
+            elif prop is not None and prop.type not in KEY_TYPES:
+                ctx.add(
+                    item,
+                    f"key `{printable(key)}` of {where} is {prop.type.value}: "
+                    "keys are strings or integers",
+                    "set its type to string or integer, or leave it out of the key",
+                )
+            elif prop is not None and prop.has_default:
+                ctx.add(
+                    item,
+                    f"key `{printable(key)}` of {where} has a default, which would make every "
+                    "event without it a repeat",
+                    "remove the default",
+                )
+            names.append(key)
+        if len(names) == 1 and names[0] in by_name and by_name[names[0]].unique is not None:
+            ctx.add(
+                fields["keys"],
+                f"`{printable(names[0])}` of {where} is already unique on its own",
+                "keep one of the two declarations",
+            )
+    seconds = _within(ctx, fields["within"], f"within of {what}") if "within" in fields else None
+    mode = _key_mode(ctx, fields["mode"], what) if "mode" in fields else Mode.FLAG
+    if len(ctx.problems) > n_before or seconds is None or mode is None:
+        return None
+    line = ctx.key_lines[id(node)]
+    return UniqueKey(properties=tuple(names), within_seconds=seconds, mode=mode, line=line)
+
+
+def _properties(
+    ctx: _Ctx, node: Node, where: str, *, top: bool = False
+) -> tuple[PropertySpec, ...]:
     if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
         return ()
     entries = ctx.entries(node, f"properties of {where}")
@@ -807,7 +977,7 @@ def _properties(ctx: _Ctx, node: Node, where: str) -> tuple[PropertySpec, ...]:
     for name, key_node, value_node in entries or ():
         if not ctx.check_name(key_node, name, f"property name in {where}"):
             continue
-        prop = _property(ctx, name, value_node, where, key_node.start_mark.line + 1)
+        prop = _property(ctx, name, value_node, where, key_node.start_mark.line + 1, top=top)
         if prop is not None:
             out.append(prop)
     return tuple(out)
@@ -821,10 +991,11 @@ def _event(
     sources: dict[str, SourceSpec] | None,
     where: str,
     line: int,
+    allowed: tuple[str, ...] = EVENT_KEYS,
 ) -> EventSpec | None:
     if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
         return EventSpec(name=name, call=call, line=line)
-    fields = ctx.fields(node, where, EVENT_KEYS)
+    fields = ctx.fields(node, where, allowed)
     if fields is None:
         return None
     spec: dict[str, Any] = {"name": name, "call": call, "line": line}
@@ -867,7 +1038,16 @@ def _event(
             seen.add(source)
         spec["sources"] = tuple(s for s, _ in listed)
     if "properties" in fields:
-        spec["properties"] = _properties(ctx, fields["properties"], where)
+        spec["properties"] = _properties(ctx, fields["properties"], where, top=True)
+    if "unique" in fields:
+        props_node = fields.get("properties")
+        declared = {
+            key.value
+            for key, _ in (props_node.value if isinstance(props_node, MappingNode) else ())
+            if isinstance(key, ScalarNode)
+        }
+        props = spec.get("properties", ())
+        spec["unique"] = _event_key(ctx, fields["unique"], props, declared, where)
     return EventSpec(**spec)
 
 
@@ -945,6 +1125,20 @@ def _funnels(ctx: _Ctx, node: Node) -> list[tuple[Funnel, list[tuple[str, Node]]
     return out
 
 
+def _builtins(ctx: _Ctx, node: Node) -> frozenset[str]:
+    """`builtins: true|false` (every set on or off) or a mapping `{page: false, ...}` that turns
+    single sets off (sets it does not name stay on)."""
+    if isinstance(node, ScalarNode):
+        value = ctx.boolean(node, "builtins")
+        return frozenset(BUILTIN_SETS) if value is not False else frozenset()
+    fields = ctx.fields(node, "builtins", BUILTIN_SETS) or {}
+    enabled = set(BUILTIN_SETS)
+    for name, value_node in fields.items():
+        if ctx.boolean(value_node, f"builtins.{name}") is False:
+            enabled.discard(name)
+    return frozenset(enabled)
+
+
 def _build(ctx: _Ctx, root: Node) -> Plan | None:
     top = ctx.fields(root, "the plan", TOP_KEYS)
     if top is None:
@@ -1015,6 +1209,17 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
         spec = _event(ctx, "", CallType.IDENTIFY, top["traits"], sources, "traits (identify)", line)
         if spec is not None:
             events[event_key(CallType.IDENTIFY, None)] = spec
+    for section, call, where, allowed in (
+        ("group", CallType.GROUP, "group (group calls)", EVENT_KEYS),
+        ("alias", CallType.ALIAS, "alias (alias calls)", ALIAS_KEYS),
+    ):
+        if section in top:
+            line = ctx.key_lines[id(top[section])]
+            spec = _event(ctx, "", call, top[section], sources, where, line, allowed)
+            if spec is not None:
+                events[event_key(call, None)] = spec
+    if "builtins" in top:
+        kwargs["builtins"] = _builtins(ctx, top["builtins"])
 
     funnels = _funnels(ctx, top["funnels"]) if "funnels" in top else []
     for _, steps in funnels:
@@ -1149,6 +1354,12 @@ def _dump_property(prop: PropertySpec) -> dict[str, Any]:
     ):
         if value != default or (default is None and value is not None):
             out[key] = value
+    if prop.unique is not None:
+        within = format_duration(prop.unique.within_seconds)
+        if prop.unique.mode is Mode.FLAG:
+            out["unique"] = within
+        else:
+            out["unique"] = _Flow(within=within, mode=prop.unique.mode.value)
     if prop.has_default:
         out["default"] = prop.default
     if prop.items is not None:
@@ -1175,6 +1386,14 @@ def _dump_event(event: EventSpec) -> dict[str, Any]:
         out["mode"] = event.mode.value
     if event.allow_unplanned_properties:
         out["allow_unplanned_properties"] = True
+    if event.unique is not None:
+        key = _Flow(
+            keys=tuple(event.unique.properties),
+            within=format_duration(event.unique.within_seconds),
+        )
+        if event.unique.mode is not Mode.FLAG:
+            key["mode"] = event.unique.mode.value
+        out["unique"] = key
     if event.properties:
         out["properties"] = {p.name: _dump_property(p) for p in event.properties}
     return out
@@ -1206,14 +1425,17 @@ def dump_plan(plan: Plan) -> str:
             {"name": f.name, "steps": list(f.steps), "window_minutes": f.window_minutes}
             for f in plan.funnels
         ]
+    if plan.builtins != frozenset(BUILTIN_SETS):
+        doc["builtins"] = {name: name in plan.builtins for name in BUILTIN_SETS}
     sections: dict[CallType, str] = {
         CallType.TRACK: "events",
         CallType.PAGE: "pages",
         CallType.SCREEN: "screens",
     }
+    single = {CallType.IDENTIFY: "traits", CallType.GROUP: "group", CallType.ALIAS: "alias"}
     for event in plan.events.values():
-        if event.call is CallType.IDENTIFY:
-            doc["traits"] = _dump_event(event)
+        if event.call in single:
+            doc[single[event.call]] = _dump_event(event)
         else:
             doc.setdefault(sections[event.call], {})[event.name] = _dump_event(event)
     return yaml.dump(doc, Dumper=_PlanDumper, sort_keys=False, allow_unicode=True, width=120)

@@ -6,6 +6,7 @@ A plan is immutable once loaded. Everything here is pure data with no I/O; see
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -49,6 +50,31 @@ class CallType(StrEnum):
     PAGE = "page"
     SCREEN = "screen"
     IDENTIFY = "identify"
+    GROUP = "group"  # a user joins a group (groupId); its properties are the group's traits
+    ALIAS = "alias"  # a user's previous id (previousId) is tied to its new one (userId)
+
+
+# Which sets of the Segment spec's standard fields a plan knows without planning them
+# (`tracking_plan.builtins`): standard page and screen properties, reserved user and group traits.
+BUILTIN_SETS = ("page", "screen", "identify", "group")
+
+
+@dataclass(frozen=True)
+class UniqueKey:
+    """A business key: the event's value(s) of `properties` must not repeat within
+    `within_seconds` under another messageId (the same messageId is a retry, dropped before).
+
+    Declared on a top-level string/integer property (`order_id: {type: string, unique: 24h}`,
+    `properties` = that one name) or on the event for a composite key
+    (`unique: {keys: [order_id, line], within: 24h}`). A repeat is a `duplicate_key` violation;
+    `mode` says what it does: `flag` (the default) forwards the event with it, `block`
+    quarantines the event (see docs/tracking-plan.md, "Business keys").
+    """
+
+    properties: tuple[str, ...]
+    within_seconds: float
+    mode: Mode = Mode.FLAG  # FLAG or BLOCK
+    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,12 +98,14 @@ class PropertySpec:
     properties: tuple[PropertySpec, ...] = ()  # objects: nested fields
     additional_properties: bool = True  # objects: are unlisted nested fields allowed?
     pii: bool = False
+    unique: UniqueKey | None = None  # top-level string/integer properties of an event only
     line: int | None = None  # where it was declared in the plan file, for messages
 
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One planned event (a `track` name, or a named page/screen, or the identify traits)."""
+    """One planned event: a `track` name, a named page/screen, the identify traits, the group
+    traits or the alias call."""
 
     name: str
     call: CallType = CallType.TRACK
@@ -88,7 +116,13 @@ class EventSpec:
     mode: Mode | None = None  # None: fall back to the source's, then the plan's default
     properties: tuple[PropertySpec, ...] = ()
     allow_unplanned_properties: bool = False
+    unique: UniqueKey | None = None  # the event-level (composite) business key, if any
     line: int | None = None
+
+    def business_keys(self) -> tuple[UniqueKey, ...]:
+        """Every business key of the event: its properties' (in plan order), then its own."""
+        keys = tuple(p.unique for p in self.properties if p.unique is not None)
+        return (*keys, self.unique) if self.unique is not None else keys
 
 
 @dataclass(frozen=True)
@@ -126,6 +160,7 @@ class Plan:
     events: dict[str, EventSpec] = field(default_factory=dict)  # key: (call-prefixed) event name
     funnels: tuple[Funnel, ...] = ()
     path: str | None = None  # the file it was loaded from, if any
+    builtins: frozenset[str] = frozenset(BUILTIN_SETS)  # standard fields known without planning
 
     def mode_for(self, event: EventSpec | None, source: str | None) -> Mode:
         """The effective mode: event's, else the source's, else the plan default."""
@@ -140,10 +175,38 @@ class Plan:
 def event_key(call: CallType | str, name: str | None) -> str:
     """The key of `Plan.events` for a call: the event name for `track`, else `"<call>:<name>"`.
 
-    Identify calls have no name: their key is `"identify"`. Unnamed page/screen calls use
-    `"page"` / `"screen"`.
+    Identify, group and alias calls have no name: their keys are `"identify"`, `"group"` and
+    `"alias"`. Unnamed page/screen calls use `"page"` / `"screen"`.
     """
     call = CallType(call)
     if call is CallType.TRACK:
         return name or ""
     return f"{call.value}:{name}" if name else call.value
+
+
+_DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+MAX_UNIQUE_SECONDS = 30 * 86_400  # the longest horizon a business key may have
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds of a duration written `<whole number><unit>` with unit s, m, h or d (`24h`,
+    `30m`, `7d`); None when `text` is not one."""
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        return None
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest plan text of a duration in seconds (`parse_duration` reads it back): whole
+    days from 2 days on, else hours, minutes or seconds (86400 -> "24h", 604800 -> "7d")."""
+    whole = int(seconds)
+    if whole != seconds or whole <= 0:
+        return f"{seconds:g}s"
+    if whole % 86_400 == 0 and whole >= 2 * 86_400:
+        return f"{whole // 86_400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"

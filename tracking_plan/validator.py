@@ -40,6 +40,11 @@ aggregator windows on) and `Result.mode` the mode that decided.
 Speed: each planned event is compiled to one specialised function (`validator_codegen`);
 `validate` reads the envelope and dispatches on the event key.
 
+Business keys (plan `unique`) are checked across events, so not here: `validate` judges one call
+alone. `Validator.keys` (`tracking_plan.business_keys`) tells the validate stage which key values
+a call carries; the stage looks them up in its `KeyStore`s and adds `duplicate_key` violations
+(`streams.pipeline.BatchProcessor`).
+
 Limits: property values are walked only as deep as the plan describes them; PII search walks any
 depth without recursion. Keys longer than 200 characters are never taken for PII names.
 """
@@ -49,6 +54,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tracking_plan.builtins import with_builtins
+from tracking_plan.business_keys import BusinessKeys
 from tracking_plan.model import CallType, Plan, event_key
 from tracking_plan.normalise import MAX_FUTURE_SECONDS, now
 from tracking_plan.validator_codegen import EventCompiler, EventFn
@@ -79,21 +86,34 @@ class Validator:
     Each planned event is compiled to one specialised function (`validator_codegen`) that does
     all the work after the envelope; `validate` only reads the envelope and dispatches."""
 
-    __slots__ = ("_events", "_pii", "_sources", "_unplanned", "plan", "plan_version")
+    __slots__ = (
+        "_context_traits",
+        "_events",
+        "_pii",
+        "_sources",
+        "_unplanned",
+        "keys",
+        "plan",
+        "plan_version",
+    )
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.plan_version = plan.version
         self._pii = PiiDetector(plan.pii)
+        self.keys = BusinessKeys(plan, self._pii)  # what the validate stage looks up
         compiler = EventCompiler(plan, self._pii, Result)
         self._events: dict[str, EventFn] = {}
         self._sources: dict[str, str] = {}
+        self._context_traits: EventFn | None = None  # identify, traits sent in context.traits
         for key, spec in plan.events.items():
-            container = "traits" if spec.call is CallType.IDENTIFY else "properties"
-            self._events[key], self._sources[key] = compiler.compile(spec, container)
+            spec = with_builtins(spec, plan)
+            self._events[key], self._sources[key] = compiler.compile(spec, _CONTAINERS[spec.call])
+            if spec.call is CallType.IDENTIFY:
+                self._context_traits = compiler.compile(spec, "context.traits")[0]
         self._unplanned = {
             container: compiler.compile(None, container)[0]
-            for container in ("properties", "traits")
+            for container in ("properties", "traits", "context.traits", "")
         }
 
     def validate(
@@ -120,6 +140,18 @@ class Validator:
             elif call == "identify":
                 name = None
                 key = "identify"
+                traits = get("traits")
+                if traits is None or traits == {}:  # absent, null or {}: context.traits?
+                    context = get("context")
+                    if (
+                        type(context) is dict
+                        and type(inner := context.get("traits")) is dict
+                        and inner
+                    ):
+                        return self._in_context(body, get, name, key, source, received_at)
+            elif call == "group" or call == "alias":
+                name = None
+                key = call
             elif call == "page" or call == "screen":
                 name = get("name")
                 if name is None or name == "":
@@ -135,20 +167,27 @@ class Validator:
                 got = "absent" if call is None else describe(call)
                 return _envelope_result(_bad_envelope("$.type", _TYPE_EXPECTED, got), "", None)
 
-            kind = type(received_at)
-            if kind is not float or not -1e13 < received_at < 1e13:  # type: ignore[operator]
-                plausible = kind is int and -1e13 < received_at < 1e13  # type: ignore[operator]
-                received_at = float(received_at) if plausible else None  # type: ignore[arg-type]
+            received_at = _plausible_epoch(received_at)
             latest = (now() if received_at is None else received_at) + MAX_FUTURE_SECONDS
             check = self._events.get(key)
             if check is None:
-                check = self._unplanned["traits" if call == "identify" else "properties"]
+                check = self._unplanned[_UNPLANNED_CONTAINERS[call]]
             return check(body, get, call, name, key, source, received_at, latest)  # type: ignore[no-any-return]
         except Exception as exc:  # a bug must not lose the event: quarantine it with the reason
-            got = f"validator error: {type(exc).__name__}"
-            return _envelope_result(
-                violation(Code.BAD_ENVELOPE.value, "$", "a checkable call", got), "", None
-            )
+            return _validator_error(exc)
+
+    def _in_context(
+        self, body: dict, get: Any, name: None, key: str, source: str | None, received_at: Any
+    ) -> Result:
+        """An identify call whose traits are in `context.traits` (rudder-sdk-python): checked
+        against the plan's traits there, paths `$.context.traits.<trait>`."""
+        try:
+            received_at = _plausible_epoch(received_at)
+            latest = (now() if received_at is None else received_at) + MAX_FUTURE_SECONDS
+            check = self._context_traits or self._unplanned["context.traits"]
+            return check(body, get, "identify", name, key, source, received_at, latest)  # type: ignore[no-any-return]
+        except Exception as exc:
+            return _validator_error(exc)
 
     def generated_source(self, key: str) -> str:
         """The Python source generated for one event (for debugging and curiosity)."""
@@ -156,7 +195,36 @@ class Validator:
 
 
 _BODY_EXPECTED = "a JSON object (one Segment call)"
-_TYPE_EXPECTED = "track, page, screen or identify"
+_TYPE_EXPECTED = "track, page, screen, identify, group or alias"
+# where each call type keeps what the plan checks ("": nothing, an alias call has no properties)
+_CONTAINERS = {
+    CallType.TRACK: "properties",
+    CallType.PAGE: "properties",
+    CallType.SCREEN: "properties",
+    CallType.IDENTIFY: "traits",
+    CallType.GROUP: "traits",
+    CallType.ALIAS: "",
+}
+_UNPLANNED_CONTAINERS = {call.value: container for call, container in _CONTAINERS.items()}
+
+
+def _plausible_epoch(received_at: Any) -> float | None:
+    """`received_at` as a float when it is a plausible epoch (seconds), else None."""
+    kind = type(received_at)
+    if kind is float and -1e13 < received_at < 1e13:
+        return received_at  # type: ignore[no-any-return]
+    if kind is int and -1e13 < received_at < 1e13:
+        return float(received_at)
+    return None
+
+
+def _validator_error(exc: Exception) -> Result:
+    got = f"validator error: {type(exc).__name__}"
+    return _envelope_result(
+        violation(Code.BAD_ENVELOPE.value, "$", "a checkable call", got), "", None
+    )
+
+
 _BLOCK = "block"
 
 

@@ -31,7 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tracking_plan.model import EventSpec, Identity, Mode, Plan, PropertySpec, PropType, Status
+from tracking_plan.model import (
+    CallType,
+    EventSpec,
+    Identity,
+    Mode,
+    Plan,
+    PropertySpec,
+    PropType,
+    Status,
+)
 from tracking_plan.normalise import (
     MILLIS_Z,
     MIN_EPOCH,
@@ -45,6 +54,7 @@ from tracking_plan.normalise import (
     second_text,
 )
 from tracking_plan.normalise_currency_codes import CURRENCY_CODES
+from tracking_plan.pii import is_pii_token
 from tracking_plan.validator_support import (
     REDACTED,
     PiiDetector,
@@ -140,6 +150,7 @@ class _Generator:
             "_scan": pii.scan,
             "_unknown": self._unknown_fn(pii),
             "_MIN_EPOCH": MIN_EPOCH,
+            "_is_pii_token": is_pii_token,
         }
         for code in Code:
             self.namespace[f"C_{code.name}"] = code.value
@@ -276,6 +287,9 @@ class _Generator:
         self, spec: PropertySpec, v: str, target: str, path: _Path, indent: int, depth: int
     ) -> None:
         got = repr(REDACTED) if spec.pii else f"_describe({v})"
+        if spec.pii:  # a value the collector replaced by a token is not checked any further
+            self.emit(indent, f"if not _is_pii_token({v}):")
+            indent += 1
         kind = spec.type
         if kind is PropType.TIMESTAMP or spec.format == "date-time":
             self.timestamp(v, target, path, got, indent, depth)
@@ -528,7 +542,7 @@ def check(body, get, call, name, key, source, received_at, latest):
                 path, got = "$.timestamp", _describe(raw_stamp)
             viol.append(_violation(C_BAD_TIMESTAMP, path, _TS_RANGE, got))
             moment, moment_text = received_at, None
-    raw = get(_CONTAINER)
+    #@CONTAINER
     if raw is None:
         p = {}
     elif type(raw) is dict:
@@ -593,6 +607,7 @@ def check(body, get, call, name, key, source, received_at, latest):
         if received_text is not None:
             event["receivedAt"] = received_text
         event["planVersion"] = _PLAN_VERSION
+    #@STORE
     if viol:
         if strip:
             drop_unplanned = mode == "omit"
@@ -665,6 +680,8 @@ _IDENTITY_CHECKS = {
 }
 
 EventFn = Callable[..., Any]
+# top-level fields a call type must carry (as non-empty strings), besides the plan's identity rule
+_CALL_FIELDS = {CallType.GROUP: ("groupId",), CallType.ALIAS: ("previousId", "userId")}
 
 
 class EventCompiler:
@@ -703,12 +720,14 @@ class EventCompiler:
         missing_id = violation(Code.MISSING_IDENTITY.value, path, expected, "absent")
         self.shared["_MISSING_ID"] = missing_id
         self.identity = [rule, "    viol.append(_MISSING_ID)"]
-        self.context = self._context_lines()
+        self.context = self._context_lines(skip_traits=False)
+        self.context_without_traits = self._context_lines(skip_traits=True)
 
-    def _context_lines(self) -> list[str]:
+    def _context_lines(self, skip_traits: bool) -> list[str]:
         """`missing_context` per required dotted path (absent or null), then the PII search
         (`PiiDetector.scan`, with its fast path inline: known keys, at most one level of
-        objects holding only scalars). `context` is a dict or None here."""
+        objects holding only scalars). `context` is a dict or None here. `skip_traits`: the
+        search leaves `context.traits` out (checked as the identify call's traits)."""
         present: list[str] = []
         absent: list[str] = []
         for number, path in enumerate(self.plan.required_context):
@@ -726,10 +745,13 @@ class EventCompiler:
             present.append(f"if node is None: viol.append({missing})")
             absent.append(f"viol.append({missing})")
         if self.pii.active:
-            scan = '_scan(context, "$.context", ("context",), viol, strip)'
+            scan = '_scan(searched, "$.context", ("context",), viol, strip)'
             present += [
-                "if _safe_superset(context):",
-                "    for child in context.values():",
+                "searched = {k: v for k, v in context.items() if k != 'traits'}"
+                if skip_traits
+                else "searched = context",
+                "if _safe_superset(searched):",
+                "    for child in searched.values():",
                 "        kind = type(child)",
                 "        if kind is dict:",
                 "            if not _safe_superset(child) or not _no_containers(",
@@ -748,48 +770,88 @@ class EventCompiler:
             lines += ["else:", *("    " + line for line in absent)]
         return lines
 
+    def _call_fields(self, spec: EventSpec, gen: _Generator) -> list[str]:
+        """Status and sources of a planned event, and the fields its call type needs
+        (`groupId` of a group call; `previousId` and `userId` of an alias call)."""
+        lines: list[str] = []
+        if spec.status is Status.DEPRECATED:
+            gone = violation(Code.DEPRECATED_EVENT.value, "$", "an active event", "deprecated")
+            lines.append(f"viol.append({gen.const(gone, 'v')})")
+        if spec.sources:
+            sources = frozenset(spec.sources)
+            expected = _clip("sent by " + ", ".join(sorted(sources)))
+            lines += [
+                f"if source is not None and source not in {gen.const(sources, 'sources')}:",
+                f"    viol.append(_violation(C_WRONG_SOURCE, '$', "
+                f"{gen.const(expected, 'e')}, _clip(f'source {{source!r}}')))",
+            ]
+        for field in _CALL_FIELDS.get(spec.call, ()):
+            path = f"$.{field}"
+            missing = violation(Code.MISSING_REQUIRED.value, path, "a string (required)", "absent")
+            lines += [
+                f"value = get({field!r})",
+                "if value is None or value == '':",
+                f"    viol.append({gen.const(missing, 'v')})",
+                "elif type(value) is not str:",
+                f"    viol.append(_violation(C_WRONG_TYPE, {path!r}, 'string', _describe(value)))",
+            ]
+        return lines
+
     def compile(self, spec: EventSpec | None, container: str) -> tuple[EventFn, str]:
         """The function for the planned event `spec`, or for unplanned calls (`spec` None)
-        whose properties are in `container` ("properties" or "traits")."""
+        whose properties are in `container`: "properties", "traits", "context.traits" (an
+        identify call that sends its traits in its context) or "" (alias calls: none)."""
         gen = _Generator(self.pii)
         gen.namespace.update(self.shared)
+        in_context = container == "context.traits"
+        loc: tuple[str, ...] = tuple(container.split(".")) if container else ("properties",)
         gen.namespace.update(
             _SPEC=spec,
             _modes={},
             _PLANNED=spec is not None,
-            _CONTAINER=container,
+            _CONTAINER=container or "properties",
             _CONTAINER_PATH=f"$.{container}",
         )
+        if not container:
+            fetch = ["raw = None"]
+        elif in_context:
+            fetch = ['raw = context.get("traits") if context is not None else None']
+        else:
+            fetch = ["raw = get(_CONTAINER)"]
         if spec is None:
             unplanned = _clip(f"an event of plan {self.plan.name!r}")
             event = [
                 f"viol.append(_violation(C_UNPLANNED_EVENT, '$', {gen.const(unplanned, 'e')}, "
                 "_clip(f'{call} {key!r}')))"
             ]
-            gen.emit(0, f"if p: _scan(p, '$.{container}', ({container!r},), viol, strip)")
+            gen.emit(0, f"if p: _scan(p, '$.{container}', {loc!r}, viol, strip)")
         else:
-            event = []
-            if spec.status is Status.DEPRECATED:
-                gone = violation(Code.DEPRECATED_EVENT.value, "$", "an active event", "deprecated")
-                event.append(f"viol.append({gen.const(gone, 'v')})")
-            if spec.sources:
-                sources = frozenset(spec.sources)
-                expected = _clip("sent by " + ", ".join(sorted(sources)))
-                event += [
-                    f"if source is not None and source not in {gen.const(sources, 'sources')}:",
-                    f"    viol.append(_violation(C_WRONG_SOURCE, '$', "
-                    f"{gen.const(expected, 'e')}, _clip(f'source {{source!r}}')))",
-                ]
-            root = _Path((f"$.{container}",), (container,))
-            gen.fields(spec.properties, spec.allow_unplanned_properties, "p", root, 0, 0)
+            event = self._call_fields(spec, gen)
+            root = _Path((f"$.{container}",), loc)
+            if container:
+                gen.fields(spec.properties, spec.allow_unplanned_properties, "p", root, 0, 0)
         blocks = {
             "EVENT": event,
             "IDENTITY": self.identity,
-            "CONTEXT": self.context,
+            "CONTEXT": self.context_without_traits if in_context else self.context,
+            "CONTAINER": fetch,
             "PROPERTIES": gen.lines or ["pass"],
+            "STORE": (
+                [  # normalised traits go back where they came from
+                    "if p is not raw and p is not None:",
+                    '    event["context"] = {**event["context"], "traits": p}',
+                ]
+                if in_context
+                else []
+            ),
         }
+        template = _EVENT_TEMPLATE
+        if in_context:  # the traits stay in `context`: no top-level container
+            template = template.replace("            _CONTAINER: p,\n", "").replace(
+                "            event[_CONTAINER] = p\n", "            pass\n"
+            )
         out: list[str] = []
-        for line in _EVENT_TEMPLATE.splitlines():
+        for line in template.splitlines():
             marker = line.strip()
             if not marker.startswith("#@"):
                 out.append(line)
@@ -812,7 +874,7 @@ class EventCompiler:
                 body = blocks[name]
             out += [indent + part if part else part for part in body]
         source = "\n".join(out) + "\n"
-        label = "unplanned calls" if spec is None else f"plan event {spec.name!r}"
+        label = "unplanned calls" if spec is None else f"plan event {spec.call.value} {spec.name!r}"
         exec(compile(source, f"<{label}>", "exec"), gen.namespace)
         return gen.namespace["check"], source
 

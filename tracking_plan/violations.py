@@ -25,6 +25,7 @@ class Code(StrEnum):
     WRONG_SOURCE = "wrong_source"
     DEPRECATED_EVENT = "deprecated_event"
     DUPLICATE = "duplicate"
+    DUPLICATE_KEY = "duplicate_key"  # a business key (plan `unique`) repeated under a new messageId
     PII_DETECTED = "pii_detected"
     MALFORMED_JSON = "malformed_json"
     PAYLOAD_TOO_LARGE = "payload_too_large"

@@ -1,0 +1,47 @@
+"""From per-row surprises to one score per event onset.
+
+Two rules turn a row-level surprise s (decades) into the onset score:
+
+- Refractory: a row speaks only if it is more than `margin` decades more surprising than every
+  row that spoke in the last `refractory` rows; otherwise it says 0. One event gives one high row
+  (or a few, each ten times rarer than the last), not a run; a sub-threshold stir does not mask
+  a real onset right after it, which only has to beat it by `margin`.
+- Discount: a row that speaks is discounted by how often the series has already produced onsets
+  at least as surprising: s - log10(1 + c) for c such onsets among the last `memory` rows. The
+  first of its kind keeps its surprise; the tenth loses a decade (a pattern that keeps
+  "surprising" a busy series is its habit, not news).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+
+
+class Onsets:
+    """Refractory and discount, row by row: `update(surprise)` returns the onset surprise ≥ 0."""
+
+    def __init__(self, refractory: int = 64, margin: float = 1.0, memory: int = 5000) -> None:
+        if refractory < 1 or margin < 0.0 or memory < 1:
+            raise ValueError("need refractory ≥ 1, margin ≥ 0, memory ≥ 1")
+        self.margin, self.memory = margin, memory
+        self._spoken: deque[float] = deque(maxlen=refractory)
+        self._row = 0
+        self._onsets: deque[tuple[int, float]] = deque()
+        self._sorted: list[float] = []
+
+    def update(self, surprise: float) -> float:
+        bar = max(self._spoken) + self.margin if self._spoken else self.margin
+        spoken = surprise if surprise > bar else 0.0
+        self._spoken.append(spoken)
+        while self._onsets and self._onsets[0][0] <= self._row - self.memory:
+            _, old = self._onsets.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        self._row += 1
+        if spoken <= 0.0:
+            return 0.0
+        earlier = len(self._sorted) - bisect.bisect_left(self._sorted, spoken)
+        self._onsets.append((self._row, spoken))
+        bisect.insort(self._sorted, spoken)
+        return max(0.0, spoken - math.log10(1.0 + earlier))
