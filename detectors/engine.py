@@ -438,6 +438,7 @@ class DetectionEngine:
         `late_windows`). Returns the alerts whose state changed: fired, updated or resolved.
         """
         by_window: dict[float, list[WindowRecord]] = {}
+        records = [rec for rec in records if not rec.revision]  # the engine decides: lead
         for rec in records:
             by_window.setdefault(float(rec.window_start), []).append(rec)
             if self.window is None and rec.window_end > rec.window_start:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from detectors.attribution import Breakdown
-from detectors.records import WITHIN, WindowRecord
+from detectors.records import COMPANION, WITHIN, WindowRecord
 
 Metric = Literal["volume", "violation", "conversion", "activity"]
 COUNTS = ("volume", "activity")  # the metrics that are counts (the others are rates)
@@ -116,8 +116,10 @@ def rollup(
     out: dict[str, Rolled] = {}
     index: dict[tuple, Rolled] = {}
     for rec in records:
-        if getattr(rec, "revision", False):
-            continue  # late events told where they belong: history, not evidence
+        if rec.revision or rec.series.get("funnel") == COMPANION:
+            # late events told where they belong are history, not evidence; the pairs learnt
+            # from the traffic are watched by the slice tests, not modelled as series
+            continue
         for level in levels:
             if (level.metric == "conversion") != (rec.kind == "conversion"):
                 continue
