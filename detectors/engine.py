@@ -79,7 +79,7 @@ from detectors.rollup import (
     rollup,
     series_key,
 )
-from detectors.slice_feed import EARLY, SliceFeed
+from detectors.slice_feed import ALL, EARLY, SliceFeed
 from detectors.slices import WHOLE, SliceConfig, SliceWatch, Verdict
 
 STATE_VERSION = 1
@@ -113,6 +113,8 @@ SEQUENTIAL = {
     "conv_up": ("conversion:up", "conversion_up"),
     "bad": ("violation:up", "violation_surge"),
     "repeat": ("volume:up", "spike"),
+    "quiet": ("volume:down", "drop"),
+    "thinned": ("volume:down", "drop"),
 }
 SEQ = "seq:"  # prefix of the track names of slice tests
 # incident groups whose alerts can be about the same trouble (see `_related`)
@@ -420,7 +422,6 @@ class DetectionEngine:
         # planned event -> when its total was first modelled (bounded by the plan; outlives the
         # series' eviction, so an event back after days of silence is not "never seen before")
         self.first_seen_events: dict[str, float] = {}
-        self._forwarded: dict[tuple, bool] = {}  # (event, source) -> violating events forwarded
         self.watch = SliceWatch(self.config.slices)
         self.feed = SliceFeed(self.config.slice_batch_windows)
         self._platforms: dict[str, str] = {}  # source -> platform (from the records)
@@ -715,7 +716,10 @@ class DetectionEngine:
         platform = self._platforms.get(v.source, v.source)
         where = {"source": v.source, "platform": platform}
         version = {} if v.value in (WHOLE, "unknown", MISSING) else {"app_version": v.value}
-        if v.family in ("gone", "bad", "repeat"):
+        if v.family in ("quiet", "thinned"):  # running sessions of a source, or of every one
+            series = {} if v.source == ALL else {**where, **version}
+            parent = series_key("activity", {} if v.source == ALL else where)
+        elif v.family in ("gone", "bad", "repeat"):
             event = v.subject
             series = {"event": event, **where, **version}
             if v.family == "bad":
@@ -758,7 +762,8 @@ class DetectionEngine:
         self._seq_open.add((parent, name))
         if not v.calm:
             expected = v.expected
-            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone"):
+            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone", "quiet",
+                            "thinned"):  # fmt: skip
                 told = [v.observed, expected, v.trials, v.minutes]
             else:
                 told = [v.observed, expected, 0.0, v.minutes]
@@ -788,6 +793,8 @@ class DetectionEngine:
 
     @staticmethod
     def _cause(v: Verdict) -> str:
+        if v.family in ("quiet", "thinned"):
+            return "running"
         if v.family == "pair_gone":
             return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]
         if v.family in ("conv_down", "conv_up"):
@@ -987,8 +994,8 @@ class DetectionEngine:
         source = series.get("source")
         if source is not None and inc.series.get("source") == source:
             return True
-        mine = _events(series)
-        return bool(mine) and mine == _events(inc.series)
+        # the same events (or, for whole sources, none) on several versions or sources at once
+        return _events(series) == _events(inc.series)
 
     def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
         """An open incident of `group` on a slice of `series` (its keys and more: one source of
@@ -1306,20 +1313,10 @@ class DetectionEngine:
         self._emit(inc, "firing", ts + window, out)
 
     # ------------------------------------------------------------------ series bookkeeping
-    def _arrivals(self, rec: WindowRecord) -> float:
-        """Events sent: `count`, plus the violating ones if the plan quarantines them."""
-        source = rec.series.get("source")
-        key = (rec.series.get("event"), source)
-        flagged = self._forwarded.get(key)
-        if flagged is None:
-            flagged = False
-            mode_for = getattr(self.plan, "mode_for", None)
-            if mode_for is not None:
-                spec = self.plan.events.get(key[0] or "")  # type: ignore[union-attr]
-                flagged = str(mode_for(spec, source)) != "block"
-            if len(self._forwarded) < 10_000:
-                self._forwarded[key] = flagged
-        return float(rec.count if flagged else rec.count + rec.violations)
+    @staticmethod
+    def _arrivals(rec: WindowRecord) -> float:
+        """Events sent: forwarded (`count`, flagged ones included) and quarantined."""
+        return float(rec.count + rec.quarantined)
 
     def _plan_knows(self, series: dict[str, str]) -> bool:
         events = getattr(self.plan, "events", None)

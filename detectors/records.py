@@ -58,8 +58,10 @@ class WindowRecord:
     the same count within fewer minutes (`series[WITHIN]`), published that much sooner;
     `series["app_version"]` is the first step's. Companion pairs (learnt from the traffic, see
     `streams.companions`) are conversion series with `series["funnel"]` = "(companion)".
-    Activity series: `kind` = "activity", `series` = {"source", "platform"}, `count` =
-    `distinct_users` = users who sent any event on that source in the window.
+    Activity series: `kind` = "activity", `series` = {"source", "platform", "app_version"},
+    `count` = `distinct_users` = users who sent any event on that source in the window;
+    `denominator` = users of the previous few windows, `numerator` = those of them who sent
+    again in this one (sessions still running).
     A revision (`revision` = True) is a volume record of a window already published: what
     arrived for it late (`count`, `violations`, `violation_codes`, `repeats`; `distinct_users`
     0), since the last revision of the same series and window.
@@ -78,6 +80,7 @@ class WindowRecord:
     planned: bool = True  # False for events the plan does not know (candidates for new_event)
     repeats: int = 0  # volume: events repeating a business key under another messageId
     revision: bool = False  # late events of a window already published (never a new window)
+    quarantined: int = 0  # volume: events quarantined (not in `count`): count + this arrived
 
     def series_key(self) -> str:
         """A stable, human-readable key: `kind|k=v|k=v` with keys sorted."""

@@ -11,10 +11,9 @@ Metrics:
 - "conversion": step-to-step conversion;   observed = numerator / denominator, weight = denominator
 - "activity": distinct users sending anything on a source; observed = users
 
-`count` holds the events forwarded as valid (flagged ones included), `violations` the events
-with a violation, forwarded (flag mode) or quarantined (block mode). Tracking sends
-`count + violations` events where violations are quarantined and `count` where they are
-forwarded; `arrivals` says which (the engine asks the plan; default: quarantined).
+`count` holds the events forwarded as valid (flagged ones included), `quarantined` the others,
+`violations` the events with a violation, forwarded (flag mode) or quarantined (block mode):
+tracking sent `count + quarantined` events (`arrivals`).
 """
 
 from __future__ import annotations
@@ -101,15 +100,15 @@ def compatible(a: dict[str, str], b: dict[str, str]) -> bool:
     return all(b[k] == v for k, v in a.items() if k in b)
 
 
-def quarantined_arrivals(rec: WindowRecord) -> float:
-    """Events sent when violating events are quarantined (not in `count`)."""
-    return float(rec.count + rec.violations)
+def arrivals_of(rec: WindowRecord) -> float:
+    """Events sent: forwarded (`count`) and quarantined."""
+    return float(rec.count + rec.quarantined)
 
 
 def rollup(
     records: Iterable[WindowRecord],
     levels: Iterable[Level],
-    arrivals: Callable[[WindowRecord], float] = quarantined_arrivals,
+    arrivals: Callable[[WindowRecord], float] = arrivals_of,
 ) -> dict[str, Rolled]:
     """Sum the fine records of ONE window into the monitored series of every level."""
     levels = tuple(levels)

@@ -19,14 +19,18 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
 - measure `bad`, family `bad`: events breaking the plan (Bernoulli, against "a quarter or more of
   the rest break it");
 - measure `repeat`, family `repeat`: events repeating a business key already received, double
-  firing (as `bad`).
+  firing (as `bad`);
+- measure `running`, families `quiet` (ρ = 0.1) and `thinned` (ρ = 0.5): of the users active in
+  the last few minutes, how many sent anything again: running sessions that go silent at once
+  are an outage, seen within minutes (before the counts of each event have fallen short).
 
 Reference rate. A version is compared with its own history once it has one, and before that
 with the source's other versions (the pooled rate, excluding itself, is its prior worth
 `prior_trials` trials): a new release is judged from its first users, an old one that always
 behaved a little differently is not blamed for it. The value "*" (a whole source) has no peers:
-its own history is its reference. The reference is taken one standard error on the safe side
-(lower for the low tests, higher for the high ones). It learns every window, but only once the
+its own history is its reference. The reference is taken on the safe side: one standard error
+lower for the low tests (and at most `max_reference`), for the high ones one standard error
+higher and at least as if two more events had been seen. It learns every window, but only once the
 evidence it belongs to is settled: the windows of an excursion of the statistic wait until it
 ends without an alarm (then they were usual, good and bad alike: learning only the windows that
 look calm would bias it), and those of an alarm are dropped (a breakage is never learnt as
@@ -73,10 +77,13 @@ class Family:
     # a test is told (hot) only when what it saw since its onset is a change of its size: at
     # most this share of the expected (low tests), or at least this many times it (high tests)
     told_ratio: float = 1.0
+    min_told: float = 0.0  # ... and only on this many trials or more (what a person believes)
     accepts: bool = False  # a lasting change becomes the new normal (rates do; breakages never)
 
-    def told(self, observed: float, expected: float) -> bool:
-        """Is the change seen since the onset of the size this family tells?"""
+    def told(self, observed: float, expected: float, trials: float) -> bool:
+        """Is the change seen since the onset of the size this family tells, on enough trials?"""
+        if trials < self.min_told:
+            return False
         if self.low:
             return observed <= self.told_ratio * expected
         return observed >= self.told_ratio * expected
@@ -95,11 +102,15 @@ class Family:
 FAMILIES: dict[str, Family] = {
     # gone: told as such when at most a quarter of the expected came (a fall to a third is a drop)
     "gone": Family("split", low=True, rho=0.1, told_ratio=0.25),
-    "pair_gone": Family("bernoulli", low=True, rho=0.1, told_ratio=0.25),
+    # "0 of the 2 users who did A did B" convinces nobody: five at least
+    "pair_gone": Family("bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0),
     "conv_down": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, accepts=True),
     "conv_up": Family("bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True),
     "bad": Family("bernoulli", low=False, told_ratio=2.0),
     "repeat": Family("bernoulli", low=False, told_ratio=2.0),
+    # running sessions: all but silent (an outage), or thinned by half (a partial one)
+    "quiet": Family("bernoulli", low=True, rho=0.1, told_ratio=0.35, min_told=5.0),
+    "thinned": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, min_told=5.0),
 }
 MEASURES: dict[str, tuple[str, ...]] = {
     "gone": ("gone",),
@@ -108,6 +119,7 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "funnel_early": ("conv_down", "conv_up"),
     "bad": ("bad",),
     "repeat": ("repeat",),
+    "running": ("quiet", "thinned"),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
 
@@ -121,6 +133,7 @@ class SliceConfig:
     min_expected: float = 20.0  # low tests: successes the reference must have seen
     min_trials: float = 200.0  # high tests: trials the reference must have seen
     newer_minutes: float = 60.0  # a version first seen this long after the subject is newer
+    max_reference: float = 0.95  # the highest rate a falling rate is judged against
     calm_nats: float = math.log(20.0)  # calm once the usual rate is 20× likelier than the alarm's
     forget_hours: float = 24.0
     accept_hours: float = 4.0  # a rate's change alarmed this long is its new normal
@@ -402,7 +415,14 @@ class SliceWatch:
             sd = rate / math.sqrt(max(rate * weight, 1.0))
         else:
             sd = math.sqrt(rate * (1.0 - rate) / (weight + 1.0))
-        return clip_rate(rate - sd if fam.low else rate + sd)
+        if not fam.low:
+            # a rare rate is known no better than a couple of events more would make it (its
+            # standard error says too little when few were seen: 1 in 400 may well be 1 in 100)
+            return clip_rate(max(rate + sd, (hits + 2.0) / (trials + 2.0)))
+        # a falling rate is judged against at most `max_reference`: a step followed by the next
+        # "always" still misses it now and then (a session cut short, an event late), more
+        # often than its history says, and each miss would weigh too much
+        return clip_rate(min(rate - sd, cfg.max_reference))
 
     def _verdict(
         self, ts: float, window: float, tkey: str, test: _Test, rate: float | None
@@ -422,7 +442,7 @@ class SliceWatch:
             source=source,
             value=value,
             hot=test.alarm and cusum.stat >= limit
-            and FAMILIES[family].told(cusum.observed, cusum.expected),
+            and FAMILIES[family].told(cusum.observed, cusum.expected, cusum.trials),
             calm=not test.alarm,
             onset=cusum.onset,
             observed=cusum.observed,

@@ -2,7 +2,8 @@
 
 Each partition of events.valid has its own `WindowAggregator`; events of one user share a
 partition (the partition key is the user's id), so the partial records of one series and window
-simply add up: counts, distinct users, violations, repeats, numerators and denominators.
+simply add up: counts, distinct users, violations, repeats, quarantined events, numerators
+and denominators.
 
 A *flush* is what one aggregate partition publishes: its records and `closed_until`, the time
 below which it will never emit again. `WindowMerger` releases a window once every partition that
@@ -52,6 +53,7 @@ def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
         into.distinct_users += rec.distinct_users
         into.violations += rec.violations
         into.repeats += rec.repeats
+        into.quarantined += rec.quarantined
         into.numerator += rec.numerator
         into.denominator += rec.denominator
         into.planned = into.planned and rec.planned

@@ -43,10 +43,13 @@ Volume series
     their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
     the state.
 
-Activity series (kind "activity", one per source and platform per window with any event)
+Activity series (kind "activity", one per source, platform and app version per window with any
+event in it or in the last `CONTINUATION_WINDOWS`)
     `count` = `distinct_users` = the users (anonymousId, else userId) who sent any event on that
-    source in the window, forwarded or quarantined, planned or not: running sessions that go
-    silent show an outage without waiting for each event's counts to fall.
+    source in the window, forwarded or quarantined, planned or not; `denominator` = the users of
+    the previous `CONTINUATION_WINDOWS` windows, `numerator` = those of them who sent something
+    again in this one. Running sessions that go silent show an outage within minutes, without
+    waiting for each event's counts to fall.
 
 Conversion series (one per funnel step pair, source, platform and app version of the *first*
 step)
@@ -90,6 +93,7 @@ OTHER_UNPLANNED = "(other unplanned)"
 DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
 EARLY_MINUTES = 10  # early conversion records: converted within this many minutes
+CONTINUATION_WINDOWS = 5  # activity: of the users of the last 5 windows, who sent again
 LATE_HORIZON_SECONDS = 6 * 3600  # late events of windows closed this recently are revisions
 BROKEN = "(broken)"  # the key of a call that could not be read
 # the paths every tally carries (the platform's fallback, the app version), first and in order
@@ -97,6 +101,13 @@ BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
 _ALIASES = {"app_version": "context.app.version"}  # dimensions read at another path
 _NOT_PATHS = ("source", "platform", "anonymousId", "userId")  # dimensions tallies hold otherwise
 LABEL_CACHE_SIZE = 4096  # distinct (source, path labels) of tallies whose labels are kept
+
+
+def _site(values: Any) -> tuple[str, str, str]:
+    """(source, platform, app version) of an activity site from a snapshot (an older one has
+    no app version: "unknown")."""
+    values = [str(v) for v in values]
+    return (values[0], values[1], values[2] if len(values) > 2 else UNKNOWN)
 
 
 def _label(value: Any) -> str:
@@ -243,6 +254,7 @@ class _Volume:
     violations: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     repeats: int = 0
+    quarantined: int = 0
 
 
 @dataclass
@@ -321,7 +333,11 @@ class WindowAggregator:
         self._volumes: dict[int, dict[tuple[Any, ...], _Volume]] = {}
         self._unplanned_names: dict[int, set[str]] = {}
         # window start -> (source, platform) -> the users who sent any event there
-        self._activity: dict[int, dict[tuple[str, str], set[str]]] = {}
+        # window start -> (source, platform, app version) -> its users
+        self._activity: dict[int, dict[tuple[str, str, str], set[str]]] = {}
+        # (source, platform, app version) -> (window start, users) of the last closed windows
+        self._recent_active: dict[tuple[str, str, str], list[tuple[int, set[str]]]] = {}
+        self.continuation_windows = CONTINUATION_WINDOWS
         # revision batch (the closed edge's window index when they came) -> window start ->
         # (event key, planned, dims...) -> what arrived late
         self._late: dict[int, dict[int, dict[tuple[Any, ...], _Late]]] = {}
@@ -519,12 +535,13 @@ class WindowAggregator:
         activity = self._activity.get(start)
         if activity is None:
             activity = self._activity[start] = {}
-        users = activity.get(site)
+        users = activity.get(cohort)  # (source, platform, app_version)
         if users is None:
-            users = activity[site] = set()
+            users = activity[cohort] = set()
         if user is not None:
             users.add(user)
         if quarantined:
+            acc.quarantined += 1
             return True
         acc.count += 1
         if user is not None:
@@ -614,6 +631,7 @@ class WindowAggregator:
         for start in sorted(self._volumes):
             if start + self.window > limit:
                 break
+            records.extend(self._quiet_activity(start))
             records.extend(self._volume_records(start, self._volumes.pop(start)))
             records.extend(self._activity_records(start, self._activity.pop(start, {})))
             self._unplanned_names.pop(start, None)
@@ -678,24 +696,64 @@ class WindowAggregator:
                     violation_codes=dict(sorted(acc.codes.items())),
                     planned=planned,
                     repeats=acc.repeats,
+                    quarantined=acc.quarantined,
                 )
             )
         return out
 
+    def _quiet_activity(self, start: int) -> list[WindowRecord]:
+        """The activity records of the windows before `start` that had no event at all on any
+        source, while users of the windows before them may still send (an outage of everything
+        must still say that they did not)."""
+        last = max((kept[-1][0] for kept in self._recent_active.values() if kept), default=None)
+        if last is None:
+            return []
+        out = []
+        span = self.continuation_windows * self.window
+        for quiet in range(last + self.window, min(start, last + span + self.window), self.window):
+            out.extend(self._activity_records(quiet, {}))
+        return out
+
     def _activity_records(
-        self, start: int, sites: dict[tuple[str, str], set[str]]
+        self, start: int, sites: dict[tuple[str, str, str], set[str]]
     ) -> list[WindowRecord]:
-        return [
-            WindowRecord(
-                series={"source": source, "platform": platform},
-                window_start=float(start),
-                window_end=float(start + self.window),
-                count=len(sites[(source, platform)]),
-                distinct_users=len(sites[(source, platform)]),
-                kind="activity",
+        """One record per (source, platform, app version) with users in this window or in the
+        last `continuation_windows`: its users (`count`), and of the users active in those
+        earlier windows (`denominator`) how many sent something again in this one
+        (`numerator`): running sessions going silent are an outage."""
+        span = self.continuation_windows * self.window
+        recent = self._recent_active
+        out = []
+        for site in sorted(set(sites) | set(recent)):
+            users = sites.get(site, set())
+            earlier: set[str] = set()
+            kept = []
+            for begun, seen in recent.get(site, ()):
+                if start - span <= begun < start:
+                    earlier |= seen
+                    kept.append((begun, seen))
+            if users:
+                kept.append((start, users))
+            if kept:
+                recent[site] = kept
+            else:
+                recent.pop(site, None)
+            if site not in sites and not earlier:
+                continue
+            source, platform, version = site
+            out.append(
+                WindowRecord(
+                    series={"source": source, "platform": platform, "app_version": version},
+                    window_start=float(start),
+                    window_end=float(start + self.window),
+                    count=len(users),
+                    distinct_users=len(users),
+                    kind="activity",
+                    numerator=len(users & earlier),
+                    denominator=len(earlier),
+                )
             )
-            for source, platform in sorted(sites)
-        ]
+        return out
 
     def _revision_records(self, limit: float) -> list[WindowRecord]:
         """The revision batches of the late events that came before the closed edge `limit`
@@ -812,6 +870,10 @@ class WindowAggregator:
                 [start, [[*site, sorted(users)] for site, users in sites.items()]]
                 for start, sites in self._activity.items()
             ],
+            "recent_active": [
+                [list(site), [[begun, sorted(seen)] for begun, seen in kept]]
+                for site, kept in sorted(self._recent_active.items())
+            ],
             "revisions": [
                 [
                     batch,
@@ -846,6 +908,7 @@ class WindowAggregator:
                             acc.violations,
                             dict(acc.codes),
                             acc.repeats,
+                            acc.quarantined,
                         ]
                         for key, acc in series.items()
                     ],
@@ -883,8 +946,12 @@ class WindowAggregator:
         self.revised_events = Counter(state.get("revised", {}))
         self.too_late_events = Counter(state.get("too_late", {}))
         self._activity = {
-            int(start): {(source, platform): set(users) for source, platform, users in sites}
+            int(start): {_site(site[:-1]): set(site[-1]) for site in sites}
             for start, sites in state.get("activity", [])
+        }
+        self._recent_active = {
+            _site(site): [(int(begun), set(seen)) for begun, seen in kept]
+            for site, kept in state.get("recent_active", [])
         }
         self._late, self._late_unplanned = {}, {}
         for batch, windows in state.get("revisions", []):
@@ -908,9 +975,11 @@ class WindowAggregator:
         self._volumes = {}
         for start, series in state["volumes"]:
             window = self._volumes[int(start)] = {}
-            for key, count, users, violations, codes, *repeats in series:  # old states: no repeats
+            for key, count, users, violations, codes, *rest in series:  # old: fewer fields
+                repeats = rest[0] if rest else 0
+                shut_out = rest[1] if len(rest) > 1 else 0
                 window[tuple(key)] = _Volume(
-                    count, set(users), violations, Counter(codes), repeats[0] if repeats else 0
+                    count, set(users), violations, Counter(codes), repeats, shut_out
                 )
         self._unplanned_names = {int(s): set(names) for s, names in state["unplanned"]}
         self._steps = {}

@@ -58,12 +58,43 @@ def test_activity_counts_the_users_of_any_event_per_source():
     records = a.advance(T0 + 60 + 120)
     activity = [(r.series, r.count, r.distinct_users) for r in records if r.kind == "activity"]
     assert activity == [
-        ({"source": "ios", "platform": "ios"}, 1, 1),
-        ({"source": "web", "platform": "web"}, 3, 3),
+        ({"source": "ios", "platform": "ios", "app_version": "unknown"}, 1, 1),
+        ({"source": "web", "platform": "web", "app_version": "unknown"}, 3, 3),
     ]
     assert {r.window_start for r in records} == {T0}  # emitted with the window's volume records
     later = [r for r in a.flush_all() if r.kind == "activity"]
-    assert [(r.window_start, r.count) for r in later] == [(T0 + 60, 1)]
+    # the next window: web's "d" is new (of a, b, c, none sent again), ios's "a" went silent
+    assert [(r.window_start, r.series["source"], r.count, r.numerator, r.denominator)
+            for r in later] == [(T0 + 60, "ios", 0, 0, 1), (T0 + 60, "web", 1, 0, 3)]  # fmt: skip
+
+
+def test_activity_tells_how_many_of_the_last_minutes_users_sent_again():
+    """Of the users of the previous five windows, those who sent something in this one; an
+    app version's users on their own line; a source whose sessions all go silent still gets its
+    record (0 of them sent again) until five quiet windows have passed."""
+    a = agg()
+    add(a, "View", T0, "z", source="ios")
+    for w, users in enumerate((["a", "b"], ["b", "c"], ["c"], [], [], [], [], [], ["a"])):
+        for user in users:
+            add(a, "View", T0 + 60 * w + 1, user)
+    rows = [
+        ((r.window_start - T0) // 60, r.series["source"], r.count, r.numerator, r.denominator)
+        for r in a.flush_all()
+        if r.kind == "activity"
+    ]
+    web = [row for row in rows if row[1] == "web"]
+    assert web == [
+        (0, "web", 2, 0, 0),
+        (1, "web", 2, 1, 2),  # b again, of a, b
+        (2, "web", 1, 1, 3),  # c again, of a, b, c
+        (3, "web", 0, 0, 3),
+        (4, "web", 0, 0, 3),
+        (5, "web", 0, 0, 3),
+        (6, "web", 0, 0, 2),  # window 1's users are still within five windows, not window 0's
+        (7, "web", 0, 0, 1),
+        (8, "web", 1, 0, 0),  # a again after more than five windows: a new user here
+    ]
+    assert [row for row in rows if row[1] == "ios"][-1] == (5, "ios", 0, 0, 1)
 
 
 def test_a_window_of_anonymous_calls_still_has_an_activity_record():
@@ -96,7 +127,7 @@ def test_activity_is_the_union_of_users_over_events(events):
     got = {
         (r.window_start, r.series["source"], r.series["platform"]): r.count
         for r in a.flush_all()
-        if r.kind == "activity"
+        if r.kind == "activity" and r.count  # (records of users of earlier windows alone: 0)
     }
     assert got == {key: len(users) for key, users in expected.items()}
 
