@@ -157,3 +157,25 @@ def test_hostile_tallies_keep_the_state_serialisable_and_resumable(calls, cut) -
         whole.revised_events,
         whole.too_late_events,
     )
+
+
+def test_the_worker_exports_late_revised_and_too_late_events_once() -> None:
+    from prometheus_client import REGISTRY
+
+    from streams.worker import _export_late
+
+    def value(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"source": "kiosk\u202e"}) or 0.0
+
+    names = ("trackwatch_late_events_total", "trackwatch_late_revised_events_total",
+             "trackwatch_too_late_events_total")  # fmt: skip
+    before = [value(n) for n in names]
+    a = WindowAggregator(late_horizon_seconds=3600)
+    state = {"late_seen": {}}
+    paths = tally_paths(("source", "platform", "app_version"))
+    labels = path_labels({}, paths)
+    for t in (T0 + 9000, T0 + 8000, T0):  # on time, revised, too late
+        a.add_tallies([Tally("kiosk\u202e", "View", True, t, (), False, "u", None, labels)], paths)
+        _export_late(a, state)
+        _export_late(a, state)  # nothing new: nothing added
+    assert [value(n) - b for n, b in zip(names, before, strict=True)] == [2, 1, 1]
