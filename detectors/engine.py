@@ -114,7 +114,6 @@ SEQUENTIAL = {
     "bad": ("violation:up", "violation_surge"),
     "repeat": ("volume:up", "spike"),
     "quiet": ("volume:down", "drop"),
-    "thinned": ("volume:down", "drop"),
 }
 SEQ = "seq:"  # prefix of the track names of slice tests
 # incident groups whose alerts can be about the same trouble (see `_related`)
@@ -716,7 +715,7 @@ class DetectionEngine:
         platform = self._platforms.get(v.source, v.source)
         where = {"source": v.source, "platform": platform}
         version = {} if v.value in (WHOLE, "unknown", MISSING) else {"app_version": v.value}
-        if v.family in ("quiet", "thinned"):  # running sessions of a source, or of every one
+        if v.family == "quiet":  # running sessions of a source, or of every one
             series = {} if v.source == ALL else {**where, **version}
             parent = series_key("activity", {} if v.source == ALL else where)
         elif v.family in ("gone", "bad", "repeat"):
@@ -762,8 +761,7 @@ class DetectionEngine:
         self._seq_open.add((parent, name))
         if not v.calm:
             expected = v.expected
-            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone", "quiet",
-                            "thinned"):  # fmt: skip
+            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone", "quiet"):
                 told = [v.observed, expected, v.trials, v.minutes]
             else:
                 told = [v.observed, expected, 0.0, v.minutes]
@@ -793,7 +791,7 @@ class DetectionEngine:
 
     @staticmethod
     def _cause(v: Verdict) -> str:
-        if v.family in ("quiet", "thinned"):
+        if v.family == "quiet":
             return "running"
         if v.family == "pair_gone":
             return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]

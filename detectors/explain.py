@@ -87,7 +87,7 @@ def explain(ev: Evidence) -> str:
         where = where or " on every source"
         return (
             f"Running sessions{where} {'went' if ev.ended is not None else 'have gone'} silent "
-            f"{when}: of the users active in the minutes before, {_count(ev.observed)} of "
+            f"{when}: of the users active the minute before, {_count(ev.observed)} of "
             f"{_count(ev.denominator)} sent anything again in {span} (usually "
             f"{_usual_share(ev.expected, ev.denominator)}): events are being lost"
             + _slice(ev.attribution, "shortfall")

@@ -20,9 +20,9 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
   the rest break it");
 - measure `repeat`, family `repeat`: events repeating a business key already received, double
   firing (as `bad`);
-- measure `running`, families `quiet` (ρ = 0.1) and `thinned` (ρ = 0.5): of the users active in
-  the last few minutes, how many sent anything again: running sessions that go silent at once
-  are an outage, seen within minutes (before the counts of each event have fallen short).
+- measure `running`, family `quiet` (ρ = 0.1): of the users active in the previous minute, how
+  many sent anything again: running sessions that go silent at once are an outage, seen within
+  minutes (before the counts of each event have fallen short).
 
 Reference rate. A version is compared with its own history once it has one, and before that
 with the source's other versions (the pooled rate, excluding itself, is its prior worth
@@ -108,9 +108,9 @@ FAMILIES: dict[str, Family] = {
     "conv_up": Family("bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True),
     "bad": Family("bernoulli", low=False, told_ratio=2.0),
     "repeat": Family("bernoulli", low=False, told_ratio=2.0),
-    # running sessions: all but silent (an outage), or thinned by half (a partial one)
+    # running sessions all but silent: an outage (a partial one is left to the volumes: how
+    # often a user's next minute has an event varies too much with the hour and the traffic)
     "quiet": Family("bernoulli", low=True, rho=0.1, told_ratio=0.35, min_told=5.0),
-    "thinned": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, min_told=5.0),
 }
 MEASURES: dict[str, tuple[str, ...]] = {
     "gone": ("gone",),
@@ -119,7 +119,7 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "funnel_early": ("conv_down", "conv_up"),
     "bad": ("bad",),
     "repeat": ("repeat",),
-    "running": ("quiet", "thinned"),
+    "running": ("quiet",),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
 

@@ -44,12 +44,13 @@ Volume series
     the state.
 
 Activity series (kind "activity", one per source, platform and app version per window with any
-event in it or in the last `CONTINUATION_WINDOWS`)
+event in it, or with sessions running before it)
     `count` = `distinct_users` = the users (anonymousId, else userId) who sent any event on that
     source in the window, forwarded or quarantined, planned or not; `denominator` = the users of
-    the previous `CONTINUATION_WINDOWS` windows, `numerator` = those of them who sent something
+    both previous windows (sessions running), `numerator` = those of them who sent something
     again in this one. Running sessions that go silent show an outage within minutes, without
-    waiting for each event's counts to fall.
+    waiting for each event's counts to fall; a crawler taking a new id for every request runs no
+    session, so it cannot make them look silent.
 
 Conversion series (one per funnel step pair, source, platform and app version of the *first*
 step)
@@ -93,7 +94,6 @@ OTHER_UNPLANNED = "(other unplanned)"
 DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
 EARLY_MINUTES = 10  # early conversion records: converted within this many minutes
-CONTINUATION_WINDOWS = 5  # activity: of the users of the last 5 windows, who sent again
 LATE_HORIZON_SECONDS = 6 * 3600  # late events of windows closed this recently are revisions
 BROKEN = "(broken)"  # the key of a call that could not be read
 # the paths every tally carries (the platform's fallback, the app version), first and in order
@@ -337,7 +337,6 @@ class WindowAggregator:
         self._activity: dict[int, dict[tuple[str, str, str], set[str]]] = {}
         # (source, platform, app version) -> (window start, users) of the last closed windows
         self._recent_active: dict[tuple[str, str, str], list[tuple[int, set[str]]]] = {}
-        self.continuation_windows = CONTINUATION_WINDOWS
         # revision batch (the closed edge's window index when they came) -> window start ->
         # (event key, planned, dims...) -> what arrived late
         self._late: dict[int, dict[int, dict[tuple[Any, ...], _Late]]] = {}
@@ -703,42 +702,39 @@ class WindowAggregator:
 
     def _quiet_activity(self, start: int) -> list[WindowRecord]:
         """The activity records of the windows before `start` that had no event at all on any
-        source, while users of the windows before them may still send (an outage of everything
-        must still say that they did not)."""
+        source while sessions were running in the two windows before them (an outage of
+        everything must still say that they went silent)."""
         last = max((kept[-1][0] for kept in self._recent_active.values() if kept), default=None)
         if last is None:
             return []
         out = []
-        span = self.continuation_windows * self.window
-        for quiet in range(last + self.window, min(start, last + span + self.window), self.window):
+        for quiet in range(last + self.window, min(start, last + 2 * self.window), self.window):
             out.extend(self._activity_records(quiet, {}))
         return out
 
     def _activity_records(
         self, start: int, sites: dict[tuple[str, str, str], set[str]]
     ) -> list[WindowRecord]:
-        """One record per (source, platform, app version) with users in this window or in the
-        last `continuation_windows`: its users (`count`), and of the users active in those
-        earlier windows (`denominator`) how many sent something again in this one
-        (`numerator`): running sessions going silent are an outage."""
-        span = self.continuation_windows * self.window
+        """One record per (source, platform, app version) with users in this window, or with
+        running sessions before it: its users (`count`); the users of the two windows before it,
+        sessions running (`denominator`), and how many of them sent something again in this one
+        (`numerator`). A user who leaves counts once; a crawler that takes a new id for every
+        request never runs a session, so it cannot make sessions look silent."""
         recent = self._recent_active
         out = []
         for site in sorted(set(sites) | set(recent)):
             users = sites.get(site, set())
-            earlier: set[str] = set()
-            kept = []
-            for begun, seen in recent.get(site, ()):
-                if start - span <= begun < start:
-                    earlier |= seen
-                    kept.append((begun, seen))
+            before = {begun: seen for begun, seen in recent.get(site, ())}
+            one, two = before.get(start - self.window), before.get(start - 2 * self.window)
+            running = (one & two) if one and two else set()
+            kept = [(start - self.window, one)] if one else []
             if users:
                 kept.append((start, users))
             if kept:
                 recent[site] = kept
             else:
                 recent.pop(site, None)
-            if site not in sites and not earlier:
+            if site not in sites and not running:
                 continue
             source, platform, version = site
             out.append(
@@ -749,8 +745,8 @@ class WindowAggregator:
                     count=len(users),
                     distinct_users=len(users),
                     kind="activity",
-                    numerator=len(users & earlier),
-                    denominator=len(earlier),
+                    numerator=len(users & running),
+                    denominator=len(running),
                 )
             )
         return out

@@ -63,18 +63,20 @@ def test_activity_counts_the_users_of_any_event_per_source():
     ]
     assert {r.window_start for r in records} == {T0}  # emitted with the window's volume records
     later = [r for r in a.flush_all() if r.kind == "activity"]
-    # the next window: web's "d" is new (of a, b, c, none sent again), ios's "a" went silent
+    # the next window: web's "d" is new; no session had run for two windows yet
     assert [(r.window_start, r.series["source"], r.count, r.numerator, r.denominator)
-            for r in later] == [(T0 + 60, "ios", 0, 0, 1), (T0 + 60, "web", 1, 0, 3)]  # fmt: skip
+            for r in later] == [(T0 + 60, "web", 1, 0, 0)]  # fmt: skip
 
 
-def test_activity_tells_how_many_of_the_last_minutes_users_sent_again():
-    """Of the users of the previous five windows, those who sent something in this one; an
-    app version's users on their own line; a source whose sessions all go silent still gets its
-    record (0 of them sent again) until five quiet windows have passed."""
+def test_activity_tells_how_many_running_sessions_went_on():
+    """Of the users of both previous windows (sessions running), those who sent something in
+    this one; a user seen once (a crawler's fresh id) is no running session; a source whose
+    sessions all go silent still gets its record for the window after."""
     a = agg()
     add(a, "View", T0, "z", source="ios")
-    for w, users in enumerate((["a", "b"], ["b", "c"], ["c"], [], [], [], [], [], ["a"])):
+    add(a, "View", T0 + 61, "z", source="ios")
+    for w, users in enumerate((["a", "b"], ["a", "b", "c"], ["b", "c", "x1"], ["c", "x2"], [],
+                               [], ["a"])):  # fmt: skip
         for user in users:
             add(a, "View", T0 + 60 * w + 1, user)
     rows = [
@@ -82,19 +84,19 @@ def test_activity_tells_how_many_of_the_last_minutes_users_sent_again():
         for r in a.flush_all()
         if r.kind == "activity"
     ]
-    web = [row for row in rows if row[1] == "web"]
-    assert web == [
+    assert [row for row in rows if row[1] == "web"] == [
         (0, "web", 2, 0, 0),
-        (1, "web", 2, 1, 2),  # b again, of a, b
-        (2, "web", 1, 1, 3),  # c again, of a, b, c
-        (3, "web", 0, 0, 3),
-        (4, "web", 0, 0, 3),
-        (5, "web", 0, 0, 3),
-        (6, "web", 0, 0, 2),  # window 1's users are still within five windows, not window 0's
-        (7, "web", 0, 0, 1),
-        (8, "web", 1, 0, 0),  # a again after more than five windows: a new user here
+        (1, "web", 3, 0, 0),
+        (2, "web", 3, 1, 2),  # b went on, of a and b (in windows 0 and 1); x1 is no session
+        (3, "web", 2, 1, 2),  # c went on, of b and c
+        (4, "web", 0, 0, 1),  # c silent: a window with no event at all still says so
+        (6, "web", 1, 0, 0),  # a again later: new in this window
     ]
-    assert [row for row in rows if row[1] == "ios"][-1] == (5, "ios", 0, 0, 1)
+    assert [row for row in rows if row[1] == "ios"] == [
+        (0, "ios", 1, 0, 0),
+        (1, "ios", 1, 0, 0),
+        (2, "ios", 0, 0, 1),
+    ]
 
 
 def test_a_window_of_anonymous_calls_still_has_an_activity_record():
