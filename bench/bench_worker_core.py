@@ -13,10 +13,11 @@ message: `decode_batch`, then `validate` each envelope. Decode, dedupe, validate
 envelopes the dedupe lets through) and the business keys (their key store lookups) are also
 timed alone, which splits `process`. The worker also runs without business keys
 (`BatchProcessor(business_keys=False)`: what it did before them), alternating with the full
-runs: the difference is their whole cost. Reports CPU µs/event and events/s (median of
-`--repeat` runs, under the worker's garbage-collector settings), the ratio worker / baseline,
-and the cost of serialising one partition's state (a snapshot). No thresholds, nothing
-asserted: numbers to read.
+runs: the difference is their whole cost; likewise without the companion pairs the window
+aggregator learns (`WindowAggregator(companion_minutes=0)`). Reports CPU µs/event and
+events/s (median of `--repeat` runs, under the worker's garbage-collector settings), the ratio
+worker / baseline, and the cost of serialising one partition's state (a snapshot). No
+thresholds, nothing asserted: numbers to read.
 """
 
 from __future__ import annotations
@@ -57,9 +58,12 @@ clock = time.process_time  # CPU time: steadier than wall time on a shared machi
 class WorkerState:
     """The per-partition state of the process agent, fresh (as after a start without snapshot)."""
 
-    def __init__(self, plan: Plan, validator: Validator, keys: bool = True) -> None:
+    def __init__(
+        self, plan: Plan, validator: Validator, keys: bool = True, companions: bool = True
+    ) -> None:
         self.plan, self.validator, self.config = plan, validator, WorkerConfig()
         self.keys = keys  # check business keys
+        self.companions = companions  # learn companion pairs
         self.procs: dict[int, BatchProcessor] = {}
         self.aggs: dict[int, WindowAggregator] = {}
 
@@ -72,17 +76,21 @@ class WorkerState:
             )
             self.aggs[p] = WindowAggregator(
                 c.window_seconds, c.allowed_lateness_seconds, c.dimensions, self.plan.funnels,
-                self.plan,
+                self.plan, companion_minutes=c.companion_minutes if self.companions else 0,
             )  # fmt: skip
         return self.procs[p], self.aggs[p]
 
 
 def run_worker(
-    messages: Messages, plan: Plan, validator: Validator, keys: bool = True
+    messages: Messages,
+    plan: Plan,
+    validator: Validator,
+    keys: bool = True,
+    companions: bool = True,
 ) -> dict[str, float]:
     """CPU seconds per stage of one pass over `messages` (what `Pipeline._process_one` does);
-    `keys=False`: without business keys."""
-    worker = WorkerState(plan, validator, keys)
+    `keys=False`: without business keys; `companions=False`: without companion pairs."""
+    worker = WorkerState(plan, validator, keys, companions)
     spent = dict.fromkeys(STAGES, 0.0)
     for offset, (p, value, _n) in enumerate(messages):
         proc, agg = worker.partition(p)
@@ -195,11 +203,13 @@ def main() -> None:
     gc.set_threshold(*WORKER_GC)  # the worker's garbage-collector settings
 
     base = statistics.median(repeat(args.repeat, lambda: run_baseline(messages, validator)))
-    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
-    for _ in range(args.repeat):  # alternating, so that both see the same machine load
-        for keys in (True, False):
-            runs[keys].append(run_worker(messages, plan, validator, keys))
-    worker, without = median_of(runs[True]), median_of(runs[False])
+    variants = {"full": (True, True), "no keys": (False, True), "no companions": (True, False)}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    for _ in range(args.repeat):  # alternating, so that all see the same machine load
+        for name, (keys, companions) in variants.items():
+            runs[name].append(run_worker(messages, plan, validator, keys, companions))
+    worker, without = median_of(runs["full"]), median_of(runs["no keys"])
+    alone = median_of(runs["no companions"])
     parts = median_of(repeat(args.repeat, lambda: run_parts(messages, plan, validator)))
 
     total = sum(worker[stage] for stage in STAGES)
@@ -217,6 +227,13 @@ def main() -> None:
     print(line("worker without them", plain, n))
     print(line("process without them", without["process"], n))
     print(line("their cost (process)", worker["process"] - without["process"], n))
+    print(line("their cost (total)", total - plain, n, f"  {100 * (total / plain - 1):+.1f} %"))
+    print("companion pairs (same run, alternating):")
+    plain = sum(alone[stage] for stage in STAGES)
+    print(line("worker without them", plain, n))
+    aggregate = ("windows", "close + flush")
+    cost = sum(worker[stage] - alone[stage] for stage in aggregate)
+    print(line("their cost (windows, close)", cost, n))
     print(line("their cost (total)", total - plain, n, f"  {100 * (total / plain - 1):+.1f} %"))
     print("baseline:")
     print(line("decode + validate", base, n))

@@ -39,7 +39,7 @@ class SliceBaseline:
         for dim, values in breakdown.items():
             nums = self.num.setdefault(dim, {})
             dens = self.den.setdefault(dim, {})
-            for value in set(nums) | set(values):
+            for value in sorted(set(nums) | set(values)):  # sorted: same sums in every run
                 n, d = values.get(value, (0.0, 0.0))
                 nums[value] = (1 - self.alpha) * nums.get(value, 0.0) + self.alpha * n
                 dens[value] = (1 - self.alpha) * dens.get(value, 0.0) + self.alpha * d
@@ -89,7 +89,7 @@ def expected_parts(
     parts: dict[str, dict[str, tuple[float, float]]] = {}
     for dim, values in breakdown.items():
         dim_parts = {}
-        names = set(values) | (baseline.values(dim) if metric == "volume" else set())
+        names = sorted(set(values) | (baseline.values(dim) if metric == "volume" else set()))
         for value in names:
             num, den = values.get(value, (0.0, 0.0))
             if metric == "volume":
@@ -128,7 +128,7 @@ def mix_adjusted(
     average = base_total / traffic_total
     observed = parts.get(dim, {})
     weights = {}
-    for value in set(now) | set(observed):
+    for value in sorted(set(now) | set(observed)):
         t = tnum.get(value, 0.0)
         known = t > 1e-3 * traffic_total and value not in newcomers
         rate = nums.get(value, 0.0) / t if known else average

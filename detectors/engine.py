@@ -52,7 +52,7 @@ import importlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,11 +66,11 @@ from detectors.attribution import (
     notable,
 )
 from detectors.base import Assessment, SeriesModel
-from detectors.explain import Evidence, explain
-from detectors.intervals import betabinom_midp, score_from_pvalue
+from detectors.explain import Evidence, describe, explain
 from detectors.lifecycle import Lifecycle, LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
+    COUNTS,
     DEFAULT_LEVELS,
     MISSING,
     Level,
@@ -79,23 +79,65 @@ from detectors.rollup import (
     rollup,
     series_key,
 )
+from detectors.slice_feed import ALL, EARLY, SliceFeed
+from detectors.slices import WHOLE, SliceConfig, SliceWatch, Verdict
 
 STATE_VERSION = 1
 MODEL_CLASSES = {
     "volume": "detectors.volume:VolumeModel",
+    "activity": "detectors.volume:VolumeModel",
     "violation": "detectors.rate:RateModel",
     "conversion": "detectors.rate:RateModel",
 }
-FAMILIES = {"volume": ("up", "down"), "violation": ("up",), "conversion": ("up", "down")}
+FAMILIES = {
+    "volume": ("up", "down"),
+    "activity": ("down",),  # running sessions gone silent; a rise of users is told per event
+    "violation": ("up",),
+    "conversion": ("up", "down"),
+}
 KINDS = {
     ("volume", "up"): "spike",
     ("volume", "down"): "drop",
+    ("activity", "down"): "drop",
     ("violation", "up"): "violation_surge",
     ("conversion", "up"): "conversion_up",
     ("conversion", "down"): "conversion_down",
 }
 # a rise of an event itself, by incident group (what `_echo` looks for)
 RISES = {f"{metric}:up": KINDS[(metric, "up")] for metric in ("volume", "violation")}
+# slice tests (`detectors.slices`): the incident group and kind of each family's alarm
+SEQUENTIAL = {
+    "gone": ("volume:down", "disappeared"),
+    "pair_gone": ("volume:down", "disappeared"),
+    "conv_down": ("conversion:down", "conversion_down"),
+    "conv_up": ("conversion:up", "conversion_up"),
+    "bad": ("violation:up", "violation_surge"),
+    "repeat": ("volume:up", "spike"),
+    "quiet": ("volume:down", "drop"),
+}
+SEQ = "seq:"  # prefix of the track names of slice tests
+# incident groups whose alerts can be about the same trouble (see `_related`)
+RELATED = {
+    "conversion:down": ("volume:down",),
+    "volume:down": ("conversion:down", "violation:up"),
+    "conversion:up": ("volume:up",),
+    "volume:up": ("conversion:up",),
+    "violation:up": ("volume:down",),
+}
+# when one incident holds several kinds, it is told as the strongest (never the other way back)
+PRECEDENCE = {
+    "conversion_up": 1,
+    "conversion_down": 1,
+    "spike": 2,
+    "drop": 2,
+    "disappeared": 3,
+    "violation_surge": 4,
+}
+
+
+def _events(series: dict[str, str]) -> set[str]:
+    """The events a series names (its event, or its funnel steps)."""
+    return {series[k] for k in ("event", "from_event", "to_event") if k in series}
 
 
 @dataclass(frozen=True)
@@ -110,6 +152,7 @@ class EngineConfig:
     # divided by the series' usual events per user and window (for rates: the numerator).
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
+    bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
@@ -133,13 +176,10 @@ class EngineConfig:
     max_gap_windows: int = 24 * 60
     attribution_top: int = 3
     baseline_alpha: float = 0.02
-    slice_dims: tuple[str, ...] = ("app_version",)  # watched for a slice that stops sending
-    slice_alpha: float = 0.01  # EW rate of the event's share of its source's traffic
-    slice_min_windows: int = 120  # history needed before that share is trusted
-    slice_min_events: int = 2  # a value must send this many other events to be expected to
-    max_slice_values: int = 20
-    slice_forget_minutes: float = 24 * 60.0  # a value's evidence is kept while it sends nothing
-    slice_hold_minutes: float = 60.0  # ... and its open alert, then it calms (e.g. rolled back)
+    slice_dims: tuple[str, ...] = ("app_version",)  # attribution splits a source's mix by these
+    slice_tests: bool = True  # sequential tests of versions, funnel steps, breakages, repeats
+    slices: SliceConfig = field(default_factory=SliceConfig)
+    slice_batch_windows: int = 10  # windows summed into one observation of the `gone` test
     echo_hours: float = 6.0  # a conversion rise names a rise of its last step this recent
 
 
@@ -182,9 +222,14 @@ class Track:
     # sentence tells (the windows an alert lingers in before it resolves would water a burst
     # down to "normal"; a sparse rate has no record in many windows: time, not windows, counts)
     hot: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    # slice tests: the evidence as told (observed, expected, denominator, minutes), and what the
+    # test is about ("repeat", "pair:<step before>", "bad", "gone", "conversion")
+    told: list[float] | None = None
+    cause: str = ""
+    users: float = 0.0  # volumes: the distinct users of its windows, summed
 
     def reset_evidence(self) -> None:
-        self.obs = self.exp = self.den = self.peak = self.silent_expected = 0.0
+        self.obs = self.exp = self.den = self.peak = self.silent_expected = self.users = 0.0
         self.span_obs = self.span_exp = self.span_den = 0.0
         self.windows = self.silent_windows = self.span_windows = 0
         self.codes, self.parts = {}, {}
@@ -212,23 +257,15 @@ class Track:
             "span_den": self.span_den,
             "span_windows": self.span_windows,
             "hot": self.hot,
+            "told": self.told,
+            "cause": self.cause,
+            "users": self.users,
         }
 
     @classmethod
     def from_state(cls, s: dict) -> Track:
         rest = {k: v for k, v in s.items() if k != "lifecycle"}
         return cls(lifecycle=Lifecycle.from_state(s["lifecycle"]), **rest)
-
-
-def _run(run: list, first_seen: float) -> list:
-    """A slice's run from a saved state, in today's layout: a run saved without the time its
-    value was created is taken as no newer than the series; one saved without the time its
-    value was last seen, as seen when its empty run began."""
-    if len(run) < 4:
-        run = [*run, first_seen]
-    if len(run) < 5:
-        run = [*run, run[2]]
-    return run
 
 
 @dataclass(slots=True)
@@ -250,12 +287,6 @@ class Series:
     zero_since: float | None = None
     recent: deque = field(default_factory=deque)  # [ts, count] of the last windows (new_event)
     announced: bool = False
-    # name -> [empty windows, expected, since, created, last seen with traffic]
-    slices: dict[str, list] = field(default_factory=dict)
-    shares: dict[str, list] = field(default_factory=dict)  # dim -> [EW event, EW traffic, n]
-    # violation series: slice name -> [its bad events, its events, the event's bad events, the
-    # event's events, since, last seen] while that slice's events mostly break the plan
-    broken: dict[str, list] = field(default_factory=dict)
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
     ew_users: float = 0.0
     # longest normal run of empty windows, by expected count per window (bucket = log2(exp+1))
@@ -273,7 +304,7 @@ class Series:
     @property
     def burst(self) -> float:
         """Usual events per user and window (≥ 1): how many events one unit of evidence is."""
-        if self.metric != "volume" or self.ew_users <= 0:
+        if self.metric not in COUNTS or self.ew_users <= 0:
             return 1.0
         return max(1.0, self.ew_events / self.ew_users)
 
@@ -294,9 +325,6 @@ class Series:
             "zero_since": self.zero_since,
             "recent": [list(x) for x in self.recent],
             "announced": self.announced,
-            "slices": self.slices,
-            "broken": self.broken,
-            "shares": self.shares,
             "ew_events": self.ew_events,
             "ew_users": self.ew_users,
             "quiet": self.quiet,
@@ -322,9 +350,6 @@ class Series:
             zero_since=s["zero_since"],
             recent=deque(s["recent"]),
             announced=s["announced"],
-            slices={name: _run(run, s["first_seen"]) for name, run in s["slices"].items()},
-            broken=s.get("broken", {}),
-            shares=s["shares"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],
             quiet=s["quiet"],
@@ -396,7 +421,10 @@ class DetectionEngine:
         # planned event -> when its total was first modelled (bounded by the plan; outlives the
         # series' eviction, so an event back after days of silence is not "never seen before")
         self.first_seen_events: dict[str, float] = {}
-        self._forwarded: dict[tuple, bool] = {}  # (event, source) -> violating events forwarded
+        self.watch = SliceWatch(self.config.slices)
+        self.feed = SliceFeed(self.config.slice_batch_windows)
+        self._platforms: dict[str, str] = {}  # source -> platform (from the records)
+        self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -410,6 +438,7 @@ class DetectionEngine:
         `late_windows`). Returns the alerts whose state changed: fired, updated or resolved.
         """
         by_window: dict[float, list[WindowRecord]] = {}
+        records = [rec for rec in records if not rec.revision]  # the engine decides: lead
         for rec in records:
             by_window.setdefault(float(rec.window_start), []).append(rec)
             if self.window is None and rec.window_end > rec.window_start:
@@ -482,12 +511,14 @@ class DetectionEngine:
         self.last_ts = ts
         rolled = rollup(records, self.config.levels, self._arrivals)
         for key, s in self.series.items():
-            if s.metric == "volume" and key not in rolled:
-                rolled[key] = Rolled(key=key, metric="volume", series=s.series)
+            if s.metric in COUNTS and key not in rolled:
+                rolled[key] = Rolled(key=key, metric=s.metric, series=s.series)
         mix = self._traffic_mix(records) if self.config.slice_dims else {}
         order = sorted(rolled.values(), key=lambda r: (len(r.series), r.key))
         for r in order:
             self._series_window(ts, window, r, mix, out)
+        if self.config.slice_tests:
+            self._slice_tests(ts, window, records, out)
         self._evict(ts)
         for observer in self.observers:
             observer(ts, self)
@@ -512,11 +543,11 @@ class DetectionEngine:
     ) -> None:
         cfg = self.config
         s = self.series.get(r.key)
-        if r.metric != "volume" and r.denominator <= 0:
+        if r.metric not in COUNTS and r.denominator <= 0:
             return  # nobody to measure a rate on: no evidence, as when no record came
         if s is None:
             s = self._new_series(ts, r)
-        if r.numerator > 0 or r.metric != "volume":
+        if r.numerator > 0 or r.metric not in COUNTS:
             s.last_active = ts
         s.planned = s.planned and r.planned and self._plan_knows(r.series)
         a = s.model.assess(ts, r.numerator, r.weight)
@@ -530,7 +561,7 @@ class DetectionEngine:
         s.last_weight = r.weight
 
         disappeared = False
-        if r.metric == "volume":
+        if r.metric in COUNTS:
             if r.numerator <= 0 and not annotated:
                 if s.zero_since is None:
                     s.zero_since, s.zero_run, s.zero_expected = ts, 0, 0.0
@@ -555,10 +586,6 @@ class DetectionEngine:
             s.quiet = [q * cfg.quiet_decay for q in s.quiet] if any(s.quiet) else s.quiet
             if s.is_event_total:
                 self._new_event_check(ts, window, s, r, annotated, out)
-            if "event" in s.series and "source" in s.series and not a.learning:
-                self._slices(ts, window, s, r, mix, annotated, out)
-        elif r.metric == "violation" and "event" in s.series and not a.learning:
-            self._broken_slices(ts, window, s, r, a, annotated, out)
 
         deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
         accepted = False
@@ -597,14 +624,6 @@ class DetectionEngine:
                 self._on_resolve(ts, window, s, family, out)
             elif track.lifecycle.state == "firing" and family == "down" and disappeared:
                 self._to_disappeared(ts, window, s, family, dict(s.series), out)
-            elif (
-                track.lifecycle.state == "firing"
-                and family == "down"
-                and r.numerator > 0
-                and fam_score >= cfg.lifecycle.fire_score
-                and r.numerator <= 0.6 * a.expected
-            ):
-                self._to_drop(ts, window, s, family, out)
             if (
                 track.lifecycle.state == "firing"
                 and track.fired_at is not None
@@ -625,7 +644,7 @@ class DetectionEngine:
         events)? A sparse series (refunds, a few a day) expects a small fraction of an event a
         minute, so its every event is "significant"; left unlearnt, only its empty minutes
         would be learnt and its expectation would fall towards nothing, day after day."""
-        if s.metric != "volume":
+        if s.metric not in COUNTS:
             return True
         return abs(a.span_observed - a.span_expected) / s.burst >= self.config.learn_excess_units
 
@@ -652,244 +671,149 @@ class DetectionEngine:
             for inc in self.incidents.values()
         )
 
-    def _slices(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        r: Rolled,
-        mix: dict,
-        annotated: bool,
-        out: list[Anomaly],
-    ) -> None:
-        """Disappearance of one slice (e.g. an app version) of an event on a source.
+    # ------------------------------------------------------------------ slice tests
+    def _slice_tests(self, ts: float, window: float, records: list[WindowRecord],
+                     out: list[Anomaly]) -> None:  # fmt: skip
+        """Feed this window to the sequential slice tests (`detectors.slices`) and step the
+        alerts of their verdicts; a test's track that got no verdict has calmed down."""
+        for rec in records:
+            source, platform = rec.series.get("source"), rec.series.get("platform")
+            known = source is None or platform is None or source in self._platforms
+            if not known and len(self._platforms) < 1000:
+                self._platforms[source] = platform
+        quiet = None
+        if self.annotations:
+            tail = self.config.annotation_tail_minutes * 60.0
 
-        The event's share of all events on its source is learnt (EW) while no slice is missing;
-        a value's expected count is that share times the value's own traffic in the window. So
-        a release that stops sending one event is seen while it is still rolling out, and a
-        version that is fading out (little traffic) is not blamed. A value is only expected to
-        send the event if it sends `slice_min_events` other events and either sent this one
-        before or appeared after the event did (a new event of one release is not "missing"
-        from the older ones). When the whole series is silent, its own alert says it all.
-        A value's evidence (its empty run) outlives windows in which it sent nothing at all, as
-        a release reaching a few users does at first, and so does its open alert (for
-        `slice_hold_minutes` after the value was last seen: then it calms, e.g. rolled back);
-        the share is learnt on the traffic of the values that send the event, so such a
-        release does not lower it meanwhile.
-        """
-        cfg = self.config
-        traffic_by_dim = mix.get(s.series["source"], {})
-        for dim in cfg.slice_dims:
-            traffic = {v: slot[0] for v, slot in traffic_by_dim.get(dim, {}).items()}
-            broad = {
-                v for v, slot in traffic_by_dim.get(dim, {}).items()
-                if len(slot[1] - {s.series["event"]}) >= cfg.slice_min_events
-            }  # fmt: skip
-            senders = {v for v in s.baseline.values(dim) if s.baseline.share(dim, v) > 0.01}
-            counts = r.breakdown.get(dim, {})
-            values = sorted(traffic, key=lambda v: -traffic[v])[: cfg.max_slice_values]
-            share = s.shares.setdefault(dim, [0.0, 0.0, 0])
-            busy = any(
-                t.lifecycle.active for n, t in s.tracks.items() if n.startswith(f"slice:{dim}=")
-            )
-            # the share is of the traffic of values that send the event: a release that does
-            # not must not lower it while its evidence gathers
-            sending = sum(n for v, n in traffic.items() if v in senders)
-            if not busy and not annotated and sending > 0:
-                a = cfg.slice_alpha
-                share[0] = (1 - a) * share[0] + a * r.numerator
-                share[1] = (1 - a) * share[1] + a * sending
-                share[2] += 1
-            ratio = share[0] / share[1] if share[1] > 0 else 0.0
-            trusted = share[2] >= cfg.slice_min_windows
-            several = len(values) >= 2  # one value alone: the series' own alert covers it
-            seen = set()
-            for value in values:
-                name = f"slice:{dim}={value}"
-                seen.add(name)
-                observed = counts.get(value, (0.0, 0.0))[0]
-                run = s.slices.setdefault(name, [0, 0.0, ts, ts, ts])
-                run[4] = ts
-                # expected from v: it sent the event before, or the event is older than v
-                older = s.first_seen + 3600 < run[3]
-                eligible = value in broad and (
-                    value in senders or (bool(senders - {value}) and older)
-                )
-                if observed > 0 or annotated or not trusted:
-                    run[0], run[1], run[2] = 0, 0.0, ts
-                elif eligible and several and r.numerator > 0:  # else: no evidence either way
-                    if run[0] == 0:
-                        run[2] = ts
-                    run[0] += 1
-                    run[1] += ratio * traffic[value]
-                self._slice_step(ts, window, s, name, dim, value, self._gone(s, run), run, out)
-            prefix = f"slice:{dim}="
-            for name in [n for n in s.slices if n.startswith(prefix) and n not in seen]:
-                # a value that sent nothing at all in this window is no evidence either way: it
-                # keeps its evidence (a release rolling out is absent from most minutes at
-                # first) and its open alert, for a while
-                track, run = s.tracks.get(name), s.slices[name]
-                if track is not None and track.lifecycle.active:
-                    value = name[len(prefix) :]
-                    held = ts - run[4] < cfg.slice_hold_minutes * 60.0
-                    gone = held and self._gone(s, run)
-                    self._slice_step(ts, window, s, name, dim, value, gone, run, out)
-                elif (track is None or track.lifecycle.state == "idle") and (
-                    run[0] == 0 or ts - run[2] > cfg.slice_forget_minutes * 60.0
-                ):
-                    s.slices.pop(name, None)
-                    s.tracks.pop(name, None)
+            def quiet(series: dict[str, str]) -> bool:
+                return is_annotated(self.annotations, series, ts - tail, ts + window)
 
-    def _broken_slices(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        r: Rolled,
-        a: Assessment,
-        annotated: bool,
-        out: list[Anomaly],
-    ) -> None:
-        """A slice (e.g. an app version) whose events of this event mostly break the plan while
-        the event's other slices mostly do not: a release that renamed a property.
+        observations = self.feed.add(records, self._arrivals, self._units,
+                                     quiet or (lambda series: False))  # fmt: skip
+        stepped: set[tuple[str, str]] = set()
+        for verdict in self.watch.window(ts, window, observations):
+            stepped.add(self._slice_verdict(ts, window, verdict, out))
+        for key, name in sorted(self._seq_open - stepped):
+            s = self.series.get(key)
+            track = s.tracks.get(name) if s is not None else None
+            if s is None or track is None:
+                self._seq_open.discard((key, name))
+                continue
+            self._seq_resolve(ts, window, s, name, track, out)
 
-        Evidence gathers over the slice's consecutive windows that are mostly bad (a window
-        without its events is no evidence either way) and is worth an alert when its bad events
-        are worth `min_excess_units` users, chance at the usual violation share puts them at the
-        firing level, and the event's other slices mostly do not break (when every version
-        breaks, the event's own violation series tells it once). Its alert joins the event's
-        `violation_surge`; it calms `slice_hold_minutes` after the slice stops sending bad events.
-        """
-        cfg = self.config
-        if not s.planned:
-            return  # an event nobody planned breaks the plan by nature: `new_event` tells it
-        base = min(max(a.expected, 1e-4), 0.999)
-        total_series = self.series.get(series_key("volume", {"event": s.series["event"]}))
-        burst = total_series.burst if total_series is not None else 1.0
-        for dim in cfg.slice_dims:
-            counts = r.breakdown.get(dim, {})
-            values = sorted(counts, key=lambda v: -counts[v][0])[: cfg.max_slice_values]
-            for value in values:
-                bad, sent = counts[value]
-                name = f"broken:{dim}={value}"
-                run = s.broken.get(name)
-                if sent <= 0 or value == MISSING:
-                    continue
-                if annotated or bad < 0.5 * sent:
-                    if run is not None:
-                        run[:4] = [0.0, 0.0, 0.0, 0.0]
-                        run[4] = ts
-                else:
-                    if run is None:
-                        run = s.broken[name] = [0.0, 0.0, 0.0, 0.0, ts, ts]
-                    run[0] += bad
-                    run[1] += sent
-                    run[2] += r.numerator
-                    run[3] += r.denominator
-                    run[5] = ts
-                if run is not None:
-                    self._broken_step(ts, window, s, r, name, dim, value, run, base, burst, out)
-            for name in [n for n in s.broken if n.startswith(f"broken:{dim}=")]:
-                run = s.broken[name]
-                value = name.split("=", 1)[1]
-                if value in counts:
-                    continue
-                held = ts - run[5] < cfg.slice_hold_minutes * 60.0
-                if not held:
-                    run[:4] = [0.0, 0.0, 0.0, 0.0]
-                self._broken_step(ts, window, s, r, name, dim, value, run, base, burst, out)
-
-    def _broken_step(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        r: Rolled,
-        name: str,
-        dim: str,
-        value: str,
-        run: list,
-        base: float,
-        burst: float,
-        out: list[Anomaly],
-    ) -> None:
-        cfg = self.config
-        track = s.tracks.get(name)
-        if track is not None and track.lifecycle.active and track.den > 0:
-            base = track.exp / track.den  # the usual share when it began (the event's own
-            # model learns the new share once its alert is accepted as a level shift)
-        bad, sent, all_bad, all_sent = run[:4]
-        broken = (
-            bad / burst >= cfg.min_excess_units
-            and bad >= 0.5 * sent
-            and all_bad - bad < 0.5 * (all_sent - sent)
-            # chance at the usual share, counted in users (a session's events come together)
-            and score_from_pvalue(betabinom_midp(bad / burst, sent / burst, base, 1e6)[0])
-            >= cfg.lifecycle.fire_score
+    def _units(self, event: str, source: str) -> float:
+        """An event's usual events per user and window on a source (≥ 1)."""
+        platform = self._platforms.get(source)
+        s = self.series.get(
+            series_key("volume", {"event": event, "source": source, "platform": platform or ""})
         )
-        track, transition = self._verdict(ts, window, s, name, broken, since=run[4])
+        return s.burst if s is not None else 1.0
+
+    def _slice_target(self, v: Verdict) -> tuple[str, str, str, dict[str, str]]:
+        """(parent series key, track name, kind, alert series) of a slice test's verdict."""
+        kind = SEQUENTIAL[v.family][1]
+        platform = self._platforms.get(v.source, v.source)
+        where = {"source": v.source, "platform": platform}
+        version = {} if v.value in (WHOLE, "unknown", MISSING) else {"app_version": v.value}
+        if v.family == "quiet":  # running sessions of a source, or of every one
+            series = {} if v.source == ALL else {**where, **version}
+            parent = series_key("activity", {} if v.source == ALL else where)
+        elif v.family in ("gone", "bad", "repeat"):
+            event = v.subject
+            series = {"event": event, **where, **version}
+            if v.family == "bad":
+                parent = series_key("violation", {"event": event})
+            else:
+                parent = series_key("volume", {"event": event, **where})
+        else:
+            pair, _, within = v.subject.partition(EARLY)
+            from_event, _, to_event = pair.partition("→")
+            if v.family == "pair_gone":
+                series = {"event": to_event, **where, **version}
+                parent = series_key("volume", {"event": to_event, **where})
+            else:
+                steps = {"from_event": from_event, "to_event": to_event}
+                if within:
+                    steps[WITHIN] = within
+                series = {**steps, **where, **version}
+                parent = series_key("conversion", {**steps, **where})
+        name = f"{SEQ}{v.family}:{v.subject}:{v.source}:{v.value}"
+        return parent, name, kind, series
+
+    def _slice_verdict(
+        self, ts: float, window: float, v: Verdict, out: list[Anomaly]
+    ) -> tuple[str, str]:
+        """Step the alert of one slice test's verdict (fire at once when hot, resolve once calm
+        for the lifecycle's calm windows); its evidence is what the test gathered since onset."""
+        parent, name, kind, series = self._slice_target(v)
+        s = self.series.get(parent)
+        if s is None:
+            return parent, name
+        if v.family in ("conv_down", "conv_up") and not v.calm:
+            own = s.tracks.get("down" if v.family == "conv_down" else "up")
+            if own is not None and own.muted:  # the series accepted this change already
+                self.watch.adopt(v.key)
+                v = replace(v, hot=False, calm=True)
+        score = 1.0 if v.hot else (0.0 if v.calm else 0.5)
+        track, transition = self._verdict(ts, window, s, name, score, since=v.onset or ts)
         if track is None:
-            if not bad:
-                s.broken.pop(name, None)
-            return
-        if track.lifecycle.active and value in r.breakdown.get(dim, {}):
-            parts = expected_parts(r.metric, r.breakdown, s.baseline, base)
-            accumulate(track.parts, parts)
-        if broken:
-            track.obs, track.exp, track.den = bad, base * sent, sent
-            track.windows = max(1, round((run[5] - run[4]) / window) + 1)
-            for code, n in r.codes.items():
-                track.codes[code] = track.codes.get(code, 0) + n
+            return parent, name
+        self._seq_open.add((parent, name))
+        if not v.calm:
+            expected = v.expected
+            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone", "quiet"):
+                told = [v.observed, expected, v.trials, v.minutes]
+            else:
+                told = [v.observed, expected, 0.0, v.minutes]
+            track.told = told
+            track.cause = self._cause(v)
+            track.windows = max(1, round(v.minutes * 60.0 / window))
             track.peak = 1.0
-            track.last = [bad / sent, base, 0.0, 0.0]
-        kind = KINDS[("violation", "up")]
-        self._announce(ts, window, s, name, track, transition, kind, {**s.series, dim: value}, out)
-        if not bad and track.lifecycle.state == "idle":  # calm, and past reopening: forget it
-            s.broken.pop(name, None)
+            rate = v.observed / v.trials if v.trials > 0 else 0.0
+            track.last = [rate if v.family != "gone" else v.observed, v.rate, 0.0, 0.0]
+        self._announce(ts, window, s, name, track, transition, kind, series, out)
+        if track.lifecycle.state == "idle":
+            s.tracks.pop(name, None)
+            self._seq_open.discard((parent, name))
+        return parent, name
+
+    def _seq_resolve(
+        self, ts: float, window: float, s: Series, name: str, track: Track, out: list[Anomaly]
+    ) -> None:
+        """A slice test's track without a verdict this window: its slice is calm. Once resolved
+        and past reopening, the track is forgotten."""
+        transition = track.lifecycle.step(ts, 0.0, window, self.config.lifecycle)
+        if transition == "resolve":
+            self._on_resolve(ts, window, s, name, out)
+        if track.lifecycle.state == "idle":
+            self._seq_open.discard((s.key, name))
             s.tracks.pop(name, None)
 
-    def _gone(self, s: Series, run: list) -> bool:
-        """Has this slice sent none of the event for long enough, and enough of it expected?"""
-        cfg = self.config
-        return run[0] >= cfg.disappear_windows and run[1] / s.burst >= cfg.disappear_units
-
-    def _slice_step(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        name: str,
-        dim: str,
-        value: str,
-        gone: bool,
-        run: list,
-        out: list[Anomaly],
-    ) -> None:
-        track, transition = self._verdict(ts, window, s, name, gone, since=run[2])
-        if track is None:
-            return
-        if gone:
-            track.windows += 1
-            track.silent_windows, track.silent_expected = int(run[0]), float(run[1])
-            track.peak = 1.0
-            track.last = [0.0, float(run[1]) / max(run[0], 1), 0.0, 0.0]
-        series = {**s.series, dim: value}
-        self._announce(ts, window, s, name, track, transition, "disappeared", series, out)
+    @staticmethod
+    def _cause(v: Verdict) -> str:
+        if v.family == "quiet":
+            return "running"
+        if v.family == "pair_gone":
+            return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]
+        if v.family in ("conv_down", "conv_up"):
+            return "conversion"
+        return v.family
 
     def _verdict(
-        self, ts: float, window: float, s: Series, name: str, hot: bool, since: float
+        self, ts: float, window: float, s: Series, name: str, score: float, since: float
     ) -> tuple[Track | None, Transition | None]:
-        """Step the lifecycle of slice track `name` on a yes/no verdict whose evidence is
-        already gathered (a slice gone, a release broken): a yes fires at once, and an incident
-        starts when its evidence did (`since`). No track is made for a no."""
+        """Step the lifecycle of track `name` on a score whose evidence is already gathered (a
+        slice test's verdict): at the firing level it fires at once, and an incident starts when
+        its evidence did (`since`). No track is made while the score is below it."""
         cfg = self.config.lifecycle
         track = s.tracks.get(name)
+        hot = score >= cfg.fire_score
         if track is None:
             if not hot:
                 return None, None
             track = s.tracks[name] = Track()
         before = track.lifecycle.state
-        transition = track.lifecycle.step(ts, 1.0 if hot else 0.0, window, cfg)
+        transition = track.lifecycle.step(ts, score, window, cfg)
         if hot and track.lifecycle.state == "pending":
             transition = track.lifecycle.escalate(cfg)
         if before not in ("pending", "firing") and track.lifecycle.active:
@@ -931,14 +855,21 @@ class DetectionEngine:
         if self._span_says_more(s, track, obs, exp):
             obs, exp = track.span_obs, track.span_exp
         excess = abs(obs - exp)
-        if s.metric == "volume" and track.silent_windows and track.obs < track.exp:
+        if s.metric in COUNTS and track.silent_windows and track.obs < track.exp:
             run, expected = track.silent_windows, track.silent_expected
             usual = cfg.quiet_factor * s.quiet[self._bucket(expected / run)]
             if run <= usual and expected >= 0.5 * (track.exp - track.obs):
                 return False  # mostly a silence no longer than this series often has
         change = excess / exp if exp > 0 else math.inf
-        if s.metric == "volume":
-            return excess / s.burst >= cfg.min_excess_units and change >= cfg.min_change
+        if s.metric in COUNTS:
+            units = excess / s.burst
+            if obs > exp and track.users > 0.0:
+                # a rise is worth an alert when more users than usual bring it, or when its
+                # extra events are more than a few users could ever send (a bot, a replay
+                # loop): one busy visitor at night is neither
+                extra_users = track.users - exp / s.burst
+                units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
+            return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
 
     @staticmethod
@@ -946,7 +877,7 @@ class DetectionEngine:
         """For a rate: does the model's most deviating span show a larger excess than these
         sums? (Then it is the evidence, both for deciding and for telling.)"""
         excess = abs(track.span_obs - track.span_exp)
-        return s.metric != "volume" and excess > abs(observed - expected)
+        return s.metric not in COUNTS and excess > abs(observed - expected)
 
     def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
         """dim -> value -> this window's traffic (all events) of the series' source, for the
@@ -960,26 +891,13 @@ class DetectionEngine:
             if dim in per_source
         }
 
-    @staticmethod
-    def _newcomers(s: Series, dim: str) -> set[str]:
-        """Values of `dim` (e.g. app versions) first seen on the series' source an hour or more
-        after the series, that do not send it (as in `_slices`: expected to, being newer)."""
-        prefix = f"slice:{dim}="
-        return {
-            name[len(prefix) :]
-            for name, run in s.slices.items()
-            if name.startswith(prefix)
-            and s.first_seen + 3600 < run[3]
-            and s.baseline.share(dim, name[len(prefix) :]) <= 0.01
-        }
-
     def _learn(
         self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool, mix: dict
     ) -> None:
         if a.learning and substitute:
             return  # cold start and anomalous/annotated: skip rather than learn it
         if substitute:
-            if r.metric == "volume":
+            if r.metric in COUNTS:
                 s.model.learn(ts, a.expected, 1.0)
             else:
                 s.model.learn(ts, a.expected * r.denominator, r.denominator)
@@ -989,7 +907,7 @@ class DetectionEngine:
         now = self._source_mix(s, mix)
         if now:
             s.traffic.learn({d: {v: (n, 0.0) for v, n in vals.items()} for d, vals in now.items()})
-        if r.metric == "volume" and r.users > 0:
+        if r.metric in COUNTS and r.users > 0:
             alpha = self.config.baseline_alpha
             s.ew_events += alpha * (r.numerator - s.ew_events)
             s.ew_users += alpha * (r.users - s.ew_users)
@@ -1006,8 +924,9 @@ class DetectionEngine:
     ) -> None:
         """Add this window to the evidence of an active lifecycle."""
         track.obs += r.numerator
-        if r.metric == "volume":
+        if r.metric in COUNTS:
             track.exp += a.expected
+            track.users += r.users
         else:
             track.exp += a.expected * r.denominator
             track.den += r.denominator
@@ -1016,7 +935,7 @@ class DetectionEngine:
         parts = expected_parts(r.metric, r.breakdown, s.baseline, a.expected)
         for dim, now in self._source_mix(s, mix).items():
             mix_adjusted(
-                parts, dim, s.baseline, s.traffic, now, a.expected, self._newcomers(s, dim)
+                parts, dim, s.baseline, s.traffic, now, a.expected
             )
         accumulate(track.parts, parts)
         track.windows += 1
@@ -1036,12 +955,14 @@ class DetectionEngine:
     # ------------------------------------------------------------------ incidents
     @staticmethod
     def _group(s: Series, family: str) -> str:
+        """The incident group of a lifecycle: metric and direction (an outage of a source's
+        active users is a drop of its volume; a slice test's is its family's)."""
         if family == "new":
             return "new"
-        if family.startswith("broken:"):
-            return f"{s.metric}:up"
-        direction = "down" if family.startswith("slice:") else family
-        return f"{s.metric}:{direction}"
+        if family.startswith(SEQ):
+            return SEQUENTIAL[family[len(SEQ) :].split(":", 1)[0]][0]
+        metric = "volume" if s.metric == "activity" else s.metric
+        return f"{metric}:{family}"
 
     def _find(
         self, group: str, series: dict[str, str], since: float | None = None
@@ -1063,14 +984,16 @@ class DetectionEngine:
         return None
 
     def _together(self, inc: Incident, series: dict[str, str], since: float) -> bool:
-        """Did `series` start deviating with `inc`, on the same source?"""
-        source, limit = series.get("source"), self.config.together_minutes * 60.0
-        return (
-            limit > 0.0
-            and source is not None
-            and inc.series.get("source") == source
-            and abs(since - inc.started) <= limit
-        )
+        """Did `series` start deviating with `inc`, on the same source (a burst of its traffic)
+        or about the same events (one event breaking on several versions or sources at once)?"""
+        limit = self.config.together_minutes * 60.0
+        if limit <= 0.0 or abs(since - inc.started) > limit:
+            return False
+        source = series.get("source")
+        if source is not None and inc.series.get("source") == source:
+            return True
+        # the same events (or, for whole sources, none) on several versions or sources at once
+        return _events(series) == _events(inc.series)
 
     def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
         """An open incident of `group` on a slice of `series` (its keys and more: one source of
@@ -1091,19 +1014,29 @@ class DetectionEngine:
         series: dict[str, str],
         out: list[Anomaly],
     ) -> None:
-        """A lifecycle fired: join a compatible open incident, or open (or reopen) one."""
+        """A lifecycle fired: join a compatible open incident (or a related one: the same
+        trouble seen on another metric), or open (or reopen) one."""
         group = self._group(s, family)
         member = (s.key, family)
-        inc = self._find(group, series, since=s.tracks[family].lifecycle.started or ts)
+        since = s.tracks[family].lifecycle.started or ts
+        inc = self._find(group, series, since=since)
         if inc is None:
             inc = self._open_slice(group, series)
+        related = False
+        if inc is None:
+            inc = self._related(group, series, since)
+            related = inc is not None
         if inc is not None:
             if member not in inc.members:
                 inc.members.append(member)
-            if kind == "disappeared":
-                self._to_disappeared(ts, window, s, family, series, out)
+            if self._upgrade(inc, ts, window, s, family, kind, group, series, out):
+                return
+            if related:  # the same trouble seen on another metric: worth telling
+                self._emit(inc, "firing", ts + window, out)
+            else:
+                self._widen(inc, series, ts + window, out)
             return
-        started = s.tracks[family].lifecycle.started or ts
+        started = since
         reopen_limit = self.config.lifecycle.reopen_minutes * 60.0
         inc_id = alert_id(series_key(s.metric, series), group, started)
         for i, (old_id, old_group, old_series, old_started, ended) in enumerate(self.recent):
@@ -1116,6 +1049,64 @@ class DetectionEngine:
         self.incidents[inc_id] = inc
         self._emit(inc, "firing", ts + window, out)
 
+    def _related(self, group: str, series: dict[str, str], since: float) -> Incident | None:
+        """An open incident of a related group about the same trouble (`RELATED`): on the same
+        source (or every source), naming the same event if both name one, begun at most
+        `together_minutes` after and `merge_minutes` before `since`. A conversion that falls
+        while the source's events are missing, a purchase fired twice and the conversion it
+        inflates, an event quarantined by the plan and missing from the valid traffic: one
+        alert each, not two."""
+        cfg = self.config
+        for inc in self.incidents.values():
+            if inc.group not in RELATED.get(group, ()):
+                continue
+            if not (-cfg.together_minutes * 60.0 <= since - inc.started
+                    <= cfg.merge_minutes * 60.0):  # fmt: skip
+                continue
+            if not compatible(inc.series, series):
+                continue
+            mine, theirs = _events(series), _events(inc.series)
+            if mine and theirs and not mine & theirs:
+                continue
+            return inc
+        return None
+
+    def _upgrade(
+        self,
+        inc: Incident,
+        ts: float,
+        window: float,
+        s: Series,
+        family: str,
+        kind: str,
+        group: str,
+        series: dict[str, str],
+        out: list[Anomaly],
+    ) -> bool:
+        """A member of a stronger kind (`PRECEDENCE`: a silence over a drop, broken tracking
+        over what it causes) makes the incident its own: owner, kind and series. Kinds only
+        ever move up, so an incident never flaps between them. True if it did."""
+        if PRECEDENCE.get(kind, 0) <= PRECEDENCE.get(inc.kind, 0):
+            return False
+        inc.kind = kind
+        inc.owner = (s.key, family)
+        inc.group = group
+        inc.series = dict(series)
+        if inc.owner not in inc.members:
+            inc.members.append(inc.owner)
+        self._emit(inc, "firing", ts + window, out)
+        return True
+
+    def _widen(self, inc: Incident, series: dict[str, str], at: float, out: list[Anomaly]) -> None:
+        """A member about the same events on another version or source: the incident is about
+        what they share (every version of the event breaking is the event's alert)."""
+        if _events(series) != _events(inc.series):
+            return
+        common = {k: v for k, v in inc.series.items() if series.get(k, v) == v}
+        if common != inc.series:
+            inc.series = common
+            self._emit(inc, "firing", at, out)
+
     def _to_disappeared(
         self,
         ts: float,
@@ -1126,26 +1117,10 @@ class DetectionEngine:
         out: list[Anomaly],
     ) -> None:
         """A drop whose series (or one of its slices) went silent becomes `disappeared`."""
-        inc = self._find(self._group(s, family), series)
-        if inc is None or inc.kind != "drop":
-            return
-        inc.kind = "disappeared"
-        inc.owner = (s.key, family)
-        inc.series = dict(series)
-        if inc.owner not in inc.members:
-            inc.members.append(inc.owner)
-        self._emit(inc, "firing", ts + window, out)
-
-    def _to_drop(
-        self, ts: float, window: float, s: Series, family: str, out: list[Anomaly]
-    ) -> None:
-        """A `disappeared` series that sends again, but far less than usual, is a `drop`."""
-        member = (s.key, family)
-        inc = next((i for i in self.incidents.values() if i.owner == member), None)
-        if inc is None or inc.kind != "disappeared":
-            return
-        inc.kind = "drop"
-        self._emit(inc, "firing", ts + window, out)
+        group = self._group(s, family)
+        inc = self._find(group, series)
+        if inc is not None:
+            self._upgrade(inc, ts, window, s, family, "disappeared", group, series, out)
 
     def _on_resolve(
         self, ts: float, window: float, s: Series, family: str, out: list[Anomaly]
@@ -1202,14 +1177,16 @@ class DetectionEngine:
         observed, expected, denominator, until = track.hot
         start = track.lifecycle.started or inc.started
         minutes = (until - start) / 60.0
-        if until <= start:  # not gathered window by window (a slice, a new event)
+        if track.told is not None:  # a slice test: what it gathered since its onset
+            observed, expected, denominator, minutes = track.told
+        elif until <= start:  # not gathered window by window (a new event)
             observed, expected, denominator = track.obs, track.exp, track.den
             minutes = track.windows * self._w / 60.0
-        if track.span_windows > 0 and self._span_says_more(s, track, observed, expected):
+        elif track.span_windows > 0 and self._span_says_more(s, track, observed, expected):
             # as in `_enough`: a sparse rate is told on the span that made it significant
             observed, expected = track.span_obs, track.span_exp
             denominator, minutes = track.span_den, track.span_windows * self._w / 60.0
-        if inc.kind == "disappeared":
+        if inc.kind == "disappeared" and track.told is None:
             observed, expected = 0.0, track.silent_expected
             minutes = track.silent_windows * self._w / 60.0
         attribution = attribute(track.parts, inc.direction, self.config.attribution_top)
@@ -1227,6 +1204,8 @@ class DetectionEngine:
             attribution=notable(track.parts, attribution, margin=margin),
             ended=at if state == "resolved" else None,
             echo=self._echo(inc) if inc.kind == "conversion_up" else None,
+            cause=track.cause or ("activity" if s.metric == "activity" else ""),
+            inflated=self._inflated(inc) if inc.kind == "spike" else None,
         )
         obs, exp, lo, up = track.last
         return Anomaly(
@@ -1245,6 +1224,18 @@ class DetectionEngine:
             explanation=explain(evidence),
             attribution=attribution,
         )
+
+    def _inflated(self, inc: Incident) -> str | None:
+        """For a spike: the conversion that rose with it (a member of the incident), named as
+        the sentences name it; None when there is none."""
+        for key, family in inc.members:
+            s = self.series.get(key)
+            if s is not None and s.metric == "conversion" and self._group(s, family).endswith(
+                ":up"
+            ):
+                steps = {k: s.series[k] for k in ("from_event", "to_event") if k in s.series}
+                return describe("conversion", steps)
+        return None
 
     def _echo(self, inc: Incident) -> tuple[str, float] | None:
         """For a conversion rise: the earliest rise of the last step's own events on its source
@@ -1320,20 +1311,10 @@ class DetectionEngine:
         self._emit(inc, "firing", ts + window, out)
 
     # ------------------------------------------------------------------ series bookkeeping
-    def _arrivals(self, rec: WindowRecord) -> float:
-        """Events sent: `count`, plus the violating ones if the plan quarantines them."""
-        source = rec.series.get("source")
-        key = (rec.series.get("event"), source)
-        flagged = self._forwarded.get(key)
-        if flagged is None:
-            flagged = False
-            mode_for = getattr(self.plan, "mode_for", None)
-            if mode_for is not None:
-                spec = self.plan.events.get(key[0] or "")  # type: ignore[union-attr]
-                flagged = str(mode_for(spec, source)) != "block"
-            if len(self._forwarded) < 10_000:
-                self._forwarded[key] = flagged
-        return float(rec.count if flagged else rec.count + rec.violations)
+    @staticmethod
+    def _arrivals(rec: WindowRecord) -> float:
+        """Events sent: forwarded (`count`, flagged ones included) and quarantined."""
+        return float(rec.count + rec.quarantined)
 
     def _plan_knows(self, series: dict[str, str]) -> bool:
         events = getattr(self.plan, "events", None)
@@ -1400,6 +1381,10 @@ class DetectionEngine:
             "incidents": [inc.to_state() for inc in self.incidents.values()],
             "recent": [list(item) for item in self.recent],
             "first_seen_events": dict(self.first_seen_events),
+            "slices": self.watch.to_state(),
+            "feed": self.feed.to_state(),
+            "platforms": dict(sorted(self._platforms.items())),
+            "seq_open": sorted([list(x) for x in self._seq_open]),
         }
 
     @classmethod
@@ -1431,4 +1416,9 @@ class DetectionEngine:
         for s in engine.series.values():  # a state from before it was kept
             if s.is_event_total and s.planned:
                 engine.first_seen_events.setdefault(s.series["event"], s.first_seen)
+        cfg = engine.config
+        engine.watch = SliceWatch.from_state(state.get("slices", {}), cfg.slices)
+        engine.feed = SliceFeed.from_state(state.get("feed", {}), cfg.slice_batch_windows)
+        engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
+        engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
         return engine

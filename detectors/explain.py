@@ -54,6 +54,13 @@ class Evidence:
     # conversion_up: (kind, start) of a rise of the last step's own events (a spike, or a surge
     # of violations such as being sent from the wrong source): tracking that fires twice
     echo: tuple[str, float] | None = None
+    # what a slice test found it by: "repeat" (a business key sent again), "pair:<step>" (the
+    # users who did that step did not send it), "gone", "bad", "conversion", "running" (the
+    # users of the last minutes sent nothing again); "activity" (active users of a source); ""
+    # for the series' own model
+    cause: str = ""
+    # spike: a conversion into the spiking event that rose with it ("Conversion from A to B")
+    inflated: str | None = None
 
 
 def explain(ev: Evidence) -> str:
@@ -61,12 +68,30 @@ def explain(ev: Evidence) -> str:
     where = _where(ev.series)
     since = _since(ev.started)
     when = f"since {since}" if ev.ended is None else f"from {since} to {_clock(ev.ended)}"
-    plural = "event" not in ev.series and "from_event" not in ev.series  # "All events"
+    name = "Active users" if ev.cause == "activity" else _name(ev.series)
+    plural = _plural(name)
     if ev.ended is not None:
         is_, has = ("were" if plural else "was"), ""
     else:
         is_, has = ("are" if plural else "is"), ("have " if plural else "has ")
     span = _duration(ev.minutes)
+    if ev.kind == "spike" and ev.cause == "repeat":
+        return (
+            f"{name}{where} {is_} sent twice {when}: {_count(ev.observed)} of "
+            f"{_count(ev.denominator)} events in {span} repeat a business key already received "
+            f"(usually {_usual_share(ev.expected, ev.denominator)}): tracking fires it twice, so "
+            "its counts and conversions are inflated" + _inflates(ev)
+            + _slice(ev.attribution, "repeats")
+        )
+    if ev.kind == "drop" and ev.cause == "running":
+        where = where or " on every source"
+        return (
+            f"Running sessions{where} {'went' if ev.ended is not None else 'have gone'} silent "
+            f"{when}: of the users active the minute before, {_count(ev.observed)} of "
+            f"{_count(ev.denominator)} sent anything again in {span} (usually "
+            f"{_usual_share(ev.expected, ev.denominator)}): events are being lost"
+            + _slice(ev.attribution, "shortfall")
+        )
     if ev.kind in ("spike", "drop"):
         obs, exp = ev.observed, ev.expected
         if ev.kind == "spike":
@@ -80,16 +105,26 @@ def explain(ev: Evidence) -> str:
             share = 1 - obs / exp if exp > 0 else 0.0
             how = f"{_percent(share)} lower than expected" if share > 0 else "below normal"
         text = (
-            f"{_name(ev.series)}{where} {is_} {how} {when} "
-            f"({_count(obs)} vs about {_count(exp)} in {span})"
+            f"{name}{where} {is_} {how} {when} "
+            f"({_count(obs)} vs {_about(exp)} in {span})"
         )
-        return text + _slice(ev.attribution, "excess" if ev.kind == "spike" else "shortfall")
+        return text + _inflates(ev) + _slice(
+            ev.attribution, "excess" if ev.kind == "spike" else "shortfall"
+        )
     if ev.kind == "disappeared":
-        return (
-            f"{_name(ev.series)}{where} {has}stopped arriving {when} "
-            f"(no events in {span}, about {_count(ev.expected)} expected)"
-            + _slice(ev.attribution, "missing events")
-        )
+        text = f"{name}{where} {has}stopped arriving {when}"
+        if ev.cause.startswith("pair:"):
+            step = _name({"event": ev.cause[5:]})
+            users = _count(ev.denominator)
+            text += (
+                f": {_count(ev.observed)} of the {users} users who sent {step} sent it next "
+                f"in {span} (usually {_usual_share(ev.expected, ev.denominator)})"
+            )
+        elif ev.observed >= 0.5:
+            text += f" (only {_count(ev.observed)} in {span}, {_about(ev.expected)} expected)"
+        else:
+            text += f" (no events in {span}, {_about(ev.expected)} expected)"
+        return text + _slice(ev.attribution, "missing events")
     if ev.kind == "new_event":
         what = "not in the tracking plan" if not ev.planned else "never seen before"
         return (
@@ -98,21 +133,19 @@ def explain(ev: Evidence) -> str:
         )
     if ev.kind in ("conversion_up", "conversion_down"):
         rate = ev.observed / ev.denominator if ev.denominator > 0 else 0.0
-        usual = ev.expected / ev.denominator if ev.denominator > 0 else 0.0
         verb = "rose" if ev.kind == "conversion_up" else "fell"
         text = (
             f"{describe('conversion', ev.series)} {verb} to {_percent(rate)} "
-            f"(usually about {_percent(usual)}) {when}: {_count(ev.observed)} of "
-            f"{_count(ev.denominator)} users in {span}"
+            f"(usually {_usual_share(ev.expected, ev.denominator)}) {when}: "
+            f"{_count(ev.observed)} of {_count(ev.denominator)} users in {span}"
         )
         return text + _echo(ev) + _slice(ev.attribution, "change")
     if ev.kind == "violation_surge":
         rate = ev.observed / ev.denominator if ev.denominator > 0 else 0.0
-        usual = ev.expected / ev.denominator if ev.denominator > 0 else 0.0
         text = (
-            f"{_percent(rate).capitalize()} of {_name(ev.series)} events{where} "
+            f"{_percent(rate).capitalize()} of {name} events{where} "
             f"{'broke' if ev.ended is not None else 'break'} the tracking plan {when} "
-            f"(usually about {_percent(usual)}; "
+            f"(usually {_usual_share(ev.expected, ev.denominator)}; "
             f"{_count(ev.observed)} of {_count(ev.denominator)} in {span})"
         )
         if ev.codes:
@@ -120,6 +153,32 @@ def explain(ev: Evidence) -> str:
             text += f", mostly {CODE_PHRASES.get(top, top.replace('_', ' '))}"
         return text + _slice(ev.attribution, "extra violations")
     return f"{ev.kind.replace('_', ' ')} on {ev.series} {when}."
+
+
+def _plural(name: str) -> bool:
+    """Does the series' name take a plural verb ("Home screen views have", "All events are")?"""
+    return name.endswith((" views", "All events", "Active users"))
+
+
+def _about(expected: float) -> str:
+    """ "about 590", "under 1" (never "about less than 1")."""
+    return "under 1" if 0.0 < expected < 1.0 else f"about {_count(expected)}"
+
+
+def _usual_share(expected: float, denominator: float) -> str:
+    """The usual share in words: "about 31 %", "about 0.4 %", "none" (never "about 0.0 %")."""
+    usual = expected / denominator if denominator > 0 else 0.0
+    if usual < 0.0005:
+        return "none"
+    return f"about {_percent(usual)}"
+
+
+def _inflates(ev: Evidence) -> str:
+    """ "; Conversion from A to B rose with it, so ..." when a conversion joined a spike."""
+    if ev.inflated is None:
+        return ""
+    what = ev.inflated[0].lower() + ev.inflated[1:]
+    return f"; {what} rose with it, so tracking may be counting it twice"
 
 
 def _echo(ev: Evidence) -> str:
@@ -226,6 +285,8 @@ def _count(value: float) -> str:
 def _percent(fraction: float) -> str:
     pct = fraction * 100
     if 0 < pct < 1:
+        return f"{pct:.1f} %"
+    if 99 < pct < 100:  # not "100 %" for what is not all
         return f"{pct:.1f} %"
     return f"{pct:.0f} %"
 

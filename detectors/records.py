@@ -24,10 +24,12 @@ def epoch_seconds(value: str | float) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-SeriesKind = Literal["volume", "conversion"]
+SeriesKind = Literal["volume", "conversion", "activity"]
 # The label of an early conversion record: users who did the next step within this many minutes
 # (a string), published that soon instead of after the whole funnel window.
 WITHIN = "within_minutes"
+# The `funnel` label of the conversion records of a companion pair (learnt from the traffic).
+COMPANION = "(companion)"
 AnomalyKind = Literal[
     "spike",
     "drop",
@@ -53,7 +55,16 @@ class WindowRecord:
     Conversion series: `series` = {"from_event", "to_event", <dims>}, `kind` = "conversion",
     `denominator` = users who did `from_event`, `numerator` = those of them who then did
     `to_event` within the funnel's window; `count` = numerator. An early conversion record is
-    the same count within fewer minutes (`series[WITHIN]`), published that much sooner.
+    the same count within fewer minutes (`series[WITHIN]`), published that much sooner;
+    `series["app_version"]` is the first step's. Companion pairs (learnt from the traffic, see
+    `streams.companions`) are conversion series with `series["funnel"]` = "(companion)".
+    Activity series: `kind` = "activity", `series` = {"source", "platform", "app_version"},
+    `count` = `distinct_users` = users who sent any event on that source in the window;
+    `denominator` = users of the previous few windows, `numerator` = those of them who sent
+    again in this one (sessions still running).
+    A revision (`revision` = True) is a volume record of a window already published: what
+    arrived for it late (`count`, `violations`, `violation_codes`, `repeats`; `distinct_users`
+    0), since the last revision of the same series and window.
     """
 
     series: dict[str, str]
@@ -68,6 +79,8 @@ class WindowRecord:
     denominator: int = 0
     planned: bool = True  # False for events the plan does not know (candidates for new_event)
     repeats: int = 0  # volume: events repeating a business key under another messageId
+    revision: bool = False  # late events of a window already published (never a new window)
+    quarantined: int = 0  # volume: events quarantined (not in `count`): count + this arrived
 
     def series_key(self) -> str:
         """A stable, human-readable key: `kind|k=v|k=v` with keys sorted."""
@@ -79,6 +92,7 @@ class WindowRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowRecord:
+        """From `to_dict` output; fields added since (such as `revision`) take their defaults."""
         return cls(**data)
 
 
@@ -111,4 +125,16 @@ class Anomaly:
     attribution: list[Attribution] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON-friendly record, numbers rounded (7 significant digits, shares to 4
+        decimals): two runs over the same input write the same bytes."""
+        data = asdict(self)
+        for key in ("observed", "expected", "lower", "upper", "score"):
+            data[key] = _round(data[key])
+        for item in data["attribution"]:
+            item["share"] = round(item["share"], 4)
+        return data
+
+
+def _round(value: float) -> float:
+    """`value` to 7 significant digits (a float's last bits depend on the order of sums)."""
+    return float(f"{value:.7g}")

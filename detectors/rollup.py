@@ -9,11 +9,11 @@ Metrics:
 - "volume": events of an event that arrived; observed = arrivals (see below)
 - "violation": share of arrived events breaking the plan; observed = violations / arrivals
 - "conversion": step-to-step conversion;   observed = numerator / denominator, weight = denominator
+- "activity": distinct users sending anything on a source; observed = users
 
-`count` holds the events forwarded as valid (flagged ones included), `violations` the events
-with a violation, forwarded (flag mode) or quarantined (block mode). Tracking sends
-`count + violations` events where violations are quarantined and `count` where they are
-forwarded; `arrivals` says which (the engine asks the plan; default: quarantined).
+`count` holds the events forwarded as valid (flagged ones included), `quarantined` the others,
+`violations` the events with a violation, forwarded (flag mode) or quarantined (block mode):
+tracking sent `count + quarantined` events (`arrivals`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from detectors.attribution import Breakdown
-from detectors.records import WITHIN, WindowRecord
+from detectors.records import COMPANION, WITHIN, WindowRecord
 
-Metric = Literal["volume", "violation", "conversion"]
+Metric = Literal["volume", "violation", "conversion", "activity"]
+COUNTS = ("volume", "activity")  # the metrics that are counts (the others are rates)
 NOT_DIMENSIONS = ("funnel",)  # labels that name a series but never split it
 MISSING = "(none)"
 
@@ -51,6 +52,10 @@ DEFAULT_LEVELS: tuple[Level, ...] = (
     # early conversion records (within a few minutes, published sooner) are series of their own
     Level("conversion", ("from_event", "to_event", WITHIN)),
     Level("conversion", ("from_event", "to_event", "source", "platform", WITHIN)),
+    # distinct active users (activity records): a source's running sessions going silent is an
+    # outage, seen within minutes (events of each kind take longer to fall short)
+    Level("activity", ("source", "platform")),
+    Level("activity", ()),
 )
 
 
@@ -70,13 +75,13 @@ class Rolled:
 
     @property
     def observed(self) -> float:
-        if self.metric == "volume":
+        if self.metric in COUNTS:
             return self.numerator
         return self.numerator / self.denominator if self.denominator > 0 else 0.0
 
     @property
     def weight(self) -> float:
-        return 1.0 if self.metric == "volume" else self.denominator
+        return 1.0 if self.metric in COUNTS else self.denominator
 
 
 def series_key(metric: str, series: dict[str, str]) -> str:
@@ -95,27 +100,33 @@ def compatible(a: dict[str, str], b: dict[str, str]) -> bool:
     return all(b[k] == v for k, v in a.items() if k in b)
 
 
-def quarantined_arrivals(rec: WindowRecord) -> float:
-    """Events sent when violating events are quarantined (not in `count`)."""
-    return float(rec.count + rec.violations)
+def arrivals_of(rec: WindowRecord) -> float:
+    """Events sent: forwarded (`count`) and quarantined."""
+    return float(rec.count + rec.quarantined)
 
 
 def rollup(
     records: Iterable[WindowRecord],
     levels: Iterable[Level],
-    arrivals: Callable[[WindowRecord], float] = quarantined_arrivals,
+    arrivals: Callable[[WindowRecord], float] = arrivals_of,
 ) -> dict[str, Rolled]:
     """Sum the fine records of ONE window into the monitored series of every level."""
     levels = tuple(levels)
     out: dict[str, Rolled] = {}
     index: dict[tuple, Rolled] = {}
     for rec in records:
+        if rec.revision or rec.series.get("funnel") == COMPANION:
+            # late events told where they belong are history, not evidence; the pairs learnt
+            # from the traffic are watched by the slice tests, not modelled as series
+            continue
         for level in levels:
             if (level.metric == "conversion") != (rec.kind == "conversion"):
                 continue
+            if (level.metric == "activity") != (rec.kind == "activity"):
+                continue
             if (WITHIN in level.dims) != (WITHIN in rec.series):
                 continue  # the whole funnel window and the early horizon are never summed
-            sent = arrivals(rec) if rec.kind == "volume" else 0.0
+            sent = arrivals(rec) if rec.kind == "volume" else float(rec.count)
             if level.metric == "violation" and sent <= 0:
                 continue
             values = tuple(str(rec.series.get(d, MISSING)) for d in level.dims)
@@ -145,7 +156,7 @@ def rollup(
 
 
 def _contribution(metric: Metric, rec: WindowRecord, sent: float) -> tuple[float, float]:
-    if metric == "volume":
+    if metric in COUNTS:
         return sent, 0.0
     if metric == "violation":
         return float(min(rec.violations, sent)), sent

@@ -1,11 +1,14 @@
-"""Detector tuning from YAML: the `EngineConfig` and `LifecycleConfig` numbers a team may change
-(how sure, how big and how long a deviation must be before it alerts), checked with errors that
-name the file, the line and the fix. Every key is optional; a missing one keeps its default.
+"""Detector tuning from YAML: the `EngineConfig`, `LifecycleConfig` and `SliceConfig` numbers a
+team may change (how sure, how big and how long a deviation must be before it alerts), checked
+with errors that name the file, the line and the fix. Every key is optional; a missing one keeps
+its default.
 
     # detectors.yaml (examples/detectors.yaml lists every key with its default)
     min_excess_units: 8          # a spike or drop must be worth 8 users' events
     lifecycle:
       fire_windows: 5            # and last 5 windows at the firing level
+    slices:
+      alpha_per_day: 0.00005     # slice tests: half the false alarms per slice and day
 
 What is not a number here (the series levels, the model classes) is code, not tuning.
 """
@@ -22,12 +25,14 @@ import yaml
 
 from detectors.engine import EngineConfig
 from detectors.lifecycle import LifecycleConfig
+from detectors.slices import SliceConfig
 from detectors.yaml_files import parse_yaml, read_text
 
 MAX_BYTES = 64 * 1024
-NOT_TUNABLE = {"levels", "model_classes", "model_options", "lifecycle"}
-# fractions of a step (smoothing rates, a decay): in (0, 1]
-FRACTIONS = {"quiet_decay", "baseline_alpha", "slice_alpha"}
+NESTED = {"lifecycle": LifecycleConfig, "slices": SliceConfig}  # blocks of their own
+NOT_TUNABLE = {"levels", "model_classes", "model_options", *NESTED}
+# fractions of a step (smoothing rates, a decay, a probability): in (0, 1]
+FRACTIONS = {"quiet_decay", "baseline_alpha", "alpha_per_day"}
 # counts of windows, events or series that must be at least 1
 AT_LEAST_ONE = {
     "disappear_windows",
@@ -36,8 +41,8 @@ AT_LEAST_ONE = {
     "new_event_min_count",
     "max_series",
     "max_gap_windows",
-    "slice_min_events",
-    "max_slice_values",
+    "slice_batch_windows",
+    "max_slices",
 }
 
 
@@ -62,20 +67,23 @@ def parse_tuning(text: str, source_name: str = "<tuning>") -> EngineConfig:
             f"{source_name}: expected a mapping of settings (lines like 'min_excess_units: 8'), "
             f"got {type(data).__name__}"
         )
-    nested = data.get("lifecycle")
-    lifecycle = LifecycleConfig()
-    if nested is not None:
-        where = f"{source_name}:{lines.get('lifecycle', 1)}: lifecycle"
+    blocks: dict[str, Any] = {}
+    for block, cls in NESTED.items():
+        nested = data.get(block)
+        if nested is None:
+            continue
+        where = f"{source_name}:{lines.get(block, 1)}: {block}"
         if not isinstance(nested, dict):
-            raise TuningError(f"{where}: expected a mapping such as 'fire_windows: 3'")
-        changes = _changes(nested, LifecycleConfig(), set(), source_name, lines, "lifecycle.")
+            example = next(f.name for f in fields(cls))
+            raise TuningError(f"{where}: expected a mapping such as '{example}: ...'")
+        changes = _changes(nested, cls(), set(), source_name, lines, f"{block}.")
         try:
-            lifecycle = replace(lifecycle, **changes)
+            blocks[block] = replace(cls(), **changes)
         except ValueError as exc:
             raise TuningError(f"{where}: {exc}") from None
-    top = {k: v for k, v in data.items() if k != "lifecycle"}
+    top = {k: v for k, v in data.items() if k not in NESTED}
     changes = _changes(top, EngineConfig(), NOT_TUNABLE, source_name, lines, "")
-    return replace(EngineConfig(), lifecycle=lifecycle, **changes)
+    return replace(EngineConfig(), **blocks, **changes)
 
 
 def _key_lines(root: Any) -> dict[str, int]:
@@ -112,10 +120,11 @@ def _changes(
 
 def _hint(name: str, known: set[str], prefix: str) -> str:
     """What to do about an unknown setting: move it, fix its spelling, or pick a known one."""
-    if not prefix and name in {f.name for f in fields(LifecycleConfig)}:
-        return f"it belongs under 'lifecycle:' (lifecycle: {{{name}: ...}})"
+    for block, cls in NESTED.items():
+        if prefix != f"{block}." and name in {f.name for f in fields(cls)}:
+            return f"it belongs under '{block}:' ({block}: {{{name}: ...}})"
     if prefix and name in {f.name for f in fields(EngineConfig)} - NOT_TUNABLE:
-        return "it belongs at the top level, not under 'lifecycle:'"
+        return f"it belongs at the top level, not under '{prefix[:-1]}:'"
     close = difflib.get_close_matches(name, sorted(known), n=1)
     return f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(known))}"
 
@@ -128,6 +137,10 @@ def _checked(name: str, value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise TuningError(f"{where}: expected a list of dimension names, e.g. [app_version]")
         return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TuningError(f"{where}: expected true or false, got {value!r:.40}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TuningError(f"{where}: expected a number, got {value!r:.40}")
     if isinstance(default, int) and not (isinstance(value, int) or float(value).is_integer()):
@@ -136,6 +149,8 @@ def _checked(name: str, value: Any, default: Any, where: str) -> Any:
         raise TuningError(f"{where}: expected a finite number, got {value!r}")
     if name in FRACTIONS and not 0.0 < value <= 1.0:
         raise TuningError(f"{where}: must be in (0, 1], got {value!r}")
+    if name == "alpha_per_day" and value >= 1.0:
+        raise TuningError(f"{where}: must be below 1, got {value!r}")
     if name in AT_LEAST_ONE and value < 1:
         raise TuningError(f"{where}: must be at least 1, got {value!r}")
     if value < 0:

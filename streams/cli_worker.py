@@ -11,13 +11,23 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from streams.companions import COMPANION_MINUTES
 from streams.errors import fail
 from streams.pipeline import writable_quarantine_record
-from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES
+from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, LATE_HORIZON_SECONDS
 
 EARLY_HELP = (
     "also count each funnel step's conversion within this many minutes and publish it that"
     " much sooner than the whole funnel window's (0: off)"
+)
+
+LATE_HELP = (
+    "a late event whose window closed less than this many minutes ago is still counted, in a"
+    " revision record of its window; later ones are counted as too late (0: no revisions)"
+)
+COMPANION_HELP = (
+    "learn which event normally follows which within this many minutes and publish their"
+    " conversions like a funnel's (0: off)"
 )
 
 WORKER_GC = (50_000, 50, 100)  # garbage-collector thresholds of the worker process
@@ -106,6 +116,12 @@ def register(app: typer.Typer) -> None:
         window_seconds: Annotated[int, typer.Option(min=1)] = 60,
         lateness_seconds: Annotated[int, typer.Option(min=0)] = 120,
         early_minutes: Annotated[int, typer.Option(min=0, help=EARLY_HELP)] = EARLY_MINUTES,
+        late_horizon_minutes: Annotated[
+            int, typer.Option(min=0, max=7 * 24 * 60, help=LATE_HELP)
+        ] = LATE_HORIZON_SECONDS // 60,
+        companion_minutes: Annotated[
+            int, typer.Option(min=0, max=24 * 60, help=COMPANION_HELP)
+        ] = COMPANION_MINUTES,
         snapshot_interval: Annotated[
             float, typer.Option(min=0.0, help="seconds between state snapshots per partition")
         ] = 5.0,
@@ -125,6 +141,8 @@ def register(app: typer.Typer) -> None:
             window_seconds=window_seconds,
             allowed_lateness_seconds=lateness_seconds,
             early_minutes=early_minutes,
+            late_horizon_seconds=late_horizon_minutes * 60,
+            companion_minutes=companion_minutes,
             snapshot_interval=snapshot_interval,
             annotations=_annotations(annotations),
             engine=tuning_option(detectors),
@@ -176,6 +194,12 @@ def register(app: typer.Typer) -> None:
         window_seconds: Annotated[int, typer.Option(min=1)] = 60,
         lateness_seconds: Annotated[int, typer.Option(min=0)] = 120,
         early_minutes: Annotated[int, typer.Option(min=0, help=EARLY_HELP)] = EARLY_MINUTES,
+        late_horizon_minutes: Annotated[
+            int, typer.Option(min=0, max=7 * 24 * 60, help=LATE_HELP)
+        ] = LATE_HORIZON_SECONDS // 60,
+        companion_minutes: Annotated[
+            int, typer.Option(min=0, max=24 * 60, help=COMPANION_HELP)
+        ] = COMPANION_MINUTES,
     ) -> None:
         """Replay a JSONL file of envelopes offline (event time, no Kafka, deterministic)."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -227,6 +251,8 @@ def register(app: typer.Typer) -> None:
                     window_seconds=window_seconds,
                     allowed_lateness_seconds=lateness_seconds,
                     early_minutes=early_minutes,
+                    late_horizon_seconds=late_horizon_minutes * 60,
+                    companion_minutes=companion_minutes,
                     engine_config=tuning,
                     on_quarantine=writer(quarantine_f, writable_quarantine_record),
                     on_window=writer(windows_f, lambda r: r.to_dict()),
@@ -242,7 +268,8 @@ def register(app: typer.Typer) -> None:
         detectors = "" if stats.detectors else " (detectors not installed: no alerts)"
         typer.echo(
             f"{stats.envelopes:,} envelopes: {stats.valid:,} valid, {stats.quarantined:,} "
-            f"quarantined, {stats.duplicates:,} duplicates, {stats.late:,} late, "
+            f"quarantined, {stats.duplicates:,} duplicates, {stats.late:,} late "
+            f"({stats.late_revised:,} revised, {stats.too_late:,} too late), "
             f"{stats.duplicate_keys:,} duplicate keys, {stats.repeated_payloads:,} repeated "
             "payloads; "
             f"{stats.windows:,} window records, {stats.alerts:,} alert changes{detectors}"

@@ -356,7 +356,9 @@ def overview_dashboard() -> dict[str, Any]:
         .with_panel(
             _timeseries(
                 "Duplicates and late events",
-                "Duplicates dropped by messageId; events that arrived after their window closed.",
+                "Duplicates dropped by messageId; events that arrived after their window closed"
+                " (still counted in a revision of it within the late horizon); too late: beyond"
+                " the horizon, in no window.",
                 [
                     (
                         f"sum by (source) (rate(trackwatch_events_duplicate_total{{{src}}}[5m]))",
@@ -365,6 +367,10 @@ def overview_dashboard() -> dict[str, Any]:
                     (
                         f"sum by (source) (rate(trackwatch_late_events_total{{{src}}}[5m]))",
                         "late {{source}}",
+                    ),
+                    (
+                        f"sum by (source) (rate(trackwatch_too_late_events_total{{{src}}}[5m]))",
+                        "too late {{source}}",
                     ),
                 ],
                 "ops",

@@ -2,7 +2,8 @@
 
 Each partition of events.valid has its own `WindowAggregator`; events of one user share a
 partition (the partition key is the user's id), so the partial records of one series and window
-simply add up: counts, distinct users, violations, repeats, numerators and denominators.
+simply add up: counts, distinct users, violations, repeats, quarantined events, numerators
+and denominators.
 
 A *flush* is what one aggregate partition publishes: its records and `closed_until`, the time
 below which it will never emit again. `WindowMerger` releases a window once every partition that
@@ -11,6 +12,11 @@ time (`now`, passed in by the caller) is left out, so that an idle partition doe
 detection; its later records for released windows are counted in `dropped_late`. (A lag in
 event time is no sign of idleness: while a backlog is read, partitions race ahead of each
 other by hours.)
+
+Revision records (late events of a window a partition already closed) are never summed into
+the window's own records and never dropped as late: they are released with the first release
+after their window's, so that a window's records always reach the detectors before its
+revisions, and never in the same call.
 """
 
 from __future__ import annotations
@@ -34,10 +40,11 @@ def record_dict(record: WindowRecord) -> dict[str, Any]:
 
 
 def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
-    """Sum the partial records of the same series and window (first-seen order kept)."""
-    merged: dict[tuple[str, float], WindowRecord] = {}
+    """Sum the partial records of the same series and window (first-seen order kept); a
+    revision is summed with revisions only."""
+    merged: dict[tuple[str, float, bool], WindowRecord] = {}
     for rec in records:
-        key = (rec.series_key(), rec.window_start)
+        key = (rec.series_key(), rec.window_start, rec.revision)
         into = merged.get(key)
         if into is None:
             merged[key] = WindowRecord.from_dict(record_dict(rec))  # a copy: `rec` stays as is
@@ -46,6 +53,7 @@ def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
         into.distinct_users += rec.distinct_users
         into.violations += rec.violations
         into.repeats += rec.repeats
+        into.quarantined += rec.quarantined
         into.numerator += rec.numerator
         into.denominator += rec.denominator
         into.planned = into.planned and rec.planned
@@ -63,6 +71,7 @@ class WindowMerger:
         self.closed: dict[str, float] = {}  # partition -> closed_until
         self.seen_at: dict[str, float] = {}  # partition -> wall time of its last flush
         self.pending: dict[float, list[WindowRecord]] = {}
+        self.revisions: list[WindowRecord] = []  # revisions held until their window is released
         self.released_until = -math.inf
         self.dropped_late = 0
 
@@ -73,7 +82,11 @@ class WindowMerger:
         previous = self.closed.get(partition, -math.inf)
         self.closed[partition] = max(previous, closed_until)
         self.seen_at[partition] = now
+        before = self.released_until
         for rec in records:
+            if rec.revision:
+                self.revisions.append(rec)
+                continue
             if rec.window_end <= self.released_until:
                 self.dropped_late += 1
                 continue
@@ -88,12 +101,18 @@ class WindowMerger:
                 break
             released.extend(merge_records(self.pending.pop(start)))
         self.released_until = max(self.released_until, horizon)
+        if self.revisions:  # those of windows released before this call
+            ready = [r for r in self.revisions if r.window_end <= before]
+            if ready:
+                self.revisions = [r for r in self.revisions if r.window_end > before]
+                released.extend(merge_records(ready))
         return released
 
     def to_state(self) -> dict[str, Any]:
         return {
             "closed": self.closed,
             "pending": [[s, [record_dict(r) for r in recs]] for s, recs in self.pending.items()],
+            "revisions": [record_dict(r) for r in self.revisions],
             "released_until": None if self.released_until == -math.inf else self.released_until,
             "dropped_late": self.dropped_late,
         }
@@ -103,6 +122,7 @@ class WindowMerger:
         self.pending = {
             float(s): [WindowRecord.from_dict(r) for r in recs] for s, recs in state["pending"]
         }
+        self.revisions = [WindowRecord.from_dict(r) for r in state.get("revisions", [])]
         released = state["released_until"]
         self.released_until = -math.inf if released is None else float(released)
         self.dropped_late = int(state["dropped_late"])

@@ -83,6 +83,16 @@ WINDOWS_EMITTED = Counter(
 LATE_EVENTS = Counter(
     "trackwatch_late_events_total", "Events that arrived after their window closed", ["source"]
 )
+LATE_REVISED = Counter(
+    "trackwatch_late_revised_events_total",
+    "Late events counted in revision records of their window (within the late horizon)",
+    ["source"],
+)
+TOO_LATE = Counter(
+    "trackwatch_too_late_events_total",
+    "Late events beyond the late horizon: in no window record",
+    ["source"],
+)
 INPUT_GAPS = Counter(
     "trackwatch_input_gaps_total",
     "Offset gaps in an agent's input (messages the consumer skipped), read back from the broker "

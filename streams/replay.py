@@ -19,8 +19,14 @@ import orjson
 
 from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
+from streams.companions import COMPANION_MINUTES
 from streams.pipeline import BatchOutput, BatchProcessor, quarantine_record
-from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, WindowAggregator
+from streams.windows import (
+    DEFAULT_DIMENSIONS,
+    EARLY_MINUTES,
+    LATE_HORIZON_SECONDS,
+    WindowAggregator,
+)
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 from tracking_plan.violations import Code, Violation
@@ -36,7 +42,9 @@ class ReplayStats:
     duplicates: int = 0  # same messageId: retries, dropped
     duplicate_keys: int = 0  # events repeating a plan business key (duplicate_key)
     repeated_payloads: int = 0  # events repeating the automatic "same payload" key
-    late: int = 0
+    late: int = 0  # events of closed windows: late_revised + too_late
+    late_revised: int = 0  # late, counted in revision records
+    too_late: int = 0  # later than the late horizon: in no record
     windows: int = 0
     alerts: int = 0
     detectors: bool = False
@@ -87,6 +95,8 @@ def replay(
     window_seconds: int = 60,
     allowed_lateness_seconds: int = 120,
     early_minutes: int = EARLY_MINUTES,
+    companion_minutes: int = COMPANION_MINUTES,
+    late_horizon_seconds: int = LATE_HORIZON_SECONDS,
     engine_config: Any = None,
     dedupe_max_age: float = 24 * 3600.0,
     dedupe_max_entries: int = 100_000,
@@ -101,6 +111,8 @@ def replay(
         window_seconds=window_seconds,
         allowed_lateness_seconds=allowed_lateness_seconds,
         early_minutes=early_minutes,
+        companion_minutes=companion_minutes,
+        late_horizon_seconds=late_horizon_seconds,
         dimensions=dimensions,
         funnels=plan.funnels,
         plan=plan,
@@ -108,6 +120,9 @@ def replay(
     engine = make_engine(plan, annotations or [], engine_config)
     stats = ReplayStats(detectors=engine is not None)
     out = BatchOutput()
+    # revision records go to the detectors one call after their own, never with them: as the
+    # detect agent's merger passes them (`streams.merge`)
+    held: list[WindowRecord] = []
 
     def drain(records: list[WindowRecord], final: bool = False) -> None:
         for record in out.quarantine:
@@ -128,8 +143,15 @@ def replay(
         # except after the end of the file, where nothing is known
         closed = aggregator.watermark - aggregator.lateness
         until = None if final or closed == -math.inf else closed // window_seconds * window_seconds
-        if engine is not None and (records or until is not None):
-            for anomaly in engine.process(records, until=until):
+        if engine is None:
+            return
+        ready = held + [r for r in records if not r.revision]
+        held[:] = [r for r in records if r.revision]
+        calls = [(ready, until)] if ready or until is not None else []
+        if final and held:
+            calls.append((held[:], None))
+        for batch, up_to in calls:
+            for anomaly in engine.process(batch, until=up_to):
                 on_alert(anomaly)
                 stats.alerts += 1
 
@@ -146,4 +168,6 @@ def replay(
     on_progress(pending)
     stats.late = sum(aggregator.late_events.values())
     stats.late_by_source = dict(aggregator.late_events)
+    stats.late_revised = sum(aggregator.revised_events.values())
+    stats.too_late = sum(aggregator.too_late_events.values())
     return stats

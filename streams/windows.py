@@ -17,6 +17,18 @@ Late events
     An event whose window is already closed is not added to any window (adding it to another
     window would distort that one); it is counted in `late_events` by source (the worker exports
     it as ``trackwatch_late_events_total``). The event itself is not lost: it is in events.valid.
+    Mobile SDKs flush offline batches hours late, so a late event whose window closed less than
+    `late_horizon_seconds` ago (6 h by default; 0: none) is still counted where it belongs: in a
+    *revision* record (kind "volume", ``revision=True``, the series and window of the original,
+    `count`, `violations`, `violation_codes` and `repeats` of what arrived late for it;
+    `distinct_users` 0: user sets are not kept for closed windows). The late events that
+    arrive while the closed edge (watermark minus lateness) is in one window form one batch: at
+    most one revision per series and window, published with the records of the next window to
+    close, so each late event is in exactly one revision and the records do not depend on how
+    `advance` is called.
+    Counted by source in `revised_events` and, beyond the horizon, `too_late_events` (both are
+    also in `late_events`). Memory: the deltas of the current batch only (at most
+    `max_unplanned_series` unplanned names per window of it).
 
 Volume series
     One series per event key (``Plan.events`` key, e.g. ``Product Viewed``, ``page:Home``) and
@@ -31,7 +43,17 @@ Volume series
     their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
     the state.
 
-Conversion series (one per funnel step pair, source and platform of the *first* step)
+Activity series (kind "activity", one per source, platform and app version per window with any
+event in it, or with sessions running before it)
+    `count` = `distinct_users` = the users (anonymousId, else userId) who sent any event on that
+    source in the window, forwarded or quarantined, planned or not; `denominator` = the users of
+    both previous windows (sessions running), `numerator` = those of them who sent something
+    again in this one. Running sessions that go silent show an outage within minutes, without
+    waiting for each event's counts to fall; a crawler taking a new id for every request runs no
+    session, so it cannot make them look silent.
+
+Conversion series (one per funnel step pair, source, platform and app version of the *first*
+step)
     `denominator` = distinct users who did step i in window W; `numerator` = those of them who
     did step i+1 (from any source: a server-side "Order Completed" converts a web "Checkout
     Started") at some time t with s <= t <= s + funnel.window_minutes for one of their step-i
@@ -40,13 +62,18 @@ Conversion series (one per funnel step pair, source and platform of the *first* 
     *dated* by the window it is published with, ``W + funnel window + window`` (the first window
     closed after every matching next step has been seen), because the detectors take each window
     once, all its records together: a conversion rate is an hour late by nature. A user is
-    matched on either of userId / anonymousId.
+    matched on either of userId / anonymousId. The cohort is split by the first step's source,
+    platform and app version (``context.app.version``, "unknown" when absent).
 
 Early conversion records (`early_minutes`, 10 by default; 0: none) count the same cohort's
     users who did step i+1 within `early_minutes` instead of the whole funnel window, labelled
     ``within_minutes`` and published (and dated) ``W + early_minutes + window``: most checkouts
     that convert do so within minutes, so a conversion that doubles or halves shows up about
     50 minutes sooner. The detectors learn the early rate as a series of its own.
+
+Companion pairs (`companion_minutes`, 10 by default; 0: none)
+    Which planned event normally follows which is learnt from the traffic (`streams.companions`)
+    and published like a funnel step pair, with ``funnel="(companion)"`` and no early records.
 """
 
 from __future__ import annotations
@@ -58,6 +85,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from detectors.records import WITHIN, WindowRecord
+from streams.companions import COMPANION_MINUTES, Companions
 from tracking_plan.model import Funnel, Plan
 from tracking_plan.normalise import parse_timestamp
 
@@ -66,11 +94,20 @@ OTHER_UNPLANNED = "(other unplanned)"
 DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
 EARLY_MINUTES = 10  # early conversion records: converted within this many minutes
+LATE_HORIZON_SECONDS = 6 * 3600  # late events of windows closed this recently are revisions
+BROKEN = "(broken)"  # the key of a call that could not be read
 # the paths every tally carries (the platform's fallback, the app version), first and in order
 BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
 _ALIASES = {"app_version": "context.app.version"}  # dimensions read at another path
 _NOT_PATHS = ("source", "platform", "anonymousId", "userId")  # dimensions tallies hold otherwise
 LABEL_CACHE_SIZE = 4096  # distinct (source, path labels) of tallies whose labels are kept
+
+
+def _site(values: Any) -> tuple[str, str, str]:
+    """(source, platform, app version) of an activity site from a snapshot (an older one has
+    no app version: "unknown")."""
+    values = [str(v) for v in values]
+    return (values[0], values[1], values[2] if len(values) > 2 else UNKNOWN)
 
 
 def _label(value: Any) -> str:
@@ -196,6 +233,7 @@ class _Layout(NamedTuple):
     """Where a `WindowAggregator` finds its dimension values in tallies read at given paths."""
 
     os: int  # index of the label of context.os.name (the platform's fallback); -1: none
+    app: int  # index of the label of context.app.version (a funnel cohort's); -1: none
     dims: tuple[tuple[str, int], ...]  # per dimension: its kind and, for a path, its index
     by_id: bool  # a dimension is anonymousId or userId
 
@@ -216,18 +254,38 @@ class _Volume:
     violations: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     repeats: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class _Late:
+    """What arrived late for one series of a closed window (a revision's counts)."""
+
+    count: int = 0
+    violations: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    repeats: int = 0
 
 
 @dataclass
 class _Step:
-    """Who did step i of a funnel in one window, per (source, platform): id -> step times.
+    """Who did step i of a funnel in one window, per (source, platform, app_version) of that
+    step: id -> step times.
 
     A user is keyed by their first id (``a:<anonymousId>``, else ``u:<userId>``); `aliases` keeps
     their other id so that a next step carrying only that one still matches.
     """
 
-    users: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+    users: dict[tuple[str, str, str], dict[str, list[float]]] = field(default_factory=dict)
     aliases: dict[str, set[str]] = field(default_factory=dict)
+
+
+STATE_VERSION = 2  # 2: activity, revisions, companions, app_version in funnel cohorts
+
+
+def _cohort(dims: list[str]) -> tuple[str, str, str]:
+    """A funnel cohort key from a snapshot (version 1 had no app version)."""
+    return (dims[0], dims[1], dims[2] if len(dims) > 2 else UNKNOWN)
 
 
 class WindowAggregator:
@@ -242,6 +300,8 @@ class WindowAggregator:
         plan: Plan | None = None,
         max_unplanned_series: int = 200,
         early_minutes: int = EARLY_MINUTES,
+        companion_minutes: int = COMPANION_MINUTES,
+        late_horizon_seconds: int = LATE_HORIZON_SECONDS,
     ) -> None:
         if window_seconds <= 0:
             raise ValueError("window_seconds must be positive")
@@ -249,6 +309,10 @@ class WindowAggregator:
             raise ValueError("early_minutes must not be negative (0: no early conversion records)")
         if allowed_lateness_seconds < 0:
             raise ValueError("allowed_lateness_seconds must not be negative")
+        if companion_minutes < 0:
+            raise ValueError("companion_minutes must not be negative (0: no companion pairs)")
+        if late_horizon_seconds < 0:
+            raise ValueError("late_horizon_seconds must not be negative (0: no revisions)")
         self.window = int(window_seconds)
         self.lateness = float(allowed_lateness_seconds)
         self.dimensions = tuple(dimensions)
@@ -260,11 +324,23 @@ class WindowAggregator:
         self.platforms = {n: s.platform for n, s in (plan.sources if plan else {}).items()}
         self.max_unplanned = max_unplanned_series
         self.watermark = -math.inf
-        self.late_events: Counter[str] = Counter()
+        self.late_horizon = float(late_horizon_seconds)
+        self.late_events: Counter[str] = Counter()  # by source: every late event
+        self.revised_events: Counter[str] = Counter()  # by source: late, in a revision
+        self.too_late_events: Counter[str] = Counter()  # by source: beyond the late horizon
         self.added = 0
         # window start -> (event key, planned, dims...) -> accumulators
         self._volumes: dict[int, dict[tuple[Any, ...], _Volume]] = {}
         self._unplanned_names: dict[int, set[str]] = {}
+        # window start -> (source, platform) -> the users who sent any event there
+        # window start -> (source, platform, app version) -> its users
+        self._activity: dict[int, dict[tuple[str, str, str], set[str]]] = {}
+        # (source, platform, app version) -> (window start, users) of the last closed windows
+        self._recent_active: dict[tuple[str, str, str], list[tuple[int, set[str]]]] = {}
+        # revision batch (the closed edge's window index when they came) -> window start ->
+        # (event key, planned, dims...) -> what arrived late
+        self._late: dict[int, dict[int, dict[tuple[Any, ...], _Late]]] = {}
+        self._late_unplanned: dict[tuple[int, int], set[str]] = {}  # (batch, start) -> names
         # (funnel index, step index) -> window start -> step state
         self._steps: dict[tuple[int, int], dict[int, _Step]] = {}
         # (funnel index, step index) -> user id -> times that user did that step (i >= 1)
@@ -284,6 +360,13 @@ class WindowAggregator:
                     (fi, si), si + 1 < len(funnel.steps), si > 0, funnel.window_minutes * 60
                 )
                 self._step_index.setdefault(name, []).append(ref)
+        self.companion_minutes = int(companion_minutes)
+        pairs = [
+            (f.steps[i], f.steps[i + 1]) for f in self.funnels for i in range(len(f.steps) - 1)
+        ]
+        self.companions: Companions | None = None
+        if self.companion_minutes:
+            self.companions = Companions(self.companion_minutes, self.window, pairs)
 
     # ---------------------------------------------------------------- input
 
@@ -343,9 +426,9 @@ class WindowAggregator:
                     if len(cache) >= LABEL_CACHE_SIZE:
                         cache.clear()
                     hit = cache[(source, labels)] = self._labels(layout, source, labels)
-                dims, cohort = hit
+                dims, cohort, site = hit
             else:
-                dims, cohort = self._labels(layout, source, labels, anonymous, user)
+                dims, cohort, site = self._labels(layout, source, labels, anonymous, user)
             if anonymous:
                 ids: tuple[str, ...] = (
                     ("a:" + anonymous, "u:" + user) if user else ("a:" + anonymous,)
@@ -353,7 +436,7 @@ class WindowAggregator:
             else:
                 ids = ("u:" + user,) if user else ()
             if not count(
-                source, key, planned, ts, codes or None, quarantined, dims, cohort,
+                source, key, planned, ts, codes or None, quarantined, dims, cohort, site,
                 anonymous or user or None, ids, repeated,
             ):  # fmt: skip
                 late += 1
@@ -372,7 +455,7 @@ class WindowAggregator:
                     dims.append(("path", at.get(_ALIASES.get(dim, dim), -1)))  # -1: unknown
             by_id = any(kind in ("anonymousId", "userId") for kind, _ in dims)
             layout = self._layouts[paths] = _Layout(
-                at.get("context.os.name", -1), tuple(dims), by_id
+                at.get("context.os.name", -1), at.get("context.app.version", -1), tuple(dims), by_id
             )
         return layout
 
@@ -383,8 +466,9 @@ class WindowAggregator:
         labels: tuple[str, ...],
         anonymous: str | None = None,
         user: str | None = None,
-    ) -> tuple[tuple[str, ...], tuple[str, str]]:
-        """The dimension values of a tally's series and the (source, platform) of its cohort."""
+    ) -> tuple[tuple[str, ...], tuple[str, str, str], tuple[str, str]]:
+        """The dimension values of a tally's series, the (source, platform, app_version) of its
+        funnel cohort and the (source, platform) of its activity."""
         platform = self._platforms.get(source) or (labels[layout.os] if layout.os >= 0 else UNKNOWN)
         values = []
         for kind, index in layout.dims:
@@ -396,7 +480,9 @@ class WindowAggregator:
                 values.append(platform)
             else:
                 values.append(_label(anonymous if kind == "anonymousId" else user))
-        return tuple(values), (_label(source), platform)
+        site = (_label(source), platform)
+        version = labels[layout.app] if layout.app >= 0 else UNKNOWN
+        return tuple(values), (*site, version), site
 
     def _count(
         self,
@@ -407,17 +493,19 @@ class WindowAggregator:
         codes: Collection[str] | None,
         quarantined: bool,
         dims: tuple[str, ...],
-        cohort: tuple[str, str],
+        cohort: tuple[str, str, str],
+        site: tuple[str, str],
         user: str | None,
         ids: tuple[str, ...],
         repeated: bool = False,
     ) -> bool:
         """Count one event at event time `ts` (see `add`): `codes` its violation codes (None
-        without violation), `dims` its dimension values, `cohort` the (source, platform) of a
-        funnel step, `user` the id distinct users count on, `ids` its ids for the funnels."""
+        without violation), `dims` its dimension values, `cohort` the (source, platform,
+        app_version) of a funnel step, `site` the (source, platform) of its activity, `user`
+        the id distinct users count on, `ids` its ids for the funnels."""
         start = int(ts // self.window) * self.window
         if start + self.window + self.lateness <= self.watermark:
-            self.late_events[source] += 1
+            self._count_late(source, event_key, planned, start, codes, quarantined, dims, repeated)
             return False
         self.added += 1
         if ts > self.watermark:
@@ -443,14 +531,64 @@ class WindowAggregator:
                 counts[code] = counts.get(code, 0) + 1
         if repeated:
             acc.repeats += 1
+        activity = self._activity.get(start)
+        if activity is None:
+            activity = self._activity[start] = {}
+        users = activity.get(cohort)  # (source, platform, app_version)
+        if users is None:
+            users = activity[cohort] = set()
+        if user is not None:
+            users.add(user)
         if quarantined:
+            acc.quarantined += 1
             return True
         acc.count += 1
         if user is not None:
             acc.users.add(user)
-        if planned and event_key in self._step_index and ids:
-            self._add_funnel_step(ids, cohort, event_key, ts, start)
+        if planned and ids:
+            if event_key in self._step_index:
+                self._add_funnel_step(ids, cohort, event_key, ts, start)
+            if self.companions is not None and event_key != BROKEN:
+                self.companions.add(ids, event_key, ts, start, cohort)
         return True
+
+    def _count_late(
+        self,
+        source: str,
+        name: str,
+        planned: bool,
+        start: int,
+        codes: Collection[str] | None,
+        quarantined: bool,
+        dims: tuple[str, ...],
+        repeated: bool,
+    ) -> None:
+        """Count an event of a closed window: into the current revision batch if the window
+        closed less than the late horizon ago, else as too late."""
+        self.late_events[source] += 1
+        if start + self.window + self.lateness + self.late_horizon <= self.watermark:
+            self.too_late_events[source] += 1
+            return
+        self.revised_events[source] += 1
+        index = int((self.watermark - self.lateness) // self.window)
+        window = self._late.setdefault(index, {}).setdefault(start, {})
+        if not planned:
+            names = self._late_unplanned.setdefault((index, start), set())
+            if name not in names and len(names) >= self.max_unplanned:
+                name = OTHER_UNPLANNED
+            else:
+                names.add(name)
+        key = (name, planned, *dims)
+        acc = window.get(key)
+        if acc is None:
+            acc = window[key] = _Late()
+        if codes is not None:
+            acc.violations += 1
+            acc.codes.update(codes)
+        if repeated:
+            acc.repeats += 1
+        if not quarantined:
+            acc.count += 1
 
     def _add_funnel_step(
         self, ids: tuple[str, ...], cohort: tuple[str, str], name: str, ts: float, start: int
@@ -492,8 +630,11 @@ class WindowAggregator:
         for start in sorted(self._volumes):
             if start + self.window > limit:
                 break
+            records.extend(self._quiet_activity(start))
             records.extend(self._volume_records(start, self._volumes.pop(start)))
+            records.extend(self._activity_records(start, self._activity.pop(start, {})))
             self._unplanned_names.pop(start, None)
+        records.extend(self._revision_records(limit))
         for (fi, si), windows in self._steps.items():
             starts = sorted(windows)  # for the early records, then the whole ones
             early = self._early_horizon(fi)
@@ -512,12 +653,16 @@ class WindowAggregator:
                 if start + 2 * self.window + horizon > funnel_limit:
                     break
                 records.extend(self._conversion_records(fi, si, start, windows.pop(start)))
+        if self.companions is not None:
+            records.extend(self.companions.close(funnel_limit))
         boundary = limit // self.window if limit > -math.inf else None
         if boundary is not None and (  # every PRUNE_EVERY windows: memory stays bounded
             self._pruned_at is None or boundary - self._pruned_at >= PRUNE_EVERY
         ):
             self._pruned_at = boundary
             self._prune_next_times(limit)
+            if self.companions is not None:
+                self.companions.prune(limit, self.lateness)
         return records
 
     def flush_all(self) -> list[WindowRecord]:
@@ -527,6 +672,8 @@ class WindowAggregator:
         conversion drop, dated after the end of the data."""
         records = self._close(math.inf, self.watermark + self.window)
         self._steps.clear()
+        if self.companions is not None:
+            self.companions.drop_pending()
         return records
 
     def _volume_records(
@@ -548,8 +695,90 @@ class WindowAggregator:
                     violation_codes=dict(sorted(acc.codes.items())),
                     planned=planned,
                     repeats=acc.repeats,
+                    quarantined=acc.quarantined,
                 )
             )
+        return out
+
+    def _quiet_activity(self, start: int) -> list[WindowRecord]:
+        """The activity records of the windows before `start` that had no event at all on any
+        source while sessions were running in the two windows before them (an outage of
+        everything must still say that they went silent)."""
+        last = max((kept[-1][0] for kept in self._recent_active.values() if kept), default=None)
+        if last is None:
+            return []
+        out = []
+        for quiet in range(last + self.window, min(start, last + 2 * self.window), self.window):
+            out.extend(self._activity_records(quiet, {}))
+        return out
+
+    def _activity_records(
+        self, start: int, sites: dict[tuple[str, str, str], set[str]]
+    ) -> list[WindowRecord]:
+        """One record per (source, platform, app version) with users in this window, or with
+        running sessions before it: its users (`count`); the users of the two windows before it,
+        sessions running (`denominator`), and how many of them sent something again in this one
+        (`numerator`). A user who leaves counts once; a crawler that takes a new id for every
+        request never runs a session, so it cannot make sessions look silent."""
+        recent = self._recent_active
+        out = []
+        for site in sorted(set(sites) | set(recent)):
+            users = sites.get(site, set())
+            before = {begun: seen for begun, seen in recent.get(site, ())}
+            one, two = before.get(start - self.window), before.get(start - 2 * self.window)
+            running = (one & two) if one and two else set()
+            kept = [(start - self.window, one)] if one else []
+            if users:
+                kept.append((start, users))
+            if kept:
+                recent[site] = kept
+            else:
+                recent.pop(site, None)
+            if site not in sites and not running:
+                continue
+            source, platform, version = site
+            out.append(
+                WindowRecord(
+                    series={"source": source, "platform": platform, "app_version": version},
+                    window_start=float(start),
+                    window_end=float(start + self.window),
+                    count=len(users),
+                    distinct_users=len(users),
+                    kind="activity",
+                    numerator=len(users & running),
+                    denominator=len(running),
+                )
+            )
+        return out
+
+    def _revision_records(self, limit: float) -> list[WindowRecord]:
+        """The revision batches of the late events that came before the closed edge `limit`
+        entered its window (all of them at the end of input), oldest first."""
+        edge = limit // self.window if math.isfinite(limit) else limit
+        out = []
+        for batch in sorted(self._late):
+            if batch >= edge:
+                break
+            windows = self._late.pop(batch)
+            for start in sorted(windows):
+                self._late_unplanned.pop((batch, start), None)
+                series = windows[start]
+                for key in sorted(series, key=repr):
+                    acc = series[key]
+                    name, planned, *dims = key
+                    out.append(
+                        WindowRecord(
+                            series={"event": name, **dict(zip(self.dimensions, dims, strict=True))},
+                            window_start=float(start),
+                            window_end=float(start + self.window),
+                            count=acc.count,
+                            violations=acc.violations,
+                            violation_codes=dict(sorted(acc.codes.items())),
+                            planned=planned,
+                            repeats=acc.repeats,
+                            revision=True,
+                        )
+                    )
         return out
 
     def _early_horizon(self, fi: int) -> int | None:
@@ -561,8 +790,8 @@ class WindowAggregator:
     def _conversion_records(
         self, fi: int, si: int, start: int, step: _Step, early: int | None = None
     ) -> list[WindowRecord]:
-        """The cohort's conversion per (source, platform): within the funnel window, or within
-        `early` seconds for the early records."""
+        """The cohort's conversion per (source, platform, app_version): within the funnel
+        window, or within `early` seconds for the early records."""
         funnel = self.funnels[fi]
         horizon = funnel.window_minutes * 60 if early is None else early
         times = self._next_times.get((fi, si + 1), {})
@@ -583,6 +812,7 @@ class WindowAggregator:
                 "to_event": funnel.steps[si + 1],
                 "source": dims[0],
                 "platform": dims[1],
+                "app_version": dims[2],
             }
             if early is not None:
                 series[WITHIN] = str(early // 60)
@@ -623,12 +853,46 @@ class WindowAggregator:
     # ---------------------------------------------------------------- state
 
     def to_state(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of the open windows (restored by `from_state`)."""
+        """A JSON-serialisable snapshot of the open windows, the pending revisions and what the
+        companion pairs learnt (restored by `load_state`), in a deterministic order."""
         return {
-            "v": 1,
+            "v": STATE_VERSION,
             "watermark": None if self.watermark == -math.inf else self.watermark,
             "added": self.added,
             "late": dict(self.late_events),
+            "revised": dict(self.revised_events),
+            "too_late": dict(self.too_late_events),
+            "activity": [
+                [start, [[*site, sorted(users)] for site, users in sites.items()]]
+                for start, sites in self._activity.items()
+            ],
+            "recent_active": [
+                [list(site), [[begun, sorted(seen)] for begun, seen in kept]]
+                for site, kept in sorted(self._recent_active.items())
+            ],
+            "revisions": [
+                [
+                    batch,
+                    [
+                        [
+                            start,
+                            [
+                                [
+                                    list(key),
+                                    acc.count,
+                                    acc.violations,
+                                    dict(acc.codes),
+                                    acc.repeats,
+                                ]
+                                for key, acc in series.items()
+                            ],
+                        ]
+                        for start, series in windows.items()
+                    ],
+                ]
+                for batch, windows in self._late.items()
+            ],
+            "companions": None if self.companions is None else self.companions.to_state(),
             "volumes": [
                 [
                     start,
@@ -640,6 +904,7 @@ class WindowAggregator:
                             acc.violations,
                             dict(acc.codes),
                             acc.repeats,
+                            acc.quarantined,
                         ]
                         for key, acc in series.items()
                     ],
@@ -664,25 +929,59 @@ class WindowAggregator:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Replace this aggregator's windows with a snapshot from `to_state`."""
-        if state.get("v") != 1:
-            raise ValueError(f"unknown window state version {state.get('v')!r}")
+        """Replace this aggregator's windows with a snapshot from `to_state` (version 1 too:
+        no activity, revisions or companions yet; its funnel cohorts get app_version
+        "unknown")."""
+        version = state.get("v")
+        if version not in (1, STATE_VERSION):
+            raise ValueError(f"unknown window state version {version!r}")
         wm = state["watermark"]
         self.watermark = -math.inf if wm is None else float(wm)
         self.added = int(state["added"])
         self.late_events = Counter(state["late"])
+        self.revised_events = Counter(state.get("revised", {}))
+        self.too_late_events = Counter(state.get("too_late", {}))
+        self._activity = {
+            int(start): {_site(site[:-1]): set(site[-1]) for site in sites}
+            for start, sites in state.get("activity", [])
+        }
+        self._recent_active = {
+            _site(site): [(int(begun), set(seen)) for begun, seen in kept]
+            for site, kept in state.get("recent_active", [])
+        }
+        self._late, self._late_unplanned = {}, {}
+        for batch, windows in state.get("revisions", []):
+            slot = self._late[int(batch)] = {}
+            for start, series in windows:
+                slot[int(start)] = {
+                    tuple(key): _Late(count, violations, Counter(codes), repeats)
+                    for key, count, violations, codes, repeats in series
+                }
+                names = {k[0] for k, *_ in series if not k[1] and k[0] != OTHER_UNPLANNED}
+                if names:
+                    self._late_unplanned[(int(batch), int(start))] = names
+        companions = state.get("companions")
+        if self.companions is not None:
+            if companions is not None:
+                self.companions.load_state(companions)
+            else:  # learning starts again (a v1 snapshot, or companions were off)
+                self.companions = Companions(
+                    self.companion_minutes, self.window, self.companions.excluded
+                )
         self._volumes = {}
         for start, series in state["volumes"]:
             window = self._volumes[int(start)] = {}
-            for key, count, users, violations, codes, *repeats in series:  # old states: no repeats
+            for key, count, users, violations, codes, *rest in series:  # old: fewer fields
+                repeats = rest[0] if rest else 0
+                shut_out = rest[1] if len(rest) > 1 else 0
                 window[tuple(key)] = _Volume(
-                    count, set(users), violations, Counter(codes), repeats[0] if repeats else 0
+                    count, set(users), violations, Counter(codes), repeats, shut_out
                 )
         self._unplanned_names = {int(s): set(names) for s, names in state["unplanned"]}
         self._steps = {}
         for fi, si, start, dims_users, aliases in state["steps"]:
             step = _Step(
-                users={tuple(dims): users for dims, users in dims_users},
+                users={_cohort(dims): users for dims, users in dims_users},
                 aliases={uid: set(a) for uid, a in aliases.items()},
             )
             self._steps.setdefault((fi, si), {})[int(start)] = step

@@ -82,13 +82,19 @@ from detectors.annotations import Annotation
 from detectors.records import Anomaly, WindowRecord
 from streams import metrics as m
 from streams import snapshots
+from streams.companions import COMPANION_MINUTES
 from streams.gaps import RangeReader
 from streams.merge import WindowMerger, record_dict
 from streams.model_status import ModelStatus, model_status
 from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs
 from streams.plan_sync import ActivePlan, PlanWatcher, swap_into
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
-from streams.windows import DEFAULT_DIMENSIONS, EARLY_MINUTES, WindowAggregator
+from streams.windows import (
+    DEFAULT_DIMENSIONS,
+    EARLY_MINUTES,
+    LATE_HORIZON_SECONDS,
+    WindowAggregator,
+)
 from tracking_plan.dedupe import Deduper
 from tracking_plan.model import Plan
 
@@ -114,6 +120,8 @@ class WorkerConfig:
     window_seconds: int = 60
     allowed_lateness_seconds: int = 120
     early_minutes: int = EARLY_MINUTES  # early conversion records (0: none)
+    companion_minutes: int = COMPANION_MINUTES  # horizon of the learnt companion pairs (0: none)
+    late_horizon_seconds: int = LATE_HORIZON_SECONDS  # late events revise windows this recent
     batch_messages: int = 200  # events.raw messages per take() (each holds many envelopes)
     batch_within: float = 0.05  # seconds take() waits for a fuller batch
     snapshot_interval: float = 5.0  # seconds between two state snapshots of a partition
@@ -135,6 +143,21 @@ class _Partition:
     saved_at: float = field(default_factory=time.monotonic)
     last_event: Any = None
     state: Any = None
+
+
+def _export_late(agg: WindowAggregator, state: dict[str, Any]) -> None:
+    """Add the aggregator's late events since the last call to the Prometheus counters."""
+    seen = state["late_seen"]  # (kind, source) -> exported; empty after a restart
+    for kind, metric, counts in (
+        ("late", m.LATE_EVENTS, agg.late_events),
+        ("revised", m.LATE_REVISED, agg.revised_events),
+        ("too late", m.TOO_LATE, agg.too_late_events),
+    ):
+        for source, n in counts.items():
+            done = seen.get((kind, source), 0)
+            if n > done:
+                metric.labels(source).inc(n - done)
+                seen[(kind, source)] = n
 
 
 def _label(planned: bool, key: str) -> str:
@@ -406,6 +429,8 @@ class Pipeline:
             window_seconds=c.window_seconds,
             allowed_lateness_seconds=c.allowed_lateness_seconds,
             early_minutes=c.early_minutes,
+            companion_minutes=c.companion_minutes,
+            late_horizon_seconds=c.late_horizon_seconds,
             dimensions=c.dimensions,
             funnels=plan.funnels,
             plan=plan,
@@ -535,9 +560,7 @@ class Pipeline:
         records = agg.advance()
         closed = agg.watermark - agg.lateness
         boundary = (closed // agg.window) * agg.window if closed > float("-inf") else None
-        for source, n in (agg.late_events - part.state["late_seen"]).items():
-            m.LATE_EVENTS.labels(source).inc(n)
-        part.state["late_seen"] = Counter(agg.late_events)
+        _export_late(agg, part.state)
         if not records and boundary == part.state["closed"]:
             return False
         part.state["closed"] = boundary

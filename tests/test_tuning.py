@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from detectors.engine import EngineConfig
 from detectors.lifecycle import LifecycleConfig
-from detectors.tuning import NOT_TUNABLE, TuningError, load_tuning, parse_tuning
+from detectors.tuning import NESTED, NOT_TUNABLE, TuningError, load_tuning, parse_tuning
 from streams.cli import app
 from tests.streaming_support import make_envelopes
 
@@ -25,9 +25,21 @@ PLAN = Path(__file__).resolve().parents[1] / "examples" / "ecommerce.yaml"
 
 def test_the_example_sets_every_setting_to_its_default() -> None:
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
-    assert set(data) - {"lifecycle"} == {f.name for f in fields(EngineConfig)} - NOT_TUNABLE
-    assert set(data["lifecycle"]) == {f.name for f in fields(LifecycleConfig)}
+    assert set(data) - set(NESTED) == {f.name for f in fields(EngineConfig)} - NOT_TUNABLE
+    for block, cls in NESTED.items():
+        assert set(data[block]) == {f.name for f in fields(cls)}
     assert load_tuning(EXAMPLE) == EngineConfig()
+
+
+def test_slice_tests_are_tuned_in_their_own_block() -> None:
+    config = parse_tuning("slice_tests: false\nslices:\n  alpha_per_day: 0.00005\n")
+    assert config.slice_tests is False and config.slices.alpha_per_day == 0.00005
+    with pytest.raises(TuningError, match=r"<tuning>:1: 'alpha_per_day'|belongs under 'slices:'"):
+        parse_tuning("alpha_per_day: 0.001\n")
+    with pytest.raises(TuningError, match="must be in"):
+        parse_tuning("slices:\n  alpha_per_day: 2\n")
+    with pytest.raises(TuningError, match="expected true or false"):
+        parse_tuning("slice_tests: 1\n")
 
 
 def test_settings_change_only_what_they_name() -> None:

@@ -13,15 +13,21 @@ another type gives no key (its own violation, if any, comes from the validator: 
 (typed: the string "7" and the integer 7 differ), never the source: the same order sent by the
 web and by the server is a repeat.
 
-Automatic key (records contract point 1): a planned event without a declared key carries the
-"same payload" key, the hash of (event key, userId or else anonymousId, the canonical JSON of
-its properties, or traits for identify, keys sorted at every depth), remembered for
-`PAYLOAD_HORIZON` (1 hour). An event with neither id carries none (nothing tells whose it is).
-A repeat of it is no violation: the validate stage only counts it.
+Automatic key (records contract point 1): a planned event without a declared key carries one
+too, remembered for `PAYLOAD_HORIZON` (1 hour), whose repeats are only counted (no violation):
+- when the plan requires an identifier of it (a top-level string or integer property whose name
+  ends in "id": `order_id`, `orderId`, `transaction_id`; `automatic_id`) and the event carries
+  it, the hash of (event key, userId or else anonymousId, that identifier's value): a tracker
+  that fires the purchase twice repeats its order id even when the rest of the payload differs
+  (a new timestamp, a reformatted amount);
+- else the "same payload" key: the hash of (event key, user, the canonical JSON of its
+  properties, or traits for identify, keys sorted at every depth).
+An event with neither userId nor anonymousId carries none (nothing tells whose it is).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +46,10 @@ from tracking_plan.model import (
 from tracking_plan.validator_support import REDACTED, PiiDetector, describe, key_path
 from tracking_plan.violations import Code, Violation
 
-PAYLOAD_HORIZON = 3600.0  # seconds the automatic "same payload" key is remembered
+PAYLOAD_HORIZON = 3600.0  # seconds the automatic key is remembered
+_ENVELOPE_IDS = {"userid", "anonymousid", "messageid", "groupid", "previousid"}
+# order_id, orderId, transactionID, id
+_ID_NAME = re.compile(r"(?:^|[_\-\s])[iI][dD]$|[a-z0-9](?:Id|ID)$|^[iI][dD]$")
 _SORTED = orjson.OPT_SORT_KEYS
 _GOT_MAX = 80
 
@@ -63,12 +72,13 @@ class BusinessKeys:
     """The business keys of one plan; `rules[event_key]` the declared keys of an event
     (absent: none, so the automatic payload key applies)."""
 
-    __slots__ = ("_containers", "rules")
+    __slots__ = ("_containers", "_ids", "rules")
 
     def __init__(self, plan: Plan, pii: PiiDetector | None = None) -> None:
         pii = pii if pii is not None else PiiDetector(plan.pii)
         self.rules: dict[str, tuple[KeyRule, ...]] = {}
         self._containers: dict[str, str] = {}
+        self._ids: dict[str, str] = {}  # event key -> the identifier its automatic key uses
         for event_key, spec in plan.events.items():
             container = "traits" if spec.call is CallType.IDENTIFY else "properties"
             self._containers[event_key] = container
@@ -77,6 +87,10 @@ class BusinessKeys:
             )
             if rules:
                 self.rules[event_key] = rules
+            else:
+                found = automatic_id(spec)
+                if found is not None:
+                    self._ids[event_key] = found
 
     def container(self, event_key: str) -> str:
         """Where the event's properties are: "traits" for identify calls, else "properties"."""
@@ -91,10 +105,30 @@ class BusinessKeys:
             if type(user) is not str or not user:
                 return None
         props = body.get(self._containers.get(event_key, "properties"))
+        name = self._ids.get(event_key)
+        if name is not None and type(props) is dict:
+            value = props.get(name)
+            if (type(value) is str and value) or type(value) is int:
+                return key_hash(orjson.dumps((event_key, user, name, value)))
         try:
             return key_hash(orjson.dumps((event_key, user, props), option=_SORTED))
         except TypeError:  # orjson.JSONEncodeError: nested too deep, a lone surrogate...
             return None
+
+
+def automatic_id(spec: EventSpec) -> str | None:
+    """The identifier an event's automatic key uses: its first required top-level string or
+    integer property named like an id (`id`, `order_id`, `orderId`; not the call's own ids)."""
+    for prop in spec.properties:
+        folded = prop.name.lower().replace("_", "").replace("-", "")
+        if (
+            prop.required
+            and prop.type in (PropType.STRING, PropType.INTEGER)
+            and _ID_NAME.search(prop.name)
+            and folded not in _ENVELOPE_IDS
+        ):
+            return prop.name
+    return None
 
 
 def rule_values(rule: KeyRule, props: object) -> tuple[int, tuple[Any, ...]] | None:

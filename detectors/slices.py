@@ -1,0 +1,507 @@
+"""Slices watched with sequential evidence (`detectors.sequential`): a release, a platform or a
+step of a funnel that breaks, however sparse its traffic.
+
+A *slice* is one value of a dimension of one subject on one source: the users of app version
+5.8.0 on ios sending Order Completed, the web's checkouts followed by a purchase. What a slice
+counts is its *measure* (`MEASURES`); each measure is tested by one or more *families*
+(`FAMILIES`), each a one-sided CUSUM against the slice's reference rate:
+
+- measure `gone`, family `gone`: of the users sending an event on a source (every version's,
+  this window), the share from one version, against its share of the source's active users
+  times its rate against the others' (Bernoulli, ρ = 0.1: "it sends at most a tenth of what its
+  users should"); conditioned on the window's total, this needs no rate of the hour: a burst or
+  a quiet night that moves every version alike is no evidence, one version falling silent is;
+- measure `pair` (a companion pair the aggregator learnt from the traffic: a screen and the event
+  that follows it): of the users who did the first step, how many did the next (family
+  `pair_gone`: Bernoulli, ρ = 0.1: the next step has stopped arriving);
+- measures `funnel` and `funnel_early` (a plan funnel's step pair, over its whole window and
+  within a few minutes): the conversion halved (`conv_down`) or doubled (`conv_up`);
+- measure `bad`, family `bad`: events breaking the plan (Bernoulli, against "a quarter or more of
+  the rest break it");
+- measure `repeat`, family `repeat`: events repeating a business key already received, double
+  firing (as `bad`);
+- measure `running`, family `quiet` (ρ = 0.1): of the users active in the previous minute, how
+  many sent anything again: running sessions that go silent at once are an outage, seen within
+  minutes (before the counts of each event have fallen short).
+
+Reference rate. A version is compared with its own history once it has one, and before that
+with the source's other versions (the pooled rate, excluding itself, is its prior worth
+`prior_trials` trials): a new release is judged from its first users, an old one that always
+behaved a little differently is not blamed for it. The value "*" (a whole source) has no peers:
+its own history is its reference. The reference is taken on the safe side: one standard error
+lower for the low tests (and at most `max_reference`), for the high ones one standard error
+higher and at least as if two more events had been seen. It learns every window, but only once the
+evidence it belongs to is settled: the windows of an excursion of the statistic wait until it
+ends without an alarm (then they were usual, good and bad alike: learning only the windows that
+look calm would bias it), and those of an alarm are dropped (a breakage is never learnt as
+normal). It is forgotten with a half-life in time (`halflife_days`), so a slow drift is
+followed. All the families of a measure share it.
+
+Eligibility (no verdict without a reference worth the name): the measure's history on that
+source must span `min_history_hours` and show `min_expected` successes (for the low tests) or
+`min_trials` trials (for the high ones); for `gone` and `pair_gone` a version must have sent the
+event before, or be newer (first seen an hour or more after the event was), so that a release
+that never had an event added later is not "missing" it.
+
+Verdicts. A test is *alarmed* once its statistic reaches its threshold (bounded false alarms per
+series and day), and *hot* while it stays there; it calms down once the windows since then make
+the reference rate `calm_nats` likelier than the rate it showed in its trouble (one good window
+after a total breakage, more after a partial one); then its evidence starts afresh. Silence
+changes nothing: evidence neither builds nor fades while a slice sends nothing, so a release
+reaching a user an hour adds up, and its alert stays open until the slice behaves again; a slice
+with no observation for `forget_hours` is forgotten (a release rolled back), which calms its
+alarms. Memory: per slice a few floats (its reference, a CUSUM per family, three times); slices
+are bounded by `max_slices` (the longest unseen go first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from detectors.sequential import ALPHA_PER_DAY, Cusum, bernoulli_llr, clip_rate
+
+WHOLE = "*"  # the value that stands for a whole source
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """How a family's tests judge a slice's window."""
+
+    # "bernoulli" (successes of trials), or "split": counts per exposure, judged by the share of
+    # the group's counts that fall to this slice, given its share of the group's exposure
+    model: str
+    low: bool  # True: the rate falls (gone, halved); False: it rises
+    rho: float = 1.0  # low tests: the alternative is rho × the reference
+    # a test is told (hot) only when what it saw since its onset is a change of its size: at
+    # most this share of the expected (low tests), or at least this many times it (high tests)
+    told_ratio: float = 1.0
+    min_told: float = 0.0  # ... and only on this many trials or more (what a person believes)
+    accepts: bool = False  # a lasting change becomes the new normal (rates do; breakages never)
+
+    def told(self, observed: float, expected: float, trials: float) -> bool:
+        """Is the change seen since the onset of the size this family tells, on enough trials?"""
+        if trials < self.min_told:
+            return False
+        if self.low:
+            return observed <= self.told_ratio * expected
+        return observed >= self.told_ratio * expected
+
+    def alternative(self, p0: float) -> float:
+        """The rate the test looks for, given the reference `p0`."""
+        if self.model == "split":  # this slice's weight times rho, the others' unchanged
+            return self.rho * p0 / (self.rho * p0 + 1.0 - p0)
+        if self.low:
+            return self.rho * p0
+        if self.rho > 1.0:  # conv_up: doubled, at most halfway to 1
+            return min(self.rho * p0, 0.5 * (1.0 + p0))
+        return p0 + 0.25 * (1.0 - p0)  # bad, repeat: a quarter or more of the rest
+
+
+FAMILIES: dict[str, Family] = {
+    # gone: told as such when at most a quarter of the expected came (a fall to a third is a drop)
+    "gone": Family("split", low=True, rho=0.1, told_ratio=0.25),
+    # "0 of the 2 users who did A did B" convinces nobody: five at least
+    "pair_gone": Family("bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0),
+    "conv_down": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, accepts=True),
+    "conv_up": Family("bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True),
+    "bad": Family("bernoulli", low=False, told_ratio=2.0),
+    "repeat": Family("bernoulli", low=False, told_ratio=2.0),
+    # running sessions all but silent: an outage (a partial one is left to the volumes: how
+    # often a user's next minute has an event varies too much with the hour and the traffic)
+    "quiet": Family("bernoulli", low=True, rho=0.1, told_ratio=0.35, min_told=5.0),
+}
+MEASURES: dict[str, tuple[str, ...]] = {
+    "gone": ("gone",),
+    "pair": ("pair_gone",),
+    "funnel": ("conv_down", "conv_up"),
+    "funnel_early": ("conv_down", "conv_up"),
+    "bad": ("bad",),
+    "repeat": ("repeat",),
+    "running": ("quiet",),
+}
+_WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
+
+
+@dataclass(frozen=True, slots=True)
+class SliceConfig:
+    alpha_per_day: float = ALPHA_PER_DAY
+    prior_trials: float = 50.0  # weight of the peers' rate in a version's reference
+    halflife_days: float = 3.0
+    min_history_hours: float = 24.0
+    min_expected: float = 20.0  # low tests: successes the reference must have seen
+    min_trials: float = 200.0  # high tests: trials the reference must have seen
+    newer_minutes: float = 60.0  # a version first seen this long after the subject is newer
+    max_reference: float = 0.95  # the highest rate a falling rate is judged against
+    calm_nats: float = math.log(20.0)  # calm once the usual rate is 20× likelier than the alarm's
+    forget_hours: float = 24.0
+    accept_hours: float = 4.0  # a rate's change alarmed this long is its new normal
+    max_slices: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One window of one slice: `successes` of `trials` (Bernoulli) or `successes` counted on
+    `trials` of exposure (`gone`: every version of the group in the same window)."""
+
+    measure: str
+    subject: str  # an event, or "A→B" for a pair of steps
+    source: str
+    value: str  # e.g. the app version; WHOLE for the whole source
+    successes: float
+    trials: float
+
+
+@dataclass(slots=True)
+class Verdict:
+    """A test with an open alarm or one that has just calmed down, and its evidence since its
+    onset."""
+
+    key: str  # the test's: family|subject|source|value
+    family: str
+    subject: str
+    source: str
+    value: str
+    hot: bool
+    calm: bool
+    onset: float | None
+    observed: float
+    expected: float
+    trials: float
+    minutes: float
+    rate: float  # the reference rate it is judged against
+
+
+@dataclass(slots=True)
+class _Test:
+    cusum: Cusum = field(default_factory=Cusum)
+    alarm: bool = False  # alarmed, and not yet back to normal
+    recovery: float = 0.0  # evidence (nats) that it is back to normal, while alarmed
+
+    def to_state(self) -> list:
+        return [self.cusum.to_state(), self.alarm, self.recovery]
+
+    @classmethod
+    def from_state(cls, s: list) -> _Test:
+        return cls(Cusum.from_state(s[0]), bool(s[1]), float(s[2]))
+
+
+@dataclass(slots=True)
+class _Slice:
+    num: float = 0.0  # own history, forgotten over time: successes
+    den: float = 0.0  # ... and trials
+    learnt: float | None = None  # when it was last learnt (for forgetting)
+    first: float = 0.0  # first observed
+    seen: float = 0.0  # last observed
+    tests: dict[str, _Test] = field(default_factory=dict)  # family -> its test
+    pend_num: float = 0.0  # windows not learnt yet: those of an excursion still open
+    pend_den: float = 0.0
+
+    @property
+    def alarm(self) -> bool:
+        return any(t.alarm for t in self.tests.values())
+
+    def to_state(self) -> list:
+        tests = {f: t.to_state() for f, t in sorted(self.tests.items())}
+        return [self.num, self.den, self.learnt, self.first, self.seen, tests, self.pend_num,
+                self.pend_den]  # fmt: skip
+
+    @classmethod
+    def from_state(cls, s: list) -> _Slice:
+        tests = {f: _Test.from_state(t) for f, t in s[5].items()}
+        return cls(s[0], s[1], s[2], s[3], s[4], tests, s[6], s[7])
+
+
+def slice_key(measure: str, subject: str, source: str, value: str) -> str:
+    return f"{measure}|{subject}|{source}|{value}"
+
+
+class SliceWatch:
+    """All slices. `window(ts, window, observations)` per closed window → verdicts."""
+
+    def __init__(self, config: SliceConfig | None = None) -> None:
+        self.config = config or SliceConfig()
+        self.slices: dict[str, _Slice] = {}
+        # (measure, subject, source) -> [first observed, its values (sorted), first success]
+        self.groups: dict[str, list] = {}
+        self._alarmed: set[str] = set()  # keys of the slices with an alarmed test
+
+    def window(
+        self, ts: float, window: float, observations: Iterable[Observation]
+    ) -> list[Verdict]:
+        """Add one closed window's observations; the verdicts of the tests alarmed now or that
+        have just calmed (in key order)."""
+        by_group: dict[str, list[Observation]] = {}
+        for obs in observations:
+            if obs.trials <= 0.0 and obs.successes <= 0.0:
+                continue
+            by_group.setdefault(_group_key(obs.measure, obs.subject, obs.source), []).append(obs)
+        out: dict[str, Verdict] = {}
+        for gkey in sorted(by_group):
+            group = self.groups.get(gkey)
+            if group is None:
+                group = self.groups[gkey] = [ts, [], None]
+            items = by_group[gkey]
+            totals = (sum(o.successes for o in items), sum(o.trials for o in items))
+            for obs in sorted(items, key=lambda o: o.value):
+                key = slice_key(obs.measure, obs.subject, obs.source, obs.value)
+                sl = self.slices.get(key)
+                if sl is None:
+                    sl = self.slices[key] = _Slice(first=ts, seen=ts)
+                    group[1] = sorted({*group[1], obs.value})
+                if obs.successes > 0.0 and group[2] is None:
+                    group[2] = ts
+                for verdict in self._observe(ts, window, sl, obs, group, totals):
+                    out[verdict.key] = verdict
+                if sl.alarm:
+                    self._alarmed.add(key)
+                else:
+                    self._alarmed.discard(key)
+        for key in sorted(self._alarmed):
+            sl = self.slices[key]
+            for family, test in sorted(sl.tests.items()):
+                tkey = _test_key(family, key)
+                if test.alarm and tkey not in out:
+                    out[tkey] = self._verdict(ts, window, tkey, test, None)
+        for tkey, test in self._forget(ts):
+            out[tkey] = self._verdict(ts, window, tkey, test, None)
+        return [out[k] for k in sorted(out)]
+
+    def adopt(self, tkey: str) -> None:
+        """Take what test `tkey` (family|subject|source|value) has seen since its onset as its
+        slice's normal and calm it (the engine accepted the same change as a level shift)."""
+        family, rest = tkey.split("|", 1)
+        for measure, families in MEASURES.items():
+            sl = self.slices.get(f"{measure}|{rest}") if family in families else None
+            test = sl.tests.get(family) if sl is not None else None
+            if sl is None or test is None or test.cusum.trials <= 0.0:
+                continue
+            sl.num, sl.den = test.cusum.observed, test.cusum.trials
+            sl.pend_num = sl.pend_den = 0.0
+            for other in sl.tests.values():
+                other.alarm, other.recovery = False, 0.0
+                other.cusum.reset()
+            self._alarmed.discard(f"{measure}|{rest}")
+
+    # -------------------------------------------------------------------------------- tests
+    def _observe(
+        self,
+        ts: float,
+        window: float,
+        sl: _Slice,
+        obs: Observation,
+        group: list,
+        totals: tuple[float, float],
+    ) -> list[Verdict]:
+        cfg = self.config
+        sl.seen = ts
+        key = slice_key(obs.measure, obs.subject, obs.source, obs.value)
+        verdicts = []
+        sl.pend_num += obs.successes
+        sl.pend_den += obs.trials
+        for family in MEASURES[obs.measure]:
+            fam = FAMILIES[family]
+            test = sl.tests.get(family)
+            if test is None:
+                test = sl.tests[family] = _Test()
+            ref = self._reference(ts, sl, obs, group, fam)
+            trials = obs.trials
+            if ref is not None and fam.model == "split":
+                ref, trials = self._split(obs, ref, group, totals)
+            if ref is not None and trials > 0.0:
+                expected = ref * trials
+                llr = bernoulli_llr(obs.successes, trials, ref, fam.alternative(ref))
+                test.cusum.update(ts, llr, obs.successes, expected, trials)
+            limit = test.cusum.limit(ts, cfg.alpha_per_day)
+            calmed = False
+            onset = test.cusum.onset
+            if test.alarm and fam.accepts and onset is not None and (
+                ts - onset >= cfg.accept_hours * 3600.0
+            ):
+                # a lasting change of a rate (a new price, a new flow): its new normal
+                sl.num, sl.den, sl.learnt = test.cusum.observed, test.cusum.trials, ts
+                sl.pend_num = sl.pend_den = 0.0
+                test.alarm, calmed = False, True
+            elif test.alarm and ref is not None and trials > 0.0:
+                # back to normal? the window's odds of the reference against the rate seen since
+                # the onset, added up (never below zero) until they reach `calm_nats`
+                step = _recovery_llr(obs.successes, trials, ref, test.cusum)
+                test.recovery = max(0.0, test.recovery + step)
+                if test.recovery >= cfg.calm_nats:
+                    test.alarm, calmed = False, True
+            elif test.cusum.stat >= limit:
+                test.alarm, test.recovery = True, 0.0
+            if test.alarm or calmed:
+                verdicts.append(self._verdict(ts, window, _test_key(family, key), test, ref))
+            if calmed:
+                test.cusum.reset()
+        if sl.alarm:  # the trouble's own windows are never learnt
+            sl.pend_num = sl.pend_den = 0.0
+        elif all(t.cusum.stat <= 0.0 for t in sl.tests.values()):
+            self._learn(ts, sl)  # a stretch that ended without an alarm: it was usual
+        return verdicts
+
+    def _split(
+        self, obs: Observation, rate: float, group: list, totals: tuple[float, float]
+    ) -> tuple[float | None, float]:
+        """The `gone` test's trials and reference: of the group's counts in this window (every
+        version's), the share that should fall to this version given its exposure and its rate
+        against the others' (their pooled rate): conditioned on the total, the test needs no
+        rate of the hour, so a burst or a quiet night that moves every version alike is no
+        evidence, while a version alone falling silent is."""
+        count, exposure = totals
+        peers_exposure = exposure - obs.trials
+        if count <= 0.0 or peers_exposure <= 0.0 or obs.trials <= 0.0:
+            return None, 0.0  # nobody sent it, or nobody else is there: no evidence either way
+        peers_rate = self._peer_rate(obs, group)
+        if peers_rate is None:
+            return None, 0.0
+        mine, theirs = obs.trials * rate, peers_exposure * peers_rate
+        return clip_rate(mine / (mine + theirs)), count
+
+    def _peer_rate(self, obs: Observation, group: list) -> float | None:
+        num = den = 0.0
+        for value in group[1]:
+            peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
+            if value != obs.value and peer is not None and not peer.alarm:
+                num += peer.num
+                den += peer.den
+        return (num + 0.5) / (den + 1.0) if num > 0.0 else None
+
+    def _learn(self, ts: float, sl: _Slice) -> None:
+        """Add the pending windows to the slice's own history (forgotten with a half-life)."""
+        keep = 1.0
+        if sl.learnt is not None:
+            keep = 0.5 ** ((ts - sl.learnt) / (self.config.halflife_days * 86400.0))
+        sl.num = keep * sl.num + sl.pend_num
+        sl.den = keep * sl.den + sl.pend_den
+        sl.pend_num = sl.pend_den = 0.0
+        sl.learnt = ts
+
+    def _reference(
+        self, ts: float, sl: _Slice, obs: Observation, group: list, fam: Family
+    ) -> float | None:
+        """The rate a family judges `obs`'s slice against (None: not eligible yet)."""
+        cfg = self.config
+        if ts - group[0] < cfg.min_history_hours * 3600.0:
+            return None
+        if obs.measure in _WATCHED_BY_PRESENCE and sl.num <= 0.0:
+            started = group[2]  # when the subject was first seen on the source
+            if started is None or sl.first - started < cfg.newer_minutes * 60.0:
+                return None  # it never sent the subject and is not newer than it
+        peers_num = peers_den = 0.0
+        if obs.value != WHOLE:
+            for value in group[1]:
+                peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
+                if value != obs.value and peer is not None and not peer.alarm:
+                    peers_num += peer.num
+                    peers_den += peer.den
+        if peers_den > 0.0 and (peers_num > 0.0 or not fam.low):
+            peer_rate = (peers_num + 0.5) / (peers_den + 1.0)
+            # the peers' rate is worth `prior_trials` trials (Poisson: as many successes)
+            prior = cfg.prior_trials / peer_rate if fam.model == "split" else cfg.prior_trials
+            rate = (sl.num + prior * peer_rate) / (sl.den + prior)
+            weight = sl.den + prior
+            hits, trials = sl.num + peers_num, sl.den + peers_den
+        elif sl.den > 0.0:
+            rate = (sl.num + 0.5) / (sl.den + 1.0)
+            weight, hits, trials = sl.den + 1.0, sl.num, sl.den
+        else:
+            return None
+        if (hits if fam.low else trials) < (cfg.min_expected if fam.low else cfg.min_trials):
+            return None
+        if fam.model == "split":  # the standard error of a rate of rare events
+            sd = rate / math.sqrt(max(rate * weight, 1.0))
+        else:
+            sd = math.sqrt(rate * (1.0 - rate) / (weight + 1.0))
+        if not fam.low:
+            # a rare rate is known no better than a couple of events more would make it (its
+            # standard error says too little when few were seen: 1 in 400 may well be 1 in 100)
+            return clip_rate(max(rate + sd, (hits + 2.0) / (trials + 2.0)))
+        # a falling rate is judged against at most `max_reference`: a step followed by the next
+        # "always" still misses it now and then (a session cut short, an event late), more
+        # often than its history says, and each miss would weigh too much
+        return clip_rate(min(rate - sd, cfg.max_reference))
+
+    def _verdict(
+        self, ts: float, window: float, tkey: str, test: _Test, rate: float | None
+    ) -> Verdict:
+        family, subject, source, value = tkey.split("|", 3)
+        cusum = test.cusum
+        limit = cusum.limit(ts, self.config.alpha_per_day)
+        minutes = 0.0
+        if cusum.onset is not None and cusum.last is not None:
+            minutes = (cusum.last - cusum.onset + window) / 60.0
+        if rate is None:
+            rate = cusum.expected / cusum.trials if cusum.trials > 0 else 0.0
+        return Verdict(
+            key=tkey,
+            family=family,
+            subject=subject,
+            source=source,
+            value=value,
+            hot=test.alarm and cusum.stat >= limit
+            and FAMILIES[family].told(cusum.observed, cusum.expected, cusum.trials),
+            calm=not test.alarm,
+            onset=cusum.onset,
+            observed=cusum.observed,
+            expected=cusum.expected,
+            trials=cusum.trials,
+            minutes=minutes,
+            rate=rate,
+        )
+
+    def _forget(self, ts: float) -> list[tuple[str, _Test]]:
+        """Drop the slices unseen for `forget_hours` (and the longest unseen beyond
+        `max_slices`); their alarmed tests, calmed, for their last verdict."""
+        cfg = self.config
+        horizon = ts - cfg.forget_hours * 3600.0
+        stale = [k for k, sl in self.slices.items() if sl.seen < horizon]
+        if len(self.slices) - len(stale) > cfg.max_slices:
+            rest = sorted((sl.seen, k) for k, sl in self.slices.items() if sl.seen >= horizon)
+            stale += [k for _, k in rest[: len(self.slices) - len(stale) - cfg.max_slices]]
+        calmed = []
+        for key in sorted(stale):
+            sl = self.slices.pop(key)
+            self._alarmed.discard(key)
+            measure, subject, source, value = key.split("|", 3)
+            group = self.groups.get(_group_key(measure, subject, source))
+            if group is not None and value in group[1]:
+                group[1] = [v for v in group[1] if v != value]
+            for family, test in sorted(sl.tests.items()):
+                if test.alarm:
+                    test.alarm = False
+                    calmed.append((_test_key(family, key), test))
+        return calmed
+
+    # -------------------------------------------------------------------------------- state
+    def to_state(self) -> dict:
+        return {
+            "slices": {k: sl.to_state() for k, sl in sorted(self.slices.items())},
+            "groups": {k: [g[0], list(g[1]), g[2]] for k, g in sorted(self.groups.items())},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, config: SliceConfig | None = None) -> SliceWatch:
+        watch = cls(config)
+        watch.slices = {k: _Slice.from_state(v) for k, v in state.get("slices", {}).items()}
+        watch.groups = {k: [g[0], list(g[1]), g[2]] for k, g in state.get("groups", {}).items()}
+        watch._alarmed = {k for k, sl in watch.slices.items() if sl.alarm}
+        return watch
+
+
+def _recovery_llr(successes: float, trials: float, p0: float, cusum: Cusum) -> float:
+    """Log-likelihood ratio of one window under the reference rate against the rate the slice
+    has shown since its onset: positive when the window looks usual again."""
+    seen = (cusum.observed + 0.5) / (cusum.trials + 1.0)
+    return bernoulli_llr(successes, trials, seen, p0)
+
+
+def _group_key(measure: str, subject: str, source: str) -> str:
+    return f"{measure}|{subject}|{source}"
+
+
+def _test_key(family: str, slice_key: str) -> str:
+    """family|subject|source|value of a test, from its slice's key."""
+    return f"{family}|{slice_key.split('|', 1)[1]}"

@@ -1,0 +1,205 @@
+"""Sequential slice tests: evidence that adds up over a slice's life, bounded false alarms."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.sequential import Cusum, bernoulli_llr, poisson_llr, threshold
+from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch
+
+T0 = 1_793_577_600.0  # Monday 2026-11-02 00:00 UTC
+W = 60.0
+DAY_WINDOWS = 1440
+
+
+def test_llr_signs_and_limits():
+    assert poisson_llr(0, 10.0, 0.1) == pytest.approx(9.0)  # silence: evidence of "gone"
+    assert poisson_llr(10, 10.0, 0.1) < 0  # as usual: evidence against
+    assert poisson_llr(1, 5.0, 0.0) == -math.inf  # one event refutes "exactly none"
+    assert bernoulli_llr(3, 3, 0.001, 0.25) == pytest.approx(3 * math.log(250))
+    assert bernoulli_llr(0, 10, 0.001, 0.25) < 0
+    assert threshold(1.0) == pytest.approx(math.log(1e4))
+    assert threshold(100.0) > threshold(1.0)  # more chances, more evidence needed
+
+
+def test_cusum_keeps_its_onset_and_never_goes_negative():
+    c = Cusum()
+    c.update(T0, -5.0, 0, 0)
+    assert c.stat == 0.0 and c.onset is None
+    c.update(T0 + W, 2.0, 1, 0.1)
+    c.update(T0 + 2 * W, 3.0, 1, 0.1)
+    assert c.stat == 5.0 and c.onset == T0 + W and c.observed == 2
+    c.update(T0 + 3 * W, -math.inf, 0, 0)
+    assert c.stat == 0.0 and c.onset is None and c.excursions == 1
+
+
+def _gone_run(days: int, broken_from: int | None, seed: int, rate_per_version: dict[str, float]):
+    """Users of an event per version: Poisson(0.02 × active users); a broken version sends
+    none from `broken_from` (a window index). Returns the verdicts of each window."""
+    rng = np.random.default_rng(seed)
+    watch = SliceWatch()
+    out = []
+    for w in range(days * DAY_WINDOWS):
+        ts = T0 + w * W
+        obs = []
+        for version, active in rate_per_version.items():
+            users = rng.poisson(active)
+            if users == 0:
+                continue
+            sends = rng.poisson(0.02 * users)
+            if broken_from is not None and version == "2.0" and w >= broken_from:
+                sends = 0
+            obs.append(Observation("gone", "Order Completed", "ios", version, sends, users))
+        out.append((ts, watch.window(ts, W, obs)))
+    return watch, out
+
+
+def test_a_release_that_stops_sending_an_event_is_found_from_its_own_activity():
+    start = 2 * DAY_WINDOWS
+    versions = {"1.0": 20.0, "1.1": 10.0, "2.0": 3.0}
+    _, out = _gone_run(3, start, seed=3, rate_per_version=versions)
+    hot = [ts for ts, verdicts in out for v in verdicts if v.hot and v.value == "2.0"]
+    assert hot, "the broken release must be found"
+    minutes = (hot[0] - (T0 + start * W)) / 60
+    # 3 users a minute × 2 % = 0.06 expected users a minute: ln(n/alpha) ≈ 13 nats at 0.9 a user
+    # needs ~15 users' worth, ~4 hours; far less than the Poisson floor's double
+    assert 60 < minutes < 8 * 60
+    others = [v for _, verdicts in out for v in verdicts if v.value != "2.0"]
+    assert not others
+
+
+def test_no_false_alarms_on_healthy_versions_over_many_days():
+    versions = {"1.0": 20.0, "1.1": 8.0, "2.0": 3.0, "2.1": 0.5}
+    alarms = 0
+    for seed in range(3):
+        _, out = _gone_run(6, None, seed=seed, rate_per_version=versions)
+        alarms += sum(v.hot for _, verdicts in out for v in verdicts)
+    assert alarms == 0
+
+
+def test_a_new_release_that_never_sends_the_event_is_judged_once_newer():
+    rng = np.random.default_rng(5)
+    watch = SliceWatch()
+    hot_at = None
+    for w in range(3 * DAY_WINDOWS):
+        ts = T0 + w * W
+        obs = [Observation("gone", "E", "ios", "1.0", rng.poisson(0.5), 25)]
+        if w >= 2 * DAY_WINDOWS:  # a release appears on day 2 and never sends E
+            obs.append(Observation("gone", "E", "ios", "2.0", 0, 5))
+        verdicts = watch.window(ts, W, obs)
+        if hot_at is None and any(v.hot and v.value == "2.0" for v in verdicts):
+            hot_at = w
+    assert hot_at is not None and hot_at - 2 * DAY_WINDOWS < 180
+
+
+def test_an_old_release_that_never_sent_a_later_event_is_not_missing_it():
+    rng = np.random.default_rng(6)
+    watch = SliceWatch()
+    for w in range(4 * DAY_WINDOWS):
+        ts = T0 + w * W
+        obs = [Observation("gone", "E", "ios", "1.0", 0, 20)]  # 1.0 came first, never sends E
+        if w >= 60:  # E arrives with release 2.0, an hour later
+            obs.append(Observation("gone", "E", "ios", "2.0", rng.poisson(0.5), 25))
+        assert not any(v.hot for v in watch.window(ts, W, obs))
+
+
+def _bad_stream(watch: SliceWatch, start: int, windows: int, version: str, bad_share: float, rng):
+    out = []
+    for w in range(start, start + windows):
+        ts = T0 + w * W
+        obs = []
+        for v, n in (("1.0", 5), ("1.1", 3)):
+            obs.append(Observation("bad", "Order Completed", "ios", v, rng.binomial(n, 0.002), n))
+        if rng.random() < 0.05:  # the new version sends one event every 20 minutes
+            obs.append(Observation("bad", "Order Completed", "ios", version,
+                                   float(rng.random() < bad_share), 1))  # fmt: skip
+        out.append((ts, watch.window(ts, W, obs)))
+    return out
+
+
+def test_a_release_breaking_a_sparse_event_adds_up_across_hours_of_silence():
+    rng = np.random.default_rng(7)
+    watch = SliceWatch()
+    _bad_stream(watch, 0, 2 * DAY_WINDOWS, "1.0", 0.0, rng)
+    out = _bad_stream(watch, 2 * DAY_WINDOWS, 600, "2.0", 1.0, rng)
+    hot = [ts for ts, vs in out for v in vs if v.hot]
+    assert hot and all(v.value == "2.0" for _, vs in out for v in vs)
+    # one event every 20 minutes, each worth ln(0.25 / p0) ≈ 5 nats: the 2nd-3rd event
+    assert hot[0] - (T0 + 2 * DAY_WINDOWS * W) < 90 * 60
+    # silence does not calm it: it stays alarmed until its events stop breaking the plan
+    assert watch.slices["bad|Order Completed|ios|2.0"].alarm
+    out = _bad_stream(watch, 2 * DAY_WINDOWS + 600, 600, "2.0", 0.0, rng)
+    assert not watch.slices["bad|Order Completed|ios|2.0"].alarm
+    assert any(v.calm for _, vs in out for v in vs)
+
+
+def test_a_version_with_its_own_steady_habits_is_not_blamed():
+    rng = np.random.default_rng(8)
+    watch = SliceWatch()
+    for w in range(5 * DAY_WINDOWS):
+        ts = T0 + w * W
+        obs = [
+            Observation("bad", "E", "web", WHOLE, rng.binomial(10, 0.05), 10),
+            Observation("bad", "E", "ios", "1.0", rng.binomial(4, 0.001), 4),
+            Observation("bad", "E", "ios", "0.9", rng.binomial(2, 0.08), 2),  # always 8 %
+        ]
+        assert not any(v.hot for v in watch.window(ts, W, obs)), w
+
+
+def test_double_firing_is_found_within_minutes():
+    rng = np.random.default_rng(9)
+    watch = SliceWatch()
+    hot_at = None
+    for w in range(2 * DAY_WINDOWS + 120):
+        ts = T0 + w * W
+        orders = rng.poisson(0.3)
+        repeats = orders if w >= 2 * DAY_WINDOWS else 0  # each order sent twice
+        seen = Observation("repeat", "Order Completed", "web", WHOLE, repeats, orders + repeats)
+        verdicts = watch.window(ts, W, [seen])
+        if hot_at is None and any(v.hot for v in verdicts):
+            hot_at = w
+    assert hot_at is not None and hot_at - 2 * DAY_WINDOWS <= 15
+
+
+def test_a_slice_unseen_for_long_is_forgotten_and_its_alarm_calmed():
+    watch = SliceWatch(SliceConfig(forget_hours=2.0))
+    rng = np.random.default_rng(10)
+    for w in range(2 * DAY_WINDOWS):
+        watch.window(T0 + w * W, W, [Observation("bad", "E", "web", WHOLE, 0, 5),
+                                     Observation("bad", "E", "ios", "2.0", 0, 1)])  # fmt: skip
+    for w in range(2 * DAY_WINDOWS, 2 * DAY_WINDOWS + 10):
+        watch.window(T0 + w * W, W, [Observation("bad", "E", "ios", "2.0", 1, 1)])
+    assert watch.slices["bad|E|ios|2.0"].alarm
+    calmed = []
+    for w in range(2 * DAY_WINDOWS + 10, 2 * DAY_WINDOWS + 200):
+        out = watch.window(T0 + w * W, W, [Observation("bad", "E", "web", WHOLE, 0, 5)])
+        calmed += [v for v in out if v.calm and v.value == "2.0"]
+    assert calmed and "bad|E|ios|2.0" not in watch.slices
+    assert rng is not None
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5)), min_size=1, max_size=80),
+       st.integers(1, 79))  # fmt: skip
+@settings(max_examples=40, deadline=None)
+def test_a_watch_resumed_from_its_state_behaves_as_the_original(counts, cut):
+    def feed(watch, items, first):
+        out = []
+        for i, (k, n) in enumerate(items):
+            ts = T0 + (first + i) * 600.0
+            obs = [Observation("bad", "E", "ios", "1.0", min(k, n), n),
+                   Observation("gone", "E", "ios", "2.0", k, n + 1)]  # fmt: skip
+            out.append(watch.window(ts, 600.0, obs))
+        return out
+
+    cfg = SliceConfig(min_history_hours=0.0, min_trials=1.0, min_expected=0.0)
+    whole = feed(SliceWatch(cfg), counts, 0)
+    first = SliceWatch(cfg)
+    cut = min(cut, len(counts))
+    head = feed(first, counts[:cut], 0)
+    resumed = SliceWatch.from_state(first.to_state(), cfg)
+    assert head + feed(resumed, counts[cut:], cut) == whole
