@@ -337,6 +337,7 @@ class WindowAggregator:
         self._activity: dict[int, dict[tuple[str, str, str], set[str]]] = {}
         # (source, platform, app version) -> (window start, users) of the last closed windows
         self._recent_active: dict[tuple[str, str, str], list[tuple[int, set[str]]]] = {}
+        self._activity_done = -math.inf  # the last window whose activity records are out
         # revision batch (the closed edge's window index when they came) -> window start ->
         # (event key, planned, dims...) -> what arrived late
         self._late: dict[int, dict[int, dict[tuple[Any, ...], _Late]]] = {}
@@ -634,6 +635,8 @@ class WindowAggregator:
             records.extend(self._volume_records(start, self._volumes.pop(start)))
             records.extend(self._activity_records(start, self._activity.pop(start, {})))
             self._unplanned_names.pop(start, None)
+        if limit < math.inf:  # the windows closed since, without any event here
+            records.extend(self._quiet_activity(limit // self.window * self.window))
         records.extend(self._revision_records(limit))
         for (fi, si), windows in self._steps.items():
             starts = sorted(windows)  # for the early records, then the whole ones
@@ -700,15 +703,18 @@ class WindowAggregator:
             )
         return out
 
-    def _quiet_activity(self, start: int) -> list[WindowRecord]:
-        """The activity records of the windows before `start` that had no event at all on any
-        source while sessions were running in the two windows before them (an outage of
-        everything must still say that they went silent)."""
+    def _quiet_activity(self, start: float) -> list[WindowRecord]:
+        """The activity records of the windows before `start` that had no event at all here,
+        while sessions were running in the two windows before them (an outage of everything
+        must still say that they went silent), each emitted once, in window order, before the
+        windows after them are closed (a partition's records must not depend on when the
+        others close theirs)."""
         last = max((kept[-1][0] for kept in self._recent_active.values() if kept), default=None)
         if last is None:
             return []
+        first = max(last, self._activity_done) + self.window
         out = []
-        for quiet in range(last + self.window, min(start, last + 2 * self.window), self.window):
+        for quiet in range(int(first), int(min(start, last + 2 * self.window)), self.window):
             out.extend(self._activity_records(quiet, {}))
         return out
 
@@ -721,6 +727,7 @@ class WindowAggregator:
         (`numerator`). A user who leaves counts once; a crawler that takes a new id for every
         request never runs a session, so it cannot make sessions look silent."""
         recent = self._recent_active
+        self._activity_done = max(self._activity_done, start)
         out = []
         for site in sorted(set(sites) | set(recent)):
             users = sites.get(site, set())
@@ -870,6 +877,7 @@ class WindowAggregator:
                 [list(site), [[begun, sorted(seen)] for begun, seen in kept]]
                 for site, kept in sorted(self._recent_active.items())
             ],
+            "activity_done": None if self._activity_done == -math.inf else self._activity_done,
             "revisions": [
                 [
                     batch,
@@ -949,6 +957,8 @@ class WindowAggregator:
             _site(site): [(int(begun), set(seen)) for begun, seen in kept]
             for site, kept in state.get("recent_active", [])
         }
+        done = state.get("activity_done")
+        self._activity_done = -math.inf if done is None else float(done)
         self._late, self._late_unplanned = {}, {}
         for batch, windows in state.get("revisions", []):
             slot = self._late[int(batch)] = {}
