@@ -934,9 +934,7 @@ class DetectionEngine:
             track.codes[code] = track.codes.get(code, 0) + n
         parts = expected_parts(r.metric, r.breakdown, s.baseline, a.expected)
         for dim, now in self._source_mix(s, mix).items():
-            mix_adjusted(
-                parts, dim, s.baseline, s.traffic, now, a.expected
-            )
+            mix_adjusted(parts, dim, s.baseline, s.traffic, now, a.expected)
         accumulate(track.parts, parts)
         track.windows += 1
         if s.zero_run >= track.silent_windows:
@@ -1230,8 +1228,10 @@ class DetectionEngine:
         the sentences name it; None when there is none."""
         for key, family in inc.members:
             s = self.series.get(key)
-            if s is not None and s.metric == "conversion" and self._group(s, family).endswith(
-                ":up"
+            if (
+                s is not None
+                and s.metric == "conversion"
+                and self._group(s, family).endswith(":up")
             ):
                 steps = {k: s.series[k] for k in ("from_event", "to_event") if k in s.series}
                 return describe("conversion", steps)

@@ -80,7 +80,8 @@ def explain(ev: Evidence) -> str:
             f"{name}{where} {is_} sent twice {when}: {_count(ev.observed)} of "
             f"{_count(ev.denominator)} events in {span} repeat a business key already received "
             f"(usually {_usual_share(ev.expected, ev.denominator)}): tracking fires it twice, so "
-            "its counts and conversions are inflated" + _inflates(ev)
+            "its counts and conversions are inflated"
+            + _inflates(ev)
             + _slice(ev.attribution, "repeats")
         )
     if ev.kind == "drop" and ev.cause == "running":
@@ -104,12 +105,11 @@ def explain(ev: Evidence) -> str:
         else:
             share = 1 - obs / exp if exp > 0 else 0.0
             how = f"{_percent(share)} lower than expected" if share > 0 else "below normal"
-        text = (
-            f"{name}{where} {is_} {how} {when} "
-            f"({_count(obs)} vs {_about(exp)} in {span})"
-        )
-        return text + _inflates(ev) + _slice(
-            ev.attribution, "excess" if ev.kind == "spike" else "shortfall"
+        text = f"{name}{where} {is_} {how} {when} ({_count(obs)} vs {_about(exp)} in {span})"
+        return (
+            text
+            + _inflates(ev)
+            + _slice(ev.attribution, "excess" if ev.kind == "spike" else "shortfall")
         )
     if ev.kind == "disappeared":
         text = f"{name}{where} {has}stopped arriving {when}"

@@ -316,8 +316,11 @@ class SliceWatch:
             limit = test.cusum.limit(ts, cfg.alpha_per_day)
             calmed = False
             onset = test.cusum.onset
-            if test.alarm and fam.accepts and onset is not None and (
-                ts - onset >= cfg.accept_hours * 3600.0
+            if (
+                test.alarm
+                and fam.accepts
+                and onset is not None
+                and (ts - onset >= cfg.accept_hours * 3600.0)
             ):
                 # a lasting change of a rate (a new price, a new flow): its new normal
                 sl.num, sl.den, sl.learnt = test.cusum.observed, test.cusum.trials, ts
@@ -441,7 +444,8 @@ class SliceWatch:
             subject=subject,
             source=source,
             value=value,
-            hot=test.alarm and cusum.stat >= limit
+            hot=test.alarm
+            and cusum.stat >= limit
             and FAMILIES[family].told(cusum.observed, cusum.expected, cusum.trials),
             calm=not test.alarm,
             onset=cusum.onset,

@@ -305,9 +305,7 @@ def test_a_required_identifier_keys_an_event_automatically(plan):
      ("paid", False), ("guid", False), ("userId", False), ("message_id", False)],
 )  # fmt: skip
 def test_which_properties_name_an_identifier(name, keyed):
-    spec = EventSpec(
-        name="E", properties=(PropertySpec(name, PropType.STRING, required=True),)
-    )
+    spec = EventSpec(name="E", properties=(PropertySpec(name, PropType.STRING, required=True),))
     assert (automatic_id(spec) == name) == keyed
     optional = EventSpec(name="E", properties=(PropertySpec(name, PropType.STRING),))
     assert automatic_id(optional) is None

@@ -63,8 +63,7 @@ def test_personal_values_never_reach_the_sink(collector: CollectorThread) -> Non
 def test_pii_true_properties_become_keyed_hashes(tmp_path: Any) -> None:
     plan = tmp_path / "plan.yaml"
     plan.write_text(
-        'plan: P\nversion: "1"\ntraits:\n  properties:\n'
-        "    email: {type: string, pii: true}\n",
+        'plan: P\nversion: "1"\ntraits:\n  properties:\n    email: {type: string, pii: true}\n',
         encoding="utf-8",
     )
 

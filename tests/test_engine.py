@@ -736,6 +736,7 @@ def test_states_saved_before_the_slice_tests_load_in_todays(monkeypatch):
     _, tail = run(data[110:], engine=resumed)
     assert all(a.kind in KINDS_ALL for a in head + tail)
 
+
 def test_from_state_rejects_garbage():
     with pytest.raises(ValueError):
         DetectionEngine.from_state({"version": 99}, config=CFG)
