@@ -46,6 +46,7 @@ class Generator:
         self.catalog = Catalog()
         self.effects = Effects(list(scenario.incidents), seed)
         self.people: dict[int, Person] = {}
+        self.visitors: dict[int, str] = {}  # a campaign's visitor -> the campaign
         self.sessions: list[tuple[float, int, int, int, int, int]] = []  # a heap
         self.out: list[tuple[float, int, Call]] = []  # a heap by reception
         self.pushed = 0
@@ -106,12 +107,7 @@ class Generator:
             if release is None:
                 return  # no version of the app exists yet
             fresh = main and installed >= self.scenario.start
-        campaign = None
-        if visitor:
-            campaign = next(
-                (i.name for i in self.scenario.incidents if i.extra_sessions(platform, ts) > 0),
-                None,
-            )
+        campaign = self.visitors.pop(user, None) if visitor else None
         journey = Journey(
             rng=rng,
             person=person,
@@ -137,16 +133,18 @@ class Generator:
             self._campaign_visitors(ts, session_key, platform_index)
 
     def _campaign_visitors(self, ts: float, session_key: int, platform_index: int) -> None:
-        extra = self.effects.extra_sessions(PLATFORMS[platform_index], ts)
-        if extra <= 0:
-            return
-        rng = stream(self.seed, "visitors", session_key)
-        count = _poisson(rng, extra)
-        for n in range(count):
-            visitor = -1 - (key(session_key, n) >> 2)
-            at = ts + VISITOR_SPREAD * rng.random()
-            if at < self.scenario.end:
-                self._push_session(at, visitor, 0, 0, platform_index)
+        platform = PLATFORMS[platform_index]
+        for incident in self.scenario.incidents:
+            extra = incident.extra_sessions(platform, ts)
+            if extra <= 0:
+                continue
+            rng = stream(self.seed, "visitors", incident.name, session_key)
+            for n in range(_poisson(rng, extra)):
+                visitor = -1 - (key(incident.name, session_key, n) >> 2)
+                at = ts + VISITOR_SPREAD * rng.random()
+                if at < self.scenario.end:
+                    self.visitors[visitor] = incident.name
+                    self._push_session(at, visitor, 0, 0, platform_index)
 
     # ------------------------------------------------------------------------------ output
 

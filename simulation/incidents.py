@@ -442,9 +442,6 @@ class Effects:
                 out = [c for c in out if not incident.loses(c, self.seed)]
         return out
 
-    def extra_sessions(self, platform: str, ts: float) -> float:
-        return sum(i.extra_sessions(platform, ts) for i in self.incidents)
-
 
 def hours(value: float) -> float:
     """Seconds in `value` hours (for schedules)."""

@@ -160,11 +160,11 @@ class Journey:
 
     # ---------------------------------------------------------------------- the calls
 
-    def _ids(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _ids(self, body: dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
         body["anonymousId"] = self.device.anonymous_id
         if self.device.logged_in and self.person.user_id is not None:
             body["userId"] = self.person.user_id
-        body["messageId"] = uuid(self.rng)
+        body["messageId"] = message_id or uuid(self.rng)
         body["timestamp"] = iso(self.t + self.device.skew)
         return body
 
@@ -207,8 +207,9 @@ class Journey:
         body["context"] = self.context if self.app else self._web_context(title)
         self.calls.append(Call(self.t, self.source, body, self.version, self.device.skew))
 
-    def track(self, event: str, properties: dict[str, Any]) -> None:
-        self._add(self._ids({"type": "track", "event": event, "properties": properties}), event)
+    def track(self, event: str, properties: dict[str, Any], message_id: str | None = None) -> None:
+        body = {"type": "track", "event": event, "properties": properties}
+        self._add(self._ids(body, message_id), event)
 
     def view(self, name: str, properties: dict[str, Any] | None = None, path: str = "/") -> None:
         """A screen (apps) or page (web) call, then the time spent on it."""
@@ -377,7 +378,7 @@ class Journey:
             return self._choose((("home", 0.3), ("exit", 0.7)))
         # drawn either way, so that a leaked code changes what happens, not the random numbers
         promo, code, discount = rng.random(), rng.choice(CODES), float(rng.choice((5, 10, 15)))
-        pause = lognormal_seconds(rng, 5.0, 0.9, 900.0)
+        pause, message_id = lognormal_seconds(rng, 5.0, 0.9, 900.0), uuid(rng)
         if promo < min(0.95, b.promo * self.effects.factor("promo", self.source, self.t)):
             leaked = self.effects.promo_code(self.t)
             if leaked and promo >= b.promo:
@@ -385,6 +386,7 @@ class Journey:
             self.track(
                 "Promo Code Redeemed",
                 {"bag_id": self.bag_id, "code": code, "discount_pct": discount},
+                message_id,
             )
             self.t += pause
         if rng.random() < min(0.85, b.checkout * self.person.intent**0.5):
