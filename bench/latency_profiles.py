@@ -244,7 +244,7 @@ def gather(
     return [watcher.evidence() for watcher in watchers]
 
 
-def pvalues(name: str, run: Evidence, clean: list[Evidence], up: bool, minutes: int) -> np.ndarray:
+def pvalues(run: Evidence, clean: list[Evidence], up: bool, minutes: int) -> np.ndarray:
     """One evidence's p-value at the end of each of the first `minutes` minutes."""
     if run.starts is not None:
         curve = conversion_curve(clean, max(c.span for c in clean))
@@ -266,9 +266,7 @@ def latencies(
     found = []
     for run in runs:
         every = {
-            name: pvalues(
-                name, evidence, [c[name] for c in clean], watcher.direction(name), minutes
-            )
+            name: pvalues(evidence, [c[name] for c in clean], watcher.direction(name), minutes)
             for name, evidence in run.items()
         }
         combined = np.minimum(1.0, len(every) * np.min(np.vstack(list(every.values())), axis=0))

@@ -92,13 +92,13 @@ def version_at(
     for index, release in enumerate(releases):
         if release.at > now:
             break
+        if first_open >= release.at:  # a fresh install gets the store's current version
+            current = release
+            continue
         adoption = release.adoption
         automatic = unit(seed, device, index, 2) < adoption.auto_share
         offered = release.at + adoption.offered_after(unit(seed, device, index, 1), automatic)
         if offered > now:
-            continue
-        if first_open >= release.at:  # a fresh install gets the store's current version
-            current = release
             continue
         lag = adoption.install_lag(automatic, unit(seed, device, index, 3))
         if offered + lag <= now:

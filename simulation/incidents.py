@@ -15,7 +15,6 @@ incident carries: event, source, platform (implied by the source), app_version.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -441,10 +440,3 @@ class Effects:
             if type(incident).loses is not Incident.loses:
                 out = [c for c in out if not incident.loses(c, self.seed)]
         return out
-
-
-def hours(value: float) -> float:
-    """Seconds in `value` hours (for schedules)."""
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"a duration must be a positive number of hours, got {value}")
-    return value * 3600.0

@@ -5,7 +5,10 @@ gamma-distributed) that fades with the time since they first came. Every local d
 users (a share of the day's active users) and draws which known users return, so that the day's
 active users follow the profile's level and weekday; an active user opens one session, heavy
 users sometimes more, at times drawn from their device's hour-of-day curve. Each user has one
-device (web, iOS or Android); some app users also shop on the website now and then.
+device (web, iOS or Android); some app users also shop on the website now and then. New users
+come mostly through the website (an app is installed by people who already shop): twice the
+web's share of users, at most 80 %; the known users' mix makes up the rest, so that a day's
+active users follow the profile's platform mix.
 
 Everything here depends on the seed and the day alone: incidents never change who visits.
 """
@@ -55,7 +58,11 @@ class Population:
     ) -> None:
         self.seed = seed
         self.level = users_per_day
-        self.mix = np.asarray(platform_mix, dtype=float) / sum(platform_mix)
+        target = np.asarray(platform_mix, dtype=float) / sum(platform_mix)
+        web = min(0.8, 2 * target[0])
+        self.new_mix = np.array([web, *(target[1:] / target[1:].sum() * (1 - web))])
+        known_mix = np.maximum((target - new_share * self.new_mix) / (1 - new_share), 0.02)
+        self.mix = known_mix / known_mix.sum()
         self.rhythm = rhythm
         self.zone = rhythm.zone()
         self.first = first
@@ -115,7 +122,7 @@ class Population:
         return Sessions(ts[order], user[order], k[order], platform[order])
 
     def _add_users(self, count: int, rng: np.random.Generator) -> None:
-        platform = rng.choice(3, size=count, p=self.mix).astype(np.int8)
+        platform = rng.choice(3, size=count, p=self.new_mix).astype(np.int8)
         self.platform = np.concatenate([self.platform, platform])
         self.affinity = np.concatenate(
             [self.affinity, rng.gamma(AFFINITY_SHAPE, 1 / AFFINITY_SHAPE, count)]

@@ -14,7 +14,7 @@ that users already run). A release-bound incident starts at its release ("releas
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -596,8 +596,3 @@ def get_profile(name: str) -> Profile:
     except KeyError:
         known = ", ".join(PROFILES)
         raise ProfileError(f"unknown profile {name!r}; use one of: {known}") from None
-
-
-def at_level(profile: Profile, users_per_day: int) -> Profile:
-    """The same profile at another traffic level."""
-    return replace(profile, users_per_day=users_per_day)
