@@ -348,7 +348,12 @@ def show(
             ratios = [e / max(f, 1.0) for e, f in zip(mins, floors, strict=True)]
             entry["ratio"] += ratios
             cells.append(" ".join("-" if v is None else f"{v:g}" for v in values))
-            cells.append(" ".join(f"{r:.1f}" for r in ratios))
+            cells.append(
+                " ".join(
+                    "floor misses" if f[FIRING] is None else "miss" if v is None else f"{r:.1f}"
+                    for f, v, r in zip(found, values, ratios, strict=True)
+                )
+            )
         table.add_row(incident.name, incident.cls, *cells)
     console.print(table)
     summary = Table(
@@ -373,8 +378,23 @@ def show(
         cells += [f"{statistics.median(every_engine):g}", f"{ratio:.1f} (of the medians)"]
     summary.add_row("[bold]all[/]", *cells)
     console.print(summary)
-    misses = sum(f[FIRING] is None for _, found in rows for f in found)
-    console.print(
-        f"the floor at {FIRING} (p < {LEVELS[FIRING]:.1e}) misses {misses} of "
-        f"{sum(len(f) for _, f in rows)} incidents"
-    )
+    total = sum(len(f) for _, f in rows)
+    floor_found = {
+        (incident.name, seed)
+        for incident, found in rows
+        for seed, f in zip(seeds, found, strict=True)
+        if f[FIRING] is not None
+    }
+    line = f"the floor at {FIRING} (p < {LEVELS[FIRING]:.1e}) finds {len(floor_found)} of {total}"
+    if engine is not None:
+        engine_found = {
+            (incident.name, seed)
+            for incident, _ in rows
+            for seed in seeds
+            if engine.get(seed, {}).get(incident.name) is not None
+        }
+        line += (
+            f"; the engine finds {len(engine_found)} of {total}, "
+            f"{len(engine_found & floor_found)} of the floor's {len(floor_found)}"
+        )
+    console.print(line)
