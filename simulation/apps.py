@@ -87,20 +87,28 @@ def version_at(
     releases: list[Release], device: int, seed: int, first_open: float, now: float
 ) -> Release | None:
     """The release a device (key `device`) runs when opening the app at `now`, having installed
-    the app at `first_open`. `releases`: one platform's, oldest first."""
-    current = None
-    for index, release in enumerate(releases):
-        if release.at > now:
-            break
-        if first_open >= release.at:  # a fresh install gets the store's current version
-            current = release
+    the app at `first_open` (None: no release yet). `releases`: one platform's, oldest first;
+    the oldest stands for every older version (a device never runs less).
+
+    A fresh install gets the newest release of the day. For each later release, the user acts
+    on its offer after their lag and then installs the newest release offered to them by that
+    moment (someone updating by hand after the next release came out skips the one before)."""
+    available = [r for r in releases if r.at <= now]
+    if not available:
+        return None
+    automatic = unit(seed, device, 0, 2) < available[0].adoption.auto_share
+    offered = [
+        r.at + r.adoption.offered_after(unit(seed, device, index, 1), automatic)
+        for index, r in enumerate(available)
+    ]
+    best = 0
+    for index, release in enumerate(available):
+        if release.at <= first_open:
+            best = index  # the installed version
             continue
-        adoption = release.adoption
-        automatic = unit(seed, device, index, 2) < adoption.auto_share
-        offered = release.at + adoption.offered_after(unit(seed, device, index, 1), automatic)
-        if offered > now:
-            continue
-        lag = adoption.install_lag(automatic, unit(seed, device, index, 3))
-        if offered + lag <= now:
-            current = release
-    return current
+        moment = max(offered[index], first_open)
+        moment += release.adoption.install_lag(automatic, unit(seed, device, index, 3))
+        if moment <= now:
+            newest = max(k for k, at in enumerate(offered) if at <= moment)
+            best = max(best, newest)
+    return available[best]

@@ -397,6 +397,7 @@ MOBILE_OFFLINE = Profile(
     rhythm=Rhythm("Asia/Singapore", (1.0, 1.0, 0.98, 1.0, 1.06, 1.0, 0.96)),
     platform_mix=(0.15, 0.45, 0.40),
     adoption=OVER_DAYS,
+    new_share=0.08,  # an app's users come back: installs are ~7 % of a day's app users
     offline=0.15,
     killed=0.005,
     behaviour=Behaviour(currency="SGD", locales=(("SG", "en-SG", 0.8), ("MY", "en-MY", 0.2))),
