@@ -7,8 +7,8 @@ active users follow the profile's level and weekday; an active user opens one se
 users sometimes more, at times drawn from their device's hour-of-day curve. Each user has one
 device (web, iOS or Android); some app users also shop on the website now and then. New users
 come mostly through the website (an app is installed by people who already shop): twice the
-web's share of users, at most 80 %; the known users' mix makes up the rest, so that a day's
-active users follow the profile's platform mix.
+web's share of users, at most 80 %; returning users are drawn per platform in the mix that
+makes up the rest, so that every day's active users follow the profile's platform mix.
 
 Everything here depends on the seed and the day alone: incidents never change who visits.
 """
@@ -94,7 +94,11 @@ class Population:
         known = self.size
         age = np.maximum(clock.start - self.born, 0.0) / 86400.0
         weight = self.affinity * (1.0 + age / FADING_DAYS) ** -FADING_POWER
-        returning = _draw_returning(weight, level * (1 - self.new_share), rng)
+        returning = np.zeros(known, dtype=bool)
+        for p in range(3):  # each platform's returning users keep the known users' mix
+            mine = self.platform == p
+            target = level * (1 - self.new_share) * self.mix[p]
+            returning[mine] = _draw_returning(weight[mine], target, rng)
         fresh = rng.poisson(level * self.new_share)
         self._add_users(fresh, rng)
         users = np.concatenate([np.flatnonzero(returning), np.arange(known, known + fresh)])
