@@ -10,6 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from bench import score_replay
 from detectors.backtest import Label
 from simulation.profiles import PROFILES
 from streams.cli import app
@@ -75,7 +76,7 @@ def test_bad_backtest_profile_arguments_stop_with_one_line(args, message, tmp_pa
     assert len(result.output.strip().splitlines()) <= 2  # one line (a long one may wrap once)
 
 
-def test_simulate_writes_a_profiles_traffic_labels_and_annotations(tmp_path: Path):
+def test_simulate_writes_a_profiles_traffic_labels_and_annotations(tmp_path: Path, capsys):
     out = tmp_path / "events.jsonl.gz"
     result = invoke("simulate", "--profile", "shop-5k", "--days", "0.6", "--users-per-day",
                     "300", "--seed", "4", "--out", out)  # fmt: skip
@@ -89,6 +90,8 @@ def test_simulate_writes_a_profiles_traffic_labels_and_annotations(tmp_path: Pat
     replayed = invoke("replay", "--plan", ROOT / "examples/shop.yaml", "--events", out,
                       "--annotations", annotations, "--alerts-out", alerts)  # fmt: skip
     assert replayed.exit_code == 0, replayed.output
+    assert score_replay.main([str(tmp_path / "labels.json"), str(alerts)]) == 0
+    assert "recall 0/0" in capsys.readouterr().out
     again = tmp_path / "again.jsonl.gz"
     invoke("simulate", "--profile", "shop-5k", "--days", "0.6", "--users-per-day", "300",
            "--seed", "4", "--out", again, "--labels-out", tmp_path / "l2.json",
@@ -106,6 +109,16 @@ def test_simulate_writes_campaigns_as_annotations(tmp_path: Path):
     labels = orjson.loads((tmp_path / "labels.json").read_bytes())["incidents"]
     assert len(labels) == len(PROFILES["small-1k"].incidents)
     assert len(out.read_text().splitlines()) == 10
+
+
+def test_scoring_a_replay_with_bad_files_stops_with_one_line(tmp_path: Path, capsys):
+    (tmp_path / "labels.json").write_text('{"incidents": [{"kind": "drop"}]}')
+    (tmp_path / "alerts.jsonl").write_text("")
+    for argv in (["/no/labels.json", "/no/alerts.jsonl"],
+                 [str(tmp_path / "labels.json"), str(tmp_path / "alerts.jsonl")]):  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            score_replay.main(argv)
+        assert stop.value.code == 2 and "cannot score" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
