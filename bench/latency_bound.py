@@ -1,6 +1,10 @@
 """How soon could any detector find the backtest's incidents? A clairvoyant bound per incident.
 
     .venv/bin/python bench/latency_bound.py [--users-per-day 5000] [--seed 7 --seed 8 ...]
+    .venv/bin/python bench/latency_bound.py --profile shop-5k [--seed 7] [--backtest DIR]
+
+(`--profile`: the independent generator's profiles, see bench/latency_profiles.py; what
+follows is the default profile, our own simulator.)
 
 `trackwatch backtest` measures how late the engine finds each incident. This asks what the
 traffic itself allows. The backtest's own runs are simulated again (same seeds, same schedule:
@@ -312,21 +316,42 @@ def make_setting(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users-per-day", type=int, default=5000)
-    parser.add_argument("--seed", type=int, action="append", help="repeatable; 7 8 9 11")
-    parser.add_argument("--clean-seeds", type=int, default=8, help="runs for the normal")
-    parser.add_argument("--plan", type=Path, default=ROOT / "examples" / "ecommerce.yaml")
-    parser.add_argument("--schedule", type=Path, default=ROOT / "examples" / "incidents.yaml")
-    parser.add_argument("--days", type=float, default=14.0)
+    parser.add_argument(
+        "--profile",
+        default="ecommerce",
+        help="ecommerce (our simulator, default) or a profile of the independent generator "
+        "(simulation.profiles; see bench/latency_profiles.py)",
+    )
+    parser.add_argument("--users-per-day", type=int, help="default: 5000, or the profile's")
+    parser.add_argument(
+        "--seed", type=int, action="append", help="repeatable; default 7 8 9 11, profiles: 7"
+    )
+    parser.add_argument(
+        "--clean-seeds", type=int, help="runs for the normal; default 8, profiles: 4"
+    )
+    parser.add_argument("--plan", type=Path, help="ecommerce only; default examples/ecommerce.yaml")
+    parser.add_argument(
+        "--schedule", type=Path, help="ecommerce only; default examples/incidents.yaml"
+    )
+    parser.add_argument("--days", type=float, help="default: 14, or the profile's")
     parser.add_argument(
         "--backtest",
         type=Path,
         help="out dir of `trackwatch backtest` with the same seeds: its latencies side by side",
     )
     args = parser.parse_args(argv)
+    for name in ("users_per_day", "clean_seeds", "days"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.profile != "ecommerce":
+        return profile_main(parser, args)
+    args.users_per_day = args.users_per_day or 5000
+    args.clean_seeds = args.clean_seeds or 8
+    args.days = args.days or 14.0
+    args.plan = args.plan or ROOT / "examples" / "ecommerce.yaml"
+    args.schedule = args.schedule or ROOT / "examples" / "incidents.yaml"
     seeds = args.seed or [7, 8, 9, 11]
-    if args.users_per_day < 1 or args.clean_seeds < 1 or not args.days > 0:
-        parser.error("--users-per-day, --clean-seeds and --days must be positive")
     end = START.timestamp() + args.days * 86400
     try:
         engine = engine_latencies(args.backtest, seeds) if args.backtest else None
@@ -350,6 +375,27 @@ def main(argv: list[str] | None = None) -> int:
         with_incidents = [found[seed, False][k] for seed in seeds]
         rows.append((incident, latencies(with_incidents, clean, incident.kind)))
     show(console, rows, seeds, args.users_per_day, engine)
+    return 0
+
+
+def profile_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The floor for a profile of the independent generator (bench/latency_profiles.py)."""
+    from bench import latency_profiles
+    from simulation.profiles import ProfileError, get_profile
+
+    if args.plan is not None or args.schedule is not None:
+        parser.error("--plan and --schedule apply to the ecommerce profile only")
+    seeds = args.seed or [7]
+    try:
+        profile = get_profile(args.profile)
+        engine = engine_latencies(args.backtest, seeds) if args.backtest else None
+        console = Console()
+        run, rows = latency_profiles.floor_rows(
+            profile, seeds, args.clean_seeds or 4, args.days, args.users_per_day, console
+        )
+    except (OSError, ValueError, ProfileError) as exc:
+        parser.error(str(exc))
+    latency_profiles.show(console, run, rows, seeds, engine)
     return 0
 
 

@@ -3,8 +3,11 @@
 The pure part (this module) folds alert lines into alert spans and matches them to labels.
 `run_backtest` drives a whole run: simulated traffic with the default incident schedule → the
 offline replay (`streams.replay`, the same code as the streaming path) → the engine → scores
-and one PNG per incident. It lives here because it is the detectors' evaluation, but it imports
-the simulator and the replay lazily, so `detectors` itself stays free of them.
+and one PNG per incident. `run_profile_backtest` does the same with a profile of the
+independent generator (`simulation.profiles`: its own plan, traffic and incidents), and
+`replay_scored` with any envelopes and labels. It lives here because it is the detectors'
+evaluation, but it imports the simulators and the replay lazily, so `detectors` itself stays
+free of them.
 
 Matching rule (an alert "finds" a label):
 - same kind: the alert was reported with the label's kind at some point of its life (an alert
@@ -58,6 +61,7 @@ class Label:
     end: float
     expect_alert: bool = True
     related: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()  # (kind, series items)
+    incident_class: str = ""  # the generator's incident class ("class" in labels.json), if any
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Label:
@@ -72,6 +76,7 @@ class Label:
                 (str(r["kind"]), tuple((str(k), str(v)) for k, v in r["series"].items()))
                 for r in data.get("related") or ()
             ),
+            incident_class=str(data.get("class") or ""),
         )
 
     def related_labels(self) -> list[Label]:
@@ -177,6 +182,19 @@ class Score:
             out[label.kind] = (found + (label.name in self.found), total + 1)
         return dict(sorted(out.items()))
 
+    def by_class(self) -> dict[str, dict[str, Any]]:
+        """incident class -> found, total, and each incident's latency (None: missed); labels
+        without a class are grouped by kind."""
+        out: dict[str, dict[str, Any]] = {}
+        for label in self.expected:
+            entry = out.setdefault(
+                label.incident_class or label.kind, {"found": 0, "total": 0, "latency": {}}
+            )
+            entry["total"] += 1
+            entry["found"] += label.name in self.found
+            entry["latency"][label.name] = self.latency.get(label.name)
+        return dict(sorted(out.items()))
+
     @property
     def recall(self) -> float:
         return len(self.found) / len(self.expected) if self.expected else 1.0
@@ -207,6 +225,7 @@ class Score:
             "recall_by_kind": {
                 k: {"found": f, "total": t} for k, (f, t) in self.recall_by_kind().items()
             },
+            "by_class": self.by_class(),
             "alerts": len(self.spans),
             "false_alerts": len(self.false_alerts),
             "false_alerts_per_day": self.false_per_day,
@@ -312,9 +331,61 @@ def run_backtest(
     engine_config: Any = None,
     progress: Callable[[float], None] = lambda hours: None,
 ) -> BacktestRun:
-    """Simulate `days` of traffic with the schedule's incidents, replay it through the pipeline
-    and the engine (`engine_config`: a tuning, None for the defaults), and score the alerts.
-    `progress` gets the simulated hours done."""
+    """Simulate `days` of traffic with the schedule's incidents (`streams.simulator`, the
+    `ecommerce` profile), replay it through the pipeline and the engine (`engine_config`: a
+    tuning, None for the defaults), and score the alerts. `progress` gets the simulated hours
+    done."""
+    from streams.sim_incidents import load_incidents
+    from streams.simulator import simulate
+    from tracking_plan.loader import load_plan
+
+    plan = load_plan(plan_path)
+    end = START.timestamp() + days * 86400
+    incidents = [i for i in load_incidents(schedule_path, START, plan) if i.start.timestamp() < end]
+    labels = [Label.from_dict(i.label()) for i in incidents]
+    annotations = [a for i in incidents if (a := i.annotation()) is not None]
+    envelopes = simulate(plan, START, days, users_per_day, seed, incidents)
+    return replay_scored(plan, envelopes, labels, annotations, days, seed, engine_config, progress)
+
+
+def run_profile_backtest(
+    profile_name: str,
+    seed: int,
+    *,
+    days: float | None = None,
+    users_per_day: int | None = None,
+    engine_config: Any = None,
+    progress: Callable[[float], None] = lambda hours: None,
+) -> BacktestRun:
+    """The same for a traffic profile of the independent generator (`simulation.profiles`):
+    its own plan, traffic, incidents and announced campaigns."""
+    from simulation.generator import generate
+    from simulation.profiles import get_profile, scenario
+    from tracking_plan.loader import load_plan
+
+    profile = get_profile(profile_name)
+    plan = load_plan(profile.plan_path())
+    run = scenario(profile, days=days, users_per_day=users_per_day)
+    labels = [Label.from_dict(label) for label in run.labels()]
+    envelopes = generate(run, seed)
+    return replay_scored(
+        plan, envelopes, labels, run.annotations(), run.days, seed, engine_config, progress
+    )
+
+
+def replay_scored(
+    plan: Any,
+    envelopes: Iterable[dict[str, Any]],
+    labels: list[Label],
+    annotation_entries: list[dict[str, Any]],
+    days: float,
+    seed: int,
+    engine_config: Any = None,
+    progress: Callable[[float], None] = lambda hours: None,
+) -> BacktestRun:
+    """Replay `envelopes` (in `received_at` order) through the pipeline and the engine with the
+    announced campaigns `annotation_entries` (annotation-file entries), and score the alerts
+    against `labels`; keep the charted series of every label."""
     from unittest import mock
 
     import orjson
@@ -323,28 +394,18 @@ def run_backtest(
     from detectors.annotations import Annotation
     from detectors.engine import DetectionEngine
     from detectors.rollup import compatible, parse_series_key, series_key
-    from streams.sim_incidents import load_incidents
-    from streams.simulator import simulate
     from streams.windows import EARLY_MINUTES
-    from tracking_plan.loader import load_plan
 
-    plan = load_plan(plan_path)
-    end = START.timestamp() + days * 86400
-    incidents = [i for i in load_incidents(schedule_path, START, plan) if i.start.timestamp() < end]
-    labels = [Label.from_dict(i.label()) for i in incidents]
-    annotations = []
-    for incident in incidents:
-        entry = incident.annotation()
-        if entry is not None:
-            annotations.append(
-                Annotation(
-                    name=entry["name"],
-                    start=epoch_seconds(entry["start"]),
-                    end=epoch_seconds(entry["end"]),
-                    sources=frozenset(entry.get("sources") or ()),
-                    events=frozenset(entry.get("events") or ()),
-                )
-            )
+    annotations = [
+        Annotation(
+            name=entry["name"],
+            start=epoch_seconds(entry["start"]),
+            end=epoch_seconds(entry["end"]),
+            sources=frozenset(entry.get("sources") or ()),
+            events=frozenset(entry.get("events") or ()),
+        )
+        for entry in annotation_entries
+    ]
     engine = DetectionEngine(plan=plan, config=engine_config, annotations=annotations)
     plotted = {}
     early: dict[str, str] = {}  # conversion label -> its early rate's key (drawn if alerted on)
@@ -391,7 +452,7 @@ def run_backtest(
     def lines():
         nonlocal count
         hour, hours = "", 0
-        for envelope in simulate(plan, START, days, users_per_day, seed, incidents):
+        for envelope in envelopes:
             count += 1
             if envelope["received_at"][:13] != hour:
                 hour, hours = envelope["received_at"][:13], hours + 1

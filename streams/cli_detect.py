@@ -2,6 +2,7 @@
 
 trackwatch detect --input series.csv --output scored.csv     # generic univariate scorer
 trackwatch backtest --days 14 --seed 7 --seed 8              # recall, false alerts, latency
+trackwatch backtest --profile shop-5k --seed 7               # the independent generator's shop
 trackwatch anomalies --file out/backtest/seed-7/alerts.jsonl --state all
 """
 
@@ -73,36 +74,87 @@ def _warn(message: str) -> None:
 # ---------------------------------------------------------------------------------- backtest
 
 
+DEFAULT_PROFILE = "ecommerce"  # our own simulator (streams.simulator) with --plan/--incidents
+
+
+def _profile_help() -> str:
+    from simulation.profiles import PROFILES
+
+    return (
+        f"Traffic profile: {DEFAULT_PROFILE} (our own simulator with --plan/--incidents) or one "
+        f"of the independent generator's: {', '.join(PROFILES)}; 'list' describes them"
+    )
+
+
 def backtest_command(
-    days: Annotated[float, typer.Option("--days", help="Simulated days", min=1)] = 14.0,
+    profile: Annotated[str, typer.Option("--profile", help=_profile_help())] = DEFAULT_PROFILE,
+    days: Annotated[
+        float | None,
+        typer.Option("--days", help="Simulated days (default: 14, or the profile's)", min=0.01),
+    ] = None,
     users_per_day: Annotated[
-        int, typer.Option("--users-per-day", help="Active users per simulated day", min=100)
-    ] = 5000,
+        int | None,
+        typer.Option(
+            "--users-per-day",
+            help="Active users per simulated day (default: 5000, or the profile's)",
+            min=100,
+        ),
+    ] = None,
     seeds: Annotated[
         list[int] | None, typer.Option("--seed", help="Random seed; repeat for several runs")
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Where alerts and PNGs go")] = Path(
         "out/backtest"
     ),
-    plan_path: Annotated[Path, typer.Option("--plan", help="Tracking plan")] = Path(
-        "examples/ecommerce.yaml"
-    ),
-    schedule: Annotated[Path, typer.Option("--incidents", help="Incident schedule (YAML)")] = Path(
-        "examples/incidents.yaml"
-    ),
+    plan_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan", help="Tracking plan, ecommerce profile (default: examples/ecommerce.yaml)"
+        ),
+    ] = None,
+    schedule: Annotated[
+        Path | None,
+        typer.Option(
+            "--incidents",
+            help="Incident schedule YAML, ecommerce profile (default: examples/incidents.yaml)",
+        ),
+    ] = None,
     detectors: Annotated[
         Path | None,
         typer.Option("--detectors", help="detector tuning YAML (see examples/detectors.yaml)"),
     ] = None,
 ) -> None:
     """Simulate traffic with labelled incidents, replay it through the detectors and score them:
-    recall per kind, false alerts per day, detection latency; one PNG per incident."""
-    from detectors.backtest import run_backtest
+    recall per incident class, false alerts per day, detection latency; one PNG per incident."""
+    from detectors.backtest import run_backtest, run_profile_backtest
     from detectors.plots import plot_incident, safe_name
+    from simulation.profiles import PROFILES, ProfileError
 
-    for path, what in ((plan_path, "plan"), (schedule, "incident schedule")):
-        if not path.is_file():
-            fail(f"{path}: {what} file not found (use --plan / --incidents)")
+    profile = profile.strip()
+    if profile == "list":
+        _print_profiles()
+        return
+    if profile != DEFAULT_PROFILE and profile not in PROFILES:
+        fail(
+            f"unknown profile {profile!r}; use {DEFAULT_PROFILE} or one of: "
+            f"{', '.join(PROFILES)} (--profile list describes them)"
+        )
+    if profile == DEFAULT_PROFILE:
+        plan_path = plan_path or Path("examples/ecommerce.yaml")
+        schedule = schedule or Path("examples/incidents.yaml")
+        for path, what in ((plan_path, "plan"), (schedule, "incident schedule")):
+            if not path.is_file():
+                fail(f"{path}: {what} file not found (use --plan / --incidents)")
+        days = 14.0 if days is None else days
+        users_per_day = 5000 if users_per_day is None else users_per_day
+    else:
+        if plan_path is not None or schedule is not None:
+            fail(
+                f"--plan and --incidents apply to the {DEFAULT_PROFILE} profile only; profile "
+                f"{profile} has its own plan (examples/shop.yaml) and incidents"
+            )
+        days = PROFILES[profile].days if days is None else days
+        users_per_day = PROFILES[profile].users_per_day if users_per_day is None else users_per_day
     from streams.cli_worker import tuning_option
 
     tuning = tuning_option(detectors)
@@ -110,7 +162,7 @@ def backtest_command(
     runs = []
     for seed in seeds:
         with Progress(
-            TextColumn(f"seed {seed}"),
+            TextColumn(f"{profile}, seed {seed}"),
             BarColumn(),
             TextColumn("{task.completed:.0f}/{task.total:.0f} simulated hours"),
             TimeElapsedColumn(),
@@ -118,17 +170,32 @@ def backtest_command(
             transient=True,
         ) as bar:
             task = bar.add_task("replay", total=days * 24)
+
+            def progress(hours: float, task=task, bar=bar) -> None:
+                bar.update(task, completed=hours)
+
             try:
-                run = run_backtest(
-                    days,
-                    users_per_day,
-                    seed,
-                    plan_path=plan_path,
-                    schedule_path=schedule,
-                    engine_config=tuning,
-                    progress=lambda hours, task=task: bar.update(task, completed=hours),
-                )
-            except ValueError as exc:  # plan / schedule errors name file and entry
+                if profile == DEFAULT_PROFILE:
+                    assert plan_path is not None and schedule is not None
+                    run = run_backtest(
+                        days,
+                        users_per_day,
+                        seed,
+                        plan_path=plan_path,
+                        schedule_path=schedule,
+                        engine_config=tuning,
+                        progress=progress,
+                    )
+                else:
+                    run = run_profile_backtest(
+                        profile,
+                        seed,
+                        days=days,
+                        users_per_day=users_per_day,
+                        engine_config=tuning,
+                        progress=progress,
+                    )
+            except (ValueError, ProfileError) as exc:  # plan / schedule errors name file, entry
                 fail(str(exc))
         runs.append(run)
         target = out_dir / f"seed-{seed}"
@@ -136,7 +203,12 @@ def backtest_command(
         with (target / "alerts.jsonl").open("wb") as handle:
             for anomaly in run.alerts:
                 handle.write(orjson.dumps(anomaly.to_dict()) + b"\n")
-        summary = {"seed": seed, "users_per_day": users_per_day, "events": run.events}
+        summary = {
+            "profile": profile,
+            "seed": seed,
+            "users_per_day": users_per_day,
+            "events": run.events,
+        }
         summary.update(run.score.summary())
         (target / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         for label in run.score.expected + [lb for lb in run.score.labels if not lb.expect_alert]:
@@ -152,6 +224,23 @@ def backtest_command(
         _print_overall(runs)
 
 
+def _print_profiles() -> None:
+    from simulation.profiles import PROFILES
+
+    table = Table(title="backtest profiles")
+    for column in ("profile", "users/day", "days", "what"):
+        table.add_column(column, overflow="fold")
+    table.add_row(
+        DEFAULT_PROFILE, "5000", "14", "our own simulator (streams/simulator.py) with "
+        "examples/ecommerce.yaml and examples/incidents.yaml (--plan, --incidents)",
+    )  # fmt: skip
+    for profile in PROFILES.values():
+        table.add_row(
+            profile.name, f"{profile.users_per_day}", f"{profile.days:g}", profile.summary
+        )
+    console.print(table)
+
+
 def _minutes(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f} min"
 
@@ -160,16 +249,13 @@ def _print_run(run: Any, target: Path) -> None:
     score = run.score
     missed = [lb.name for lb in score.expected if lb.name not in score.found]
     table = Table(title=f"seed {run.seed}: {run.events:,} events, {score.days:g} days")
-    for column in ("kind", "found", "recall", "latency"):
+    for column in ("incident class (or kind)", "found", "recall", "latency"):
         table.add_column(column)
-    for kind, (found, total) in score.recall_by_kind().items():
-        latencies = [
-            score.latency[lb.name]
-            for lb in score.expected
-            if lb.kind == kind and lb.name in score.latency
-        ]
+    for group, entry in score.by_class().items():
+        found, total = entry["found"], entry["total"]
+        latencies = [v for v in entry["latency"].values() if v is not None]
         table.add_row(
-            kind,
+            group,
             f"{found}/{total}",
             f"{found / total:.2f}",
             ", ".join(_minutes(v) for v in latencies) or "—",

@@ -4,6 +4,7 @@ trackwatch simulate                        # to the collector, live: events stam
 trackwatch simulate --history 28h          # first a day of past traffic at once, then live
 trackwatch simulate --speed 60             # 1 simulated hour per minute, from --days ago
 trackwatch simulate --out events.jsonl.gz --labels-out labels.json   # data set for backtests
+trackwatch simulate --profile shop-5k --out d/events.jsonl.gz   # + labels.json, annotations.yaml
 
 Sending to a live stack runs on the real clock by default (speed 1): the simulated users act now,
 like real ones, so events a person sends by hand meanwhile (the README's curl) are stamped the
@@ -70,10 +71,15 @@ def simulate_command(
     plan_path: Annotated[Path, typer.Option("--plan", help="Tracking plan")] = Path(
         "examples/ecommerce.yaml"
     ),
-    days: Annotated[float, typer.Option("--days", help="Simulated days")] = 14.0,
+    days: Annotated[
+        float | None, typer.Option("--days", help="Simulated days (default: 14, or the profile's)")
+    ] = None,
     users_per_day: Annotated[
-        int, typer.Option("--users-per-day", help="Active users per day")
-    ] = 20_000,
+        int | None,
+        typer.Option(
+            "--users-per-day", help="Active users per day (default: 20000, or the profile's)"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same data)")] = 7,
     incidents_path: Annotated[
         Path | None,
@@ -137,10 +143,31 @@ def simulate_command(
     write_keys_path: Annotated[
         Path, typer.Option("--write-keys", help="Write keys {keys: {KEY: SOURCE}}")
     ] = Path("examples/write_keys.yaml"),
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="A traffic profile of the independent generator (see `trackwatch backtest "
+            "--profile list`) instead of --plan/--incidents; needs --out, and writes "
+            "labels.json and annotations.yaml next to it",
+        ),
+    ] = None,
 ) -> None:
     """Generate realistic Segment traffic (seasonality, funnels, app rollouts, incidents)."""
     if to is not None and out is not None:
         fail("give either --to URL (send) or --out FILE (write), not both")
+    if profile is not None:
+        _simulate_profile(
+            profile, out, days, users_per_day, seed, no_incidents, max_events,
+            given=[name for name, value in (
+                ("--to", to), ("--plan", None if plan_path == Path("examples/ecommerce.yaml")
+                               else plan_path), ("--incidents", incidents_path),
+                ("--start", start), ("--history", history)) if value is not None],
+            labels_out=labels_out, annotations_out=annotations_out,
+        )  # fmt: skip
+        return
+    days = 14.0 if days is None else days
+    users_per_day = 20_000 if users_per_day is None else users_per_day
     _check_numbers(days, users_per_day, speed, duration, max_events)
     sending = out is None
     url = ""
@@ -176,6 +203,60 @@ def simulate_command(
     else:
         assert out is not None
         _write_file(envelopes, out, begin, days, max_events)
+
+
+# ------------------------------------------------------------------------------------ profiles
+
+
+def _simulate_profile(
+    name: str,
+    out: Path | None,
+    days: float | None,
+    users_per_day: int | None,
+    seed: int,
+    no_incidents: bool,
+    max_events: int | None,
+    *,
+    given: list[str],
+    labels_out: Path | None,
+    annotations_out: Path | None,
+) -> None:
+    """A profile's traffic to `out`, its labels and annotations next to it (or where given),
+    for `trackwatch replay --plan examples/shop.yaml --annotations ANNOTATIONS` and scoring."""
+    from simulation.generator import generate
+    from simulation.profiles import PLAN, ProfileError, get_profile, scenario
+
+    if given:
+        fail(f"{', '.join(given)} cannot be used with --profile (a profile has its own)")
+    if out is None:
+        fail("--profile writes files: give --out EVENTS.jsonl.gz")
+    if max_events is not None and max_events <= 0:
+        fail(f"--max-events must be positive, got {max_events}")
+    try:
+        chosen = get_profile(name.strip())
+        run = scenario(chosen, days=days, users_per_day=users_per_day, incidents=not no_incidents)
+    except ProfileError as exc:
+        fail(str(exc))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{out.parent}: cannot create the folder ({exc.strerror or exc})")
+    labels_out = labels_out or out.parent / "labels.json"
+    annotations_out = annotations_out or out.parent / "annotations.yaml"
+    document = run.document(seed)
+    document["plan"] = f"examples/{PLAN}"
+    _write_bytes(labels_out, orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    entries = run.annotations()
+    header = "# Announced campaigns: expected traffic changes that must not alert.\n"
+    text = yaml.safe_dump(entries, sort_keys=False, allow_unicode=True) if entries else "[]\n"
+    _write_bytes(annotations_out, (header + text).encode("utf-8"))
+    begin = datetime.fromtimestamp(run.start, UTC)
+    _write_file(generate(run, seed), out, begin, run.days, max_events)
+    console.print(
+        f"profile {chosen.name}: labels in {labels_out}, annotations in {annotations_out}; "
+        f"replay with: trackwatch replay --plan {chosen.plan_path()} --events {out} "
+        f"--annotations {annotations_out} --alerts-out ALERTS.jsonl"
+    )
 
 
 # ------------------------------------------------------------------------------------ checks
