@@ -83,6 +83,7 @@ from detectors.slice_feed import ALL, EARLY, SliceFeed
 from detectors.slices import WHOLE, SliceConfig, SliceWatch, Verdict
 
 STATE_VERSION = 1
+SENDERS_DAYS = 7.0  # an app version unheard of (for an event) this long is forgotten
 MODEL_CLASSES = {
     "volume": "detectors.volume:VolumeModel",
     "activity": "detectors.volume:VolumeModel",
@@ -425,6 +426,8 @@ class DetectionEngine:
         self.feed = SliceFeed(self.config.slice_batch_windows)
         self._platforms: dict[str, str] = {}  # source -> platform (from the records)
         self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
+        # "event|source" -> {app version: [first, last] window it sent the event in}
+        self._sent_by: dict[str, dict[str, list[float]]] = {}
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -509,6 +512,7 @@ class DetectionEngine:
         if self.start_ts is None:
             self.start_ts = ts
         self.last_ts = ts
+        self._note_senders(ts, records)
         rolled = rollup(records, self.config.levels, self._arrivals)
         for key, s in self.series.items():
             if s.metric in COUNTS and key not in rolled:
@@ -587,6 +591,14 @@ class DetectionEngine:
             if s.is_event_total:
                 self._new_event_check(ts, window, s, r, annotated, out)
 
+        since = s.zero_since if s.zero_since is not None else ts - 3600.0
+        if (
+            score >= cfg.lifecycle.resolve_score
+            and a.direction < 0
+            and self._superseded(s.series, since)
+        ):
+            score = 0.0  # users moved to a newer release that sends it: not a loss
+            disappeared = False
         deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
         accepted = False
         for family in FAMILIES[r.metric]:
@@ -754,6 +766,13 @@ class DetectionEngine:
             if own is not None and own.muted:  # the series accepted this change already
                 self.watch.adopt(v.key)
                 v = replace(v, hot=False, calm=True)
+        if (
+            v.family in ("gone", "pair_gone")
+            and not v.calm
+            and self._superseded(series, v.onset or ts)
+        ):
+            self.watch.adopt(v.key)  # its users moved to a newer release that sends it
+            v = replace(v, hot=False, calm=True)
         score = 1.0 if v.hot else (0.0 if v.calm else 0.5)
         track, transition = self._verdict(ts, window, s, name, score, since=v.onset or ts)
         if track is None:
@@ -1352,6 +1371,49 @@ class DetectionEngine:
         self.series[r.key] = s
         return s
 
+    def _note_senders(self, ts: float, records: list[WindowRecord]) -> None:
+        """Remember when each app version first and last sent each event on each source."""
+        for rec in records:
+            series = rec.series
+            version, event = series.get("app_version"), series.get("event")
+            if rec.kind != "volume" or version is None or event is None or rec.count <= 0:
+                continue
+            seen = self._sent_by.setdefault(f"{event}|{series.get('source')}", {})
+            span = seen.get(version)
+            if span is None:
+                seen[version] = [ts, ts]
+            else:
+                span[1] = max(span[1], ts)
+        horizon = ts - SENDERS_DAYS * 86400.0
+        if self._sent_by and int(ts) % 3600 == 0:  # hourly: versions unheard of for a week go
+            for key in list(self._sent_by):
+                kept = {v: span for v, span in self._sent_by[key].items() if span[1] >= horizon}
+                if kept:
+                    self._sent_by[key] = kept
+                else:
+                    del self._sent_by[key]
+
+    def _superseded(self, series: dict[str, str], since: float) -> bool:
+        """Has an app version released after this one (first sending the event an hour or more
+        later) sent the same event on the same source since `since`? A released build's code
+        does not change: when an older version stops sending an event that a newer one sends
+        (installs and updates always come from the newest release, users move to it), its users
+        have moved on; the event is not lost. (A newer version that stops sending what the
+        older ones still send is the breakage, and is never superseded this way.)"""
+        version, event = series.get("app_version"), series.get("event")
+        if version is None or event is None:
+            return False
+        seen = self._sent_by.get(f"{event}|{series.get('source')}", {})
+        own = seen.get(version)
+        if own is None:
+            return False
+        newer_after = own[0] + self.config.slices.newer_minutes * 60.0
+        return any(
+            first >= newer_after and last >= since
+            for other, (first, last) in seen.items()
+            if other != version
+        )
+
     def _evict(self, ts: float) -> None:
         cfg = self.config
         if len(self.series) <= cfg.max_series and int(ts // self._w) % 60:
@@ -1385,6 +1447,7 @@ class DetectionEngine:
             "feed": self.feed.to_state(),
             "platforms": dict(sorted(self._platforms.items())),
             "seq_open": sorted([list(x) for x in self._seq_open]),
+            "sent_by": {k: dict(sorted(v.items())) for k, v in sorted(self._sent_by.items())},
         }
 
     @classmethod
@@ -1421,4 +1484,8 @@ class DetectionEngine:
         engine.feed = SliceFeed.from_state(state.get("feed", {}), cfg.slice_batch_windows)
         engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
         engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
+        engine._sent_by = {
+            str(k): {str(v): [float(a), float(b)] for v, (a, b) in seen.items()}
+            for k, seen in state.get("sent_by", {}).items()
+        }
         return engine

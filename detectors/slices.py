@@ -131,7 +131,7 @@ class SliceConfig:
     halflife_days: float = 3.0
     min_history_hours: float = 24.0
     min_expected: float = 20.0  # low tests: successes the reference must have seen
-    min_trials: float = 200.0  # high tests: trials the reference must have seen
+    min_trials: float = 30.0  # high tests: trials the reference must have seen
     newer_minutes: float = 60.0  # a version first seen this long after the subject is newer
     max_reference: float = 0.95  # the highest rate a falling rate is judged against
     calm_nats: float = math.log(20.0)  # calm once the usual rate is 20× likelier than the alarm's

@@ -397,6 +397,26 @@ def test_alert_of_a_release_that_vanishes_resolves_once_it_is_forgotten(monkeypa
     assert T0 + (450 + 110) * W <= resolved <= T0 + (450 + hold + 2) * W
 
 
+def test_an_older_release_that_stops_an_event_a_newer_one_sends_is_not_a_loss(monkeypatch):
+    """From window 200 iOS 5.7.2 rolls out (30 % of iOS users) and sends every event; from 300
+    the older 5.7.0 sends no Product Viewed (as installs and updates always come from the newest
+    release): its users moved on, a released build's code does not change. No alert on 5.7.0;
+    the same silence with no newer release is one (test above)."""
+    ios = {"5.7.0": 0.3, "5.7.1": 0.4, "5.7.2": 0.3}
+    monkeypatch.setitem(globals(), "VERSIONS", {**VERSIONS, "ios": ios})
+
+    def rollout(w, event, source, version):
+        if version == "5.7.2":
+            return (1.0 if w >= 200 else 0.0), 0.01
+        if version == "5.7.0" and event == "Product Viewed" and w >= 300:
+            return 0.0, 0.01
+        return None
+
+    _, alerts = run(synth(600, effects=[rollout], events=FOUR, conversion=False))
+    old = [a for a in firings(alerts) if a.series.get("app_version") == "5.7.0"]
+    assert old == [], [(a.kind, a.series, a.explanation) for a in old]
+
+
 def test_conversion_drop_on_one_source():
     def conv(w, e, s, v):
         return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
