@@ -136,6 +136,14 @@ PRECEDENCE = {
 }
 
 
+def _traffic_lost(group: str, one: dict[str, str], other: dict[str, str]) -> bool:
+    """Are these two falls the totals of different events (no source named) or of anything
+    on no source at all: the traffic of every source falling at once?"""
+    if group != "volume:down" or "source" in one or "source" in other:
+        return False
+    return _events(one) != _events(other)
+
+
 def _events(series: dict[str, str]) -> set[str]:
     """The events a series names (its event, or its funnel steps)."""
     return {series[k] for k in ("event", "from_event", "to_event") if k in series}
@@ -1010,7 +1018,10 @@ class DetectionEngine:
         if source is not None and inc.series.get("source") == source:
             return True
         # the same events (or, for whole sources, none) on several versions or sources at once
-        return _events(series) == _events(inc.series)
+        if _events(series) == _events(inc.series):
+            return True
+        # several events' totals falling at once: the traffic itself is lost (one alert)
+        return _traffic_lost(inc.group, inc.series, series)
 
     def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
         """An open incident of `group` on a slice of `series` (its keys and more: one source of
@@ -1105,6 +1116,8 @@ class DetectionEngine:
         ever move up, so an incident never flaps between them. True if it did."""
         if PRECEDENCE.get(kind, 0) <= PRECEDENCE.get(inc.kind, 0):
             return False
+        if inc.group == "volume:down" and not _events(inc.series) and kind == "disappeared":
+            return False  # the traffic lost: one event silent in it is part of the drop
         inc.kind = kind
         inc.owner = (s.key, family)
         inc.group = group
@@ -1118,6 +1131,13 @@ class DetectionEngine:
         """A member about the same events on another version or source: the incident is about
         what they share (every version of the event breaking is the event's alert)."""
         if _events(series) != _events(inc.series):
+            if _traffic_lost(inc.group, inc.series, series):
+                # several events at once: a fall of the traffic, told as the drop it is (the
+                # one exception to kinds only moving up: it is no one event's disappearance)
+                common = {k: v for k, v in inc.series.items() if series.get(k) == v}
+                if common != inc.series or inc.kind != "drop":
+                    inc.series, inc.kind = common, "drop"
+                    self._emit(inc, "firing", at, out)
             return
         common = {k: v for k, v in inc.series.items() if series.get(k, v) == v}
         if common != inc.series:

@@ -417,6 +417,22 @@ def test_an_older_release_that_stops_an_event_a_newer_one_sends_is_not_a_loss(mo
     assert old == [], [(a.kind, a.series, a.explanation) for a in old]
 
 
+def test_traffic_lost_on_every_source_is_one_drop_not_one_disappearance_per_event():
+    """95 % of every source's events lost for 20 minutes: the events' totals fall silent
+    together; that is the traffic lost, one `drop` alert about no one event."""
+
+    def lost(w, event, source, version):
+        return (0.05, 0.01) if 300 <= w < 320 else None
+
+    _, alerts = run(synth(400, effects=[lost], events=FOUR, conversion=False))
+    fired = firings(alerts)
+    assert fired, "no alert"
+    ids = {a.id for a in fired}
+    assert len(ids) == 1, [(a.kind, a.series, a.explanation) for a in fired]
+    last = [a for a in alerts if a.id in ids][-1]
+    assert last.kind == "drop" and "event" not in last.series, (last.series, last.explanation)
+
+
 def test_conversion_drop_on_one_source():
     def conv(w, e, s, v):
         return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None
@@ -699,7 +715,9 @@ def test_until_closes_empty_windows():
     engine, _ = run(data)
     alerts = engine.process([], until=T0 + 240 * W)
     assert engine.last_ts == T0 + 239 * W
-    assert {a.kind for a in alerts} == {"disappeared"}
+    # every event silent on every source: the traffic lost (a drop about no one event)
+    assert alerts and {a.kind for a in alerts} <= {"disappeared", "drop"}
+    assert any(a.kind == "drop" and "event" not in a.series for a in alerts)
 
 
 def test_gauges_cover_planned_series_with_contract_labels():
