@@ -434,8 +434,9 @@ class DetectionEngine:
         self.feed = SliceFeed(self.config.slice_batch_windows)
         self._platforms: dict[str, str] = {}  # source -> platform (from the records)
         self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
-        # "event|source" -> {app version: [first, last] window it sent the event in}
-        self._sent_by: dict[str, dict[str, list[float]]] = {}
+        # "source" -> {app version: first window seen}; "event|source" -> {app version: last
+        # window it sent the event}
+        self._sent_by: dict[str, dict[str, float]] = {}
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -1392,46 +1393,53 @@ class DetectionEngine:
         return s
 
     def _note_senders(self, ts: float, records: list[WindowRecord]) -> None:
-        """Remember when each app version first and last sent each event on each source."""
+        """Remember when each app version was first seen on each source (any event), and when
+        it last sent each event."""
         for rec in records:
             series = rec.series
             version, event = series.get("app_version"), series.get("event")
             if rec.kind != "volume" or version is None or event is None or rec.count <= 0:
                 continue
-            seen = self._sent_by.setdefault(f"{event}|{series.get('source')}", {})
-            span = seen.get(version)
-            if span is None:
-                seen[version] = [ts, ts]
-            else:
-                span[1] = max(span[1], ts)
-        horizon = ts - SENDERS_DAYS * 86400.0
+            source = str(series.get("source"))
+            self._sent_by.setdefault(source, {}).setdefault(version, ts)
+            self._sent_by.setdefault(f"{event}|{source}", {})[version] = ts
         if self._sent_by and int(ts) % 3600 == 0:  # hourly: versions unheard of for a week go
+            horizon = ts - SENDERS_DAYS * 86400.0
             for key in list(self._sent_by):
-                kept = {v: span for v, span in self._sent_by[key].items() if span[1] >= horizon}
+                if "|" not in key:
+                    continue
+                kept = {v: last for v, last in self._sent_by[key].items() if last >= horizon}
+                if kept:
+                    self._sent_by[key] = kept
+                else:
+                    del self._sent_by[key]
+            heard = {v for key, seen in self._sent_by.items() if "|" in key for v in seen}
+            for key in [k for k in self._sent_by if "|" not in k]:
+                kept = {v: f for v, f in self._sent_by[key].items() if v in heard}
                 if kept:
                     self._sent_by[key] = kept
                 else:
                     del self._sent_by[key]
 
     def _superseded(self, series: dict[str, str], since: float) -> bool:
-        """Has an app version released after this one (first sending the event an hour or more
-        later) sent the same event on the same source since `since`? A released build's code
-        does not change: when an older version stops sending an event that a newer one sends
-        (installs and updates always come from the newest release, users move to it), its users
-        have moved on; the event is not lost. (A newer version that stops sending what the
-        older ones still send is the breakage, and is never superseded this way.)"""
+        """Has an app version released after this one (first seen on the source an hour or
+        more later) sent the same event on the same source since `since`? A released build's
+        code does not change: when an older version stops sending an event that a newer one
+        sends (installs and updates always come from the newest release, users move to it),
+        its users have moved on; the event is not lost. (A newer version that stops sending
+        what the older ones still send is the breakage, and is never superseded this way.)"""
         version, event = series.get("app_version"), series.get("event")
         if version is None or event is None:
             return False
-        seen = self._sent_by.get(f"{event}|{series.get('source')}", {})
-        own = seen.get(version)
+        source = str(series.get("source"))
+        first = self._sent_by.get(source, {})
+        own = first.get(version)
         if own is None:
             return False
-        newer_after = own[0] + self.config.slices.newer_minutes * 60.0
+        newer_after = own + self.config.slices.newer_minutes * 60.0
         return any(
-            first >= newer_after and last >= since
-            for other, (first, last) in seen.items()
-            if other != version
+            other != version and last >= since and first.get(other, -math.inf) >= newer_after
+            for other, last in self._sent_by.get(f"{event}|{source}", {}).items()
         )
 
     def _evict(self, ts: float) -> None:
@@ -1505,7 +1513,7 @@ class DetectionEngine:
         engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
         engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
         engine._sent_by = {
-            str(k): {str(v): [float(a), float(b)] for v, (a, b) in seen.items()}
+            str(k): {str(v): float(t) for v, t in seen.items()}
             for k, seen in state.get("sent_by", {}).items()
         }
         return engine

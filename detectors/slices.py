@@ -24,18 +24,20 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
   many sent anything again: running sessions that go silent at once are an outage, seen within
   minutes (before the counts of each event have fallen short).
 
-Reference rate. A version is compared with its own history once it has one, and before that
-with the source's other versions (the pooled rate, excluding itself, is its prior worth
+Reference rate. A version is compared with its own history once it has one, and before that with
+the source's other versions (the pooled rate, excluding itself, is its prior worth
 `prior_trials` trials): a new release is judged from its first users, an old one that always
-behaved a little differently is not blamed for it. The value "*" (a whole source) has no peers:
-its own history is its reference. The reference is taken on the safe side: one standard error
-lower for the low tests (and at most `max_reference`), for the high ones one standard error
-higher and at least as if two more events had been seen. It learns every window, but only once the
-evidence it belongs to is settled: the windows of an excursion of the statistic wait until it
-ends without an alarm (then they were usual, good and bad alike: learning only the windows that
-look calm would bias it), and those of an alarm are dropped (a breakage is never learnt as
-normal). It is forgotten with a half-life in time (`halflife_days`), so a slow drift is
-followed. All the families of a measure share it.
+behaved a little differently is not blamed for it. Conversions are the exception: they measure
+what users choose, and a release's first users (automatic updaters, the keenest) are not its
+peers' users, so a version's conversion is judged against its own history only. The value "*" (a
+whole source) has no peers: its own history is its reference. The reference is taken on the safe
+side: one standard error lower for the low tests (and at most `max_reference`), for the high
+ones one standard error higher and at least as if two more events had been seen. It learns every
+window, but only once the evidence it belongs to is settled: the windows of an excursion of the
+statistic wait until it ends without an alarm (then they were usual, good and bad alike:
+learning only the windows that look calm would bias it), and those of an alarm are dropped (a
+breakage is never learnt as normal). It is forgotten with a half-life in time (`halflife_days`),
+so a slow drift is followed. All the families of a measure share it.
 
 Eligibility (no verdict without a reference worth the name): the measure's history on that
 source must span `min_history_hours` and show `min_expected` successes (for the low tests) or
@@ -122,6 +124,9 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "running": ("quiet",),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
+# what users choose, not what tracking sends: a version's own history is its only reference
+# (the users of a new release are not its peers': early adopters convert differently)
+_OWN_HISTORY = ("funnel", "funnel_early")
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +399,7 @@ class SliceWatch:
             if started is None or sl.first - started < cfg.newer_minutes * 60.0:
                 return None  # it never sent the subject and is not newer than it
         peers_num = peers_den = 0.0
-        if obs.value != WHOLE:
+        if obs.value != WHOLE and obs.measure not in _OWN_HISTORY:
             for value in group[1]:
                 peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
                 if value != obs.value and peer is not None and not peer.alarm:
