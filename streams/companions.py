@@ -20,17 +20,21 @@ Entries
 Learning and selection (deterministic)
     Entries are judged once no event within their horizon can still come (window W is judged
     when ``W.end + H + window + allowed lateness <= watermark``, like a funnel cohort), in
-    window order. Every judged entry adds to the day's counts: entries of A, and conversions of
-    (A, B) for every B its user did within H. At each 00:00 UTC (event time: before judging
-    the first window of the new day) the pairs are chosen from the counts gathered since the
-    last choice, provided those span at least `MIN_LEARNING_HOURS` (a stream that starts at
-    22:00 learns until the next midnight but one), and the counts start again. A pair qualifies
-    with at least `MIN_ENTRIES` entries of A, `MIN_CONVERSIONS` conversions and a share
-    conversions / entries of at least `MIN_SHARE`; funnel step pairs (published already) and B
-    = ``identify`` never. For each B the qualifying A with the highest share is chosen (ties:
-    more conversions, then A's name); a pair already chosen is kept while it still qualifies,
-    so that its series stays put. The pairs chosen at a midnight publish the cohorts of the day
-    that starts there: before the first choice there is no companion record.
+    window order. Every judged entry adds to the day's counts, per source of the entry: entries
+    of A, and conversions of (A, B) for every B its user did within H. At each 00:00 UTC (event
+    time: before judging the first window of the new day) the pairs are chosen from the counts
+    of the last `LEARNING_DAYS` days (a small shop's sign-up screen gathers its support over
+    days), provided those span at least `MIN_LEARNING_HOURS` (a stream that starts at 22:00
+    learns until the next midnight but one). A pair qualifies on a source with at least
+    `MIN_ENTRIES` entries of A, `MIN_CONVERSIONS` conversions and a share conversions / entries
+    of at least `MIN_SHARE`; funnel step pairs (published already) and B = ``identify`` (or any
+    A = ``identify``: it is sent with the event, not before it) never. For each B and source
+    the qualifying A with the highest share is chosen (ties: more conversions, then A's name):
+    the web's sign-up page and the apps' sign-up screen are different events before the same
+    ``Signed Up``. A pair already chosen is kept while it still qualifies, so that its series
+    stays put. The pairs chosen at a midnight publish the cohorts of the day that starts there
+    (on the source they were chosen for): before the first choice there is no companion
+    record.
 
 Memory (bounded, stated)
     Per user whose latest event is within H + 2 windows + 2 × lateness of the closed edge (plus
@@ -55,8 +59,9 @@ MIN_ENTRIES = 50  # entries of A over a learning day
 MIN_CONVERSIONS = 20  # of those, converted to B
 MIN_SHARE = 0.3  # conversions / entries
 MIN_LEARNING_HOURS = 12  # a first learning day shorter than this goes on to the next midnight
+LEARNING_DAYS = 3  # the pairs are chosen on the counts of the last days
 MAX_EVENTS = 64  # recent events kept per user (the latest)
-NEVER_COMPANION = ("identify", "(broken)")  # B never is one of these
+NEVER_COMPANION = ("identify", "(broken)")  # neither A nor B is ever one of these
 DAY = 86_400
 
 Cohort = tuple[str, str, str]  # (source, platform, app_version) of the entry
@@ -96,12 +101,16 @@ class Companions:
         # window -> its entries, flat: [uid, event key, time, cohort, uid, ...]
         self._pending: dict[int, list[Any]] = {}
         self._judged = -math.inf  # the end of the last window judged: entries to judge are later
-        self.chosen: dict[str, str] = {}  # B -> A, sorted by B
-        self._followers: dict[str, tuple[str, ...]] = {}  # A -> the Bs it is chosen for
+        self.chosen: dict[tuple[str, str], str] = {}  # (B, source) -> A, sorted
+        # (A, source) -> the Bs it is chosen for there
+        self._followers: dict[tuple[str, str], tuple[str, ...]] = {}
         self.day: int | None = None  # the UTC day (epoch days) of the windows judged last
         self.learning_since: float | None = None  # first window judged into the counts
-        self.entries: Counter[str] = Counter()  # A -> judged entries since the last choice
-        self.conversions: Counter[tuple[str, str]] = Counter()  # (A, B) -> converted entries
+        # the counts of the days before the current one (the latest last), and the current's:
+        # (A, source) -> judged entries; (A, B, source) -> converted entries
+        self.past: list[tuple[Counter[tuple[str, str]], Counter[tuple[str, str, str]]]] = []
+        self.entries: Counter[tuple[str, str]] = Counter()
+        self.conversions: Counter[tuple[str, str, str]] = Counter()
 
     # ---------------------------------------------------------------- input
 
@@ -175,7 +184,8 @@ class Companions:
         users = self._users
         for i in range(0, len(entries), 4):
             uid, a, s, cohort = entries[i], entries[i + 1], entries[i + 2], entries[i + 3]
-            self.entries[a] += 1
+            source = cohort[0]
+            self.entries[(a, source)] += 1
             user = users.get(uid)
             converted: list[str] = []
             if user is not None:
@@ -185,8 +195,8 @@ class Companions:
                     b = events[j]
                     if b != a and s <= events[j + 1] <= end and b not in converted:
                         converted.append(b)
-                        conversions[(a, b)] += 1
-            for b in followers.get(a, ()):
+                        conversions[(a, b, source)] += 1
+            for b in followers.get((a, source), ()):
                 slot = counted.get((a, b, cohort))
                 if slot is None:
                     slot = counted[(a, b, cohort)] = [0, 0]
@@ -216,37 +226,43 @@ class Companions:
         return out
 
     def _choose(self, midnight: float) -> None:
-        """Choose the pairs from the counts gathered since the last choice (see the module
-        docstring) and start counting again; a first day too short goes on learning."""
+        """Choose the pairs from the counts of the last `LEARNING_DAYS` days (see the module
+        docstring); a first day too short goes on learning."""
         since = self.learning_since
         if since is None or midnight - since < MIN_LEARNING_HOURS * 3600:
             return
-        qualified: dict[str, list[tuple[float, int, str]]] = {}
-        for (a, b), n in self.conversions.items():
-            if b in NEVER_COMPANION or (a, b) in self.excluded:
+        self.past = [*self.past, (self.entries, self.conversions)][-LEARNING_DAYS:]
+        entries: Counter[tuple[str, str]] = Counter()
+        conversions: Counter[tuple[str, str, str]] = Counter()
+        for day_entries, day_conversions in self.past:
+            entries.update(day_entries)
+            conversions.update(day_conversions)
+        qualified: dict[tuple[str, str], list[tuple[float, int, str]]] = {}
+        for (a, b, source), n in conversions.items():
+            if b in NEVER_COMPANION or a in NEVER_COMPANION or (a, b) in self.excluded:
                 continue
-            entries = self.entries[a]
-            if entries >= MIN_ENTRIES and n >= MIN_CONVERSIONS and n >= MIN_SHARE * entries:
-                qualified.setdefault(b, []).append((n / entries, n, a))
+            count = entries[(a, source)]
+            if count >= MIN_ENTRIES and n >= MIN_CONVERSIONS and n >= MIN_SHARE * count:
+                qualified.setdefault((b, source), []).append((n / count, n, a))
         chosen = {}
-        for b in sorted(qualified):
-            candidates = qualified[b]
-            kept = self.chosen.get(b)
+        for target in sorted(qualified):
+            candidates = qualified[target]
+            kept = self.chosen.get(target)
             if kept is not None and any(a == kept for _, _, a in candidates):
-                chosen[b] = kept
+                chosen[target] = kept
             else:  # the highest share; then more conversions; then the name
-                chosen[b] = min(candidates, key=lambda c: (-c[0], -c[1], c[2]))[2]
+                chosen[target] = min(candidates, key=lambda c: (-c[0], -c[1], c[2]))[2]
         self._set_chosen(chosen)
-        self.entries.clear()
-        self.conversions.clear()
+        self.entries = Counter()
+        self.conversions = Counter()
         self.learning_since = None
 
-    def _set_chosen(self, chosen: dict[str, str]) -> None:
+    def _set_chosen(self, chosen: dict[tuple[str, str], str]) -> None:
         self.chosen = dict(sorted(chosen.items()))
-        followers: dict[str, list[str]] = {}
-        for b, a in self.chosen.items():
-            followers.setdefault(a, []).append(b)
-        self._followers = {a: tuple(bs) for a, bs in followers.items()}
+        followers: dict[tuple[str, str], list[str]] = {}
+        for (b, source), a in self.chosen.items():
+            followers.setdefault((a, source), []).append(b)
+        self._followers = {k: tuple(bs) for k, bs in followers.items()}
 
     def prune(self, limit: float, lateness: float) -> None:
         """Forget the users whose latest event is older than any window still to be judged can
@@ -270,11 +286,12 @@ class Companions:
             "users": [[uid, u.events, u.entries] for uid, u in self._users.items()],
             "aliases": self._aliases,
             "pending": [[start, entries] for start, entries in self._pending.items()],
-            "chosen": self.chosen,
+            "chosen": [[b, source, a] for (b, source), a in self.chosen.items()],
             "day": self.day,
             "since": self.learning_since,
-            "entries": dict(self.entries),
-            "conversions": [[a, b, n] for (a, b), n in self.conversions.items()],
+            "entries": _entries_state(self.entries),
+            "conversions": _conversions_state(self.conversions),
+            "past": [[_entries_state(e), _conversions_state(c)] for e, c in self.past],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -290,9 +307,35 @@ class Companions:
             flat = self._pending[int(start)] = list(entries)
             for i in range(0, len(flat), 4):
                 flat[i + 2], flat[i + 3] = float(flat[i + 2]), tuple(flat[i + 3])
-        self._set_chosen(dict(state["chosen"]))
+        chosen = state["chosen"]
+        if isinstance(chosen, dict):  # a state from before the choice per source: learn again
+            self._set_chosen({})
+            self.day = state["day"]
+            self.learning_since = None
+            self.entries, self.conversions, self.past = Counter(), Counter(), []
+            return
+        self._set_chosen({(b, source): a for b, source, a in chosen})
         self.day = state["day"]
         since = state["since"]
         self.learning_since = None if since is None else float(since)
-        self.entries = Counter(state["entries"])
-        self.conversions = Counter({(a, b): n for a, b, n in state["conversions"]})
+        self.entries = _entries_counter(state["entries"])
+        self.conversions = _conversions_counter(state["conversions"])
+        self.past = [
+            (_entries_counter(e), _conversions_counter(c)) for e, c in state.get("past", [])
+        ]
+
+
+def _entries_state(counts: Counter[tuple[str, str]]) -> list[list[Any]]:
+    return [[a, source, n] for (a, source), n in counts.items()]
+
+
+def _conversions_state(counts: Counter[tuple[str, str, str]]) -> list[list[Any]]:
+    return [[a, b, source, n] for (a, b, source), n in counts.items()]
+
+
+def _entries_counter(rows: list[list[Any]]) -> Counter[tuple[str, str]]:
+    return Counter({(a, source): n for a, source, n in rows})
+
+
+def _conversions_counter(rows: list[list[Any]]) -> Counter[tuple[str, str, str]]:
+    return Counter({(a, b, source): n for a, b, source, n in rows})
