@@ -775,6 +775,9 @@ class DetectionEngine:
             if own is not None and own.muted:  # the series accepted this change already
                 self.watch.adopt(v.key)
                 v = replace(v, hot=False, calm=True)
+        if v.family == "pair_gone" and not v.calm and self._flooded(v):
+            self.watch.discard(v.key)  # the first step's flood (bots) does not go on: told there
+            return parent, name
         if (
             v.family in ("gone", "pair_gone")
             and not v.calm
@@ -804,6 +807,18 @@ class DetectionEngine:
             s.tracks.pop(name, None)
             self._seq_open.discard((parent, name))
         return parent, name
+
+    def _flooded(self, v: Verdict) -> bool:
+        """Is the first step of this pair rising in an open spike on its source (or on every
+        source)? Then the users who do not go on are the flood's (bots load pages and send
+        nothing else), already told by that spike."""
+        first = v.subject.partition(EARLY)[0].partition("→")[0]
+        return any(
+            inc.group == "volume:up"
+            and inc.series.get("event") == first
+            and inc.series.get("source", v.source) == v.source
+            for inc in self.incidents.values()
+        )
 
     def _seq_resolve(
         self, ts: float, window: float, s: Series, name: str, track: Track, out: list[Anomaly]

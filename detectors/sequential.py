@@ -79,6 +79,12 @@ class Cusum:
     trials: float = 0.0  # since onset: trials (rates) or exposure (counts)
     excursions: float = 0.0  # times the statistic left zero, ever
     first: float | None = None  # start of the first window that carried evidence
+    # since the last window with observed units (within the evidence): its start, evidence
+    # (nats), expected units and trials: "none since" is a sharper onset for a total loss
+    tail_onset: float | None = None
+    tail_stat: float = 0.0
+    tail_expected: float = 0.0
+    tail_trials: float = 0.0
 
     def update(
         self, ts: float, llr: float, observed: float, expected: float, trials: float = 0.0
@@ -98,12 +104,25 @@ class Cusum:
         self.observed += observed
         self.expected += expected
         self.trials += trials
+        if observed > 0.0:
+            self._clear_tail()
+        else:
+            if self.tail_onset is None:
+                self.tail_onset = ts
+            self.tail_stat += llr
+            self.tail_expected += expected
+            self.tail_trials += trials
 
     def reset(self) -> None:
         """Forget the evidence (not the excursion count)."""
         self.stat = 0.0
         self.onset = self.last = None
         self.observed = self.expected = self.trials = 0.0
+        self._clear_tail()
+
+    def _clear_tail(self) -> None:
+        self.tail_onset = None
+        self.tail_stat = self.tail_expected = self.tail_trials = 0.0
 
     def per_day(self, now: float) -> float:
         """Excursions a day so far (over at least one day)."""

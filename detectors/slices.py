@@ -81,6 +81,11 @@ class Family:
     told_ratio: float = 1.0
     min_told: float = 0.0  # ... and only on this many trials or more (what a person believes)
     accepts: bool = False  # a lasting change becomes the new normal (rates do; breakages never)
+    # a total loss is told from the last success on ("none of the N since", once N is worth
+    # telling), not from the statistic's onset: a sparse slice's statistic often leaves zero
+    # hours before its trouble (a few users at night who did not go on); the alarm itself is
+    # still the whole statistic's
+    since_last_success: bool = False
 
     def told(self, observed: float, expected: float, trials: float) -> bool:
         """Is the change seen since the onset of the size this family tells, on enough trials?"""
@@ -103,9 +108,11 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     # gone: told as such when at most a quarter of the expected came (a fall to a third is a drop)
-    "gone": Family("split", low=True, rho=0.1, told_ratio=0.25),
+    "gone": Family("split", low=True, rho=0.1, told_ratio=0.25, since_last_success=True),
     # "0 of the 2 users who did A did B" convinces nobody: five at least
-    "pair_gone": Family("bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0),
+    "pair_gone": Family(
+        "bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0, since_last_success=True
+    ),
     "conv_down": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, accepts=True),
     "conv_up": Family("bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True),
     "bad": Family("bernoulli", low=False, told_ratio=2.0),
@@ -289,6 +296,21 @@ class SliceWatch:
                 other.cusum.reset()
             self._alarmed.discard(f"{measure}|{rest}")
 
+    def discard(self, tkey: str) -> None:
+        """Forget what test `tkey` has seen since its onset, neither alarm nor normal (the
+        engine explained it otherwise: a flood of the first step's users that do not go on)."""
+        family, rest = tkey.split("|", 1)
+        for measure, families in MEASURES.items():
+            sl = self.slices.get(f"{measure}|{rest}") if family in families else None
+            test = sl.tests.get(family) if sl is not None else None
+            if sl is None or test is None:
+                continue
+            sl.pend_num = sl.pend_den = 0.0
+            test.alarm, test.recovery = False, 0.0
+            test.cusum.reset()
+            if not sl.alarm:
+                self._alarmed.discard(f"{measure}|{rest}")
+
     # -------------------------------------------------------------------------------- tests
     def _observe(
         self,
@@ -436,11 +458,21 @@ class SliceWatch:
         self, ts: float, window: float, tkey: str, test: _Test, rate: float | None
     ) -> Verdict:
         family, subject, source, value = tkey.split("|", 3)
+        fam = FAMILIES[family]
         cusum = test.cusum
         limit = cusum.limit(ts, self.config.alpha_per_day)
+        onset, observed = cusum.onset, cusum.observed
+        expected, trials = cusum.expected, cusum.trials
+        if (
+            fam.since_last_success
+            and cusum.tail_onset is not None
+            and fam.told(0.0, cusum.tail_expected, cusum.tail_trials)
+        ):
+            onset, observed = cusum.tail_onset, 0.0
+            expected, trials = cusum.tail_expected, cusum.tail_trials
         minutes = 0.0
-        if cusum.onset is not None and cusum.last is not None:
-            minutes = (cusum.last - cusum.onset + window) / 60.0
+        if onset is not None and cusum.last is not None:
+            minutes = (cusum.last - onset + window) / 60.0
         if rate is None:
             rate = cusum.expected / cusum.trials if cusum.trials > 0 else 0.0
         return Verdict(
@@ -449,14 +481,12 @@ class SliceWatch:
             subject=subject,
             source=source,
             value=value,
-            hot=test.alarm
-            and cusum.stat >= limit
-            and FAMILIES[family].told(cusum.observed, cusum.expected, cusum.trials),
+            hot=test.alarm and cusum.stat >= limit and fam.told(observed, expected, trials),
             calm=not test.alarm,
-            onset=cusum.onset,
-            observed=cusum.observed,
-            expected=cusum.expected,
-            trials=cusum.trials,
+            onset=onset,
+            observed=observed,
+            expected=expected,
+            trials=trials,
             minutes=minutes,
             rate=rate,
         )

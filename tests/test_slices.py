@@ -38,6 +38,46 @@ def test_cusum_keeps_its_onset_and_never_goes_negative():
     assert c.stat == 0.0 and c.onset is None and c.excursions == 1
 
 
+def test_cusum_keeps_the_evidence_since_the_last_success_apart():
+    c = Cusum()
+    c.update(T0, 0.5, 0, 1.0, 1.0)  # a user who did not go on, at night
+    c.update(T0 + W, -0.2, 1, 0.5, 1.0)  # one who did: the tail starts again after it
+    assert c.onset == T0 and c.tail_onset is None
+    for k in range(2, 6):
+        c.update(T0 + k * W, 2.0, 0, 1.0, 2.0)
+    assert c.tail_onset == T0 + 2 * W and c.tail_stat == 8.0
+    assert (c.tail_expected, c.tail_trials) == (4.0, 8.0)
+    assert c.onset == T0 and c.stat == pytest.approx(8.3)
+    c.reset()
+    assert c.tail_onset is None and c.tail_stat == 0.0
+
+
+def test_a_loss_is_told_from_the_last_success_when_that_evidence_suffices():
+    """A pair whose step was skipped by a few users overnight (the statistic left zero then)
+    and that stops at 06:00: the verdict's onset is after the last user who went on, and its
+    numbers are "none of N since"."""
+    watch = SliceWatch(SliceConfig(min_history_hours=0.0, min_expected=0.0))
+    rng = np.random.default_rng(5)
+    stop = 3 * DAY_WINDOWS
+    hot = []
+    for w in range(stop + DAY_WINDOWS // 2):
+        ts = T0 + w * W
+        users = int(rng.poisson(0.3))
+        if stop - 120 <= w < stop:  # the night before: a user every 10 minutes, one goes on
+            users = 1 if w % 10 == 0 else 0
+        if users == 0:
+            continue
+        done = 0 if w >= stop else int(rng.binomial(users, 0.6))
+        if stop - 120 <= w < stop:
+            done = 1 if w == stop - 30 else 0
+        verdicts = watch.window(ts, W, [Observation("pair", "A→B", "web", WHOLE, done, users)])
+        hot += [v for v in verdicts if v.hot]
+    assert hot, "the stop must be found"
+    first = hot[0]
+    assert first.onset is not None and first.onset > T0 + (stop - 30) * W
+    assert first.observed == 0.0 and first.trials >= 5
+
+
 def _gone_run(days: int, broken_from: int | None, seed: int, rate_per_version: dict[str, float]):
     """Users of an event per version: Poisson(0.02 × active users); a broken version sends
     none from `broken_from` (a window index). Returns the verdicts of each window."""
