@@ -1,0 +1,187 @@
+"""Read-only questions to the history store (`streams.history`): what `trackwatch explain`, the
+page and its API ask. Each opens no connection of its own: pass a `sqlite3.Connection`."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from detectors.annotations import Annotation
+from detectors.records import epoch_seconds
+from detectors.verdict import Cell, PeriodData, Scope, Totals, Verdict, explain_period
+
+DAY = 86400
+LOOKBACK_DAYS = 28  # earlier periods an explanation compares with
+MINUTE_LIMIT = 6 * 3600  # periods up to this long read minute windows; longer ones hourly sums
+MAX_PERIOD = 35 * DAY
+
+_SUMS = (
+    "sum(count), sum(users), sum(violations), sum(quarantined), sum(repeats), "
+    "sum(numerator), sum(denominator)"
+)
+
+
+class QueryError(ValueError):
+    """A question the history cannot answer as asked (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    id: int
+    kind: str
+    labels: dict[str, str]
+    planned: bool
+
+
+def series_table(db: sqlite3.Connection) -> dict[int, SeriesRow]:
+    rows = db.execute("SELECT id, kind, labels, planned FROM series").fetchall()
+    return {r[0]: SeriesRow(r[0], r[1], orjson.loads(r[2]), bool(r[3])) for r in rows}
+
+
+def span(db: sqlite3.Connection) -> tuple[float | None, float | None]:
+    """The first and last window starts held."""
+    first, last = db.execute("SELECT min(start), max(start) FROM windows").fetchone()
+    return first, last
+
+
+def _wanted(row: SeriesRow, scope: Scope) -> bool:
+    """Series an explanation of `scope` reads: the event on every source, every event of the
+    scope's sources, activity, and conversions into or out of the event."""
+    labels = row.labels
+    if scope.event is None:
+        return True
+    if row.kind == "activity":
+        return True
+    if row.kind == "conversion":
+        return scope.event in (labels.get("from_event"), labels.get("to_event")) or (
+            scope.funnel is not None and labels.get("funnel") == scope.funnel
+        )
+    if labels.get("event") == scope.event or labels.get("platform") == "server":
+        return True
+    return scope.source is None or labels.get("source") == scope.source
+
+
+def period_data(
+    db: sqlite3.Connection,
+    scope: Scope,
+    start: float,
+    end: float,
+    lookback_days: int = LOOKBACK_DAYS,
+) -> PeriodData:
+    """The sums `detectors.verdict` needs: the period (shift 0) and the same hours of up to
+    `lookback_days` earlier days (for a period longer than a day: earlier periods of as many
+    whole days) that the history fully covers."""
+    if not end > start:
+        raise QueryError("--to must be after --from")
+    if end - start > MAX_PERIOD:
+        raise QueryError("the period is longer than the history keeps (35 days): shorten it")
+    first, _ = span(db)
+    step = DAY * max(1, math.ceil((end - start) / DAY))
+    table, unit = ("windows", 60) if end - start <= MINUTE_LIMIT else ("hourly", 3600)
+    col = "start" if table == "windows" else "hour"
+    lo = int(start - start % unit) if unit == 3600 else int(start)
+    hi = int(math.ceil(end / unit) * unit) if unit == 3600 else int(end)
+    shifts = []
+    if first is not None:
+        for k in range(1, lookback_days * DAY // step + 1):
+            if lo - k * step >= first - (first % unit):
+                shifts.append(k)
+    length = hi - lo  # the span each shift sums over
+    scale = 1.0
+    if not shifts and step > DAY and first is not None:
+        # a period of days with too little history before it: compare with the whole days
+        # before it, scaled to its length
+        step, length = DAY, DAY
+        scale = (hi - lo) / DAY
+        shifts = [k for k in range(1, lookback_days + 1) if lo - k * DAY >= first - first % unit]
+    rows = series_table(db)
+    wanted = {sid: r for sid, r in rows.items() if _wanted(r, scope)}
+    cells = {sid: Cell(r.kind, r.labels, planned=r.planned) for sid, r in wanted.items()}
+    for k in [0, *shifts]:
+        a = lo - k * step
+        b = a + (hi - lo if k == 0 else length)
+        for sid, *sums in db.execute(
+            f"SELECT series_id, {_SUMS} FROM {table} WHERE {col} >= ? AND {col} < ? "
+            "GROUP BY series_id",
+            (a, b),
+        ):
+            cell = cells.get(sid)
+            if cell is not None:
+                cell.shifts[k] = Totals(*(float(x or 0) for x in sums))
+    if scope.event is not None:
+        codes_rows = db.execute(
+            "SELECT w.series_id, w.codes FROM windows w JOIN series s ON s.id = w.series_id "
+            "WHERE s.event = ? AND w.start >= ? AND w.start < ? AND w.codes IS NOT NULL",
+            (scope.event, int(start), int(end)),
+        )
+        for sid, codes in codes_rows:
+            cell = cells.get(sid)
+            if cell is not None:
+                for code, n in orjson.loads(codes).items():
+                    cell.codes[code] = cell.codes.get(code, 0) + n
+    first_seen = {
+        (source, version): float(at)
+        for source, version, at in db.execute(
+            "SELECT s.source, s.app_version, min(h.hour) FROM hourly h JOIN series s "
+            "ON s.id = h.series_id WHERE s.kind = 'volume' GROUP BY s.source, s.app_version"
+        )
+        if source is not None and version is not None
+    }
+    return PeriodData(
+        start=float(start),
+        end=float(end),
+        step=float(step),
+        shifts=shifts,
+        scale=scale,
+        cells=[c for c in cells.values() if c.shifts],
+        first_seen=first_seen,
+        alerts=alerts_between(db, start, end),
+        annotations=annotations(db),
+        history_start=first,
+    )
+
+
+def alerts_between(
+    db: sqlite3.Connection, start: float, end: float, *, fired_only: bool = True, limit: int = 500
+) -> list[dict[str, Any]]:
+    """The alerts (last state of each) that overlap [start, end), newest first."""
+    rows = db.execute(
+        "SELECT data FROM alerts WHERE started < ? AND coalesce(ended, updated) >= ?"
+        + (" AND fired = 1" if fired_only else "")
+        + " ORDER BY started DESC LIMIT ?",
+        (end, start, limit),
+    )
+    return [orjson.loads(r[0]) for r in rows]
+
+
+def annotations(db: sqlite3.Connection) -> list[Annotation]:
+    return [
+        Annotation(name, start, end, frozenset(orjson.loads(src)), frozenset(orjson.loads(evs)))
+        for name, start, end, src, evs in db.execute(
+            "SELECT name, start, end, sources, events FROM annotations"
+        )
+    ]
+
+
+def explain(
+    db: sqlite3.Connection,
+    scope: Scope,
+    start: float | str,
+    end: float | str,
+    extra_annotations: list[Annotation] | None = None,
+) -> Verdict:
+    """The verdict on `scope` over [start, end) (ISO-8601 or epoch seconds)."""
+    try:
+        a, b = epoch_seconds(start), epoch_seconds(end)
+    except (ValueError, TypeError) as exc:
+        raise QueryError(f"not a time: {exc}; use ISO-8601 such as 2026-03-05T16:00Z") from exc
+    data = period_data(db, scope, a, b)
+    if extra_annotations:
+        data.annotations = [*data.annotations, *extra_annotations]
+    if not data.cells:
+        raise QueryError(f"the history holds nothing about {scope.describe()} in that period")
+    return explain_period(data, scope)
