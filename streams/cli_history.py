@@ -175,3 +175,45 @@ def register(app: typer.Typer) -> None:
             typer.echo("   (none)")
         for alert in verdict.alerts[:10]:
             typer.echo(f"Alert {alert.get('state')}: {alert.get('explanation')}")
+
+    @app.command()
+    def page(
+        db: Annotated[Path, typer.Option(help=DB_HELP)] = DEFAULT_DB,
+        host: Annotated[
+            str, typer.Option(help="listen address (0.0.0.0 needs --token)")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535)] = 6068,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                envvar="TRACKWATCH_PAGE_TOKEN", help="required of every request (production)"
+            ),
+        ] = None,
+    ) -> None:
+        """The marketers' page (read-only): anomalies, a metric explorer, explain a period."""
+        import ipaddress
+
+        from aiohttp import web
+
+        from streams.page import make_app
+
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback and not token:
+            fail(
+                f"--host {host} opens the page to other machines: set --token (or TRACKWATCH_PAGE_TOKEN)"
+            )
+        if token is not None and len(token) < 16:
+            fail("--token: at least 16 characters")
+        try:
+            application = make_app(db, token)
+        except FileNotFoundError as exc:
+            fail(f"--db {exc}")
+        suffix = f"/?token={token}" if token else "/"
+        typer.echo(f"trackwatch page: http://{host}:{port}{suffix} (history {db}; Ctrl-C stops)")
+        try:
+            web.run_app(application, host=host, port=port, print=None, access_log=None)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
