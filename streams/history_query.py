@@ -179,6 +179,12 @@ def explain(
         a, b = epoch_seconds(start), epoch_seconds(end)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"not a time: {exc}; use ISO-8601 such as 2026-03-05T16:00Z") from exc
+    known = series_table(db).values()
+    for key, value in (("event", scope.event), ("source", scope.source),
+                       ("platform", scope.platform), ("app_version", scope.app_version),
+                       ("funnel", scope.funnel)):  # fmt: skip
+        if value is not None and not any(r.labels.get(key) == value for r in known):
+            raise QueryError(f"the history knows no {key.replace('_', ' ')} {value!r}")
     data = period_data(db, scope, a, b)
     if extra_annotations:
         data.annotations = [*data.annotations, *extra_annotations]

@@ -4,7 +4,8 @@ read-only from a history file (`streams.history`) by `trackwatch page`.
 Everything it needs ships in `streams/page_assets/` (HTML, JS, CSS; charts are inline SVG
 drawn by the page): no CDN, works offline. It listens on loopback unless told otherwise; with a
 token (`--token`, `TRACKWATCH_PAGE_TOKEN`) every request must carry it (`Authorization: Bearer
-T`, or `?token=T` for the first load: the page passes it on). The history file is opened
+T`, or `?token=T` for the first load: the page passes it on to the API; the page's own files
+hold no data and need none). The history file is opened
 read-only (a worker may be writing it at the same time: WAL).
 
 JSON API (errors: 4xx `{"error": ...}`)
@@ -255,7 +256,7 @@ def make_app(db_path: str | Path, token: str | None = None) -> web.Application:
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             return _json({"error": "read-only: GET only"}, 405)
-        if token:
+        if token and request.path.startswith("/api/"):  # the page's files hold no data
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             given = given or request.query.get("token", "")
             if not hmac.compare_digest(given.encode(), token.encode()):
@@ -334,5 +335,4 @@ def make_app(db_path: str | Path, token: str | None = None) -> web.Application:
     app.router.add_get("/api/funnel", funnel)
     app.router.add_get("/api/explain", explain_view)
     app.router.add_route("*", "/{tail:.*}", not_found)
-    app["data"] = data
     return app
