@@ -294,7 +294,9 @@ class HistoryStore:
     def info(self) -> dict[str, Any]:
         """What the file holds: counts, the time span, the size."""
         q = self.db.execute
-        first, last = q("SELECT min(start), max(start) FROM windows").fetchone()
+        (first,), (last,) = (
+            q(f"SELECT {f}(start) FROM windows").fetchone() for f in ("min", "max")
+        )
         return {
             "path": str(self.path),
             "series": q("SELECT count(*) FROM series").fetchone()[0],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,14 +45,25 @@ def series_table(db: sqlite3.Connection) -> dict[int, SeriesRow]:
 
 def span(db: sqlite3.Connection) -> tuple[float | None, float | None]:
     """The first and last window starts held."""
-    first, last = db.execute("SELECT min(start), max(start) FROM windows").fetchone()
+    # two statements: SQLite reads a lone min() or max() from the index, both at once by a scan
+    (first,) = db.execute("SELECT min(start) FROM windows").fetchone()
+    (last,) = db.execute("SELECT max(start) FROM windows").fetchone()
     return first, last
 
 
-def _wanted(row: SeriesRow, scope: Scope) -> bool:
+def _wanted(row: SeriesRow, scope: Scope, steps: frozenset[str] = frozenset()) -> bool:
     """Series an explanation of `scope` reads: the event on every source, every event of the
-    scope's sources, activity, and conversions into or out of the event."""
+    scope's sources, activity, and conversions into or out of the event; for a funnel, its
+    conversions and its steps' events; the server's events always."""
     labels = row.labels
+    if scope.funnel is not None and scope.event is None:
+        if row.kind == "conversion":
+            return labels.get("funnel") == scope.funnel
+        return (
+            row.kind == "activity"
+            or labels.get("event") in steps
+            or (labels.get("platform") == "server")
+        )
     if scope.event is None:
         return True
     if row.kind == "activity":
@@ -65,12 +77,37 @@ def _wanted(row: SeriesRow, scope: Scope) -> bool:
     return scope.source is None or labels.get("source") == scope.source
 
 
+def sums_by_series(
+    db: sqlite3.Connection, table: str, a: int, b: int, ids: Iterable[int] | None = None
+) -> Iterator[tuple]:
+    """(series_id, count, users, violations, quarantined, repeats, numerator, denominator)
+    summed over [a, b) of `table` (windows or hourly), for `ids` only (None: every series;
+    the primary key makes a few series cheap to read, whatever the history's size)."""
+    col = "start" if table == "windows" else "hour"
+    if ids is None:
+        yield from db.execute(
+            f"SELECT series_id, {_SUMS} FROM {table} WHERE {col} >= ? AND {col} < ? "
+            "GROUP BY series_id",
+            (a, b),
+        )
+        return
+    ids = list(ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        yield from db.execute(
+            f"SELECT series_id, {_SUMS} FROM {table} WHERE series_id IN "
+            f"({','.join('?' * len(chunk))}) AND {col} >= ? AND {col} < ? GROUP BY series_id",
+            (*chunk, a, b),
+        )
+
+
 def period_data(
     db: sqlite3.Connection,
     scope: Scope,
     start: float,
     end: float,
     lookback_days: int = LOOKBACK_DAYS,
+    series: dict[int, SeriesRow] | None = None,
 ) -> PeriodData:
     """The sums `detectors.verdict` needs: the period (shift 0) and the same hours of up to
     `lookback_days` earlier days (for a period longer than a day: earlier periods of as many
@@ -98,16 +135,21 @@ def period_data(
         step, length = DAY, DAY
         scale = (hi - lo) / DAY
         shifts = [k for k in range(1, lookback_days + 1) if lo - k * DAY >= first - first % unit]
-    rows = series_table(db)
-    wanted = {sid: r for sid, r in rows.items() if _wanted(r, scope)}
+    rows = series if series is not None else series_table(db)
+    steps = frozenset(
+        name
+        for r in rows.values()
+        if r.kind == "conversion" and r.labels.get("funnel") == scope.funnel
+        for name in (r.labels.get("from_event"), r.labels.get("to_event"))
+        if name
+    )
+    wanted = {sid: r for sid, r in rows.items() if _wanted(r, scope, steps)}
     cells = {sid: Cell(r.kind, r.labels, planned=r.planned) for sid, r in wanted.items()}
     for k in [0, *shifts]:
         a = lo - k * step
         b = a + (hi - lo if k == 0 else length)
-        for sid, *sums in db.execute(
-            f"SELECT series_id, {_SUMS} FROM {table} WHERE {col} >= ? AND {col} < ? "
-            "GROUP BY series_id",
-            (a, b),
+        for sid, *sums in sums_by_series(
+            db, table, a, b, wanted if len(wanted) < len(rows) else None
         ):
             cell = cells.get(sid)
             if cell is not None:
@@ -123,14 +165,14 @@ def period_data(
             if cell is not None:
                 for code, n in orjson.loads(codes).items():
                     cell.codes[code] = cell.codes.get(code, 0) + n
-    first_seen = {
-        (source, version): float(at)
-        for source, version, at in db.execute(
-            "SELECT s.source, s.app_version, min(h.hour) FROM hourly h JOIN series s "
-            "ON s.id = h.series_id WHERE s.kind = 'volume' GROUP BY s.source, s.app_version"
-        )
-        if source is not None and version is not None
-    }
+    first_seen: dict[tuple[str, str], float] = {}
+    for sid, row in wanted.items():  # one index seek a series
+        source, version = row.labels.get("source"), row.labels.get("app_version")
+        if row.kind != "volume" or source is None or version is None:
+            continue
+        (at,) = db.execute("SELECT min(hour) FROM hourly WHERE series_id = ?", (sid,)).fetchone()
+        if at is not None and at < first_seen.get((source, version), math.inf):
+            first_seen[(source, version)] = float(at)
     return PeriodData(
         start=float(start),
         end=float(end),
@@ -173,19 +215,21 @@ def explain(
     start: float | str,
     end: float | str,
     extra_annotations: list[Annotation] | None = None,
+    series: dict[int, SeriesRow] | None = None,
 ) -> Verdict:
     """The verdict on `scope` over [start, end) (ISO-8601 or epoch seconds)."""
     try:
         a, b = epoch_seconds(start), epoch_seconds(end)
     except (ValueError, TypeError) as exc:
         raise QueryError(f"not a time: {exc}; use ISO-8601 such as 2026-03-05T16:00Z") from exc
-    known = series_table(db).values()
+    series = series if series is not None else series_table(db)
+    known = series.values()
     for key, value in (("event", scope.event), ("source", scope.source),
                        ("platform", scope.platform), ("app_version", scope.app_version),
                        ("funnel", scope.funnel)):  # fmt: skip
         if value is not None and not any(r.labels.get(key) == value for r in known):
             raise QueryError(f"the history knows no {key.replace('_', ' ')} {value!r}")
-    data = period_data(db, scope, a, b)
+    data = period_data(db, scope, a, b, series=series)
     if extra_annotations:
         data.annotations = [*data.annotations, *extra_annotations]
     if not data.cells:

@@ -34,7 +34,14 @@ from aiohttp import web
 
 from detectors.records import epoch_seconds
 from detectors.verdict import Scope
-from streams.history_query import QueryError, alerts_between, explain, series_table, span
+from streams.history_query import (
+    QueryError,
+    alerts_between,
+    explain,
+    series_table,
+    span,
+    sums_by_series,
+)
 
 ASSETS = Path(__file__).with_name("page_assets")
 ASSET_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
@@ -156,18 +163,22 @@ class PageData:
         lo = int(start - start % bucket)
         hi = int(end)
         values: dict[int, float] = {}
-        if ids:
-            marks = ",".join("?" * len(ids)) if len(ids) <= 900 else None
-            where = f"series_id IN ({marks})" if marks else "1"
-            args: list[Any] = list(ids) if marks else []
-            wanted = None if marks else set(ids)
-            sql = (
-                f"SELECT series_id, {col} - ({col} % {bucket}) AS b, sum({metric}) FROM {table} "
-                f"WHERE {where} AND {col} >= ? AND {col} < ? GROUP BY series_id, b"
+        every = len(ids) == sum(1 for r in self.series().values() if r.kind == "volume")
+        chunks: list[list[int] | None] = (
+            [None] if every else [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        )
+        for chunk in chunks:  # a few series: by the primary key; all: by the time index
+            where = (
+                "series_id IN (SELECT id FROM series WHERE kind = 'volume')"
+                if chunk is None
+                else f"series_id IN ({','.join('?' * len(chunk))})"
             )
-            for sid, b, v in self.db.execute(sql, [*args, lo - BAND_DAYS * DAY, hi]):
-                if wanted is None or sid in wanted:
-                    values[b] = values.get(b, 0.0) + float(v or 0)
+            sql = (
+                f"SELECT {col} - ({col} % {bucket}) AS b, sum({metric}) FROM {table} "
+                f"WHERE {where} AND {col} >= ? AND {col} < ? GROUP BY b"
+            )
+            for b, v in self.db.execute(sql, [*(chunk or []), lo - BAND_DAYS * DAY, hi]):
+                values[b] = values.get(b, 0.0) + float(v or 0)
         points = []
         first = self._first()
         for b in range(lo, hi, bucket):
@@ -209,15 +220,9 @@ class PageData:
             a, b = int(start - k * DAY), int(end - k * DAY)
             if k and a < first:
                 continue
-            for sid, num, den in self.db.execute(
-                "SELECT series_id, sum(numerator), sum(denominator) FROM windows "
-                "WHERE start >= ? AND start < ? GROUP BY series_id",
-                (a, b),
-            ):
-                pair = pairs.get(sid)
-                if pair is None:
-                    continue
-                row = sums.setdefault(pair, [0.0, 0.0, 0.0, 0.0])
+            for sid, *totals in sums_by_series(self.db, "windows", a, b, ids):
+                num, den = totals[5], totals[6]
+                row = sums.setdefault(pairs[sid], [0.0, 0.0, 0.0, 0.0])
                 row[0 if k == 0 else 2] += float(num or 0)
                 row[1 if k == 0 else 3] += float(den or 0)
         steps = []
@@ -235,7 +240,7 @@ class PageData:
         return {"funnel": scope.funnel, "steps": steps}
 
     def explain(self, scope: Scope, start: float, end: float) -> dict[str, Any]:
-        return explain(self.db, scope, start, end).to_dict()
+        return explain(self.db, scope, start, end, series=self.series()).to_dict()
 
 
 def _scope(request: web.Request) -> Scope:
