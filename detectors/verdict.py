@@ -349,16 +349,15 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         )
     obs_rep = sum(c.get(0).repeats for c in total)
     base_rep = sum(c.get(k).repeats for c in total for k in shifts)
-    if (
-        obs_all >= 5
-        and obs_rep >= 3
-        and obs_rep / obs_all > 2 * (base_rep / base_all if base_all else 0) + 0.05
-    ):
+    usual_rep = base_rep / base_all if base_all else 0.0
+    extra_rep = obs_rep - usual_rep * obs_all
+    excess = main_with_q.observed - (main_with_q.expected or 0.0)
+    if obs_rep >= 5 and extra_rep >= 0.3 * max(excess, 0.2 * obs_all):
         ev.append(
             Evidence(
                 "tracking",
                 2,
-                f"{_pct(obs_rep / obs_all)} of these events repeat a business key already received (usually {_pct(base_rep / base_all) if base_all else 'none'}): sent twice",
+                f"{_pct(obs_rep / obs_all)} of these events repeat a business key already received (usually {_pct(usual_rep)}): the same purchase or action sent twice",
             )
         )
 
@@ -607,10 +606,11 @@ def _sources_evidence(
         )
         for s in sources
     }
-    sizable = {s: m for s, m in moves.items() if m.expected is not None and m.expected >= 5}
+    sizable = {s: m for s, m in moves.items() if m.expected is not None and m.expected >= 0.5}
     if len(sizable) < 2:
         return []
-    same = [s for s, m in sizable.items() if m.direction == direction]
+    # every source in the same direction: each at least 1.5 spreads (the total is significant)
+    same = [s for s, m in sizable.items() if m.z * direction >= 1.5]
     still = [s for s, m in sizable.items() if m.direction == 0 and abs(m.ratio - 1) < 0.2]
     if len(same) == len(sizable):
         return [
@@ -646,30 +646,45 @@ def _server_evidence(
     cannot tell the two apart."""
     if event is None or main.expected is None:
         return []
-    diff = main.observed - main.expected
+    own = compare(
+        [
+            c
+            for c in volume
+            if c.labels.get("event") == event and scope.matches(c.labels, with_event=False)
+        ],
+        shifts,
+    )
+    if own.expected is not None:  # the server counts events (orders), not a conversion's users
+        main = own
+    diff = main.observed - (main.expected or 0.0)
     usual_all = compare([c for c in volume if c.labels.get("event") == event], shifts).expected
     server = [c for c in volume if c.labels.get("platform") == "server"]
     for name in sorted({c.labels.get("event", "") for c in server}):
         move = compare([c for c in server if c.labels.get("event") == name], shifts)
         if move.expected is None or not usual_all or not 0.7 <= move.expected / usual_all <= 1.3:
             continue
-        if abs(diff) < 2 * move.spread:
-            continue
         sdiff = move.observed - move.expected
-        z_none, z_same = sdiff / move.spread, (sdiff - diff) / move.spread
-        if abs(z_same) < 1 and abs(z_none) > 1.5:
+        # counting noise only: a day-level swing moves the client's events and the server's
+        # alike, so it cannot tell the two stories apart
+        noise = math.sqrt(max(move.expected, 1.0))
+        z_none, z_same = sdiff / noise, (sdiff - diff) / noise
+        # how much closer the server is to one story than to the other, in spreads: 1.2 is
+        # a hint (weight 1), 2.5 close to proof (weight 2)
+        lead = abs(z_none) - abs(z_same)
+        weight = 2 if abs(lead) >= 2.5 else (1 if abs(lead) >= 1.2 else 0)
+        if weight and lead > 0 and abs(z_same) < 1.5:
             return [
                 Evidence(
                     "real change",
-                    2,
+                    weight,
                     f"the server's {name}, which no tracker sends, moved by about as much ({_signed(sdiff)} vs {_signed(diff)}): the change is in the business, not in the tracking",
                 )
             ]
-        if abs(z_none) < 1 and abs(z_same) > 1.5:
+        if weight and lead < 0 and abs(z_none) < 1.5:
             return [
                 Evidence(
                     "tracking",
-                    2,
+                    weight,
                     f"the server's {name}, which no tracker sends, did not move ({_n(move.observed)} vs about {_n(move.expected)}) while {event} moved by {_signed(diff)}: the server did not see it",
                 )
             ]
@@ -794,9 +809,8 @@ def _quality_evidence(
         and active.direction > 0
         and active.expected is not None
         and active.observed - active.expected >= 0.5 * excess_users
-        and others.direction <= 0
         and (others.expected or 0) > 0
-        and (others.ratio < 1.15)
+        and others.ratio - 1 <= 0.25 * (main.ratio - 1)  # the rest did not follow
     ):
         out.append(
             Evidence(

@@ -81,13 +81,13 @@ def test_violations_rising_are_tracking() -> None:
 def test_server_confirming_a_fall_is_a_real_change() -> None:
     # a checkout failing on the web for hours: the web's orders fall by a third, and the
     # server's captured payments by as many (the fixture's 40 orders a source, 120 payments,
-    # scaled by 5 so that the server's noise can tell)
+    # scaled by 10 so that the server's noise can tell)
     cells = traffic()
     for c in cells:
         for t in c.shifts.values():
-            t.count, t.users = 5 * t.count, 5 * t.users
-    fewer = {"count": 135, "users": 110}
-    changes = {"Order Placed|storefront": fewer, "server": {"count": 535, "users": 535}}
+            t.count, t.users = 10 * t.count, 10 * t.users
+    fewer = {"count": 270, "users": 220}
+    changes = {"Order Placed|storefront": fewer, "server": {"count": 1070, "users": 1070}}
     for c in cells:
         key = f"{c.labels.get('event')}|{c.labels.get('source')}"
         if c.labels.get("platform") == "server":
