@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import random
 import sqlite3
@@ -26,10 +27,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from aiohttp.test_utils import TestClient, TestServer
 
-from streams.history import HistoryStore  # noqa: E402
-from streams.page import make_app  # noqa: E402
+from streams.history import HistoryStore
+from streams.page import make_app
 
 END = 1772668800.0  # 2026-03-05 00:00 UTC: the history ends here
 SOURCES = (
@@ -48,8 +49,14 @@ def series_labels(n: int) -> list[dict[str, str]]:
     for name in names:
         for source, platform in SOURCES:
             for v in range(5):
-                out.append({"event": name, "source": source, "platform": platform,
-                            "app_version": "unknown" if platform in ("web", "server") else f"7.{v}.0"})  # fmt: skip
+                out.append(
+                    {
+                        "event": name,
+                        "source": source,
+                        "platform": platform,
+                        "app_version": "unknown" if platform in ("web", "server") else f"7.{v}.0",
+                    }
+                )
                 if len(out) == n:
                     return out
     return out
@@ -70,17 +77,52 @@ def build(path: Path, n_series: int, days: int, per_minute: float, seed: int = 5
             weights[i * len(SOURCES) * 5 + j] = 1.0
     total = sum(weights)
     rates = [per_minute * w / total for w in weights]  # events a minute at the daily peak
-    rows = [(i + 1, f"volume|{i}", "volume", lab["event"], None, None, lab["source"], lab["platform"],
-             lab["app_version"], None, None, 1, orjson.dumps(lab).decode())
-            for i, lab in enumerate(labels)]  # fmt: skip
+    rows = [
+        (
+            i + 1,
+            f"volume|{i}",
+            "volume",
+            lab["event"],
+            None,
+            None,
+            lab["source"],
+            lab["platform"],
+            lab["app_version"],
+            None,
+            None,
+            1,
+            orjson.dumps(lab).decode(),
+        )
+        for i, lab in enumerate(labels)
+    ]
     conv = []
-    for k, (a, b) in enumerate(zip(FUNNEL, FUNNEL[1:], strict=False)):
+    for k, (a, b) in enumerate(itertools.pairwise(FUNNEL)):
         for source, platform in SOURCES[:3]:
-            lab = {"funnel": "purchase", "from_event": a, "to_event": b, "source": source,
-                   "platform": platform}  # fmt: skip
+            lab = {
+                "funnel": "purchase",
+                "from_event": a,
+                "to_event": b,
+                "source": source,
+                "platform": platform,
+            }
             sid = len(rows) + 1
-            rows.append((sid, f"conversion|{k}|{source}", "conversion", None, a, b, source, platform,
-                         None, "purchase", None, 1, orjson.dumps(lab).decode()))  # fmt: skip
+            rows.append(
+                (
+                    sid,
+                    f"conversion|{k}|{source}",
+                    "conversion",
+                    None,
+                    a,
+                    b,
+                    source,
+                    platform,
+                    None,
+                    "purchase",
+                    None,
+                    1,
+                    orjson.dumps(lab).decode(),
+                )
+            )
             conv.append(sid)
     db.executemany("INSERT INTO series VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     start = int(END - days * 86400)
@@ -115,12 +157,38 @@ def build(path: Path, n_series: int, days: int, per_minute: float, seed: int = 5
         t = start + i * 8 * 3600 + 1800
         lab = labels[rng.randrange(200)]
         iso = lambda s: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s))  # noqa: E731
-        data = {"id": f"bench{i:05d}", "kind": "spike", "series": lab, "state": "resolved",
-                "started_at": iso(t), "updated_at": iso(t + 3600), "ended_at": iso(t + 3600),
-                "observed": 10.0, "expected": 5.0, "lower": 2.0, "upper": 8.0, "score": 0.9,
-                "explanation": f"{lab['event']} on {lab['source']} was 2× higher than expected", "attribution": []}  # fmt: skip
-        alerts.append((data["id"], "spike", "resolved", 1, t, t + 3600, t + 3600, lab["event"],
-                       lab["source"], lab["platform"], lab["app_version"], orjson.dumps(data).decode()))  # fmt: skip
+        data = {
+            "id": f"bench{i:05d}",
+            "kind": "spike",
+            "series": lab,
+            "state": "resolved",
+            "started_at": iso(t),
+            "updated_at": iso(t + 3600),
+            "ended_at": iso(t + 3600),
+            "observed": 10.0,
+            "expected": 5.0,
+            "lower": 2.0,
+            "upper": 8.0,
+            "score": 0.9,
+            "explanation": f"{lab['event']} on {lab['source']} was 2× higher than expected",
+            "attribution": [],
+        }
+        alerts.append(
+            (
+                data["id"],
+                "spike",
+                "resolved",
+                1,
+                t,
+                t + 3600,
+                t + 3600,
+                lab["event"],
+                lab["source"],
+                lab["platform"],
+                lab["app_version"],
+                orjson.dumps(data).decode(),
+            )
+        )
     db.executemany("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", alerts)
     db.commit()
     db.close()
@@ -144,7 +212,7 @@ def requests() -> list[tuple[str, dict[str, str]]]:
                 "from": iso(end - 6 * 3600),
                 "to": iso(end),
             },
-        ),  # fmt: skip
+        ),
         ("/api/series", {"from": iso(end - 7 * day), "to": iso(end)}),
         ("/api/series", {"event": "Checkout Begun", "from": iso(end - 35 * day), "to": iso(end)}),
         ("/api/funnel", {"funnel": "purchase", "from": iso(end - day), "to": iso(end)}),
@@ -156,7 +224,7 @@ def requests() -> list[tuple[str, dict[str, str]]]:
                 "from": iso(end - 5 * 3600),
                 "to": iso(end - 3 * 3600),
             },
-        ),  # fmt: skip
+        ),
         ("/api/explain", {"from": iso(end - 4 * 3600), "to": iso(end - 3 * 3600 - 40 * 60)}),
         ("/api/explain", {"event": "Checkout Begun", "from": iso(end - 3 * day), "to": iso(end)}),
         (
@@ -167,7 +235,7 @@ def requests() -> list[tuple[str, dict[str, str]]]:
                 "from": iso(end - 8 * 3600),
                 "to": iso(end - 2 * 3600),
             },
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -206,7 +274,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     base = args.db.with_name(args.db.stem + "-baseline.sqlite")
-    for path, n, days, per_minute in ((base, 300, 3, 40.0), (args.db, args.series, args.days, args.per_minute)):  # fmt: skip
+    for path, n, days, per_minute in (
+        (base, 300, 3, 40.0),
+        (args.db, args.series, args.days, args.per_minute),
+    ):
         if args.rebuild or not path.exists():
             for stale in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 stale.unlink(missing_ok=True)
@@ -215,9 +286,11 @@ def main() -> None:
             print(f"built {path} ({n:,} series, {days} days) in {time.perf_counter() - t0:.0f} s")
     with HistoryStore(args.db, readonly=True) as store:
         info = store.info()
-    print(f"history: {info['series']:,} series, {info['windows']:,} minute windows, "
-          f"{info['hourly']:,} hourly rows, {info['days']:.0f} days, {info['bytes'] / 1e6:.0f} MB "
-          f"({info['bytes'] / 1e6 / info['days']:.1f} MB a day)")  # fmt: skip
+    print(
+        f"history: {info['series']:,} series, {info['windows']:,} minute windows, "
+        f"{info['hourly']:,} hourly rows, {info['days']:.0f} days, {info['bytes'] / 1e6:.0f} MB "
+        f"({info['bytes'] / 1e6 / info['days']:.1f} MB a day)"
+    )
     small = asyncio.run(time_requests(base, args.repeat))
     big = asyncio.run(time_requests(args.db, args.repeat))
     print(f"\n{'request':100} {'baseline':>10} {'10k/35d':>10} {'worst':>8}")
@@ -228,7 +301,8 @@ def main() -> None:
         )
     slowest = max(w for _, _, w, _ in big)
     print(
-        f"\nslowest request {1e3 * slowest:.0f} ms (goal < 1000 ms): {'met' if slowest < 1 else 'NOT met'}"
+        f"\nslowest request {1e3 * slowest:.0f} ms (goal < 1000 ms): "
+        f"{'met' if slowest < 1 else 'NOT met'}"
     )
 
 

@@ -21,6 +21,7 @@ Right, unclear (acceptable, not right) or wrong. Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sqlite3
 import sys
 import time
@@ -30,9 +31,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors.verdict import Scope  # noqa: E402
-from streams.history_query import explain  # noqa: E402
-from tracking_plan.loader import load_plan  # noqa: E402
+from detectors.verdict import Scope
+from streams.history_query import explain
+from tracking_plan.loader import load_plan
 
 LABEL = {
     "release_stops_event": "tracking",
@@ -50,7 +51,7 @@ LABEL = {
 def funnel_of(plan, a: str, b: str) -> str | None:
     for funnel in plan.funnels:
         steps = list(funnel.steps)
-        for x, y in zip(steps, steps[1:], strict=False):
+        for x, y in itertools.pairwise(steps):
             if (x, y) == (a, b):
                 return funnel.name
     return None
@@ -90,12 +91,20 @@ def main() -> None:
             want = LABEL[incident["class"]]
             got = verdict.verdict
             outcome = "right" if got == want else ("unclear" if got == "unclear" else "wrong")
-            cases.append({
-                "run": name, "class": incident["class"], "name": incident["name"],
-                "want": want, "got": got, "outcome": outcome, "seconds": round(took, 3),
-                "scores": verdict.scores, "paragraph": verdict.paragraph,
-                "evidence": [e.text + f" [{e.side}]" for e in verdict.evidence],
-            })  # fmt: skip
+            cases.append(
+                {
+                    "run": name,
+                    "class": incident["class"],
+                    "name": incident["name"],
+                    "want": want,
+                    "got": got,
+                    "outcome": outcome,
+                    "seconds": round(took, 3),
+                    "scores": verdict.scores,
+                    "paragraph": verdict.paragraph,
+                    "evidence": [e.text + f" [{e.side}]" for e in verdict.evidence],
+                }
+            )
             mark = {"right": "ok", "unclear": "??", "wrong": "XX"}[outcome]
             print(
                 f"{mark} {name:22} {incident['class']:20} want {want:15} got {got:15} {took:.2f}s"

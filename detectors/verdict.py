@@ -337,14 +337,15 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
     base_bad = sum(c.get(k).violations for c in total for k in shifts)
     if (
-        obs_all >= 5 and obs_bad / obs_all >= 0.1 or obs_bad >= 3 and obs_bad / obs_all >= 0.5
+        (obs_all >= 5 and obs_bad / obs_all >= 0.1) or (obs_bad >= 3 and obs_bad / obs_all >= 0.5)
     ) and (not base_all or obs_bad / obs_all > 2 * base_bad / base_all + 0.05):
         codes = _top_codes(total)
         ev.append(
             Evidence(
                 "tracking",
                 2,
-                f"{_pct(obs_bad / obs_all)} of these events break the tracking plan{codes} (usually {_pct(base_bad / base_all) if base_all else 'none'})",
+                f"{_pct(obs_bad / obs_all)} of these events break the tracking plan{codes} "
+                f"(usually {_pct(base_bad / base_all) if base_all else 'none'})",
             )
         )
     obs_rep = sum(c.get(0).repeats for c in total)
@@ -357,7 +358,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
             Evidence(
                 "tracking",
                 2,
-                f"{_pct(obs_rep / obs_all)} of these events repeat a business key already received (usually {_pct(usual_rep)}): the same purchase or action sent twice",
+                f"{_pct(obs_rep / obs_all)} of these events repeat a business key already "
+                f"received (usually {_pct(usual_rep)}): the same purchase or action sent twice",
             )
         )
 
@@ -388,7 +390,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
                     Evidence(
                         "tracking",
                         2,
-                        f"{event} stopped (none, about {_n(main.expected)} expected) while the other events of the same sources went on",
+                        f"{event} stopped (none, about {_n(main.expected)} expected) while the "
+                        "other events of the same sources went on",
                     )
                 )
 
@@ -454,7 +457,8 @@ def _funnel_focus(
         den = sum(c.get(0).denominator for c in group)
         text = (
             f"the step from {a} to {b}: {_n(move.observed)} of {_n(den)} users went on "
-            f"(about {_n(move.expected)} usually, {_pct(move.observed / den) if den else '–'} vs {_pct(move.expected / den) if den else '–'})"
+            f"(about {_n(move.expected)} usually, {_pct(move.observed / den) if den else '–'} vs "
+            f"{_pct(move.expected / den) if den else '–'})"
         )
         if best is None or abs(move.z) > best[0]:
             best = (abs(move.z), b, move, text)
@@ -549,7 +553,8 @@ def _version_evidence(
                 Evidence(
                     "tracking",
                     2,
-                    f"app version {v} on {source} {how} {event} than its other versions would ({_n(mine)} vs about {_n(expected)} for its share of the traffic)",
+                    f"app version {v} on {source} {how} {event} than its other versions would "
+                    f"({_n(mine)} vs about {_n(expected)} for its share of the traffic)",
                 )
             )
             first = data.first_seen.get((source, v))
@@ -558,7 +563,8 @@ def _version_evidence(
                     Evidence(
                         "tracking",
                         1,
-                        f"app version {v} on {source} was released just before (first seen {_clock(first)})",
+                        f"app version {v} on {source} was released just before (first seen "
+                        f"{_clock(first)})",
                     )
                 )
     return out
@@ -575,7 +581,11 @@ def _step_before(conversions: list[Cell], event: str, scope: Scope) -> str | Non
         num = sum(c.get(0).numerator for c in c_group)
         if den >= 10 and num <= 0.05 * den:
             before = c_group[0].labels.get("from_event", "the step before")
-            return f"{_n(den)} users did {before} but {'none' if num == 0 else _n(num)} of them sent {event} next: the step before went on"
+            sent = "none" if num == 0 else _n(num)
+            return (
+                f"{_n(den)} users did {before} but {sent} of them sent {event} next: "
+                "the step before went on"
+            )
     return None
 
 
@@ -677,7 +687,9 @@ def _server_evidence(
                 Evidence(
                     "real change",
                     weight,
-                    f"the server's {name}, which no tracker sends, moved by about as much ({_signed(sdiff)} vs {_signed(diff)}): the change is in the business, not in the tracking",
+                    f"the server's {name}, which no tracker sends, moved by about as much "
+                    f"({_signed(sdiff)} vs {_signed(diff)}): the change is in the business, not "
+                    "in the tracking",
                 )
             ]
         if weight and lead < 0 and abs(z_none) < 1.5:
@@ -685,7 +697,9 @@ def _server_evidence(
                 Evidence(
                     "tracking",
                     weight,
-                    f"the server's {name}, which no tracker sends, did not move ({_n(move.observed)} vs about {_n(move.expected)}) while {event} moved by {_signed(diff)}: the server did not see it",
+                    f"the server's {name}, which no tracker sends, did not move "
+                    f"({_n(move.observed)} vs about {_n(move.expected)}) while {event} moved by "
+                    f"{_signed(diff)}: the server did not see it",
                 )
             ]
     return []
@@ -737,7 +751,11 @@ def _whole_traffic_evidence(
             Evidence(
                 "tracking",
                 2,
-                f"users active a minute before went silent mid-session: {_pct(keep.observed / max(1.0, sum(c.get(0).denominator for c in running)))} sent anything again (usually {_pct(keep.expected / max(1.0, sum(c.get(0).denominator for c in running)))}): events are lost on the way",
+                "users active a minute before went silent mid-session: "
+                f"{_pct(keep.observed / max(1.0, sum(c.get(0).denominator for c in running)))} "
+                "sent anything again (usually "
+                f"{_pct(keep.expected / max(1.0, sum(c.get(0).denominator for c in running)))}): "
+                "events are lost on the way",
             )
         )
     if together and not lost:
@@ -745,7 +763,8 @@ def _whole_traffic_evidence(
             Evidence(
                 "real change",
                 1,
-                f"every source moved together ({', '.join(f'{s} {_ratio_text(m.ratio)}' for s, m in sizable.items())})",
+                "every source moved together "
+                f"({', '.join(f'{s} {_ratio_text(m.ratio)}' for s, m in sizable.items())})",
             )
         )
     den = sum(c.get(0).denominator for c in funnel)
@@ -816,7 +835,9 @@ def _quality_evidence(
             Evidence(
                 "traffic quality",
                 2,
-                f"the extra {event} came from {_n(active.observed - active.expected)} more active user-minutes who sent nothing else (the other events stayed at {_ratio_text(others.ratio)})",
+                f"the extra {event} came from {_n(active.observed - active.expected)} more "
+                "active user-minutes who sent nothing else (the other events stayed at "
+                f"{_ratio_text(others.ratio)})",
             )
         )
     per_user_now = main.observed / max(users.observed, 1.0)
@@ -826,7 +847,8 @@ def _quality_evidence(
             Evidence(
                 "traffic quality",
                 1,
-                f"few users sent most of the excess: {per_user_now:.1f} events per user a minute (usually {per_user_usual:.1f})",
+                f"few users sent most of the excess: {per_user_now:.1f} events per user a minute "
+                f"(usually {per_user_usual:.1f})",
             )
         )
     if (
@@ -839,7 +861,9 @@ def _quality_evidence(
             Evidence(
                 "real change",
                 1,
-                f"as many more users sent it ({_n(users.observed)} user-minutes vs about {_n(users.expected)}), each as often as usual, while no more visitors came: the usual visitors doing more of it",
+                f"as many more users sent it ({_n(users.observed)} user-minutes vs about "
+                f"{_n(users.expected)}), each as often as usual, while no more visitors came: "
+                "the usual visitors doing more of it",
             )
         )
     return out
@@ -865,7 +889,10 @@ def _paragraph(
         level = f"{what} {span}: {_n(main.observed)} (nothing to compare with: {baseline})"
     else:
         how = {1: "higher than", -1: "lower than", 0: "in line with"}[direction]
-        level = f"{what} {span} was {how} expected: {_n(main.observed)} vs about {_n(main.expected)} ({baseline})"
+        level = (
+            f"{what} {span} was {how} expected: {_n(main.observed)} vs about "
+            f"{_n(main.expected)} ({baseline})"
+        )
     reasons = [e.text for e in sorted(ev, key=lambda e: -e.weight) if e.side == verdict][:2]
     if verdict == "tracking":
         head = "This looks like a tracking problem, not a real change"
@@ -890,17 +917,27 @@ def _paragraph(
 
 def _more_data(main: Move, data: PeriodData, shifts: list[int]) -> str:
     if not shifts:
-        return "the history holds no earlier period to compare with; one more day of history (better a week) would tell"
+        return (
+            "the history holds no earlier period to compare with; one more day of history "
+            "(better a week) would tell"
+        )
     z = abs(main.z)
     hours = (data.end - data.start) / 3600
     if z >= Z_MOVE:
-        return "the change is clear but the evidence points no single way; the evidence below says what each part shows"
+        return (
+            f"the change is clear ({_ratio_text(main.ratio)} the usual) but not yet what caused "
+            "it: over a period two to four times as long, the per-source and server counts "
+            "would tell"
+        )
     if z < 0.5:
         return (
             f"the metric moved within its usual range; nothing to explain over these {hours:.1f} h"
         )
     need = hours * ((Z_MOVE / z) ** 2 - 1)
-    return f"the move is within what chance gives over {hours:.1f} h; about {need:.0f} more hours at this level would tell"
+    return (
+        f"the move is within what chance gives over {hours:.1f} h; about {need:.0f} more "
+        "hours at this level would tell"
+    )
 
 
 def _n(value: float) -> str:

@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         try:
             stats = rebuild_from_kafka(store, broker.removeprefix("kafka://"))
             store.prune()
-        except Exception as exc:  # noqa: BLE001 - the broker's errors: one line
+        except Exception as exc:
             fail(f"cannot read the topics at {broker}: {exc}")
         finally:
             store.close()
@@ -203,7 +203,8 @@ def register(app: typer.Typer) -> None:
             loopback = False
         if not loopback and not token:
             fail(
-                f"--host {host} opens the page to other machines: set --token (or TRACKWATCH_PAGE_TOKEN)"
+                f"--host {host} opens the page to other machines: set --token (or "
+                "TRACKWATCH_PAGE_TOKEN)"
             )
         if token is not None and len(token) < 16:
             fail("--token: at least 16 characters")

@@ -171,11 +171,20 @@ class HistoryStore:
                 " app_version, funnel, within, planned, labels)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    key, rec.kind, s.get("event"), s.get("from_event"), s.get("to_event"),
-                    s.get("source"), s.get("platform"), s.get("app_version"), s.get("funnel"),
-                    s.get("within_minutes"), int(rec.planned), orjson.dumps(s).decode(),
+                    key,
+                    rec.kind,
+                    s.get("event"),
+                    s.get("from_event"),
+                    s.get("to_event"),
+                    s.get("source"),
+                    s.get("platform"),
+                    s.get("app_version"),
+                    s.get("funnel"),
+                    s.get("within_minutes"),
+                    int(rec.planned),
+                    orjson.dumps(s).decode(),
                 ),
-            )  # fmt: skip
+            )
             found = int(cur.lastrowid or 0)
         else:
             found = int(row[0])
@@ -194,22 +203,48 @@ class HistoryStore:
             if rec.revision:
                 self.db.execute(
                     _REVISION_UPSERT,
-                    (sid, start, rec.count, rec.violations, rec.quarantined, rec.repeats,
-                     rec.count),
-                )  # fmt: skip
+                    (
+                        sid,
+                        start,
+                        rec.count,
+                        rec.violations,
+                        rec.quarantined,
+                        rec.repeats,
+                        rec.count,
+                    ),
+                )
                 users = numerator = denominator = 0
             else:
                 self.db.execute(
                     _WINDOW_UPSERT,
-                    (sid, start, rec.count, rec.distinct_users, rec.violations, rec.quarantined,
-                     rec.repeats, rec.numerator, rec.denominator, codes),
-                )  # fmt: skip
+                    (
+                        sid,
+                        start,
+                        rec.count,
+                        rec.distinct_users,
+                        rec.violations,
+                        rec.quarantined,
+                        rec.repeats,
+                        rec.numerator,
+                        rec.denominator,
+                        codes,
+                    ),
+                )
                 users, numerator, denominator = rec.distinct_users, rec.numerator, rec.denominator
             self.db.execute(
                 _HOURLY_ADD,
-                (sid, hour, rec.count, users, rec.violations, rec.quarantined, rec.repeats,
-                 numerator, denominator),
-            )  # fmt: skip
+                (
+                    sid,
+                    hour,
+                    rec.count,
+                    users,
+                    rec.violations,
+                    rec.quarantined,
+                    rec.repeats,
+                    numerator,
+                    denominator,
+                ),
+            )
             newest = max(newest, float(start))
             n += 1
         self._newest = newest
@@ -232,14 +267,20 @@ class HistoryStore:
                 " fired = max(fired, excluded.fired), started = excluded.started,"
                 " updated = excluded.updated, ended = excluded.ended, data = excluded.data",
                 (
-                    str(a["id"]), str(a["kind"]), str(a["state"]), int(a["state"] == "firing"),
-                    epoch_seconds(a["started_at"]), epoch_seconds(a["updated_at"]),
+                    str(a["id"]),
+                    str(a["kind"]),
+                    str(a["state"]),
+                    int(a["state"] == "firing"),
+                    epoch_seconds(a["started_at"]),
+                    epoch_seconds(a["updated_at"]),
                     epoch_seconds(ended) if ended else None,
-                    series.get("event") or series.get("to_event"), series.get("source"),
-                    series.get("platform"), series.get("app_version"),
+                    series.get("event") or series.get("to_event"),
+                    series.get("source"),
+                    series.get("platform"),
+                    series.get("app_version"),
                     orjson.dumps(a).decode(),
                 ),
-            )  # fmt: skip
+            )
             n += 1
         if commit:
             self.db.commit()
@@ -251,9 +292,14 @@ class HistoryStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO annotations(name, start, end, sources, events)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (a.name, a.start, a.end, orjson.dumps(sorted(a.sources)).decode(),
-                 orjson.dumps(sorted(a.events)).decode()),
-            )  # fmt: skip
+                (
+                    a.name,
+                    a.start,
+                    a.end,
+                    orjson.dumps(sorted(a.sources)).decode(),
+                    orjson.dumps(sorted(a.events)).decode(),
+                ),
+            )
             n += 1
         self.db.commit()
         return n
@@ -392,7 +438,6 @@ def rebuild_from_kafka(store: HistoryStore, bootstrap: str, timeout_s: float = 1
             seen: dict[tuple[int, str], int] = {}
             alerts: list[dict[str, Any]] = []
             for message in consumer:
-                tp = TopicPartition(message.topic, message.partition)
                 try:
                     value = orjson.loads(message.value or b"")
                 except orjson.JSONDecodeError:

@@ -119,7 +119,6 @@ def period_data(
     first, _ = span(db)
     step = DAY * max(1, math.ceil((end - start) / DAY))
     table, unit = ("windows", 60) if end - start <= MINUTE_LIMIT else ("hourly", 3600)
-    col = "start" if table == "windows" else "hour"
     lo = int(start - start % unit) if unit == 3600 else int(start)
     hi = int(math.ceil(end / unit) * unit) if unit == 3600 else int(end)
     shifts = []
@@ -224,9 +223,13 @@ def explain(
         raise QueryError(f"not a time: {exc}; use ISO-8601 such as 2026-03-05T16:00Z") from exc
     series = series if series is not None else series_table(db)
     known = series.values()
-    for key, value in (("event", scope.event), ("source", scope.source),
-                       ("platform", scope.platform), ("app_version", scope.app_version),
-                       ("funnel", scope.funnel)):  # fmt: skip
+    for key, value in (
+        ("event", scope.event),
+        ("source", scope.source),
+        ("platform", scope.platform),
+        ("app_version", scope.app_version),
+        ("funnel", scope.funnel),
+    ):
         if value is not None and not any(r.labels.get(key) == value for r in known):
             raise QueryError(f"the history knows no {key.replace('_', ' ')} {value!r}")
     data = period_data(db, scope, a, b, series=series)

@@ -14,7 +14,11 @@ from streams.history import HistoryStore
 START = 1772668800.0  # Thu 2026-03-05 00:00 UTC
 DAYS = 4
 INCIDENT = (START + 3 * 86400 + 14 * 3600, START + 3 * 86400 + 16 * 3600)  # day 3, 14:00-16:00
-SOURCES = {"storefront": ("web", "unknown"), "ios_app": ("ios", "6.4.0"), "android_app": ("android", "6.4.0")}  # fmt: skip
+SOURCES = {
+    "storefront": ("web", "unknown"),
+    "ios_app": ("ios", "6.4.0"),
+    "android_app": ("android", "6.4.0"),
+}
 PER_MINUTE = {"Item Viewed": 6.0, "Checkout Begun": 1.2, "Order Placed": 0.8}
 
 ALERT = {
@@ -62,22 +66,63 @@ def records(days: int = DAYS, seed: int = 3) -> list[WindowRecord]:
                     n if (doubled and source == "storefront" and event == "Order Placed") else 0
                 )
                 if n or repeats:
-                    out.append(WindowRecord({"event": event, **dims}, t, t + 60, count=n + repeats,
-                                            distinct_users=n, repeats=repeats))  # fmt: skip
-            out.append(WindowRecord(dims, t, t + 60, count=active, distinct_users=active,
-                                    kind="activity", numerator=int(0.8 * active),
-                                    denominator=active))  # fmt: skip
+                    out.append(
+                        WindowRecord(
+                            {"event": event, **dims},
+                            t,
+                            t + 60,
+                            count=n + repeats,
+                            distinct_users=n,
+                            repeats=repeats,
+                        )
+                    )
+            out.append(
+                WindowRecord(
+                    dims,
+                    t,
+                    t + 60,
+                    count=active,
+                    distinct_users=active,
+                    kind="activity",
+                    numerator=int(0.8 * active),
+                    denominator=active,
+                )
+            )
             ordered = min(counts["Order Placed"], counts["Checkout Begun"])
             if counts["Checkout Begun"]:
-                labels = {"funnel": "purchase", "from_event": "Checkout Begun",
-                          "to_event": "Order Placed", **dims}  # fmt: skip
-                out.append(WindowRecord(labels, t, t + 60, count=ordered, kind="conversion",
-                                        numerator=ordered, denominator=counts["Checkout Begun"]))  # fmt: skip
+                labels = {
+                    "funnel": "purchase",
+                    "from_event": "Checkout Begun",
+                    "to_event": "Order Placed",
+                    **dims,
+                }
+                out.append(
+                    WindowRecord(
+                        labels,
+                        t,
+                        t + 60,
+                        count=ordered,
+                        kind="conversion",
+                        numerator=ordered,
+                        denominator=counts["Checkout Begun"],
+                    )
+                )
         paid = sum(_poisson(rng, PER_MINUTE["Order Placed"] * daily) for _ in SOURCES)
         if paid:
-            out.append(WindowRecord({"event": "Payment Captured", "source": "backend",
-                                     "platform": "server", "app_version": "unknown"},
-                                    t, t + 60, count=paid, distinct_users=paid))  # fmt: skip
+            out.append(
+                WindowRecord(
+                    {
+                        "event": "Payment Captured",
+                        "source": "backend",
+                        "platform": "server",
+                        "app_version": "unknown",
+                    },
+                    t,
+                    t + 60,
+                    count=paid,
+                    distinct_users=paid,
+                )
+            )
     return out
 
 

@@ -77,8 +77,19 @@ def test_load_skips_unreadable_lines_and_cli_reports(tmp_path: Path) -> None:
     with HistoryStore(tmp_path / "h.sqlite") as store:
         stats = load_files(store, windows, alerts)
     assert (stats.windows, stats.alerts, stats.skipped) == (10, 1, 4)
-    result = runner.invoke(app, ["history", "load", "--db", str(tmp_path / "c.sqlite"),
-                                 "--windows", str(windows), "--alerts", str(alerts)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "history",
+            "load",
+            "--db",
+            str(tmp_path / "c.sqlite"),
+            "--windows",
+            str(windows),
+            "--alerts",
+            str(alerts),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "10 window records, 1 alert changes" in result.output
     assert "4 unreadable lines skipped" in result.output
@@ -102,7 +113,7 @@ def test_load_skips_unreadable_lines_and_cli_reports(tmp_path: Path) -> None:
                 "2026-03-02",
             ],
             "no such history file",
-        ),  # fmt: skip
+        ),
         (["explain", "--event", "x"], "give the period"),
     ],
 )
@@ -121,8 +132,19 @@ def test_a_file_that_is_not_a_history_is_refused(tmp_path: Path) -> None:
 
 
 def test_explain_cli_on_the_double_firing(history: Path) -> None:
-    args = ["explain", "--db", str(history), "--event", "Order Placed", "--source", "storefront",
-            "--from", "2026-03-08T14:00Z", "--to", "2026-03-08T16:00Z"]  # fmt: skip
+    args = [
+        "explain",
+        "--db",
+        str(history),
+        "--event",
+        "Order Placed",
+        "--source",
+        "storefront",
+        "--from",
+        "2026-03-08T14:00Z",
+        "--to",
+        "2026-03-08T16:00Z",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "Verdict: TRACKING" in result.output
@@ -167,8 +189,12 @@ def test_api_answers(history: Path) -> None:
     assert "Order Placed" in dims["events"] and dims["funnels"] == ["purchase"]
     _, anomalies = get(history, "/api/anomalies", days="2")
     assert [a["id"] for a in anomalies["anomalies"]] == [hs.ALERT["id"]]
-    q = {"event": "Order Placed", "source": "storefront", "from": "2026-03-08T10:00Z",
-         "to": "2026-03-08T20:00Z"}  # fmt: skip
+    q = {
+        "event": "Order Placed",
+        "source": "storefront",
+        "from": "2026-03-08T10:00Z",
+        "to": "2026-03-08T20:00Z",
+    }
     _, series = get(history, "/api/series", **q)
     inside = [p for p in series["points"] if hs.INCIDENT[0] <= p[0] < hs.INCIDENT[1]]
     outside = [p for p in series["points"] if p[0] < hs.INCIDENT[0] - 3600]
@@ -201,14 +227,16 @@ def test_api_answers(history: Path) -> None:
             "/api/explain",
             {"event": "Ördér 🛒 Placed", "from": "2026-03-08T14:00Z", "to": "2026-03-08T16:00Z"},
             422,
-        ),  # fmt: skip
+        ),
         ("/api/explain", {"from": "2026-03-08T14:00Z", "to": "2026-03-08T13:00Z"}, 422),
         ("/assets/..%2F..%2Fhistory.py", {}, 404),
         ("/assets/page.py", {}, 404),
         ("/nothing", {}, 404),
     ],
 )
-def test_api_refuses_bad_input_with_a_json_error(history: Path, path: str, params: dict, status: int) -> None:  # fmt: skip
+def test_api_refuses_bad_input_with_a_json_error(
+    history: Path, path: str, params: dict, status: int
+) -> None:
     got, body = get(history, path, **params)
     assert got == status
     assert "error" in body
@@ -218,14 +246,21 @@ def test_read_only_and_token(history: Path) -> None:
     before = history.read_bytes()
     token = "s3cret-token-0123456789"
     bearer = {"Authorization": f"Bearer {token}"}
-    statuses = [r[0] for r in fetch(history, [
-        ("GET", "/api/dimensions", {}, {}),
-        ("GET", "/api/anomalies", {"token": "wrong"}, {}),
-        ("GET", "/api/dimensions", {}, bearer),
-        ("GET", "/", {"token": token}, {}),
-        ("POST", "/api/explain", {}, bearer),
-        ("DELETE", "/api/anomalies", {}, bearer),
-    ], token=token)]  # fmt: skip
+    statuses = [
+        r[0]
+        for r in fetch(
+            history,
+            [
+                ("GET", "/api/dimensions", {}, {}),
+                ("GET", "/api/anomalies", {"token": "wrong"}, {}),
+                ("GET", "/api/dimensions", {}, bearer),
+                ("GET", "/", {"token": token}, {}),
+                ("POST", "/api/explain", {}, bearer),
+                ("DELETE", "/api/anomalies", {}, bearer),
+            ],
+            token=token,
+        )
+    ]
     assert statuses == [401, 401, 200, 200, 405, 405]
     assert history.read_bytes() == before
 

@@ -63,12 +63,16 @@ def test_every_view_in_chromium(served: str, tmp_path: Path) -> None:
             "source": "storefront",
             "from": "2026-03-08T14:00",
             "to": "2026-03-08T16:00",
-        },  # fmt: skip
+        },
     }
     done = subprocess.run(
         [node_bin, str(NODE_DIR / "page_views.mjs")],
-        input=json.dumps(request), capture_output=True, text=True, timeout=120, cwd=NODE_DIR,
-    )  # fmt: skip
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=NODE_DIR,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["pageErrors"] == [] and report["offsite"] == []

@@ -14,7 +14,7 @@ SOURCES = {"storefront": "web", "ios_app": "ios", "android_app": "android"}
 
 
 def cell(kind: str, labels: dict[str, str], now: dict, usual: dict, days=DAYS) -> Cell:
-    """A series whose shifts 1..n hold `usual` (with a little day-to-day noise) and shift 0 `now`."""
+    """A series whose shifts 1..n hold `usual` (with a little day-to-day noise), shift 0 `now`."""
     c = Cell(kind, labels)
     c.shifts[0] = Totals(**now)
     for k in days:
@@ -35,15 +35,32 @@ def traffic(**changes: dict) -> list[Cell]:
             labels = {"event": event, "source": source, "platform": platform}
             cells.append(cell("volume", labels, now, usual))
         users = {"count": 900, "users": 900, "numerator": 700, "denominator": 900}
-        cells.append(cell("activity", {"source": source, "platform": platform},
-                          changes.get(f"activity|{source}", users), users))  # fmt: skip
+        cells.append(
+            cell(
+                "activity",
+                {"source": source, "platform": platform},
+                changes.get(f"activity|{source}", users),
+                users,
+            )
+        )
         conv = {"numerator": 40, "denominator": 60}
-        labels = {"funnel": "purchase", "from_event": "Checkout Begun",
-                  "to_event": "Order Placed", "source": source, "platform": platform}  # fmt: skip
+        labels = {
+            "funnel": "purchase",
+            "from_event": "Checkout Begun",
+            "to_event": "Order Placed",
+            "source": source,
+            "platform": platform,
+        }
         cells.append(cell("conversion", labels, changes.get(f"conv|{source}", conv), conv))
     pay = {"count": 120, "users": 120}
-    cells.append(cell("volume", {"event": "Payment Captured", "source": "backend",
-                                 "platform": "server"}, changes.get("server", pay), pay))  # fmt: skip
+    cells.append(
+        cell(
+            "volume",
+            {"event": "Payment Captured", "source": "backend", "platform": "server"},
+            changes.get("server", pay),
+            pay,
+        )
+    )
     return cells
 
 
@@ -105,9 +122,16 @@ def test_server_confirming_a_fall_is_a_real_change() -> None:
 def test_an_event_that_stopped_while_the_step_before_went_on_is_tracking() -> None:
     gone = {"count": 0, "users": 0}
     v = explain_period(
-        data(traffic(**{"Order Placed|ios_app": gone, "conv|ios_app": {"numerator": 0, "denominator": 60}})),
+        data(
+            traffic(
+                **{
+                    "Order Placed|ios_app": gone,
+                    "conv|ios_app": {"numerator": 0, "denominator": 60},
+                }
+            )
+        ),
         Scope(event="Order Placed", source="ios_app"),
-    )  # fmt: skip
+    )
     assert v.verdict == "tracking"
     assert any("the step before went on" in e.text for e in v.evidence)
 
@@ -130,11 +154,19 @@ def test_a_new_version_lacking_the_event_is_tracking_without_history() -> None:
 def test_an_annotated_campaign_moving_everything_is_a_real_change() -> None:
     changes = {}
     for source in SOURCES:
-        for event, n in {"Item Viewed": 400, "Checkout Begun": 60, "Order Placed": 40,
-                         "page:Item": 300}.items():  # fmt: skip
+        for event, n in {
+            "Item Viewed": 400,
+            "Checkout Begun": 60,
+            "Order Placed": 40,
+            "page:Item": 300,
+        }.items():
             changes[f"{event}|{source}"] = {"count": 1.8 * n, "users": 1.8 * 0.8 * n}
-        changes[f"activity|{source}"] = {"count": 1620, "users": 1620, "numerator": 1260,
-                                         "denominator": 1620}  # fmt: skip
+        changes[f"activity|{source}"] = {
+            "count": 1620,
+            "users": 1620,
+            "numerator": 1260,
+            "denominator": 1620,
+        }
         changes[f"conv|{source}"] = {"numerator": 72, "denominator": 108}
     changes["server"] = {"count": 216, "users": 216}
     note = Annotation("Spring newsletter", START - 600, END + 600)
@@ -147,11 +179,19 @@ def test_an_annotated_campaign_moving_everything_is_a_real_change() -> None:
 def test_everything_collapsing_with_sessions_cut_is_tracking() -> None:
     changes = {}
     for source in SOURCES:
-        for event, n in {"Item Viewed": 400, "Checkout Begun": 60, "Order Placed": 40,
-                         "page:Item": 300}.items():  # fmt: skip
+        for event, n in {
+            "Item Viewed": 400,
+            "Checkout Begun": 60,
+            "Order Placed": 40,
+            "page:Item": 300,
+        }.items():
             changes[f"{event}|{source}"] = {"count": 0.05 * n, "users": 0.04 * n}
-        changes[f"activity|{source}"] = {"count": 45, "users": 45, "numerator": 2,
-                                         "denominator": 45}  # fmt: skip
+        changes[f"activity|{source}"] = {
+            "count": 45,
+            "users": 45,
+            "numerator": 2,
+            "denominator": 45,
+        }
     v = explain_period(data(traffic(**changes)), Scope())
     assert v.verdict == "tracking"
     assert any("went silent mid-session" in e.text for e in v.evidence)
