@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.records import WindowRecord
 from streams.broker import EmbeddedBroker, create_topics
+from streams.history import HistoryStore
 from streams.merge import merge_records
 from streams.replay import replay
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
@@ -73,6 +74,11 @@ def dedupe_flushes(flushes: list[dict]) -> list[dict]:
     return kept
 
 
+def alerts_by_id(alerts: list[dict]) -> dict[str, dict]:
+    """The last change of each alert, as the history keeps it."""
+    return {a["id"]: a for a in alerts}
+
+
 def canon(records: list[WindowRecord]) -> list[str]:
     return sorted(orjson.dumps(r.to_dict(), option=orjson.OPT_SORT_KEYS).decode() for r in records)
 
@@ -112,7 +118,15 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     produce(bootstrap, closers(3 * 3600), PARTITIONS, batch=100)
 
     started = time.time()
-    proc = start_worker(bootstrap, f"tw-{uuid.uuid4().hex[:6]}", tmp_path / "w.log", tmp_path)
+    history = tmp_path / "history.sqlite"
+    proc = start_worker(
+        bootstrap,
+        f"tw-{uuid.uuid4().hex[:6]}",
+        tmp_path / "w.log",
+        tmp_path,
+        "--history-db",
+        str(history),
+    )
     try:
         unique = {e["body"]["messageId"]: e for e in envelopes}
         expected_total = len(unique) + len(good) + 64 + 3  # + closers + 3 unreadable items
@@ -219,6 +233,23 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     expected = [a.to_dict() for a in offline_alerts if a.updated_at <= horizon]
     assert {(a["kind"], a["state"]) for a in expected} >= {("new_event", "firing")}
     assert alert_lines(alerts) == alert_lines(expected)
+
+    # the history the detect agent kept (--history-db): the streamed windows, merged, and the
+    # last state of every alert
+    with HistoryStore(history, readonly=True) as store:
+        kept = Counter()
+        for key, count in store.db.execute(
+            "SELECT s.key, sum(w.count) FROM windows w JOIN series s ON s.id = w.series_id "
+            "WHERE w.start + 60 <= ? GROUP BY s.key",
+            (closed_until - 60,),
+        ):
+            kept[key] = count
+        states = dict(store.db.execute("SELECT id, state FROM alerts").fetchall())
+    want = Counter()
+    for r in streamed:
+        want[r.series_key()] += r.count
+    assert kept == +want
+    assert states == {a["id"]: a["state"] for a in alerts_by_id(alerts).values()}
 
 
 @pytest.mark.parametrize(
