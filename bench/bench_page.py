@@ -147,11 +147,9 @@ def build(path: Path, n_series: int, days: int, per_minute: float, seed: int = 5
             db.executemany("INSERT INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
             batch.clear()
     db.executemany("INSERT INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?)", batch)
-    db.execute(
-        "INSERT INTO hourly SELECT series_id, start - start % 3600, sum(count), sum(users), "
-        "sum(violations), sum(quarantined), sum(repeats), sum(numerator), sum(denominator) "
-        "FROM windows GROUP BY series_id, start - start % 3600"
-    )
+    db.commit()
+    with HistoryStore(path) as store:
+        store.rebuild_rollups()
     alerts = []
     for i in range(days * 3):
         t = start + i * 8 * 3600 + 1800
@@ -284,7 +282,9 @@ def main() -> None:
             t0 = time.perf_counter()
             build(path, n, days, per_minute)
             print(f"built {path} ({n:,} series, {days} days) in {time.perf_counter() - t0:.0f} s")
-    with HistoryStore(args.db, readonly=True) as store:
+    with HistoryStore(args.db) as store:
+        if not store.db.execute("SELECT 1 FROM hourly_source LIMIT 1").fetchone():
+            store.rebuild_rollups()  # a file built before that table existed
         info = store.info()
     print(
         f"history: {info['series']:,} series, {info['windows']:,} minute windows, "

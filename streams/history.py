@@ -11,7 +11,8 @@ Tables
   repeats, numerator/denominator, violation codes as JSON); a revision record (late events)
   adds its counts to its window's row (and to `late`).
 - `hourly`: the same sums per series and hour (`users` is the sum of the windows' users:
-  user-minutes), so that a query over days reads 60 times fewer rows.
+  user-minutes), so that a query over days reads 60 times fewer rows; `hourly_source`: the
+  volume sums of every event per source, platform and hour (the explorer's "every event").
 - `alerts`: the last state of each alert (`Anomaly.to_dict()`), `fired` once it ever fired.
 - `annotations`: known campaigns (name, start, end, sources, events).
 
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS hourly(
     repeats INTEGER NOT NULL, numerator INTEGER NOT NULL, denominator INTEGER NOT NULL,
     PRIMARY KEY(series_id, hour)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS hourly_hour ON hourly(hour);
+CREATE TABLE IF NOT EXISTS hourly_source(
+    source TEXT NOT NULL, platform TEXT NOT NULL, hour INTEGER NOT NULL, count INTEGER NOT NULL,
+    users INTEGER NOT NULL, violations INTEGER NOT NULL, quarantined INTEGER NOT NULL,
+    repeats INTEGER NOT NULL, PRIMARY KEY(hour, source, platform)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts(
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, fired INTEGER NOT NULL,
     started REAL NOT NULL, updated REAL NOT NULL, ended REAL,
@@ -88,6 +93,14 @@ ON CONFLICT(series_id, start) DO UPDATE SET
     count = count + excluded.count, violations = violations + excluded.violations,
     quarantined = quarantined + excluded.quarantined, repeats = repeats + excluded.repeats,
     late = late + excluded.late
+"""
+_SOURCE_ADD = """
+INSERT INTO hourly_source(source, platform, hour, count, users, violations, quarantined, repeats)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(hour, source, platform) DO UPDATE SET
+    count = count + excluded.count, users = users + excluded.users,
+    violations = violations + excluded.violations, quarantined = quarantined + excluded.quarantined,
+    repeats = repeats + excluded.repeats
 """
 _HOURLY_ADD = """
 INSERT INTO hourly(series_id, hour, count, users, violations, quarantined, repeats,
@@ -245,6 +258,12 @@ class HistoryStore:
                     denominator,
                 ),
             )
+            if rec.kind == "volume":
+                self.db.execute(
+                    _SOURCE_ADD,
+                    (rec.series.get("source", ""), rec.series.get("platform", ""), hour,
+                     rec.count, users, rec.violations, rec.quarantined, rec.repeats),
+                )  # fmt: skip
             newest = max(newest, float(start))
             n += 1
         self._newest = newest
@@ -322,7 +341,8 @@ class HistoryStore:
 
     def _delete_before(self, cutoff: float) -> int:
         cur = self.db.execute("DELETE FROM windows WHERE start < ?", (int(cutoff),))
-        self.db.execute("DELETE FROM hourly WHERE hour < ?", (int(cutoff - cutoff % 3600),))
+        for table in ("hourly", "hourly_source"):
+            self.db.execute(f"DELETE FROM {table} WHERE hour < ?", (int(cutoff - cutoff % 3600),))
         self.db.execute("DELETE FROM alerts WHERE updated < ?", (cutoff,))
         return cur.rowcount
 
@@ -332,6 +352,23 @@ class HistoryStore:
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         size = self.db.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * size)
+
+    def rebuild_rollups(self) -> None:
+        """Recompute the hourly sums (`hourly`, `hourly_source`) from the minute windows."""
+        self.db.execute("DELETE FROM hourly")
+        self.db.execute("DELETE FROM hourly_source")
+        self.db.execute(
+            "INSERT INTO hourly SELECT series_id, start - start % 3600, sum(count), sum(users), "
+            "sum(violations), sum(quarantined), sum(repeats), sum(numerator), sum(denominator) "
+            "FROM windows GROUP BY series_id, start - start % 3600"
+        )
+        self.db.execute(
+            "INSERT INTO hourly_source SELECT coalesce(s.source, ''), coalesce(s.platform, ''), "
+            "h.hour, sum(h.count), sum(h.users), sum(h.violations), sum(h.quarantined), "
+            "sum(h.repeats) FROM hourly h JOIN series s ON s.id = h.series_id "
+            "WHERE s.kind = 'volume' GROUP BY 1, 2, 3"
+        )
+        self.db.commit()
 
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

@@ -13,12 +13,22 @@ import orjson
 
 from detectors.annotations import Annotation
 from detectors.records import epoch_seconds
-from detectors.verdict import Cell, PeriodData, Scope, Totals, Verdict, explain_period
+from detectors.verdict import (
+    Cell,
+    PeriodData,
+    Scope,
+    Totals,
+    Verdict,
+    chosen_shifts,
+    explain_period,
+)
 
 DAY = 86400
 LOOKBACK_DAYS = 28  # earlier periods an explanation compares with
 MINUTE_LIMIT = 6 * 3600  # periods up to this long read minute windows; longer ones hourly sums
 MAX_PERIOD = 35 * DAY
+MAX_SHIFTS = 7  # earlier periods compared with, at most
+FEW_SERIES = 300  # up to this many series are read by their key, more by the time index
 
 _SUMS = (
     "sum(count), sum(users), sum(violations), sum(quarantined), sum(repeats), "
@@ -134,6 +144,10 @@ def period_data(
         step, length = DAY, DAY
         scale = (hi - lo) / DAY
         shifts = [k for k in range(1, lookback_days + 1) if lo - k * DAY >= first - first % unit]
+    # only the earlier periods the verdict will compare with (the same weekday, else the same
+    # kind of day, the most recent first): fewer rows to read
+    probe = PeriodData(float(start), float(end), float(step), shifts, [], scale=scale)
+    shifts = sorted(chosen_shifts(probe)[0])[:MAX_SHIFTS]
     rows = series if series is not None else series_table(db)
     steps = frozenset(
         name
@@ -147,9 +161,8 @@ def period_data(
     for k in [0, *shifts]:
         a = lo - k * step
         b = a + (hi - lo if k == 0 else length)
-        for sid, *sums in sums_by_series(
-            db, table, a, b, wanted if len(wanted) < len(rows) else None
-        ):
+        few = wanted if len(wanted) <= FEW_SERIES else None  # else: by the time index
+        for sid, *sums in sums_by_series(db, table, a, b, few):
             cell = cells.get(sid)
             if cell is not None:
                 cell.shifts[k] = Totals(*(float(x or 0) for x in sums))

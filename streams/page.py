@@ -163,6 +163,20 @@ class PageData:
         lo = int(start - start % bucket)
         hi = int(end)
         values: dict[int, float] = {}
+        if table == "hourly" and scope.event is None and scope.app_version is None:
+            # every event: the per-source hourly sums
+            where, args = "1", []
+            for key in ("source", "platform"):
+                if getattr(scope, key) is not None:
+                    where += f" AND {key} = ?"
+                    args.append(getattr(scope, key))
+            sql = (
+                f"SELECT hour - (hour % {bucket}) AS b, sum({metric}) FROM hourly_source "
+                f"WHERE {where} AND hour >= ? AND hour < ? GROUP BY b"
+            )
+            for b, v in self.db.execute(sql, [*args, lo - BAND_DAYS * DAY, hi]):
+                values[b] = float(v or 0)
+            return self._points(values, lo, hi, bucket, metric, len(ids))
         every = len(ids) == sum(1 for r in self.series().values() if r.kind == "volume")
         chunks: list[list[int] | None] = (
             [None] if every else [ids[i : i + 500] for i in range(0, len(ids), 500)]
@@ -179,6 +193,12 @@ class PageData:
             )
             for b, v in self.db.execute(sql, [*(chunk or []), lo - BAND_DAYS * DAY, hi]):
                 values[b] = values.get(b, 0.0) + float(v or 0)
+        return self._points(values, lo, hi, bucket, metric, len(ids))
+
+    def _points(
+        self, values: dict[int, float], lo: int, hi: int, bucket: int, metric: str, n: int
+    ) -> dict[str, Any]:
+        """[start, observed, expected, lower, upper] per bucket."""
         points = []
         first = self._first()
         for b in range(lo, hi, bucket):
@@ -195,7 +215,7 @@ class PageData:
             else:
                 band = [None, None, None]
             points.append([b, values.get(b, 0.0), *band])
-        return {"bucket": bucket, "metric": metric, "series": len(ids), "points": points}
+        return {"bucket": bucket, "metric": metric, "series": n, "points": points}
 
     def _first(self) -> float:
         first, _ = span(self.db)

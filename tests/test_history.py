@@ -200,6 +200,14 @@ def test_api_answers(history: Path) -> None:
     outside = [p for p in series["points"] if p[0] < hs.INCIDENT[0] - 3600]
     assert sum(p[1] for p in inside) > 1.6 * sum(p[2] for p in inside)  # doubled
     assert 0.6 < sum(p[1] for p in outside) / sum(p[2] for p in outside) < 1.4  # as usual
+    # every event over two days (the per-source hourly sums) = the sum of each event's
+    days = {"from": "2026-03-07T00:00Z", "to": "2026-03-09T00:00Z", "source": "storefront"}
+    _, every = get(history, "/api/series", **days)
+    each = [get(history, "/api/series", **days, event=e)[1] for e in hs.PER_MINUTE]
+    assert every["bucket"] == 3600 and every["points"]
+    for i, point in enumerate(every["points"]):
+        assert point[1] == sum(s["points"][i][1] for s in each)
+        assert point[2] == pytest.approx(sum(s["points"][i][2] for s in each), abs=0.05)
     _, funnel = get(history, "/api/funnel", **q, funnel="purchase")
     assert funnel["steps"][0]["from"] == "Checkout Begun"
     q.update({"from": "2026-03-08T14:00Z", "to": "2026-03-08T16:00Z"})
