@@ -295,17 +295,25 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         c for c in data.cells if c.kind == "conversion" and "within_minutes" not in c.labels
     ]
     activity = [c for c in data.cells if c.kind == "activity"]
+    totals = source_totals(data.cells)
     ev: list[Evidence] = []
 
     def sel(pred: Callable[[dict[str, str]], bool], cells: list[Cell] = volume) -> list[Cell]:
         return [c for c in cells if pred(c.labels)]
 
-    in_scope = sel(scope.matches)
-    main = compare(in_scope, shifts)
-    main_with_q = compare_total(in_scope, shifts)
     event = scope.event
     focus = _funnel_focus(conversions, scope, shifts) if scope.funnel else None
     if focus is not None:  # a funnel: the step pair that moved most
+        event = focus[0]
+    if event is None:  # every event: the sums per source
+        in_scope = sel(lambda labels: scope.matches(labels, with_event=False), totals)
+    else:
+        in_scope = sel(
+            lambda labels: labels.get("event") == event and scope.matches(labels, with_event=False)
+        )
+    main = compare(in_scope, shifts)
+    main_with_q = compare_total(in_scope, shifts)
+    if focus is not None:
         event, main, step_text = focus
         ev.append(Evidence("context", 0, step_text))
     if (
@@ -314,7 +322,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         and scope.source is not None
         and (main.expected is None or main.expected < 1)
     ):  # a version new in the history: compared with its peers in the same period
-        cross = version_cross(volume, scope.source, scope.app_version, event)
+        cross = version_cross(volume, totals, scope.source, scope.app_version, event)
         if cross is not None:
             main, main_with_q = cross, cross
             baseline = f"what the other versions of {scope.source} send for as much traffic"
@@ -331,7 +339,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     alerts = [a for a in data.alerts if _alert_matches(a, scope, event)]
 
     # ---- tracking: the plan's own checks
-    total = sel(lambda labels: scope.matches(labels))
+    total = in_scope
     obs_all = sum(c.get(0).count + c.get(0).quarantined for c in total)
     obs_bad = sum(c.get(0).violations for c in total)
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
@@ -364,7 +372,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         )
 
     # ---- versions: one version alone, or a new one lacking the event
-    ev += _version_evidence(data, scope, volume, event)
+    ev += _version_evidence(data, scope, volume, totals, event)
 
     # ---- the event stopped while what leads to it went on
     if (
@@ -378,10 +386,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
             ev.append(Evidence("tracking", 2, before))
         else:
             others = compare(
-                sel(
-                    lambda labels: (
-                        scope.matches(labels, with_event=False) and labels.get("event") != event
-                    )
+                rest_of(
+                    totals, volume, event, lambda labels: scope.matches(labels, with_event=False)
                 ),
                 shifts,
             )
@@ -405,11 +411,11 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- everything at once: lost on the way, or a real audience change
     if event is None and scope.funnel is None and direction:
-        ev += _whole_traffic_evidence(volume, activity, conversions, scope, shifts, direction)
+        ev += _whole_traffic_evidence(totals, activity, conversions, scope, shifts, direction)
 
     # ---- traffic quality
     if direction > 0 and event is not None:
-        ev += _quality_evidence(volume, activity, scope, event, shifts, main)
+        ev += _quality_evidence(volume, totals, activity, scope, event, shifts, main)
 
     scores = {side: sum(e.weight for e in ev if e.side == side) for side in SIDES}
     verdict: Side = "unclear"
@@ -421,6 +427,58 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         verdict = best
     paragraph = _paragraph(verdict, scope, data, main, direction, baseline, ev, alerts, shifts)
     return Verdict(verdict, paragraph, ev, main, baseline, scores, alerts)
+
+
+ALL = "(every event)"
+
+
+def source_totals(cells: list[Cell]) -> list[Cell]:
+    """The volume of every event per source, platform and app version: the "total" cells the
+    history gives (its per-source sums), else summed here from the volume cells."""
+    given = [c for c in cells if c.kind == "total"]
+    if given:
+        return given
+    out: dict[tuple[str, str, str], Cell] = {}
+    for c in cells:
+        if c.kind != "volume":
+            continue
+        key = _dims_key(c.labels)
+        into = out.get(key)
+        if into is None:
+            labels = {"event": ALL, "source": key[0], "platform": key[1], "app_version": key[2]}
+            into = out[key] = Cell("total", labels)
+        for k, t in c.shifts.items():
+            into.shifts.setdefault(k, Totals()).add(t)
+    return list(out.values())
+
+
+def _dims_key(labels: dict[str, str]) -> tuple[str, str, str]:
+    return (labels.get("source", ""), labels.get("platform", ""), labels.get("app_version", ""))
+
+
+def rest_of(
+    totals: list[Cell], volume: list[Cell], event: str, keep: Callable[[dict[str, str]], bool]
+) -> list[Cell]:
+    """Every event but `event`, per source, platform and app version kept by `keep`."""
+    own: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in volume:
+        if c.labels.get("event") == event and keep(c.labels):
+            own.setdefault(_dims_key(c.labels), []).append(c)
+    out = []
+    for t in totals:
+        if not keep(t.labels):
+            continue
+        cell = Cell("total", t.labels)
+        mine = own.get(_dims_key(t.labels), [])
+        for k, tot in t.shifts.items():
+            left = Totals()
+            left.add(tot)
+            for c in mine:
+                for name in FIELDS:
+                    setattr(left, name, getattr(left, name) - getattr(c.get(k), name))
+            cell.shifts[k] = left
+        out.append(cell)
+    return out
 
 
 def compare_total(cells: list[Cell], shifts: list[int]) -> Move:
@@ -496,15 +554,20 @@ def _top_codes(cells: list[Cell]) -> str:
     return f", mostly for {CODE_PHRASES.get(top, top)}"
 
 
-def version_cross(volume: list[Cell], source: str, version: str, event: str) -> Move | None:
+def version_cross(
+    volume: list[Cell], totals: list[Cell], source: str, version: str, event: str
+) -> Move | None:
     """`event` on one app version of `source` in the period against what its other versions
     send for the same amount of other events (a cross-section: no history needed)."""
     per: dict[str, list[float]] = {}
+    for c in totals:
+        if c.labels.get("source") == source:
+            per.setdefault(c.labels.get("app_version", ""), [0.0, 0.0])[1] += c.get(0).count
     for c in volume:
-        if c.labels.get("source") != source:
-            continue
-        row = per.setdefault(c.labels.get("app_version", ""), [0.0, 0.0])
-        row[0 if c.labels.get("event") == event else 1] += c.get(0).count
+        if c.labels.get("source") == source and c.labels.get("event") == event:
+            row = per.setdefault(c.labels.get("app_version", ""), [0.0, 0.0])
+            row[0] += c.get(0).count
+            row[1] -= c.get(0).count  # the totals hold it: other events only
     versions = [v for v in per if v not in ("", "unknown")]
     if version not in versions or len(versions) < 2:
         return None
@@ -525,7 +588,7 @@ def _sources_of(volume: list[Cell], scope: Scope, event: str) -> list[str]:
 
 
 def _version_evidence(
-    data: PeriodData, scope: Scope, volume: list[Cell], event: str | None
+    data: PeriodData, scope: Scope, volume: list[Cell], totals: list[Cell], event: str | None
 ) -> list[Evidence]:
     """An app version that sends the event unlike its peers (and was released just before)."""
     if event is None:
@@ -533,12 +596,12 @@ def _version_evidence(
     out: list[Evidence] = []
     for source in _sources_of(volume, scope, event):
         versions = sorted(
-            {c.labels.get("app_version", "") for c in volume if c.labels.get("source") == source}
+            {c.labels.get("app_version", "") for c in totals if c.labels.get("source") == source}
         )
         for v in versions:
             if scope.app_version is not None and v != scope.app_version:
                 continue
-            move = version_cross(volume, source, v, event)
+            move = version_cross(volume, totals, source, v, event)
             if move is None or move.expected is None or move.expected < 5:
                 continue
             if move.direction == 0 or abs(move.observed - move.expected) < 0.3 * move.expected:
@@ -790,6 +853,7 @@ def _whole_traffic_evidence(
 
 def _quality_evidence(
     volume: list[Cell],
+    totals: list[Cell],
     activity: list[Cell],
     scope: Scope,
     event: str,
@@ -806,13 +870,14 @@ def _quality_evidence(
     excess_users = users.observed - users.expected
     sources = {c.labels.get("source") for c in cells}
     others = compare(
-        [
-            c
-            for c in volume
-            if c.labels.get("source") in sources
-            and c.labels.get("event") != event
-            and scope.matches(c.labels, with_event=False)
-        ],
+        rest_of(
+            totals,
+            volume,
+            event,
+            lambda labels: (
+                labels.get("source") in sources and scope.matches(labels, with_event=False)
+            ),
+        ),
         shifts,
     )
     active = compare(

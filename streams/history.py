@@ -12,7 +12,8 @@ Tables
   adds its counts to its window's row (and to `late`).
 - `hourly`: the same sums per series and hour (`users` is the sum of the windows' users:
   user-minutes), so that a query over days reads 60 times fewer rows; `hourly_source`: the
-  volume sums of every event per source, platform and hour (the explorer's "every event").
+  volume sums of every event per source, platform, app version and hour, and `minute_source`
+  the same per minute (what "every event" and "the other events" are read from).
 - `alerts`: the last state of each alert (`Anomaly.to_dict()`), `fired` once it ever fired.
 - `annotations`: known campaigns (name, start, end, sources, events).
 
@@ -61,10 +62,16 @@ CREATE TABLE IF NOT EXISTS hourly(
     repeats INTEGER NOT NULL, numerator INTEGER NOT NULL, denominator INTEGER NOT NULL,
     PRIMARY KEY(series_id, hour)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS hourly_hour ON hourly(hour);
+CREATE TABLE IF NOT EXISTS minute_source(
+    start INTEGER NOT NULL, source TEXT NOT NULL, platform TEXT NOT NULL,
+    app_version TEXT NOT NULL, count INTEGER NOT NULL, users INTEGER NOT NULL,
+    violations INTEGER NOT NULL, quarantined INTEGER NOT NULL, repeats INTEGER NOT NULL,
+    PRIMARY KEY(start, source, platform, app_version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hourly_source(
-    source TEXT NOT NULL, platform TEXT NOT NULL, hour INTEGER NOT NULL, count INTEGER NOT NULL,
-    users INTEGER NOT NULL, violations INTEGER NOT NULL, quarantined INTEGER NOT NULL,
-    repeats INTEGER NOT NULL, PRIMARY KEY(hour, source, platform)) WITHOUT ROWID;
+    hour INTEGER NOT NULL, source TEXT NOT NULL, platform TEXT NOT NULL,
+    app_version TEXT NOT NULL, count INTEGER NOT NULL, users INTEGER NOT NULL,
+    violations INTEGER NOT NULL, quarantined INTEGER NOT NULL, repeats INTEGER NOT NULL,
+    PRIMARY KEY(hour, source, platform, app_version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts(
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, fired INTEGER NOT NULL,
     started REAL NOT NULL, updated REAL NOT NULL, ended REAL,
@@ -95,13 +102,16 @@ ON CONFLICT(series_id, start) DO UPDATE SET
     late = late + excluded.late
 """
 _SOURCE_ADD = """
-INSERT INTO hourly_source(source, platform, hour, count, users, violations, quarantined, repeats)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(hour, source, platform) DO UPDATE SET
+INSERT INTO {table}({col}, source, platform, app_version, count, users, violations,
+                    quarantined, repeats)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT({col}, source, platform, app_version) DO UPDATE SET
     count = count + excluded.count, users = users + excluded.users,
     violations = violations + excluded.violations, quarantined = quarantined + excluded.quarantined,
     repeats = repeats + excluded.repeats
 """
+_MINUTE_SOURCE_ADD = _SOURCE_ADD.format(table="minute_source", col="start")
+_HOURLY_SOURCE_ADD = _SOURCE_ADD.format(table="hourly_source", col="hour")
 _HOURLY_ADD = """
 INSERT INTO hourly(series_id, hour, count, users, violations, quarantined, repeats,
                    numerator, denominator)
@@ -258,12 +268,11 @@ class HistoryStore:
                     denominator,
                 ),
             )
-            if rec.kind == "volume":
-                self.db.execute(
-                    _SOURCE_ADD,
-                    (rec.series.get("source", ""), rec.series.get("platform", ""), hour,
-                     rec.count, users, rec.violations, rec.quarantined, rec.repeats),
-                )  # fmt: skip
+            if rec.kind == "volume":  # every event's sums per source, platform, version
+                dims = tuple(rec.series.get(k) or "" for k in ("source", "platform", "app_version"))
+                sums = (rec.count, users, rec.violations, rec.quarantined, rec.repeats)
+                self.db.execute(_MINUTE_SOURCE_ADD, (start, *dims, *sums))
+                self.db.execute(_HOURLY_SOURCE_ADD, (hour, *dims, *sums))
             newest = max(newest, float(start))
             n += 1
         self._newest = newest
@@ -343,6 +352,7 @@ class HistoryStore:
         cur = self.db.execute("DELETE FROM windows WHERE start < ?", (int(cutoff),))
         for table in ("hourly", "hourly_source"):
             self.db.execute(f"DELETE FROM {table} WHERE hour < ?", (int(cutoff - cutoff % 3600),))
+        self.db.execute("DELETE FROM minute_source WHERE start < ?", (int(cutoff),))
         self.db.execute("DELETE FROM alerts WHERE updated < ?", (cutoff,))
         return cur.rowcount
 
@@ -355,19 +365,22 @@ class HistoryStore:
 
     def rebuild_rollups(self) -> None:
         """Recompute the hourly sums (`hourly`, `hourly_source`) from the minute windows."""
-        self.db.execute("DELETE FROM hourly")
-        self.db.execute("DELETE FROM hourly_source")
+        for table in ("hourly", "hourly_source", "minute_source"):
+            self.db.execute(f"DELETE FROM {table}")
         self.db.execute(
             "INSERT INTO hourly SELECT series_id, start - start % 3600, sum(count), sum(users), "
             "sum(violations), sum(quarantined), sum(repeats), sum(numerator), sum(denominator) "
             "FROM windows GROUP BY series_id, start - start % 3600"
         )
-        self.db.execute(
-            "INSERT INTO hourly_source SELECT coalesce(s.source, ''), coalesce(s.platform, ''), "
-            "h.hour, sum(h.count), sum(h.users), sum(h.violations), sum(h.quarantined), "
-            "sum(h.repeats) FROM hourly h JOIN series s ON s.id = h.series_id "
-            "WHERE s.kind = 'volume' GROUP BY 1, 2, 3"
-        )
+        for table, col, source in (("minute_source", "start", "windows"),
+                                   ("hourly_source", "hour", "hourly")):  # fmt: skip
+            self.db.execute(
+                f"INSERT INTO {table} SELECT w.{col}, coalesce(s.source, ''), "
+                "coalesce(s.platform, ''), coalesce(s.app_version, ''), sum(w.count), "
+                "sum(w.users), sum(w.violations), sum(w.quarantined), sum(w.repeats) "
+                f"FROM {source} w JOIN series s ON s.id = w.series_id WHERE s.kind = 'volume' "
+                "GROUP BY 1, 2, 3, 4"
+            )
         self.db.commit()
 
     def set_meta(self, key: str, value: str) -> None:

@@ -14,6 +14,7 @@ import orjson
 from detectors.annotations import Annotation
 from detectors.records import epoch_seconds
 from detectors.verdict import (
+    ALL,
     Cell,
     PeriodData,
     Scope,
@@ -62,29 +63,23 @@ def span(db: sqlite3.Connection) -> tuple[float | None, float | None]:
 
 
 def _wanted(row: SeriesRow, scope: Scope, steps: frozenset[str] = frozenset()) -> bool:
-    """Series an explanation of `scope` reads: the event on every source, every event of the
-    scope's sources, activity, and conversions into or out of the event; for a funnel, its
-    conversions and its steps' events; the server's events always."""
+    """Series an explanation of `scope` reads one by one: the event on every source (a
+    funnel: its steps), the server's events, activity, and the conversions into or out of the
+    event (a funnel: its own; every event: all). The other events are read as sums per
+    source (`minute_source`, `hourly_source`)."""
     labels = row.labels
-    if scope.funnel is not None and scope.event is None:
-        if row.kind == "conversion":
-            return labels.get("funnel") == scope.funnel
-        return (
-            row.kind == "activity"
-            or labels.get("event") in steps
-            or (labels.get("platform") == "server")
-        )
-    if scope.event is None:
-        return True
     if row.kind == "activity":
         return True
     if row.kind == "conversion":
-        return scope.event in (labels.get("from_event"), labels.get("to_event")) or (
-            scope.funnel is not None and labels.get("funnel") == scope.funnel
+        if scope.funnel is not None:
+            return labels.get("funnel") == scope.funnel
+        return scope.event is None or scope.event in (
+            labels.get("from_event"),
+            labels.get("to_event"),
         )
-    if labels.get("event") == scope.event or labels.get("platform") == "server":
+    if labels.get("platform") == "server":
         return True
-    return scope.source is None or labels.get("source") == scope.source
+    return labels.get("event") == scope.event or labels.get("event") in steps
 
 
 def sums_by_series(
@@ -158,6 +153,7 @@ def period_data(
     )
     wanted = {sid: r for sid, r in rows.items() if _wanted(r, scope, steps)}
     cells = {sid: Cell(r.kind, r.labels, planned=r.planned) for sid, r in wanted.items()}
+    totals: dict[tuple[str, str, str], Cell] = {}
     for k in [0, *shifts]:
         a = lo - k * step
         b = a + (hi - lo if k == 0 else length)
@@ -166,6 +162,19 @@ def period_data(
             cell = cells.get(sid)
             if cell is not None:
                 cell.shifts[k] = Totals(*(float(x or 0) for x in sums))
+        rollup, col = (
+            ("minute_source", "start") if table == "windows" else ("hourly_source", "hour")
+        )
+        for source, platform, version, *sums in db.execute(
+            f"SELECT source, platform, app_version, sum(count), sum(users), sum(violations), "
+            f"sum(quarantined), sum(repeats) FROM {rollup} WHERE {col} >= ? AND {col} < ? "
+            "GROUP BY 1, 2, 3",
+            (a, b),
+        ):
+            labels = {"event": ALL, "source": source, "platform": platform, "app_version": version}
+            key = (source, platform, version)
+            cell = totals.get(key) or totals.setdefault(key, Cell("total", labels))
+            cell.shifts[k] = Totals(*(float(x or 0) for x in sums))
     if scope.event is not None:
         codes_rows = db.execute(
             "SELECT w.series_id, w.codes FROM windows w JOIN series s ON s.id = w.series_id "
@@ -178,9 +187,9 @@ def period_data(
                 for code, n in orjson.loads(codes).items():
                     cell.codes[code] = cell.codes.get(code, 0) + n
     first_seen: dict[tuple[str, str], float] = {}
-    for sid, row in wanted.items():  # one index seek a series
+    for sid, row in wanted.items():  # the versions' activity series: one index seek each
         source, version = row.labels.get("source"), row.labels.get("app_version")
-        if row.kind != "volume" or source is None or version is None:
+        if row.kind != "activity" or source is None or version is None:
             continue
         (at,) = db.execute("SELECT min(hour) FROM hourly WHERE series_id = ?", (sid,)).fetchone()
         if at is not None and at < first_seen.get((source, version), math.inf):
@@ -191,7 +200,7 @@ def period_data(
         step=float(step),
         shifts=shifts,
         scale=scale,
-        cells=[c for c in cells.values() if c.shifts],
+        cells=[c for c in (*cells.values(), *totals.values()) if c.shifts],
         first_seen=first_seen,
         alerts=alerts_between(db, start, end),
         annotations=annotations(db),

@@ -163,16 +163,16 @@ class PageData:
         lo = int(start - start % bucket)
         hi = int(end)
         values: dict[int, float] = {}
-        if table == "hourly" and scope.event is None and scope.app_version is None:
-            # every event: the per-source hourly sums
+        if scope.event is None:  # every event: the per-source sums
+            rollup = "minute_source" if table == "windows" else "hourly_source"
             where, args = "1", []
-            for key in ("source", "platform"):
+            for key in ("source", "platform", "app_version"):
                 if getattr(scope, key) is not None:
                     where += f" AND {key} = ?"
                     args.append(getattr(scope, key))
             sql = (
-                f"SELECT hour - (hour % {bucket}) AS b, sum({metric}) FROM hourly_source "
-                f"WHERE {where} AND hour >= ? AND hour < ? GROUP BY b"
+                f"SELECT {col} - ({col} % {bucket}) AS b, sum({metric}) FROM {rollup} "
+                f"WHERE {where} AND {col} >= ? AND {col} < ? GROUP BY b"
             )
             for b, v in self.db.execute(sql, [*args, lo - BAND_DAYS * DAY, hi]):
                 values[b] = float(v or 0)
