@@ -43,20 +43,20 @@ FUNNEL = ("Item Viewed", "Item Added To Bag", "Checkout Begun", "Order Placed")
 
 
 def series_labels(n: int) -> list[dict[str, str]]:
+    """Events × the three client sources × 5 app versions (web: one), plus a few server events
+    (a backend sends a handful of event types, not hundreds)."""
     out = []
-    events = max(1, n // (len(SOURCES) * 5))
-    names = list(FUNNEL) + [f"Event {i:04d}" for i in range(events - len(FUNNEL))]
-    for name in names:
-        for source, platform in SOURCES:
-            for v in range(5):
-                out.append(
-                    {
-                        "event": name,
-                        "source": source,
-                        "platform": platform,
-                        "app_version": "unknown" if platform in ("web", "server") else f"7.{v}.0",
-                    }
-                )
+    for i in range(n):
+        name = FUNNEL[i] if i < len(FUNNEL) else f"Event {i:04d}"
+        if i < 10:
+            server = "Payment Captured" if i == 0 else f"Server Event {i}"
+            labels = {"event": server, "source": "backend", "platform": "server"}
+            out.append({**labels, "app_version": "unknown"})
+        for source, platform in SOURCES[:3]:
+            for v in range(1 if platform == "web" else 5):
+                version = "unknown" if platform == "web" else f"7.{v}.0"
+                out.append({"event": name, "source": source, "platform": platform,
+                            "app_version": version})  # fmt: skip
                 if len(out) == n:
                     return out
     return out
@@ -72,9 +72,9 @@ def build(path: Path, n_series: int, days: int, per_minute: float, seed: int = 5
     labels = series_labels(n_series)
     weights = [1.0 / (i + 1) ** 1.1 for i in range(len(labels))]  # a long tail
     rng.shuffle(weights)
-    for i in range(4):  # the funnel's events are the busiest
-        for j in range(len(SOURCES) * 5):
-            weights[i * len(SOURCES) * 5 + j] = 1.0
+    for i, lab in enumerate(labels):  # the funnel's events and the server's are the busiest
+        if lab["event"] in FUNNEL or lab["platform"] == "server":
+            weights[i] = 1.0
     total = sum(weights)
     rates = [per_minute * w / total for w in weights]  # events a minute at the daily peak
     rows = [
@@ -282,10 +282,11 @@ def main() -> None:
             t0 = time.perf_counter()
             build(path, n, days, per_minute)
             print(f"built {path} ({n:,} series, {days} days) in {time.perf_counter() - t0:.0f} s")
-    with HistoryStore(args.db) as store:
-        if not store.db.execute("SELECT 1 FROM hourly_source LIMIT 1").fetchone():
-            store.rebuild_rollups()  # a file built before that table existed
-        info = store.info()
+    for path in (base, args.db):
+        with HistoryStore(path) as store:
+            if not store.db.execute("SELECT 1 FROM hourly_source LIMIT 1").fetchone():
+                store.rebuild_rollups()  # a file built before that table existed
+            info = store.info()
     print(
         f"history: {info['series']:,} series, {info['windows']:,} minute windows, "
         f"{info['hourly']:,} hourly rows, {info['days']:.0f} days, {info['bytes'] / 1e6:.0f} MB "

@@ -577,7 +577,10 @@ def version_cross(
     if peers_b <= 0 or base <= 0:
         return None
     expected = base * peers_e / peers_b
-    return Move(mine, expected, math.sqrt(max(expected, 1.0) + (0.2 * expected) ** 2), 0)
+    # counting noise, the peers' own (a rate from few events is loose) and 20 % for versions
+    # being used a little differently
+    var = max(expected, 1.0) + expected**2 / max(peers_e, 1.0) + (0.2 * expected) ** 2
+    return Move(mine, expected, math.sqrt(var), 0)
 
 
 def _sources_of(volume: list[Cell], scope: Scope, event: str) -> list[str]:
