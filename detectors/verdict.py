@@ -415,7 +415,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- traffic quality
     if direction > 0 and event is not None:
-        ev += _quality_evidence(volume, totals, activity, scope, event, shifts, main)
+        sent_twice = any("repeat a business key" in e.text for e in ev)
+        ev += _quality_evidence(volume, totals, activity, scope, event, shifts, main, sent_twice)
 
     scores = {side: sum(e.weight for e in ev if e.side == side) for side in SIDES}
     verdict: Side = "unclear"
@@ -862,6 +863,7 @@ def _quality_evidence(
     event: str,
     shifts: list[int],
     main: Move,
+    sent_twice: bool = False,
 ) -> list[Evidence]:
     """Excess events from visitors who did nothing else, or from few users."""
     out: list[Evidence] = []
@@ -910,7 +912,12 @@ def _quality_evidence(
         )
     per_user_now = main.observed / max(users.observed, 1.0)
     per_user_usual = main.expected / max(users.expected, 1.0)
-    if excess > 0 and per_user_now > 2 * per_user_usual and excess_users < 0.25 * excess:
+    if (
+        excess > 0
+        and not sent_twice  # the same users' repeated keys: told as tracking already
+        and per_user_now > 2 * per_user_usual
+        and excess_users < 0.25 * excess
+    ):
         out.append(
             Evidence(
                 "traffic quality",
@@ -971,7 +978,9 @@ def _paragraph(
     else:
         head = "It is not clear yet whether this is tracking or real"
         reasons = [_more_data(main, data, shifts)]
-    text = f"{head}. {level[0].upper()}{level[1:]}."
+    if not scope.event:  # an event's name is written as the plan spells it
+        level = level[0].upper() + level[1:]
+    text = f"{head}. {level}."
     if reasons:
         text += (
             " "
