@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import sqlite3
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detectors.records import epoch_seconds
 from detectors.verdict import Scope
-from streams.history_query import explain
+from streams.history_query import QueryError, explain
 from tracking_plan.loader import load_plan
 
 LABEL = {
@@ -67,6 +70,49 @@ def scope_of(incident: dict, plan) -> Scope:
     return Scope(event, s.get("source"), s.get("platform"), s.get("app_version"), funnel)
 
 
+def quiet_periods(db: sqlite3.Connection, labels: dict, name: str, n: int) -> list[dict]:
+    """`n` random periods (1 to 6 h, after the first 3 days) that no incident or campaign
+    touches within an hour, each on a random planned event and one of its sources: nothing
+    happened, so the right answer is "unclear" (in line with expected)."""
+    rng = random.Random(f"{name}-quiet")
+    spans = [
+        (epoch_seconds(i["start"]) - 3600, epoch_seconds(i["end"]) + 3600)
+        for i in labels["incidents"]
+    ]
+    first, last = epoch_seconds(labels["start"]) + 3 * 86400, epoch_seconds(labels["end"])
+    pairs = db.execute(
+        "SELECT DISTINCT event, source FROM series WHERE kind = 'volume' AND planned = 1 "
+        "AND event NOT LIKE '(%' ORDER BY 1, 2"
+    ).fetchall()
+    out = []
+    while len(out) < n:
+        length = rng.choice((1, 2, 3, 6)) * 3600
+        start = rng.randrange(int(first), int(last - length), 600)
+        if any(a < start + length and start < b for a, b in spans):
+            continue
+        event, source = rng.choice(pairs)
+        scope = Scope(event=event, source=source)
+        try:
+            verdict = explain(db, scope, start, start + length)
+        except QueryError:
+            continue
+        out.append(
+            {
+                "run": name,
+                "scope": f"{event} on {source}",
+                "from": iso(start),
+                "to": iso(start + length),
+                "got": verdict.verdict,
+                "paragraph": verdict.paragraph,
+            }
+        )
+    return out
+
+
+def iso(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(moment))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -74,10 +120,14 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="LABELS.json=HISTORY.sqlite")
     parser.add_argument("--plan", default="examples/shop.yaml")
     parser.add_argument("--json", help="write every case to this file")
+    parser.add_argument(
+        "--quiet", type=int, default=0, help="also this many random quiet periods per run"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     plan = load_plan(args.plan)
     cases = []
+    quiet: list[dict] = []
     for run in args.run:
         labels_path, db_path = run.split("=", 1)
         labels = orjson.loads(Path(labels_path).read_bytes())
@@ -113,7 +163,18 @@ def main() -> None:
                 print("   ", verdict.paragraph)
                 for e in verdict.evidence:
                     print(f"     - [{e.side} {e.weight:g}] {e.text}")
+        quiet.extend(quiet_periods(db, labels, name, args.quiet))
         db.close()
+    if quiet:
+        calls = Counter(c["got"] for c in quiet)
+        print(
+            f"\nquiet periods (nothing labelled within an hour): {len(quiet)}, "
+            f"verdicts {dict(calls)}"
+        )
+        for c in quiet:
+            if c["got"] != "unclear" and args.verbose:
+                print(f"   {c['run']} {c['scope']} {c['from']}..{c['to']}: {c['got']}")
+                print("     ", c["paragraph"])
     runs = sorted({c["run"] for c in cases})
     print()
     for run in [*runs, "all"]:

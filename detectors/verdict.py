@@ -322,7 +322,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         and scope.source is not None
         and (main.expected is None or main.expected < 1)
     ):  # a version new in the history: compared with its peers in the same period
-        cross = version_cross(volume, totals, scope.source, scope.app_version, event)
+        cross = version_cross(volume, totals, scope.source, scope.app_version, event, shifts)
         if cross is not None:
             main, main_with_q = cross, cross
             baseline = f"what the other versions of {scope.source} send for as much traffic"
@@ -344,9 +344,12 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     obs_bad = sum(c.get(0).violations for c in total)
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
     base_bad = sum(c.get(k).violations for c in total for k in shifts)
+    usual_bad = base_bad / base_all if base_all else 0.0
     if (
-        (obs_all >= 5 and obs_bad / obs_all >= 0.1) or (obs_bad >= 3 and obs_bad / obs_all >= 0.5)
-    ) and (not base_all or obs_bad / obs_all > 2 * base_bad / base_all + 0.05):
+        ((obs_all >= 5 and obs_bad / obs_all >= 0.1) or (obs_bad >= 3 and obs_bad / obs_all >= 0.5))
+        and obs_bad / obs_all > 2 * usual_bad + 0.05
+        and _beyond_chance(obs_bad, usual_bad * obs_all)
+    ):
         codes = _top_codes(total)
         ev.append(
             Evidence(
@@ -361,7 +364,11 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     usual_rep = base_rep / base_all if base_all else 0.0
     extra_rep = obs_rep - usual_rep * obs_all
     excess = main_with_q.observed - (main_with_q.expected or 0.0)
-    if obs_rep >= 5 and extra_rep >= 0.3 * max(excess, 0.2 * obs_all):
+    if (
+        obs_rep >= 5
+        and extra_rep >= 0.3 * max(excess, 0.2 * obs_all)
+        and _beyond_chance(obs_rep, usual_rep * obs_all)
+    ):
         ev.append(
             Evidence(
                 "tracking",
@@ -372,7 +379,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         )
 
     # ---- versions: one version alone, or a new one lacking the event
-    ev += _version_evidence(data, scope, volume, totals, event)
+    if scope.app_version is not None or direction:
+        ev += _version_evidence(data, scope, volume, totals, event, direction, shifts)
 
     # ---- the event stopped while what leads to it went on
     if (
@@ -482,6 +490,11 @@ def rest_of(
     return out
 
 
+def _beyond_chance(observed: float, expected: float) -> bool:
+    """More than chance gives: 3 spreads of counting noise above what was expected."""
+    return observed - expected >= 3 * math.sqrt(max(expected, 1.0))
+
+
 def compare_total(cells: list[Cell], shifts: list[int]) -> Move:
     """Events that arrived, valid or quarantined."""
     merged = []
@@ -556,10 +569,17 @@ def _top_codes(cells: list[Cell]) -> str:
 
 
 def version_cross(
-    volume: list[Cell], totals: list[Cell], source: str, version: str, event: str
+    volume: list[Cell],
+    totals: list[Cell],
+    source: str,
+    version: str,
+    event: str,
+    shifts: list[int] | None = None,
 ) -> Move | None:
     """`event` on one app version of `source` in the period against what its other versions
-    send for the same amount of other events (a cross-section: no history needed)."""
+    send for the same amount of other events (a cross-section: no history needed); when they
+    are too few to tell (every user updated within hours), against what the source sent for
+    as many other events in the earlier periods `shifts`."""
     per: dict[str, list[float]] = {}
     for c in totals:
         if c.labels.get("source") == source:
@@ -575,7 +595,18 @@ def version_cross(
     mine, base = per[version]
     peers_e = sum(per[w][0] for w in versions if w != version)
     peers_b = sum(per[w][1] for w in versions if w != version)
-    if peers_b <= 0 or base <= 0:
+    if peers_e < 10 and shifts:  # peers too quiet to compare with: the source's past
+        peers_e = sum(
+            c.get(k).count
+            for c in volume
+            if c.labels.get("source") == source and c.labels.get("event") == event
+            for k in shifts
+        )
+        peers_b = (
+            sum(c.get(k).count for c in totals if c.labels.get("source") == source for k in shifts)
+            - peers_e
+        )
+    if peers_b <= 0 or base <= 0 or peers_e < 10:
         return None
     expected = base * peers_e / peers_b
     # counting noise, the peers' own (a rate from few events is loose) and 20 % for versions
@@ -592,7 +623,13 @@ def _sources_of(volume: list[Cell], scope: Scope, event: str) -> list[str]:
 
 
 def _version_evidence(
-    data: PeriodData, scope: Scope, volume: list[Cell], totals: list[Cell], event: str | None
+    data: PeriodData,
+    scope: Scope,
+    volume: list[Cell],
+    totals: list[Cell],
+    event: str | None,
+    direction: int = 0,
+    data_shifts: list[int] | None = None,
 ) -> list[Evidence]:
     """An app version that sends the event unlike its peers (and was released just before)."""
     if event is None:
@@ -605,17 +642,18 @@ def _version_evidence(
         for v in versions:
             if scope.app_version is not None and v != scope.app_version:
                 continue
-            move = version_cross(volume, totals, source, v, event)
+            move = version_cross(volume, totals, source, v, event, data_shifts)
             if move is None or move.expected is None or move.expected < 5:
                 continue
             if move.direction == 0 or abs(move.observed - move.expected) < 0.3 * move.expected:
                 continue
+            if move.direction > 0:
+                continue  # a version sending more (a new feature, its update events) is no
+                # sign of broken tracking by itself; sending twice shows in the repeats
+            if scope.app_version is None and move.direction != direction:
+                continue  # a version going the other way does not explain the change
             mine, expected = move.observed, move.expected
-            how = (
-                "sends none of"
-                if mine == 0
-                else ("sends fewer of" if mine < expected else "sends more of")
-            )
+            how = "sends none of" if mine == 0 else "sends fewer of"
             out.append(
                 Evidence(
                     "tracking",
@@ -898,7 +936,9 @@ def _quality_evidence(
         and active.direction > 0
         and active.expected is not None
         and active.observed - active.expected >= 0.5 * excess_users
+        and excess >= 10
         and (others.expected or 0) > 0
+        and others.direction <= 0
         and others.ratio - 1 <= 0.25 * (main.ratio - 1)  # the rest did not follow
     ):
         out.append(
