@@ -289,3 +289,31 @@ def test_the_store_is_readable_while_written(tmp_path: Path) -> None:
     assert reader.execute("SELECT count(*) FROM windows").fetchone()[0] == 2
     writer.close()
     reader.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--event", "Ördér 🛒\u202e Placed"], "knows no event"),
+        (["--event", "x" * 10_000], "knows no event"),
+        (["--source", "storefront", "--version", "9.9.9"], "knows no app version"),
+        (["--funnel", "nope"], "knows no funnel"),
+    ],
+)
+def test_explain_cli_refuses_what_the_history_does_not_know(
+    history: Path, flags: list[str], message: str
+) -> None:
+    period = ["--from", "2026-03-08T14:00Z", "--to", "2026-03-08T16:00Z"]
+    result = runner.invoke(app, ["explain", "--db", str(history), *flags, *period])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_explain_cli_refuses_a_backwards_or_overlong_period(history: Path) -> None:
+    base = ["explain", "--db", str(history), "--event", "Order Placed"]
+    backwards = runner.invoke(
+        app, [*base, "--from", "2026-03-08T16:00Z", "--to", "2026-03-08T14:00Z"]
+    )
+    assert backwards.exit_code != 0 and "--to must be after --from" in backwards.output
+    long = runner.invoke(app, [*base, "--from", "2025-01-01T00:00Z", "--to", "2026-03-08T14:00Z"])
+    assert long.exit_code != 0 and "longer than the history keeps" in long.output
