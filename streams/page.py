@@ -246,7 +246,7 @@ class PageData:
                 row[0 if k == 0 else 2] += float(num or 0)
                 row[1 if k == 0 else 3] += float(den or 0)
         steps = []
-        for (a, b), (num, den, bnum, bden) in sums.items():
+        for (a, b), (num, den, bnum, bden) in sorted(sums.items(), key=_step_order(sums)):
             steps.append(
                 {
                     "from": a,
@@ -261,6 +261,20 @@ class PageData:
 
     def explain(self, scope: Scope, start: float, end: float) -> dict[str, Any]:
         return explain(self.db, scope, start, end, series=self.series()).to_dict()
+
+
+def _step_order(pairs: dict[tuple[str, str], Any]) -> Any:
+    """Sort key of a funnel's step pairs: along the chain (a step whose first event no other
+    step leads to comes first), then by name."""
+    nxt = {a: b for a, b in pairs}
+    heads = sorted(a for a in nxt if a not in set(nxt.values()))
+    rank: dict[str, int] = {}
+    for head in heads:
+        node = head
+        while node in nxt and node not in rank:
+            rank[node] = len(rank)
+            node = nxt[node]
+    return lambda item: (rank.get(item[0][0], len(rank)), item[0])
 
 
 def _scope(request: web.Request) -> Scope:

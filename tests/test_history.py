@@ -317,3 +317,14 @@ def test_explain_cli_refuses_a_backwards_or_overlong_period(history: Path) -> No
     assert backwards.exit_code != 0 and "--to must be after --from" in backwards.output
     long = runner.invoke(app, [*base, "--from", "2025-01-01T00:00Z", "--to", "2026-03-08T14:00Z"])
     assert long.exit_code != 0 and "longer than the history keeps" in long.output
+
+
+def test_funnel_steps_are_shown_along_the_chain() -> None:
+    from streams.page import _step_order
+
+    pairs = {("C", "D"): 1, ("A", "B"): 1, ("B", "C"): 1}
+    assert [p for p, _ in sorted(pairs.items(), key=_step_order(pairs))] == [
+        ("A", "B"),
+        ("B", "C"),
+        ("C", "D"),
+    ]

@@ -276,7 +276,9 @@ async function start() {
     }
     options($("#explain-form").elements.funnel, dims.funnels, "no funnel");
     options($("#funnel-form").elements.funnel, dims.funnels, "choose a funnel");
-    if (dims.funnels.length) $("#funnel-form").elements.funnel.value = dims.funnels[0];
+    // the plan's funnels first; "(companion)" holds the pairs learnt from the traffic
+    const named = dims.funnels.filter((f) => f !== "(companion)");
+    if (dims.funnels.length) $("#funnel-form").elements.funnel.value = named[0] || dims.funnels[0];
   } catch (err) {
     $("#now").textContent = "history unavailable: " + err.message;
   }
