@@ -25,7 +25,9 @@ time; then, while the file holds more than `max_bytes`, the oldest day goes too.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,12 +461,14 @@ def load_files(
     return stats
 
 
-def rebuild_from_kafka(store: HistoryStore, bootstrap: str, timeout_s: float = 10.0) -> LoadStats:
-    """Read `metrics.windows` and `anomalies` from their first offsets into the store: the
-    flushes are merged across partitions like the detect agent does (re-sent flushes skipped)."""
+def rebuild_from_kafka(store: HistoryStore, bootstrap: str, timeout_s: float = 30.0) -> LoadStats:
+    """Read `metrics.windows` and `anomalies` from their first offsets to their ends into the
+    store: the flushes are merged across partitions like the detect agent does (re-sent flushes
+    skipped). Raises HistoryError when a topic cannot be read to its end (no progress for
+    `timeout_s` seconds): a partial history is never passed off as whole."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.merge import WindowMerger
+    from streams.merge import WindowMerger, merge_records
     from streams.topics import ANOMALIES, WINDOWS
 
     stats = LoadStats()
@@ -472,7 +476,6 @@ def rebuild_from_kafka(store: HistoryStore, bootstrap: str, timeout_s: float = 1
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        consumer_timeout_ms=int(timeout_s * 1000),
         request_timeout_ms=30_000,
         max_partition_fetch_bytes=8_000_000,
     )
@@ -487,31 +490,37 @@ def rebuild_from_kafka(store: HistoryStore, bootstrap: str, timeout_s: float = 1
             mergers: dict[int, WindowMerger] = {}
             seen: dict[tuple[int, str], int] = {}
             alerts: list[dict[str, Any]] = []
-            for message in consumer:
-                try:
-                    value = orjson.loads(message.value or b"")
-                except orjson.JSONDecodeError:
-                    stats.skipped += 1
-                    value = None
-                if topic == WINDOWS and isinstance(value, dict):
-                    source, seq = str(value.get("partition")), int(value.get("flush", -1))
-                    if seq > seen.get((message.partition, source), -1):
+            progress = time.monotonic()
+            while not all(consumer.position(p) >= ends[p] for p in parts):
+                batches = consumer.poll(timeout_ms=1000)
+                if batches:
+                    progress = time.monotonic()
+                elif time.monotonic() - progress > timeout_s:
+                    raise HistoryError(
+                        f"{topic}: no progress for {timeout_s:g} s before its end; try again"
+                    )
+                for message in (m for batch in batches.values() for m in batch):
+                    try:
+                        value = orjson.loads(message.value or b"")
+                    except orjson.JSONDecodeError:
+                        stats.skipped += 1
+                        continue
+                    if topic == WINDOWS and isinstance(value, dict):
+                        source, seq = str(value.get("partition")), int(value.get("flush", -1))
+                        if seq <= seen.get((message.partition, source), -1):
+                            continue  # re-sent by a restarted aggregate stage
                         seen[(message.partition, source)] = seq
-                        merger = mergers.setdefault(message.partition, WindowMerger(float("inf")))
+                        merger = mergers.setdefault(message.partition, WindowMerger(math.inf))
                         records = [WindowRecord.from_dict(r) for r in value.get("records", [])]
                         closed = value.get("closed_until")
                         released = merger.add(
-                            source, -float("inf") if closed is None else closed, records
+                            source, -math.inf if closed is None else closed, records
                         )
                         stats.windows += store.add_windows(released, commit=False)
-                elif topic == ANOMALIES and isinstance(value, dict):
-                    alerts.append(value)
-                if all(consumer.position(p) >= ends[p] for p in parts):
-                    break
+                    elif topic == ANOMALIES and isinstance(value, dict):
+                        alerts.append(value)
             for merger in mergers.values():  # what was still held: released as it is
                 rest = [r for recs in merger.pending.values() for r in recs] + merger.revisions
-                from streams.merge import merge_records
-
                 stats.windows += store.add_windows(merge_records(rest), commit=False)
             stats.alerts += store.add_alerts(alerts, commit=False)
             store.db.commit()
