@@ -38,6 +38,7 @@ DAY = 86400.0
 WEEK_DAYS = 7
 Z_MOVE = 2.5  # spreads a move needs
 MIN_CHANGE = 0.15  # and this relative change
+GONE = 5.0  # nothing where at least this many were expected is a fall whatever the spread
 RELEASE_WINDOW = 2 * DAY  # a version first seen this long before the period "started just before"
 
 Side = Literal["tracking", "real change", "traffic quality", "unclear"]
@@ -147,6 +148,8 @@ class Move:
         """+1 rose, -1 fell, 0 no clear move (or nothing to compare with)."""
         if self.expected is None:
             return 0
+        if self.observed == 0 and self.expected >= GONE:
+            return -1  # none where 5 or more were due: chance gives that less than 1 % of times
         diff = self.observed - self.expected
         if abs(diff) < MIN_CHANGE * max(self.expected, 1.0) or abs(self.z) < Z_MOVE:
             return 0
