@@ -1,27 +1,33 @@
 """Is a metric odd because of tracking, or real? The verdict of `trackwatch explain`. Pure.
 
-Input: `PeriodData`, the sums of every series of interest over the period asked about (shift 0)
+Input: `PeriodData`, the sums of the series of interest over the period asked about (shift 0)
 and over the same hours of earlier periods (shift k: k periods of `step` seconds before; a
-period of up to a day is compared with the same hours of earlier days). Output: a `Verdict`,
-one of tracking / real change / traffic quality / unclear, with a paragraph and its evidence.
+period of up to a day is compared with the same hours of earlier days): the asked event's own
+series ("volume"), every event's sums per source, platform and app version ("total"; summed
+from the volume cells when not given), active users ("activity") and conversions. Output: a
+`Verdict`, one of tracking / real change / traffic quality / unclear, a paragraph, the evidence.
 
 Expected = the trimmed mean of the earlier periods (the highest and lowest dropped from four
 on): the same weekday when three or more are there, else days of the same kind (weekday or
 weekend) when two or more are, else every earlier day. Spread = Poisson noise plus the
-earlier periods' own variance. A move is a change of at least 15 % and 2.5 spreads.
+earlier periods' own variance. A move is a change of at least 15 % and 2.5 spreads, or none
+where five or more were due. A new app version (no past) is compared with its peers.
 
 The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
-- tracking: the share of events breaking the plan or repeating a business key rose; one app
-  version moved alone, or a version that appeared just before lacks the event its peers send;
-  the event stopped (nothing where there should be) while the step before went on; everything
-  fell at once and the users active a minute before went silent mid-session (events lost on
-  the way); the server, which no tracker feeds, did not see the change;
-- real change: an annotated campaign covers it; every source moved together; the funnel's
-  steps moved together; the server saw the same change;
+- tracking: the share of events breaking the plan, or repeating a business key, rose beyond
+  chance (repeats: as a good part of the excess); an app version sends fewer of the event
+  (or none) than its peers, or than its source sent before, and was released just before;
+  the event stopped while the step before went on (or the source's other events did);
+  every source fell by more than 80 % at once, or the users active a minute before went
+  silent mid-session (lost on the way); the event moved on one source only; a server event
+  that mirrors it (usually as many), which no tracker sends, did not move;
+- real change: an annotated campaign covers it; every source moved together; the whole
+  traffic moved with the funnel's conversions holding; as many more users, each as usual,
+  with no more visitors; the mirroring server event moved by about as much;
 - traffic quality: the excess came from visitors who did nothing else (the source's active
   users rose with it while its other events did not), or from few users sending many events.
-The verdict is the side with at least 2 and twice the weight of any other; else unclear, with
-how much more data would tell.
+The verdict is the side with at least 2 and twice the weight of any other; else (or when
+nothing moved and no strong tracking sign is there) unclear, with what more data would tell.
 """
 
 from __future__ import annotations

@@ -245,3 +245,18 @@ def test_to_dict_has_the_band_and_the_evidence() -> None:
     out = v.to_dict()
     assert out["lower"] <= out["expected"] <= out["upper"]
     assert {"verdict", "paragraph", "evidence", "baseline", "alerts"} <= out.keys()
+
+
+def test_a_release_everyone_took_within_hours_is_compared_with_the_sources_past() -> None:
+    """No peers left to compare with (forced updates): the source's own past tells."""
+    cells = [c for c in traffic() if c.labels.get("source") != "ios_app"]
+    for event, n in {"Item Viewed": 400, "Checkout Begun": 60, "Order Placed": 40}.items():
+        old = {"event": event, "source": "ios_app", "platform": "ios", "app_version": "1.9"}
+        cells.append(cell("volume", old, {"count": 0.02 * n, "users": 0.02 * n}, {"count": n}))
+        new = {**old, "app_version": "2.0"}
+        now = {"count": 0 if event == "Order Placed" else n, "users": n}
+        cells.append(cell("volume", new, now, {}, days=[]))
+    d = data(cells, first_seen={("ios_app", "2.0"): START - 7200})
+    v = explain_period(d, Scope(event="Order Placed", source="ios_app", app_version="2.0"))
+    assert v.verdict == "tracking", v.evidence
+    assert any("sends none of Order Placed" in e.text for e in v.evidence)
