@@ -70,6 +70,22 @@ def scope_of(incident: dict, plan) -> Scope:
     return Scope(event, s.get("source"), s.get("platform"), s.get("app_version"), funnel)
 
 
+def overlapping(incident: dict, incidents: list[dict]) -> list[str]:
+    """The other incidents active at the same time on the same source (or everywhere): two
+    causes at once, where the verdict may rightly name the other."""
+    a, b = epoch_seconds(incident["start"]), epoch_seconds(incident["end"])
+    source = (incident.get("series") or {}).get("source")
+    out = []
+    for other in incidents:
+        if other is incident or other["class"] == "campaign":
+            continue
+        c, d = epoch_seconds(other["start"]), epoch_seconds(other["end"])
+        theirs = (other.get("series") or {}).get("source")
+        if c < b and a < d and (source is None or theirs is None or theirs == source):
+            out.append(other["class"])
+    return out
+
+
 def quiet_periods(db: sqlite3.Connection, labels: dict, name: str, n: int) -> list[dict]:
     """`n` random periods (1 to 6 h, after the first 3 days) that no incident or campaign
     touches within an hour, each on a random planned event and one of its sources: nothing
@@ -139,6 +155,7 @@ def main() -> None:
             verdict = explain(db, scope, incident["start"], incident["end"])
             took = time.perf_counter() - t0
             want = LABEL[incident["class"]]
+            others = overlapping(incident, labels["incidents"])
             got = verdict.verdict
             outcome = "right" if got == want else ("unclear" if got == "unclear" else "wrong")
             cases.append(
@@ -152,12 +169,15 @@ def main() -> None:
                     "seconds": round(took, 3),
                     "scores": verdict.scores,
                     "paragraph": verdict.paragraph,
+                    "overlaps": others,
                     "evidence": [e.text + f" [{e.side}]" for e in verdict.evidence],
                 }
             )
             mark = {"right": "ok", "unclear": "??", "wrong": "XX"}[outcome]
+            also = f"  (overlaps: {', '.join(others)})" if others else ""
             print(
-                f"{mark} {name:22} {incident['class']:20} want {want:15} got {got:15} {took:.2f}s"
+                f"{mark} {name:22} {incident['class']:20} want {want:15} got {got:15} "
+                f"{took:.2f}s{also}"
             )
             if args.verbose and outcome != "right":
                 print("   ", verdict.paragraph)
@@ -182,9 +202,12 @@ def main() -> None:
         right = sum(c["outcome"] == "right" for c in mine)
         unclear = sum(c["outcome"] == "unclear" for c in mine)
         wrong = sum(c["outcome"] == "wrong" for c in mine)
+        alone = [c for c in mine if not c["overlaps"]]
+        right_alone = sum(c["outcome"] == "right" for c in alone)
         print(
             f"{run:22} right {right}/{len(mine)} ({100 * right / len(mine):.0f} %), "
-            f"unclear {unclear}, wrong {wrong}"
+            f"unclear {unclear}, wrong {wrong}; without overlapping incidents: right "
+            f"{right_alone}/{len(alone)}"
         )
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(cases, option=orjson.OPT_INDENT_2))

@@ -662,13 +662,13 @@ def _version_evidence(
             if scope.app_version is None and move.direction != direction:
                 continue  # a version going the other way does not explain the change
             mine, expected = move.observed, move.expected
-            how = "sends none of" if mine == 0 else "sends fewer of"
+            how = f"sends no {event}" if mine == 0 else f"sends only {_n(mine)} {event}"
             out.append(
                 Evidence(
                     "tracking",
                     2,
-                    f"app version {v} on {source} {how} {event} than its other versions would "
-                    f"({_n(mine)} vs about {_n(expected)} for its share of the traffic)",
+                    f"app version {v} on {source} {how} where about {_n(expected)} were due "
+                    "for its share of the traffic",
                 )
             )
             first = data.first_seen.get((source, v))

@@ -259,4 +259,4 @@ def test_a_release_everyone_took_within_hours_is_compared_with_the_sources_past(
     d = data(cells, first_seen={("ios_app", "2.0"): START - 7200})
     v = explain_period(d, Scope(event="Order Placed", source="ios_app", app_version="2.0"))
     assert v.verdict == "tracking", v.evidence
-    assert any("sends none of Order Placed" in e.text for e in v.evidence)
+    assert any("sends no Order Placed" in e.text for e in v.evidence)
