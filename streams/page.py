@@ -26,6 +26,7 @@ import hmac
 import math
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,9 @@ class BadRequest(ValueError):
     pass
 
 
-def _param(request: web.Request, name: str) -> str | None:
-    value = request.query.get(name)
+def _param(request: web.Request | Mapping[str, str], name: str) -> str | None:
+    query = request.query if isinstance(request, web.Request) else request
+    value = query.get(name)
     if value is None or value == "":
         return None
     if len(value) > MAX_TEXT or any(ord(ch) < 32 for ch in value):
@@ -64,7 +66,7 @@ def _param(request: web.Request, name: str) -> str | None:
     return value
 
 
-def _time(request: web.Request, name: str, default: float) -> float:
+def _time(request: web.Request | Mapping[str, str], name: str, default: float) -> float:
     value = _param(request, name)
     if value is None:
         return default
@@ -277,7 +279,7 @@ def _step_order(pairs: dict[tuple[str, str], Any]) -> Any:
     return lambda item: (rank.get(item[0][0], len(rank)), item[0])
 
 
-def _scope(request: web.Request) -> Scope:
+def _scope(request: web.Request | Mapping[str, str]) -> Scope:
     return Scope(
         _param(request, "event"),
         _param(request, "source"),
@@ -285,6 +287,27 @@ def _scope(request: web.Request) -> Scope:
         _param(request, "version"),
         _param(request, "funnel"),
     )
+
+
+def explain_query(db_path: str | Path, query: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) of `GET /api/explain?…` over the history at `db_path`: what the
+    worker's own web server answers when it keeps a history (`worker --history-db`)."""
+    try:
+        data = PageData(db_path)
+    except (FileNotFoundError, sqlite3.Error) as exc:
+        return 503, {"error": f"history unreadable: {exc}"}
+    try:
+        end = _time(query, "to", data.now())
+        start = _time(query, "from", end - 3 * 3600)
+        return 200, data.explain(_scope(query), start, end)
+    except BadRequest as exc:
+        return 400, {"error": str(exc)}
+    except QueryError as exc:
+        return 422, {"error": str(exc)}
+    except sqlite3.Error as exc:
+        return 503, {"error": f"history unreadable: {exc}"}
+    finally:
+        data.db.close()
 
 
 def make_app(db_path: str | Path, token: str | None = None) -> web.Application:

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import orjson
@@ -135,6 +136,11 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
         flushes = read_topic(bootstrap, WINDOWS, idle=4, timeout=60)
         alerts = read_topic(bootstrap, ANOMALIES, idle=3, timeout=20)
         api = get_json(f"http://127.0.0.1:{proc.web_port}/api/anomalies")
+        # the worker answers "tracking, or real?" from the history it keeps
+        period = f"from={format_timestamp(T0)}&to={format_timestamp(T0 + 900)}"
+        verdict = get_json(f"http://127.0.0.1:{proc.web_port}/api/explain?{period}")
+        with pytest.raises(HTTPError) as refused:
+            urlopen(f"http://127.0.0.1:{proc.web_port}/api/explain?from=yesterday", timeout=10)
         metrics = urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=10).read()
         # loopback only by default (--host): neither port is reachable from other machines
         listeners = {p: listening_addresses(p) for p in (proc.metrics_port, proc.web_port)}
@@ -143,6 +149,9 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     assert produced > 0
     assert listeners == {proc.metrics_port: {"127.0.0.1"}, proc.web_port: {"127.0.0.1"}}
     assert isinstance(api["anomalies"], list)
+    assert verdict["verdict"] in ("tracking", "real change", "traffic quality", "unclear")
+    assert verdict["observed"] > 0 and "no earlier period" in verdict["baseline"]
+    assert refused.value.code == 400 and "not a time" in json.loads(refused.value.read())["error"]
     text = metrics.decode()
     assert 'trackwatch_events_quarantined_total{code="missing_required"' in text
     assert 'trackwatch_events_duplicate_total{source="web"}' in text
