@@ -271,14 +271,33 @@ def is_server_scope(volume: list[Cell], scope: Scope) -> bool:
     )
 
 
+def mirrors(conversions: list[Cell], event: str, name: str, shifts: list[int]) -> bool:
+    """Whether server event `name` follows `event` for the same users: a conversion between
+    them (a learnt companion pair, or a funnel step) that at least half of the users took in
+    the earlier periods (orders, then their captured payments)."""
+    pair = [
+        c
+        for c in conversions
+        if {c.labels.get("from_event"), c.labels.get("to_event")} == {event, name}
+    ]
+    num = sum(c.get(k).numerator for c in pair for k in shifts)
+    den = sum(c.get(k).denominator for c in pair for k in shifts)
+    return den >= 10 and num >= 0.5 * den
+
+
 def server_evidence(
-    volume: list[Cell], scope: Scope, event: str | None, shifts: list[int], main: Move
+    volume: list[Cell],
+    conversions: list[Cell],
+    scope: Scope,
+    event: str | None,
+    shifts: list[int],
+    main: Move,
 ) -> list[Evidence]:
-    """A server event (platform "server": no tracker feeds it) that mirrors `event` (usually
-    as many, within 30 %, over every source: the same business fact, such as orders and
-    captured payments) and whose change matches the one asked about (the server saw it: real)
-    or stayed at zero (the server did not see it: tracking). Nothing when the server's noise
-    cannot tell the two apart."""
+    """A server event (platform "server": no tracker feeds it) that mirrors `event` (the same
+    users go on to it, and usually as many, within 30 %, over every source: the same business
+    fact, such as orders and captured payments) and whose change matches the one asked about
+    (the server saw it: real) or stayed at zero (the server did not see it: tracking). Nothing
+    when the server's noise cannot tell the two apart."""
     if event is None or main.expected is None:
         return []
     own = compare(
@@ -297,6 +316,8 @@ def server_evidence(
     for name in sorted({c.labels.get("event", "") for c in server}):
         move = compare([c for c in server if c.labels.get("event") == name], shifts)
         if move.expected is None or not usual_all or not 0.7 <= move.expected / usual_all <= 1.3:
+            continue
+        if not mirrors(conversions, event, name, shifts):
             continue
         sdiff = move.observed - move.expected
         # counting noise only: a day-level swing moves the client's events and the server's

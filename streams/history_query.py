@@ -71,8 +71,10 @@ def _wanted(row: SeriesRow, scope: Scope, steps: frozenset[str] = frozenset()) -
     if row.kind == "activity":
         return True
     if row.kind == "conversion":
-        if scope.funnel is not None:
-            return labels.get("funnel") == scope.funnel
+        if scope.funnel is not None:  # its steps, and the pairs into or out of its events
+            return labels.get("funnel") == scope.funnel or bool(
+                {labels.get("from_event"), labels.get("to_event")} & steps
+            )
         return scope.event is None or scope.event in (
             labels.get("from_event"),
             labels.get("to_event"),

@@ -52,6 +52,15 @@ def traffic(**changes: dict) -> list[Cell]:
             "platform": platform,
         }
         cells.append(cell("conversion", labels, changes.get(f"conv|{source}", conv), conv))
+        paid = {"numerator": 39, "denominator": 40}  # the server's payment follows an order
+        pair = {
+            "funnel": "(companion)",
+            "from_event": "Order Placed",
+            "to_event": "Payment Captured",
+            "source": source,
+            "platform": platform,
+        }
+        cells.append(cell("conversion", pair, paid, paid))
     pay = {"count": 120, "users": 120}
     cells.append(
         cell(
@@ -260,3 +269,16 @@ def test_a_release_everyone_took_within_hours_is_compared_with_the_sources_past(
     v = explain_period(d, Scope(event="Order Placed", source="ios_app", app_version="2.0"))
     assert v.verdict == "tracking", v.evidence
     assert any("sends no Order Placed" in e.text for e in v.evidence)
+
+
+def test_a_server_event_counts_only_when_the_same_users_go_on_to_it() -> None:
+    """As many server events by chance is no mirror: the users must go on to it."""
+    doubled = {"count": 80, "users": 32, "repeats": 40}
+    cells = [
+        c
+        for c in traffic(**{"Order Placed|storefront": doubled})
+        if c.labels.get("to_event") != "Payment Captured"
+    ]
+    v = explain_period(data(cells), Scope(event="Order Placed", source="storefront"))
+    assert v.verdict == "tracking"  # the repeats still tell
+    assert not any("server" in e.text for e in v.evidence)
