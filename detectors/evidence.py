@@ -367,7 +367,11 @@ def whole_traffic_evidence(
         s: compare([c for c in volume if c.labels.get("source") == s], shifts) for s in sources
     }
     sizable = {s: m for s, m in moves.items() if m.expected and m.expected >= 20}
-    together = len(sizable) >= 2 and all(m.direction == direction for m in sizable.values())
+    together = (
+        direction != 0
+        and len(sizable) >= 2
+        and all(m.direction == direction for m in sizable.values())
+    )
     running = [c for c in activity if scope.matches(c.labels, with_event=False)]
     keep = compare_rate(running, shifts, "numerator", "denominator")
     funnel = [
@@ -377,8 +381,8 @@ def whole_traffic_evidence(
     ]
     conv = compare_rate(funnel, shifts, "numerator", "denominator")
     lost = keep.direction < 0 and keep.expected and keep.observed < 0.7 * keep.expected
-    if (
-        direction < 0
+    if (  # each source at least 20 events due: no chance brings them all under a fifth
+        direction <= 0
         and len(sizable) >= 2
         and all(m.observed < 0.2 * m.expected for m in sizable.values())
     ):

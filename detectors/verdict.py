@@ -248,7 +248,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         ev += server_evidence(volume, conversions, scope, event, shifts, main)
 
     # ---- everything at once: lost on the way, or a real audience change
-    if event is None and scope.funnel is None and direction:
+    if event is None and scope.funnel is None:  # (a collapse tells even on a noisy baseline)
         ev += whole_traffic_evidence(totals, activity, conversions, scope, shifts, direction)
 
     # ---- traffic quality
@@ -288,6 +288,8 @@ def _paragraph(
         level = f"{what} {span}: {n_text(main.observed)} (nothing to compare with: {baseline})"
     else:
         how = {1: "higher than", -1: "lower than", 0: "in line with"}[direction]
+        if direction == 0 and abs(main.ratio - 1) >= 0.3:
+            how = "not clearly apart from"  # far off, but so is the usual
         level = (
             f"{what} {span} was {how} expected: {n_text(main.observed)} vs about "
             f"{n_text(main.expected)} ({baseline})"
@@ -334,8 +336,14 @@ def _more_data(main: Move, data: PeriodData, shifts: list[int]) -> str:
         return (
             f"the metric moved within its usual range; nothing to explain over these {hours:.1f} h"
         )
+    expected = main.expected or 0.0
+    if main.spread**2 > 2 * max(expected, 1.0) and len(shifts) < 4:
+        return (
+            f"the {len(shifts)} earlier periods compared with differ a lot from each other, so "
+            "even this move is within their range; a few more weeks of history would tell"
+        )
     need = hours * ((Z_MOVE / z) ** 2 - 1)
+    more = f"about {need:.0f} more hours" if need >= 1 else "less than an hour more"
     return (
-        f"the move is within what chance gives over {hours:.1f} h; about {need:.0f} more "
-        "hours at this level would tell"
+        f"the move is within what chance gives over {hours:.1f} h; {more} at this level would tell"
     )
