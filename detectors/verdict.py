@@ -20,7 +20,8 @@ The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
   the event stopped while the step before went on (or the source's other events did);
   every source fell by more than 80 % at once, or the users active a minute before went
   silent mid-session (lost on the way); the event moved on one source only; a server event
-  that mirrors it (usually as many), which no tracker sends, did not move;
+  that mirrors it (the same users go on to it, usually as many), which no
+  tracker sends, did not move;
 - real change: an annotated campaign covers it; every source moved together; the whole
   traffic moved with the funnel's conversions holding; as many more users, each as usual,
   with no more visitors; the mirroring server event moved by about as much;
