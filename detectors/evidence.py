@@ -244,9 +244,21 @@ def sources_evidence(
     sizable = {s: m for s, m in moves.items() if m.expected is not None and m.expected >= 0.5}
     if len(sizable) < 2:
         return []
-    # every source in the same direction: each at least 1.5 spreads (the total is significant)
-    same = [s for s, m in sizable.items() if m.z * direction >= 1.5]
-    still = [s for s, m in sizable.items() if m.direction == 0 and abs(m.ratio - 1) < 0.2]
+    # together: each source at least 1.5 spreads the same way (the total is significant) and
+    # by at least half the event's relative change over every source; alone: the others moved
+    # by less than half of it
+    overall = compare([c for c in volume if c.labels.get("event") == event], shifts)
+    rel = abs(overall.ratio - 1) if overall.expected else 0.0
+    same = [
+        s
+        for s, m in sizable.items()
+        if m.z * direction >= 1.5 and (m.ratio - 1) * direction >= 0.5 * rel
+    ]
+    still = [
+        s
+        for s, m in sizable.items()
+        if s not in same and m.direction != direction and abs(m.ratio - 1) < 0.5 * rel
+    ]
     if len(same) == len(sizable):
         return [
             Evidence(

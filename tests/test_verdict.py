@@ -282,3 +282,13 @@ def test_a_server_event_counts_only_when_the_same_users_go_on_to_it() -> None:
     v = explain_period(data(cells), Scope(event="Order Placed", source="storefront"))
     assert v.verdict == "tracking"  # the repeats still tell
     assert not any("server" in e.text for e in v.evidence)
+
+
+def test_every_source_together_needs_them_to_move_alike() -> None:
+    """One source doubling while the others drift up a fifth is not everyone moving."""
+    changes = {"Item Viewed|storefront": {"count": 800, "users": 320, "repeats": 400}}
+    for source in ("ios_app", "android_app"):  # +20 %: well beyond chance on 400, yet not alike
+        changes[f"Item Viewed|{source}"] = {"count": 480, "users": 384}
+    v = explain_period(data(traffic(**changes)), Scope(event="Item Viewed", source="storefront"))
+    assert not any("every source" in e.text for e in v.evidence)
+    assert v.verdict == "tracking"
