@@ -131,4 +131,16 @@ def create_app(
             }
         )
 
+    history = (config or WorkerConfig()).history_db
+    if history is not None:
+
+        @app.page("/api/explain")
+        async def explain(web: Any, request: Any) -> Any:
+            """Tracking, or real? The verdict on a period from the history this worker keeps
+            (`trackwatch explain --json`; parameters as `trackwatch page`'s /api/explain)."""
+            from streams.page import explain_query
+
+            status, body = explain_query(history, dict(request.query))
+            return web.json(body, status=status)
+
     return app

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "streams.cli_validate",  # validate
     "streams.cli_simulate",  # simulate
     "streams.cli_quarantine",  # quarantine replay, plans publish/current
+    "streams.cli_history",  # history load/rebuild/info, explain, page
 )
 
 

@@ -126,6 +126,10 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(min=0.0, help="seconds between state snapshots per partition")
         ] = 5.0,
         loglevel: Annotated[str, typer.Option(help="debug, info, warning, error")] = "warning",
+        history_db: Annotated[
+            Path | None,
+            typer.Option(help="SQLite file to keep window records and alerts in (trackwatch page)"),
+        ] = None,
     ) -> None:
         """Run the stream worker: validate -> quarantine -> windows -> anomalies."""
         from kafka.errors import KafkaError
@@ -146,7 +150,17 @@ def register(app: typer.Typer) -> None:
             snapshot_interval=snapshot_interval,
             annotations=_annotations(annotations),
             engine=tuning_option(detectors),
+            history_db=str(history_db) if history_db is not None else None,
         )
+        if history_db is not None:
+            from streams.history import HistoryError, HistoryStore
+
+            if not history_db.parent.is_dir():
+                fail(f"--history-db {history_db}: directory {history_db.parent} does not exist")
+            try:
+                HistoryStore(history_db).close()
+            except HistoryError as exc:
+                fail(f"--history-db {exc}")
         loaded = _plan(plan)
         try:
             faust_app = create_app(

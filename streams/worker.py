@@ -84,6 +84,7 @@ from streams import metrics as m
 from streams import snapshots
 from streams.companions import COMPANION_MINUTES
 from streams.gaps import RangeReader
+from streams.history import open_history, record_history
 from streams.merge import WindowMerger, record_dict
 from streams.model_status import ModelStatus, model_status
 from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs
@@ -130,6 +131,7 @@ class WorkerConfig:
     idle_grace_seconds: float = 120.0  # wall time after which a silent partition is skipped
     annotations: list[Annotation] = field(default_factory=list)
     engine: Any = None  # detectors.engine.EngineConfig (a tuning file); None: the defaults
+    history_db: str | None = None  # SQLite history file the detect agent fills (None: none)
 
 
 @dataclass
@@ -192,6 +194,7 @@ class Pipeline:
             for outcome in ("repaired", "lost", "resought"):
                 m.INPUT_GAPS.labels(stage, outcome)
         self.anomalies: dict[str, Anomaly] = {}  # current (not resolved) anomalies by id
+        self.history = open_history(config.history_db)  # see `streams.history`
         self._unplanned_firing: set[tuple[str, ...]] = set()  # see `unplanned_firing`
         # per agent: input partition -> its state in memory (see `_current`)
         self.parts: dict[str, dict[int, _Partition]] = {
@@ -634,6 +637,8 @@ class Pipeline:
         merger: WindowMerger = part.state["merger"]
         before = merger.released_until
         released = merger.add(source, -inf if closed is None else closed, records, time.monotonic())
+        if released and self.history is not None:
+            record_history(self.history, released, [])
         engine = part.state["engine"]
         if engine is not None and engine.plan is not self.plan:
             _set_engine_plan(engine, self.plan)
@@ -693,6 +698,8 @@ class Pipeline:
             log.warning("models: %s", status.summary())
 
     async def _publish(self, anomalies: list[Anomaly], engine: Any) -> None:
+        if anomalies and self.history is not None:
+            record_history(self.history, [], [a.to_dict() for a in anomalies])
         for anomaly in anomalies:
             await self.alerts.send(key=anomaly.id.encode(), value=orjson.dumps(anomaly.to_dict()))
             if anomaly.state == "resolved":

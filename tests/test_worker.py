@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import orjson
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.records import WindowRecord
 from streams.broker import EmbeddedBroker, create_topics
+from streams.history import HistoryStore, rebuild_from_kafka
 from streams.merge import merge_records
 from streams.replay import replay
 from streams.topics import ANOMALIES, QUARANTINE, RAW, VALID, WINDOWS
@@ -73,6 +75,11 @@ def dedupe_flushes(flushes: list[dict]) -> list[dict]:
     return kept
 
 
+def alerts_by_id(alerts: list[dict]) -> dict[str, dict]:
+    """The last change of each alert, as the history keeps it."""
+    return {a["id"]: a for a in alerts}
+
+
 def canon(records: list[WindowRecord]) -> list[str]:
     return sorted(orjson.dumps(r.to_dict(), option=orjson.OPT_SORT_KEYS).decode() for r in records)
 
@@ -112,7 +119,15 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     produce(bootstrap, closers(3 * 3600), PARTITIONS, batch=100)
 
     started = time.time()
-    proc = start_worker(bootstrap, f"tw-{uuid.uuid4().hex[:6]}", tmp_path / "w.log", tmp_path)
+    history = tmp_path / "history.sqlite"
+    proc = start_worker(
+        bootstrap,
+        f"tw-{uuid.uuid4().hex[:6]}",
+        tmp_path / "w.log",
+        tmp_path,
+        "--history-db",
+        str(history),
+    )
     try:
         unique = {e["body"]["messageId"]: e for e in envelopes}
         expected_total = len(unique) + len(good) + 64 + 3  # + closers + 3 unreadable items
@@ -121,6 +136,11 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
         flushes = read_topic(bootstrap, WINDOWS, idle=4, timeout=60)
         alerts = read_topic(bootstrap, ANOMALIES, idle=3, timeout=20)
         api = get_json(f"http://127.0.0.1:{proc.web_port}/api/anomalies")
+        # the worker answers "tracking, or real?" from the history it keeps
+        period = f"from={format_timestamp(T0)}&to={format_timestamp(T0 + 900)}"
+        verdict = get_json(f"http://127.0.0.1:{proc.web_port}/api/explain?{period}")
+        with pytest.raises(HTTPError) as refused:
+            urlopen(f"http://127.0.0.1:{proc.web_port}/api/explain?from=yesterday", timeout=10)
         metrics = urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=10).read()
         # loopback only by default (--host): neither port is reachable from other machines
         listeners = {p: listening_addresses(p) for p in (proc.metrics_port, proc.web_port)}
@@ -129,6 +149,9 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     assert produced > 0
     assert listeners == {proc.metrics_port: {"127.0.0.1"}, proc.web_port: {"127.0.0.1"}}
     assert isinstance(api["anomalies"], list)
+    assert verdict["verdict"] in ("tracking", "real change", "traffic quality", "unclear")
+    assert verdict["observed"] > 0 and "no earlier period" in verdict["baseline"]
+    assert refused.value.code == 400 and "not a time" in json.loads(refused.value.read())["error"]
     text = metrics.decode()
     assert 'trackwatch_events_quarantined_total{code="missing_required"' in text
     assert 'trackwatch_events_duplicate_total{source="web"}' in text
@@ -219,6 +242,36 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
     expected = [a.to_dict() for a in offline_alerts if a.updated_at <= horizon]
     assert {(a["kind"], a["state"]) for a in expected} >= {("new_event", "firing")}
     assert alert_lines(alerts) == alert_lines(expected)
+
+    # the history the detect agent kept (--history-db): the streamed windows, merged, and the
+    # last state of every alert
+    with HistoryStore(history, readonly=True) as store:
+        kept = Counter()
+        for key, count in store.db.execute(
+            "SELECT s.key, sum(w.count) FROM windows w JOIN series s ON s.id = w.series_id "
+            "WHERE w.start + 60 <= ? GROUP BY s.key",
+            (closed_until - 60,),
+        ):
+            kept[key] = count
+        states = dict(store.db.execute("SELECT id, state FROM alerts").fetchall())
+    want = Counter()
+    for r in streamed:
+        want[r.series_key()] += r.count
+    assert kept == +want
+    assert states == {a["id"]: a["state"] for a in alerts_by_id(alerts).values()}
+    # rebuilt from the topics (`trackwatch history rebuild`): the same windows and alerts
+    rebuilt = tmp_path / "rebuilt.sqlite"
+    with HistoryStore(rebuilt) as store:
+        stats = rebuild_from_kafka(store, bootstrap)
+        again = Counter()
+        for key, count in store.db.execute(
+            "SELECT s.key, sum(w.count) FROM windows w JOIN series s ON s.id = w.series_id "
+            "WHERE w.start + 60 <= ? GROUP BY s.key",
+            (closed_until - 60,),
+        ):
+            again[key] = count
+        assert dict(store.db.execute("SELECT id, state FROM alerts").fetchall()) == states
+    assert stats.windows > 0 and again == kept
 
 
 @pytest.mark.parametrize(
