@@ -639,11 +639,18 @@ class DetectionEngine:
                 transition = None
             if transition in ("fire", "reopen"):
                 track.fired_at = ts + window
-                kind = "disappeared" if disappeared else KINDS[(s.metric, family)]
+                # active users all gone is an outage: the traffic dropped (no event "disappeared")
+                silent = disappeared and s.metric != "activity"
+                kind = "disappeared" if silent else KINDS[(s.metric, family)]
                 self._on_fire(ts, window, s, family, kind, dict(s.series), out)
             elif transition == "resolve":
                 self._on_resolve(ts, window, s, family, out)
-            elif track.lifecycle.state == "firing" and family == "down" and disappeared:
+            elif (
+                track.lifecycle.state == "firing"
+                and family == "down"
+                and disappeared
+                and s.metric != "activity"
+            ):
                 self._to_disappeared(ts, window, s, family, dict(s.series), out)
             if (
                 track.lifecycle.state == "firing"
