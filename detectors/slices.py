@@ -27,17 +27,17 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
 Reference rate. A version is compared with its own history once it has one, and before that with
 the source's other versions (the pooled rate, excluding itself, is its prior worth
 `prior_trials` trials): a new release is judged from its first users, an old one that always
-behaved a little differently is not blamed for it. Conversions are the exception: they measure
-what users choose, and a release's first users (automatic updaters, the keenest) are not its
-peers' users, so a version's conversion is judged against its own history only. The value "*" (a
-whole source) has no peers: its own history is its reference. The reference is taken on the safe
-side: one standard error lower for the low tests (and at most `max_reference`), for the high
-ones one standard error higher and at least as if two more events had been seen. It learns every
-window, but only once the evidence it belongs to is settled: the windows of an excursion of the
-statistic wait until it ends without an alarm (then they were usual, good and bad alike:
-learning only the windows that look calm would bias it), and those of an alarm are dropped (a
-breakage is never learnt as normal). It is forgotten with a half-life in time (`halflife_days`),
-so a slow drift is followed. All the families of a measure share it.
+behaved a little differently is not blamed for it. A rising conversion (`conv_up`) is judged on
+whole sources only: one version's rise is its users' (a release's first users, the keenest,
+convert more) or its recovery from a breakage. The value "*" (a whole source) has no peers: its
+own history is its reference. The reference is taken on the safe side: one standard error lower
+for the low tests (and at most `max_reference`), for the high ones one standard error higher and
+at least as if two more events had been seen. It learns every window, but only once the evidence
+it belongs to is settled: the windows of an excursion of the statistic wait until it ends
+without an alarm (then they were usual, good and bad alike: learning only the windows that look
+calm would bias it), and those of an alarm are dropped (a breakage is never learnt as normal).
+It is forgotten with a half-life in time (`halflife_days`), so a slow drift is followed. All the
+families of a measure share it.
 
 Eligibility (no verdict without a reference worth the name): the measure's history on that
 source must span `min_history_hours` and show `min_expected` successes (for the low tests) or
@@ -86,6 +86,10 @@ class Family:
     # hours before its trouble (a few users at night who did not go on); the alarm itself is
     # still the whole statistic's
     since_last_success: bool = False
+    # judged on whole sources only: a rise of one version's conversion is its users' (a
+    # release's first users, the keenest, convert more) or its recovery from a breakage;
+    # double firing on a version is told by its repeated keys
+    whole_only: bool = False
 
     def told(self, observed: float, expected: float, trials: float) -> bool:
         """Is the change seen since the onset of the size this family tells, on enough trials?"""
@@ -114,7 +118,9 @@ FAMILIES: dict[str, Family] = {
         "bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0, since_last_success=True
     ),
     "conv_down": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, accepts=True),
-    "conv_up": Family("bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True),
+    "conv_up": Family(
+        "bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True, whole_only=True
+    ),
     "bad": Family("bernoulli", low=False, told_ratio=2.0),
     "repeat": Family("bernoulli", low=False, told_ratio=2.0),
     # running sessions all but silent: an outage (a partial one is left to the volumes: how
@@ -131,9 +137,6 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "running": ("quiet",),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
-# what users choose, not what tracking sends: a version's own history is its only reference
-# (the users of a new release are not its peers': early adopters convert differently)
-_OWN_HISTORY = ("funnel", "funnel_early")
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,8 @@ class SliceWatch:
         sl.pend_den += obs.trials
         for family in MEASURES[obs.measure]:
             fam = FAMILIES[family]
+            if fam.whole_only and obs.value != WHOLE:
+                continue
             test = sl.tests.get(family)
             if test is None:
                 test = sl.tests[family] = _Test()
@@ -421,7 +426,7 @@ class SliceWatch:
             if started is None or sl.first - started < cfg.newer_minutes * 60.0:
                 return None  # it never sent the subject and is not newer than it
         peers_num = peers_den = 0.0
-        if obs.value != WHOLE and obs.measure not in _OWN_HISTORY:
+        if obs.value != WHOLE:
             for value in group[1]:
                 peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
                 if value != obs.value and peer is not None and not peer.alarm:
