@@ -63,6 +63,9 @@ class Evidence:
     inflated: str | None = None
 
 
+REPEAT_TWICE = 0.6  # a repeated share above this is more than one copy per original
+
+
 def explain(ev: Evidence) -> str:
     """The sentence for one alert, for every kind."""
     where = _where(ev.series)
@@ -76,10 +79,17 @@ def explain(ev: Evidence) -> str:
         is_, has = ("are" if plural else "is"), ("have " if plural else "has ")
     span = _duration(ev.minutes)
     if ev.kind == "spike" and ev.cause == "repeat":
+        # twice: at most one copy per original; more is a loop or a bot sending it again
+        again = ev.denominator > 0 and ev.observed > REPEAT_TWICE * ev.denominator
+        how, who = (
+            ("again and again", "a loop or a bot resends it")
+            if again
+            else ("twice", "tracking fires it twice")
+        )
         return (
-            f"{name}{where} {is_} sent twice {when}: {_count(ev.observed)} of "
+            f"{name}{where} {is_} sent {how} {when}: {_count(ev.observed)} of "
             f"{_count(ev.denominator)} events in {span} repeat a business key already received "
-            f"(usually {_usual_share(ev.expected, ev.denominator)}): tracking fires it twice, so "
+            f"(usually {_usual_share(ev.expected, ev.denominator)}): {who}, so "
             "its counts and conversions are inflated"
             + _inflates(ev)
             + _slice(ev.attribution, "repeats")

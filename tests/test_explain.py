@@ -222,3 +222,17 @@ def test_an_early_conversion_says_within_how_many_minutes():
     assert text.startswith(
         "Conversion from Checkout Started to Order Completed within 10 minutes on web rose to 80 %"
     ), text
+
+
+@pytest.mark.parametrize(
+    ("observed", "told"),
+    [(6.0, "is sent twice since 14:05 UTC on Mon 23 Nov: 6 of 11 events in 15 min"),
+     (40.0, "is sent again and again since 14:05 UTC on Mon 23 Nov: 40 of 48 events")],
+)  # fmt: skip
+def test_repeated_keys_say_twice_only_when_at_most_one_copy_per_original(observed, told):
+    text = explain(
+        ev("spike", cause="repeat", observed=observed, expected=0.3,
+           denominator=11.0 if observed < 10 else 48.0)
+    )  # fmt: skip
+    assert told in text, text
+    assert ("tracking fires it twice" in text) is (observed < 10), text

@@ -294,7 +294,9 @@ def test_a_first_run_warms_up_and_alerts_on_the_live_incident(tmp_path: Path) ->
         # simulator two weeks in the past, the curl made ~25 % of them late
         assert more_late / more < 0.02, (more_late, more)
         assert re.search(
-            r"anomaly spike: Product Viewed .* higher than expected", "".join(stack.lines)
+            # the simulated bots resend the same products: the repeated-key test may tell it first
+            r"anomaly spike: Product Viewed .* (higher than expected|sent again and again)",
+            "".join(stack.lines),
         )
         out = stack.stop()
     assert stack.proc.returncode == 0, out
