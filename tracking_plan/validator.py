@@ -37,8 +37,12 @@ when known, currency codes upper-cased, plan defaults filled) and carry `planVer
 `violations` when flagged. `Result.event_time` is the event time in epoch seconds (what the
 aggregator windows on) and `Result.mode` the mode that decided.
 
-Speed: each planned event is compiled to one specialised function (`validator_codegen`);
-`validate` reads the envelope and dispatches on the event key.
+Speed: a compiled fast path (`tracking_plan.fastpath`, a C extension built at install) decides
+whether a call is valid and builds its normalised event; a call it does not accept takes the
+full path: each planned event is compiled to one specialised Python function
+(`validator_codegen`), `validate_full` reads the envelope and dispatches on the event key. Both
+give the same results (tests/test_validator_fastpath.py); without the extension only the full
+path runs.
 
 Business keys (plan `unique`) are checked across events, so not here: `validate` judges one call
 alone. `Validator.keys` (`tracking_plan.business_keys`) tells the validate stage which key values
@@ -56,6 +60,7 @@ from typing import Any, Literal
 
 from tracking_plan.builtins import with_builtins
 from tracking_plan.business_keys import BusinessKeys
+from tracking_plan.fastpath import build_fast_checker
 from tracking_plan.model import CallType, Plan, event_key
 from tracking_plan.normalise import MAX_FUTURE_SECONDS, now
 from tracking_plan.validator_codegen import EventCompiler, EventFn
@@ -89,6 +94,7 @@ class Validator:
     __slots__ = (
         "_context_traits",
         "_events",
+        "_fast",
         "_pii",
         "_sources",
         "_unplanned",
@@ -115,12 +121,32 @@ class Validator:
             container: compiler.compile(None, container)[0]
             for container in ("properties", "traits", "context.traits", "")
         }
+        self._fast = build_fast_checker(plan, self._pii, Result)  # None: not built
+
+    @property
+    def compiled(self) -> bool:
+        """Does this validator use the compiled fast path (`tracking_plan.fastpath`)?"""
+        return self._fast is not None
 
     def validate(
         self, body: object, source: str | None = None, received_at: float | None = None
     ) -> Result:
         """Check, normalise and judge one Segment call (see the module docstring). Never
-        raises: a bug quarantines the event with the reason instead of losing it."""
+        raises: a bug quarantines the event with the reason instead of losing it.
+
+        A call the compiled fast path finds valid is returned from there; every other call
+        takes the full path (`validate_full`), which reports each violation."""
+        fast = self._fast
+        if fast is not None:
+            result = fast(body, source, received_at)
+            if result is not None:
+                return result  # type: ignore[no-any-return]
+        return self.validate_full(body, source, received_at)
+
+    def validate_full(
+        self, body: object, source: str | None = None, received_at: float | None = None
+    ) -> Result:
+        """`validate` on the full Python path alone (the reference the fast path agrees with)."""
         try:
             if type(body) is not dict:
                 return _envelope_result(

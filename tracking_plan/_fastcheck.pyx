@@ -1,0 +1,609 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled fast path of the validator (optional: built from this file by `pip install`
+when a C compiler is there; `tracking_plan.fastpath` describes it and builds its input).
+
+`FastChecker.check(body, source, received_at)` returns the `Result` of a call that it finds
+valid, normalised exactly as the full Python path would (`tracking_plan.validator_codegen`),
+and None for anything else: a call with any violation, or one that needs work it leaves to
+the full path (identify traits sent in `context.traits`, non-canonical timestamps it cannot
+parse, normalised values written inside nested objects, PII keys, nesting deeper than 200
+levels...). The caller then runs the full path, which finds every violation. So the fast path
+only has to be exact about what it accepts; tests/test_validator_fastpath.py checks that it is.
+"""
+
+from libc.math cimport isfinite, floor, rint
+from libc.stdio cimport snprintf
+from cpython.dict cimport PyDict_Copy, PyDict_SetItem, PyDict_Next
+from cpython.object cimport PyObject
+from cpython.set cimport PySet_Contains
+
+cdef enum:
+    K_ANY = 0
+    K_STRING = 1
+    K_NUMBER = 2
+    K_INTEGER = 3
+    K_BOOLEAN = 4
+    K_OBJECT = 5
+    K_ARRAY = 6
+    K_TIMESTAMP = 7
+
+cdef double MIN_EPOCH = 946684800.0
+cdef double YEAR_10000 = 253402300800.0
+cdef double MAX_FUTURE = 86400.0
+cdef int MAX_DEPTH = 200
+cdef object _ABSENT = object()
+cdef object _BAD = object()
+
+
+cdef class Prop:
+    """One property of the plan, compiled (built by `tracking_plan.fastpath`)."""
+
+    cdef public str name
+    cdef public int kind
+    cdef public bint nullable, required, has_default, default_copy, pii_value, currency
+    cdef public bint nested_writes  # checking it writes inside a nested container: full path
+    cdef public bint has_fields  # objects: check `fields` (else: only a PII search)
+    cdef public object default
+    cdef public object enum_set  # frozenset when every allowed value is a string
+    cdef public object enum_tuple  # else the tuple, checked with `enum_ok`
+    cdef public object minimum, maximum  # numbers (Python objects: exact comparisons)
+    cdef public long long len_min, len_max  # strings: length; arrays: item count
+    cdef public object search  # compiled pattern's .search, or None
+    cdef public object format_search
+    cdef public list fields  # objects: list[Prop]
+    cdef public object known  # frozenset of the names in `fields`
+    cdef public bint allow  # unlisted fields allowed
+    cdef public Prop items  # arrays
+
+
+cdef class Spec:
+    """One planned event, compiled."""
+
+    cdef public str key
+    cdef public object container  # "properties", "traits" or None (alias)
+    cdef public str container_name  # the key of the container in the output event
+    cdef public bint deprecated
+    cdef public object sources  # frozenset or None
+    cdef public tuple call_fields
+    cdef public list fields
+    cdef public object known
+    cdef public bint allow
+    cdef public dict modes  # source -> mode (bounded cache)
+    cdef public object mode_of  # source -> mode text
+
+
+cdef class Helpers:
+    """Python helpers shared with the full path (exact same semantics)."""
+
+    cdef public object is_pii, safe, enum_ok, parse_canonical, parse_timestamp
+    cdef public object format_timestamp, normalise_currency, currency_codes, is_pii_token
+    cdef public object deepcopy, now, make_result, plan_version
+    cdef public tuple required_context  # tuple of tuples of keys
+    cdef public int identity  # 0 any, 1 userId, 2 anonymousId
+    cdef public bint pii_active
+
+
+cdef inline int days_from_civil(long long y, int m, int d, long long* out):
+    y -= m <= 2
+    cdef long long era = (y if y >= 0 else y - 399) // 400
+    cdef long long yoe = y - era * 400
+    cdef long long mp = (m + 9) % 12
+    cdef long long doy = (153 * mp + 2) // 5 + d - 1
+    cdef long long doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    out[0] = era * 146097 + doe - 719468
+    return 0
+
+
+cdef inline void civil_from_days(long long z, int* yy, int* mm, int* dd):
+    z += 719468
+    cdef long long era = (z if z >= 0 else z - 146096) // 146097
+    cdef long long doe = z - era * 146097
+    cdef long long yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    cdef long long y = yoe + era * 400
+    cdef long long doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    cdef long long mp = (5 * doy + 2) // 153
+    cdef int d = <int>(doy - (153 * mp + 2) // 5 + 1)
+    cdef int m = <int>(mp + 3 if mp < 10 else mp - 9)
+    yy[0] = <int>(y + (m <= 2))
+    mm[0] = m
+    dd[0] = d
+
+
+cdef inline int days_in_month(int year, int month):
+    if month == 2:
+        return 29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28
+    if month == 4 or month == 6 or month == 9 or month == 11:
+        return 30
+    return 31
+
+
+cdef inline int digit(unsigned int c):
+    if c >= 48 and c <= 57:
+        return <int>c - 48
+    return -1
+
+
+cdef int parse_canonical_c(str text, double* out):
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ` (ASCII, a valid date and time) -> epoch seconds, computed as
+    `normalise.parse_canonical` does (epoch second + millis / 1000.0). 1 if parsed, else 0."""
+    if len(text) != 24:
+        return 0
+    cdef unsigned int ch[24]
+    cdef Py_UCS4 one
+    cdef int i
+    for i in range(24):
+        one = text[i]
+        ch[i] = <unsigned int>one
+    if ch[4] != 45 or ch[7] != 45 or ch[10] != 84 or ch[13] != 58:  # - - T :
+        return 0
+    if ch[16] != 58 or ch[19] != 46 or ch[23] != 90:  # : . Z
+        return 0
+    cdef int pos[17]
+    pos[:] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+    cdef int d[17]
+    for i in range(17):
+        d[i] = digit(ch[pos[i]])
+        if d[i] < 0:
+            return 0
+    cdef int year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    cdef int month = d[4] * 10 + d[5]
+    cdef int day = d[6] * 10 + d[7]
+    cdef int hour = d[8] * 10 + d[9]
+    cdef int minute = d[10] * 10 + d[11]
+    cdef int second = d[12] * 10 + d[13]
+    cdef int millis = d[14] * 100 + d[15] * 10 + d[16]
+    if year < 1 or month < 1 or month > 12 or hour > 23 or minute > 59 or second > 59:
+        return 0
+    if day < 1 or day > days_in_month(year, month):
+        return 0
+    cdef long long days
+    days_from_civil(year, month, day, &days)
+    cdef long long epoch = days * 86400 + hour * 3600 + minute * 60 + second
+    out[0] = <double>epoch + (<double>millis / 1000.0)
+    return 1
+
+
+cdef str format_c(double epoch):
+    """`normalise.format_timestamp` for 0 <= epoch < year 10000."""
+    cdef double scaled = rint(epoch * 1000.0)  # round half to even, like round()
+    cdef long long total = <long long>scaled
+    cdef long long second = total // 1000
+    cdef int millis = <int>(total - second * 1000)
+    cdef long long days = second // 86400
+    cdef long long rest = second - days * 86400
+    cdef int y, m, d
+    civil_from_days(days, &y, &m, &d)
+    cdef char buf[64]
+    snprintf(buf, 64, b"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d,
+             <int>(rest // 3600), <int>((rest // 60) % 60), <int>(rest % 60), millis)
+    return buf[:24].decode("ascii")
+
+
+cdef class FastChecker:
+    """See the module docstring. Built by `tracking_plan.fastpath.build_fast_checker`."""
+
+    cdef dict events  # event key -> Spec
+    cdef Helpers h
+    cdef object last_received
+    cdef str last_received_text
+    cdef double last_received_value
+
+    def __init__(self, dict events, Helpers helpers):
+        self.events = events
+        self.h = helpers
+        self.last_received_value = -1.0
+        self.last_received_text = None
+
+    def _check_raising(self, body, source=None, received_at=None):
+        return self._check(body, source, received_at)
+
+    def check(self, body, source=None, received_at=None):
+        """The valid call's `Result`, or None (run the full path)."""
+        try:
+            return self._check(body, source, received_at)
+        except Exception:
+            return None
+
+    cdef object _check(self, object body, object source, object received_at):
+        if type(body) is not dict:
+            return None
+        cdef dict b = <dict>body
+        cdef object call = b.get("type")
+        cdef object name = None
+        cdef object key
+        cdef object context, traits, inner
+        if call is None:
+            if "event" not in b:
+                return None
+            call = "track"
+        if type(call) is not str:
+            return None
+        if call == "track":
+            name = b.get("event")
+            if type(name) is not str or not name:
+                return None
+            key = name
+        elif call == "page" or call == "screen":
+            name = b.get("name")
+            if name is None or (type(name) is str and not name):
+                name = None
+                key = call
+            elif type(name) is str:
+                key = call + ":" + name
+            else:
+                return None
+        elif call == "identify":
+            key = "identify"
+            traits = b.get("traits")
+            if traits is None or (type(traits) is dict and not traits):
+                context = b.get("context")
+                if type(context) is dict:
+                    inner = (<dict>context).get("traits")
+                    if type(inner) is dict and inner:
+                        return None  # traits in context.traits: the full path
+            elif type(traits) is not dict:
+                return None
+        elif call == "group" or call == "alias":
+            key = call
+        else:
+            return None
+        spec_obj = self.events.get(key)
+        if spec_obj is None:
+            return None
+        cdef Spec spec = <Spec>spec_obj
+        # received_at, as `validator._plausible_epoch`
+        cdef bint has_received = False
+        cdef double received = 0.0
+        cdef double latest
+        if type(received_at) is float:
+            received = <double>received_at
+            has_received = -1e13 < received < 1e13
+        elif type(received_at) is int:
+            if -10000000000000 < received_at < 10000000000000:
+                received = <double>received_at
+                has_received = True
+        if has_received:
+            latest = received + MAX_FUTURE
+        else:
+            latest = <double>self.h.now() + MAX_FUTURE
+        return self._event(b, spec, call, name, key, source, has_received, received, latest)
+
+    cdef object _event(self, dict b, Spec spec, object call, object name, object key,
+                       object source, bint has_received, double received, double latest):
+        cdef Helpers h = self.h
+        if spec.deprecated:
+            return None
+        if spec.sources is not None and source is not None and source not in spec.sources:
+            return None
+        cdef object value
+        for field in spec.call_fields:
+            value = b.get(field)
+            if type(value) is not str or not value:
+                return None
+        cdef object user = b.get("userId")
+        if user is not None and type(user) is not str:
+            return None
+        cdef object anonymous = b.get("anonymousId")
+        if anonymous is not None and type(anonymous) is not str:
+            return None
+        if h.identity == 0:
+            if not user and not anonymous:
+                return None
+        elif h.identity == 1:
+            if not user:
+                return None
+        elif not anonymous:
+            return None
+        cdef object context = b.get("context")
+        cdef object node
+        if context is None:
+            if h.required_context:
+                return None
+        elif type(context) is dict:
+            for path in h.required_context:
+                node = context
+                for part in path:
+                    node = (<dict>node).get(part) if type(node) is dict else None
+                if node is None:
+                    return None
+            if h.pii_active and not self._no_pii(context, 0):
+                return None
+        else:
+            return None
+        # timestamps
+        cdef double sent = 0.0, original = 0.0, stamp = 0.0
+        sent_text = self._time(b.get("sentAt"), &sent)
+        if sent_text is _BAD:
+            return None
+        original_text = self._time(b.get("originalTimestamp"), &original)
+        if original_text is _BAD:
+            return None
+        stamp_text = self._time(b.get("timestamp"), &stamp)
+        if stamp_text is _BAD:
+            return None
+        cdef bint has_sent = sent_text is not _ABSENT
+        cdef bint has_original = original_text is not _ABSENT
+        cdef bint has_stamp = stamp_text is not _ABSENT
+        if not has_sent:
+            sent_text = None
+        if not has_original:
+            original_text = None
+        if not has_stamp:
+            stamp_text = None
+        cdef double client = 0.0
+        cdef bint has_client = True
+        if has_original:
+            client, client_text = original, original_text
+        elif has_stamp:
+            client, client_text = stamp, stamp_text
+        else:
+            has_client = False
+            client_text = None
+        cdef double moment = received
+        cdef bint has_moment = has_received
+        moment_text = None
+        if has_client:
+            if has_sent and has_received:
+                moment = received - (sent - client)
+            else:
+                moment = client
+                moment_text = client_text
+            has_moment = True
+            if not (MIN_EPOCH <= moment <= latest):
+                return None
+        # properties
+        cdef object raw = None
+        cdef object p
+        if spec.container is not None:
+            raw = b.get(spec.container)
+        if raw is None:
+            p = {}
+        elif type(raw) is dict:
+            p = raw
+        else:
+            return None
+        cdef list box = [p]
+        if not self._fields(box, spec.fields, spec.known, spec.allow, 0, latest, True):
+            return None
+        p = box[0]
+        mode = spec.modes.get(source)
+        if mode is None:
+            mode = spec.mode_of(source)
+            if len(spec.modes) < 256:
+                spec.modes[source] = mode
+        # the normalised event, as the full path builds it
+        if has_moment and 0.0 <= moment < YEAR_10000:
+            if not moment_text:
+                moment_text = format_c(moment)
+        else:
+            moment_text = None
+        received_text = None
+        if has_received and 0.0 <= received < YEAR_10000:
+            if received == self.last_received_value and self.last_received_text is not None:
+                received_text = self.last_received_text
+            else:
+                received_text = format_c(received)
+                self.last_received_value = received
+                self.last_received_text = received_text
+        cdef dict event = PyDict_Copy(b)
+        event["type"] = call
+        if raw is not None or p:
+            event[spec.container_name] = p
+        if moment_text is not None:
+            event["timestamp"] = moment_text
+        if client_text is not None:
+            event["originalTimestamp"] = client_text
+        if sent_text is not None:
+            event["sentAt"] = sent_text
+        if received_text is not None:
+            event["receivedAt"] = received_text
+        event["planVersion"] = h.plan_version
+        return h.make_result(
+            "valid", event, [], key, name, True, moment if has_moment else None, mode
+        )
+
+    cdef object _time(self, object raw, double* out):
+        """A timestamp field: `_ABSENT`, `_BAD` (a violation: the full path reports it), or
+        its normalised text (None for dates outside years 1970..9999), epoch in `out`."""
+        if raw is None:
+            return _ABSENT
+        if type(raw) is str and parse_canonical_c(<str>raw, out):
+            return raw
+        epoch = self.h.parse_canonical(raw)
+        if epoch is not None:
+            out[0] = <double>epoch
+            return raw
+        epoch = self.h.parse_timestamp(raw)
+        if epoch is None:
+            return _BAD
+        out[0] = <double>epoch
+        if 0.0 <= out[0] < YEAR_10000:
+            return self.h.format_timestamp(epoch)
+        return None
+
+    cdef bint _no_pii(self, object value, int depth) except -1:
+        """True when no key inside `value` (dicts and lists, at any depth) is a PII name;
+        False when one is, or when nesting is deeper than MAX_DEPTH (the full path decides)."""
+        if depth > MAX_DEPTH:
+            return False
+        cdef Helpers h = self.h
+        cdef object safe = h.safe
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef object child
+        cdef type kind
+        if type(value) is dict:
+            while PyDict_Next(value, &pos, &k, &v):
+                if not PySet_Contains(safe, <object>k) and h.is_pii(<object>k):
+                    return False
+                kind = type(<object>v)
+                if (kind is dict or kind is list) and not self._no_pii(<object>v, depth + 1):
+                    return False
+        else:
+            for child in <list>value:
+                kind = type(child)
+                if (kind is dict or kind is list) and not self._no_pii(child, depth + 1):
+                    return False
+        return True
+
+    cdef bint _fields(self, list box, list fields, object known, bint allow, int depth,
+                      double latest, bint top) except -1:
+        """Check the fields of the dict `box[0]`; normalised values are written into a copy
+        (top level only: `box[0]` is replaced by it). False: not valid (or full path)."""
+        cdef dict var = <dict>box[0]
+        cdef dict raw = var
+        cdef Helpers h = self.h
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef type kind
+        cdef Prop prop
+        cdef object value
+        cdef object written
+        if not known.issuperset(var):
+            while PyDict_Next(var, &pos, &k, &v):
+                if <object>k in known:
+                    continue
+                if not PySet_Contains(h.safe, <object>k) and h.is_pii(<object>k):
+                    return False
+                if not allow:
+                    return False
+                kind = type(<object>v)
+                if (kind is dict or kind is list) and h.pii_active:
+                    if not self._no_pii(<object>v, depth + 1):
+                        return False
+        for prop_obj in fields:
+            prop = <Prop>prop_obj
+            value = var.get(prop.name)
+            if value is not None:
+                written = self._value(prop, value, depth, latest)
+                if written is False:
+                    return False
+                if written is not True:
+                    if not top:
+                        return False
+                    if var is raw:
+                        var = dict(raw)
+                        box[0] = var
+                    var[prop.name] = written
+            elif prop.name in var:
+                if not prop.nullable:
+                    return False
+            elif prop.has_default:
+                if not top:
+                    return False
+                if var is raw:
+                    var = dict(raw)
+                    box[0] = var
+                var[prop.name] = h.deepcopy(prop.default) if prop.default_copy else prop.default
+            elif prop.required:
+                return False
+        return True
+
+    cdef object _value(self, Prop prop, object v, int depth, double latest):
+        """True: valid as it is; False: not valid (or the full path decides); any other
+        value: valid once replaced by it (a normalised timestamp or currency code)."""
+        cdef Helpers h = self.h
+        cdef type kind = type(v)
+        cdef int pk = prop.kind
+        cdef double number
+        cdef Py_ssize_t n
+        cdef object c
+        if prop.pii_value and h.is_pii_token(v):
+            return True
+        if pk == K_STRING:
+            if kind is not str:
+                return False
+            written = True
+            if prop.currency:
+                if PySet_Contains(h.currency_codes, v):
+                    c = v
+                else:
+                    c = h.normalise_currency(v)
+                if c is None:
+                    return False
+                if c is not v:
+                    v = c
+                    written = c
+            n = len(<str>v)
+            if n > prop.len_max or n < prop.len_min:
+                return False
+            if prop.search is not None and prop.search(v) is None:
+                return False
+            if prop.format_search is not None and prop.format_search(v) is None:
+                return False
+            if prop.enum_set is not None:
+                if not PySet_Contains(prop.enum_set, v):
+                    return False
+            elif prop.enum_tuple is not None and not h.enum_ok(v, prop.enum_tuple):
+                return False
+            return written
+        if pk == K_NUMBER or pk == K_INTEGER:
+            if kind is float:
+                number = <double>v
+                if pk == K_NUMBER:
+                    if not isfinite(number):
+                        return False
+                elif not (isfinite(number) and number == floor(number)):
+                    return False
+            elif kind is not int:
+                return False
+            if prop.minimum is not None and v < prop.minimum:
+                return False
+            if prop.maximum is not None and v > prop.maximum:
+                return False
+            if prop.enum_tuple is not None and not h.enum_ok(v, prop.enum_tuple):
+                return False
+            return True
+        if pk == K_TIMESTAMP:
+            epoch = h.parse_timestamp(v)
+            if epoch is None:
+                return False
+            number = <double>epoch
+            if number < MIN_EPOCH or number > latest:
+                return False
+            return h.format_timestamp(epoch)
+        if pk == K_BOOLEAN:
+            if kind is not bool:
+                return False
+            if prop.enum_tuple is not None and not h.enum_ok(v, prop.enum_tuple):
+                return False
+            return True
+        if pk == K_OBJECT:
+            if kind is not dict:
+                return False
+            if prop.nested_writes:
+                return False
+            if prop.has_fields:
+                if not self._fields([v], prop.fields, prop.known, prop.allow, depth + 1,
+                                    latest, False):
+                    return False
+            elif h.pii_active and not self._no_pii(v, depth + 1):
+                return False
+            return True
+        if pk == K_ARRAY:
+            if kind is not list:
+                return False
+            n = len(<list>v)
+            if n > prop.len_max or n < prop.len_min:
+                return False
+            if prop.items is None:
+                if h.pii_active and not self._no_pii(v, depth + 1):
+                    return False
+                return True
+            if prop.nested_writes:
+                return False
+            for item in <list>v:
+                if item is None:
+                    if not prop.items.nullable:
+                        return False
+                elif self._value(prop.items, item, depth + 1, latest) is not True:
+                    return False
+            return True
+        # any
+        if (kind is dict or kind is list) and h.pii_active and not self._no_pii(v, depth + 1):
+            return False
+        if prop.enum_tuple is not None and not h.enum_ok(v, prop.enum_tuple):
+            return False
+        return True

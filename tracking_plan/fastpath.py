@@ -1,0 +1,167 @@
+"""The validator's compiled fast path: decides in C (a Cython extension, `_fastcheck.pyx`)
+whether a call is valid, and builds its normalised event; anything else goes to the full
+Python path (`validator_codegen`), which finds and reports every violation.
+
+`build_fast_checker(plan, pii, make_result)` compiles a plan for it and returns its `check(body,
+source, received_at)`, which gives the `Result` of a valid call or None ("run the full path"),
+or returns None itself when the extension is not built (`pip install` builds it when a C
+compiler is there; without one trackwatch runs on the full path alone, the same results, just
+slower) or when `TRACKWATCH_PURE_VALIDATOR=1` is set.
+
+The fast path accepts only what the full path accepts, and builds the same event (same keys,
+same order, same normalised values): tests/test_validator_fastpath.py checks both on random
+valid, mutated and malformed calls over the example plans.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from tracking_plan.builtins import with_builtins
+from tracking_plan.model import CallType, EventSpec, Identity, Plan, PropertySpec, PropType, Status
+from tracking_plan.normalise import (
+    format_timestamp,
+    normalise_currency,
+    now,
+    parse_canonical,
+    parse_timestamp,
+)
+from tracking_plan.normalise_currency_codes import CURRENCY_CODES
+from tracking_plan.pii import is_pii_token
+from tracking_plan.validator_codegen import _FORMAT_CHECKS, _enum_ok, _needs_copy
+from tracking_plan.validator_support import PiiDetector
+
+try:
+    from tracking_plan import _fastcheck
+except ImportError:  # not built (no C compiler when installed): the full path alone
+    _fastcheck = None  # type: ignore[assignment]
+
+CheckFn = Callable[[object, Any, Any], Any]
+_KINDS = {
+    PropType.ANY: 0,
+    PropType.STRING: 1,
+    PropType.NUMBER: 2,
+    PropType.INTEGER: 3,
+    PropType.BOOLEAN: 4,
+    PropType.OBJECT: 5,
+    PropType.ARRAY: 6,
+    PropType.TIMESTAMP: 7,
+}
+_IDENTITY = {Identity.ANY: 0, Identity.USER_ID: 1, Identity.ANONYMOUS_ID: 2}
+_BIG = 1 << 62  # length limits beyond this are no limits
+_CONTAINERS = {
+    CallType.TRACK: "properties",
+    CallType.PAGE: "properties",
+    CallType.SCREEN: "properties",
+    CallType.IDENTIFY: "traits",
+    CallType.GROUP: "traits",
+    CallType.ALIAS: None,
+}
+_CALL_FIELDS = {CallType.GROUP: ("groupId",), CallType.ALIAS: ("previousId", "userId")}
+
+
+def available() -> bool:
+    """Is the compiled extension built (and not turned off)?"""
+    return _fastcheck is not None and os.environ.get("TRACKWATCH_PURE_VALIDATOR") != "1"
+
+
+def build_fast_checker(
+    plan: Plan, pii: PiiDetector, make_result: Callable[..., Any]
+) -> CheckFn | None:
+    """The fast path's `check` for `plan` (see the module docstring), or None."""
+    if not available():
+        return None
+    helpers = _fastcheck.Helpers()
+    helpers.is_pii = pii.is_pii
+    helpers.safe = pii.safe_keys()
+    helpers.pii_active = pii.active
+    helpers.enum_ok = _enum_ok
+    helpers.parse_canonical = parse_canonical
+    helpers.parse_timestamp = parse_timestamp
+    helpers.format_timestamp = format_timestamp
+    helpers.normalise_currency = normalise_currency
+    helpers.currency_codes = CURRENCY_CODES
+    helpers.is_pii_token = is_pii_token
+    helpers.deepcopy = copy.deepcopy
+    helpers.now = now
+    helpers.make_result = make_result
+    helpers.plan_version = plan.version
+    helpers.required_context = tuple(tuple(path.split(".")) for path in plan.required_context)
+    helpers.identity = _IDENTITY[Identity(plan.identity)]
+    events = {key: _event(plan, with_builtins(spec, plan), key, pii) for key, spec in plan.events.items()}
+    return _fastcheck.FastChecker(events, helpers).check  # type: ignore[no-any-return]
+
+
+def _event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> Any:
+    out = _fastcheck.Spec()
+    out.key = key
+    container = _CONTAINERS[spec.call]
+    out.container = container
+    out.container_name = container or "properties"
+    out.deprecated = spec.status is Status.DEPRECATED
+    out.sources = frozenset(spec.sources) if spec.sources else None
+    out.call_fields = _CALL_FIELDS.get(spec.call, ())
+    checked = [s for s in spec.properties if not pii.is_pii(s.name)] if container else []
+    out.fields = [_prop(s, pii) for s in checked]
+    out.known = frozenset(s.name for s in checked)
+    out.allow = spec.allow_unplanned_properties
+    out.modes = {}
+    out.mode_of = lambda source, spec=spec: plan.mode_for(spec, source).value
+    return out
+
+
+def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
+    out = _fastcheck.Prop()
+    out.name = spec.name
+    is_time = spec.type is PropType.TIMESTAMP or spec.format == "date-time"
+    out.kind = 7 if is_time else _KINDS[spec.type]
+    out.nullable = spec.nullable
+    out.required = spec.required
+    out.has_default = spec.has_default
+    out.default = spec.default
+    out.default_copy = isinstance(spec.default, dict | list)
+    out.pii_value = spec.pii
+    out.currency = spec.type is PropType.STRING and spec.format == "currency"
+    enum = spec.enum
+    if enum is not None and spec.type is PropType.STRING and all(type(v) is str for v in enum):
+        out.enum_set = frozenset(enum)
+    else:
+        out.enum_tuple = enum
+    if spec.type in (PropType.NUMBER, PropType.INTEGER):
+        out.minimum, out.maximum = spec.minimum, spec.maximum
+    out.len_min, out.len_max = -_BIG, _BIG
+    if spec.type is PropType.STRING:
+        limits = [x for x in (spec.max_length, spec.maximum) if x is not None]
+        if limits:
+            out.len_max = min(int(min(limits)), _BIG)
+        if spec.minimum is not None:
+            out.len_min = max(math.ceil(spec.minimum), -_BIG)
+        if spec.pattern is not None:
+            out.search = re.compile(spec.pattern).search
+        if spec.format in _FORMAT_CHECKS:
+            out.format_search = _FORMAT_CHECKS[spec.format][0].search
+    elif spec.type is PropType.ARRAY:
+        if spec.minimum is not None:
+            out.len_min = max(math.ceil(spec.minimum), -_BIG)
+        if spec.maximum is not None:
+            out.len_max = min(int(spec.maximum), _BIG)
+        if spec.items is not None:
+            out.items = _prop(spec.items, pii)
+            out.nested_writes = _needs_copy(spec.items)
+    elif spec.type is PropType.OBJECT:
+        out.has_fields = bool(spec.properties) or not spec.additional_properties
+        if out.has_fields:
+            out.nested_writes = _needs_copy(spec)
+            checked = [s for s in spec.properties if not pii.is_pii(s.name)]
+            out.fields = [_prop(s, pii) for s in checked]
+            out.known = frozenset(s.name for s in checked)
+            out.allow = spec.additional_properties
+    return out
+
+
+__all__ = ["available", "build_fast_checker"]
