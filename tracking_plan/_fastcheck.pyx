@@ -12,9 +12,31 @@ only has to be exact about what it accepts; tests/test_validator_fastpath.py che
 """
 
 from libc.math cimport isfinite, floor, rint
-from libc.stdio cimport snprintf
 from cpython.dict cimport PyDict_Copy, PyDict_SetItem, PyDict_Next
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_DECREF
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_READY(object)
+    int PyUnicode_KIND(object)
+    int PyUnicode_1BYTE_KIND
+    void* PyUnicode_DATA(object)
+    ctypedef struct PyMemberDef:
+        const char* name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    PyTypeObject PyMemberDescr_Type
+    ctypedef PyObject* (*allocfunc)(PyTypeObject*, Py_ssize_t)
+    ctypedef struct AllocType "PyTypeObject":
+        allocfunc tp_alloc
+    PyObject* PyType_GenericAlloc(PyTypeObject*, Py_ssize_t)
+
+RESULT_FIELDS = (
+    "outcome", "event", "violations", "event_key", "event_name", "planned", "event_time", "mode"
+)
 from cpython.set cimport PySet_Contains
 
 cdef enum:
@@ -47,6 +69,8 @@ cdef class Prop:
     cdef public object enum_set  # frozenset when every allowed value is a string
     cdef public object enum_tuple  # else the tuple, checked with `enum_ok`
     cdef public object minimum, maximum  # numbers (Python objects: exact comparisons)
+    cdef public bint c_bounds  # the bounds are exact as doubles: floats compare in C
+    cdef public double c_min, c_max  # -inf / inf when absent
     cdef public long long len_min, len_max  # strings: length; arrays: item count
     cdef public object search  # compiled pattern's .search, or None
     cdef public object format_search
@@ -79,8 +103,57 @@ cdef class Helpers:
     cdef public object format_timestamp, normalise_currency, currency_codes, is_pii_token
     cdef public object deepcopy, now, make_result, plan_version
     cdef public tuple required_context  # tuple of tuples of keys
+    cdef Py_ssize_t offsets[8]  # of the slots of `make_result` (see `set_result_type`)
+    cdef bint direct  # build results by filling their slots
+
+    def set_result_type(self, cls):
+        """`make_result = cls`; when `cls` is a plain class with `__slots__` for
+        `RESULT_FIELDS` (the validator's `Result`), its instances are built by filling the
+        slots directly (what its generated `__init__` does, without running Python code)."""
+        self.make_result = cls
+        self.direct = False
+        if type(cls) is not type or cls.__init__ is object.__init__:
+            return
+        if (<AllocType*><PyObject*>cls).tp_alloc != PyType_GenericAlloc:
+            return
+        if any(f not in getattr(cls, "__slots__", ()) for f in RESULT_FIELDS):
+            return
+        cdef int i
+        for i, name in enumerate(RESULT_FIELDS):
+            descr = cls.__dict__[name]
+            if type(descr) is not <type>&PyMemberDescr_Type:
+                return
+            self.offsets[i] = (<PyMemberDescrObject*><PyObject*>descr).d_member.offset
+        self.direct = True
+
+    cdef object result(self, object event, object key, object name, object moment, object mode):
+        """make_result("valid", event, [], key, name, True, moment, mode)"""
+        if not self.direct:
+            return self.make_result("valid", event, [], key, name, True, moment, mode)
+        cdef PyObject* cls = <PyObject*>self.make_result
+        cdef PyObject* obj = (<AllocType*>cls).tp_alloc(<PyTypeObject*>cls, 0)
+        if obj is NULL:
+            raise MemoryError()
+        result = <object>obj  # owns the new reference (and one more: released below)
+        Py_DECREF(result)
+        cdef char* base = <char*>obj
+        put_slot(base, self.offsets[0], "valid")
+        put_slot(base, self.offsets[1], event)
+        put_slot(base, self.offsets[2], [])
+        put_slot(base, self.offsets[3], key)
+        put_slot(base, self.offsets[4], name)
+        put_slot(base, self.offsets[5], True)
+        put_slot(base, self.offsets[6], moment)
+        put_slot(base, self.offsets[7], mode)
+        return result
     cdef public int identity  # 0 any, 1 userId, 2 anonymousId
     cdef public bint pii_active
+
+
+cdef inline void put_slot(char* base, Py_ssize_t offset, object value):
+    """Store a new reference to `value` in the (empty) slot at `offset` of an object."""
+    Py_INCREF(value)
+    (<PyObject**>(base + offset))[0] = <PyObject*>value
 
 
 cdef inline int days_from_civil(long long y, int m, int d, long long* out):
@@ -128,12 +201,10 @@ cdef int parse_canonical_c(str text, double* out):
     `normalise.parse_canonical` does (epoch second + millis / 1000.0). 1 if parsed, else 0."""
     if len(text) != 24:
         return 0
-    cdef unsigned int ch[24]
-    cdef Py_UCS4 one
+    if not PyUnicode_IS_READY(text) or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:  # the text is not Latin-1: no digits
+        return 0
+    cdef const unsigned char* ch = <const unsigned char*>PyUnicode_DATA(text)
     cdef int i
-    for i in range(24):
-        one = text[i]
-        ch[i] = <unsigned int>one
     if ch[4] != 45 or ch[7] != 45 or ch[10] != 84 or ch[13] != 58:  # - - T :
         return 0
     if ch[16] != 58 or ch[19] != 46 or ch[23] != 90:  # : . Z
@@ -163,6 +234,14 @@ cdef int parse_canonical_c(str text, double* out):
     return 1
 
 
+cdef inline void put(char* buf, int at, int value, int width):
+    """`value` as `width` decimal digits (zero-padded) at `buf[at]`."""
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        buf[at + i] = <char>(48 + value % 10)
+        value //= 10
+
+
 cdef str format_c(double epoch):
     """`normalise.format_timestamp` for 0 <= epoch < year 10000."""
     cdef double scaled = rint(epoch * 1000.0)  # round half to even, like round()
@@ -173,9 +252,21 @@ cdef str format_c(double epoch):
     cdef long long rest = second - days * 86400
     cdef int y, m, d
     civil_from_days(days, &y, &m, &d)
-    cdef char buf[64]
-    snprintf(buf, 64, b"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d,
-             <int>(rest // 3600), <int>((rest // 60) % 60), <int>(rest % 60), millis)
+    cdef char buf[24]
+    put(buf, 0, y, 4)
+    buf[4] = 45
+    put(buf, 5, m, 2)
+    buf[7] = 45
+    put(buf, 8, d, 2)
+    buf[10] = 84
+    put(buf, 11, <int>(rest // 3600), 2)
+    buf[13] = 58
+    put(buf, 14, <int>((rest // 60) % 60), 2)
+    buf[16] = 58
+    put(buf, 17, <int>(rest % 60), 2)
+    buf[19] = 46
+    put(buf, 20, millis, 3)
+    buf[23] = 90
     return buf[:24].decode("ascii")
 
 
@@ -184,21 +275,30 @@ cdef class FastChecker:
 
     cdef dict events  # event key -> Spec
     cdef Helpers h
-    cdef object last_received
+    cdef object full
     cdef str last_received_text
     cdef double last_received_value
 
-    def __init__(self, dict events, Helpers helpers):
+    def __init__(self, dict events, Helpers helpers, full):
         self.events = events
         self.h = helpers
+        self.full = full
         self.last_received_value = -1.0
         self.last_received_text = None
 
-    def _check_raising(self, body, source=None, received_at=None):
-        return self._check(body, source, received_at)
-
     def check(self, body, source=None, received_at=None):
-        """The valid call's `Result`, or None (run the full path)."""
+        """`Validator.validate`: the valid call's `Result` from here, every other call's from
+        the full path (`full`, `Validator.validate_full`)."""
+        try:
+            result = self._check(body, source, received_at)
+        except Exception:
+            result = None
+        if result is None:
+            return self.full(body, source, received_at)
+        return result
+
+    def accepts(self, body, source=None, received_at=None):
+        """The fast path's `Result`, or None when it leaves the call to the full path."""
         try:
             return self._check(body, source, received_at)
         except Exception:
@@ -362,10 +462,9 @@ cdef class FastChecker:
             p = raw
         else:
             return None
-        cdef list box = [p]
-        if not self._fields(box, spec.fields, spec.known, spec.allow, 0, latest, True):
+        p = self._fields(<dict>p, spec.fields, spec.known, spec.allow, 0, latest, True)
+        if p is None:
             return None
-        p = box[0]
         mode = spec.modes.get(source)
         if mode is None:
             mode = spec.mode_of(source)
@@ -398,9 +497,7 @@ cdef class FastChecker:
         if received_text is not None:
             event["receivedAt"] = received_text
         event["planVersion"] = h.plan_version
-        return h.make_result(
-            "valid", event, [], key, name, True, moment if has_moment else None, mode
-        )
+        return h.result(event, key, name, moment if has_moment else None, mode)
 
     cdef object _time(self, object raw, double* out):
         """A timestamp field: `_ABSENT`, `_BAD` (a violation: the full path reports it), or
@@ -447,12 +544,11 @@ cdef class FastChecker:
                     return False
         return True
 
-    cdef bint _fields(self, list box, list fields, object known, bint allow, int depth,
-                      double latest, bint top) except -1:
-        """Check the fields of the dict `box[0]`; normalised values are written into a copy
-        (top level only: `box[0]` is replaced by it). False: not valid (or full path)."""
-        cdef dict var = <dict>box[0]
-        cdef dict raw = var
+    cdef object _fields(self, dict raw, list fields, object known, bint allow, int depth,
+                        double latest, bint top):
+        """Check the fields of the dict `raw`: None when not valid (or for the full path),
+        else `raw`, or a copy holding the normalised values (top level only)."""
+        cdef dict var = raw
         cdef Helpers h = self.h
         cdef Py_ssize_t pos = 0
         cdef PyObject* k
@@ -461,45 +557,46 @@ cdef class FastChecker:
         cdef Prop prop
         cdef object value
         cdef object written
-        if not known.issuperset(var):
-            while PyDict_Next(var, &pos, &k, &v):
+        cdef Py_ssize_t present = 0  # fields of `var` the plan names: all of them?
+        for prop_obj in fields:
+            prop = <Prop>prop_obj
+            value = raw.get(prop.name)
+            if value is not None:
+                present += 1
+                written = self._value(prop, value, depth, latest)
+                if written is False:
+                    return None
+                if written is not True:
+                    if not top:
+                        return None
+                    if var is raw:
+                        var = dict(raw)
+                    var[prop.name] = written
+            elif prop.name in raw:
+                present += 1
+                if not prop.nullable:
+                    return None
+            elif prop.has_default:
+                if not top:
+                    return None
+                if var is raw:
+                    var = dict(raw)
+                var[prop.name] = h.deepcopy(prop.default) if prop.default_copy else prop.default
+            elif prop.required:
+                return None
+        if present != len(raw):  # keys the plan does not name (fields have distinct names)
+            while PyDict_Next(raw, &pos, &k, &v):
                 if <object>k in known:
                     continue
                 if not PySet_Contains(h.safe, <object>k) and h.is_pii(<object>k):
-                    return False
+                    return None
                 if not allow:
-                    return False
+                    return None
                 kind = type(<object>v)
                 if (kind is dict or kind is list) and h.pii_active:
                     if not self._no_pii(<object>v, depth + 1):
-                        return False
-        for prop_obj in fields:
-            prop = <Prop>prop_obj
-            value = var.get(prop.name)
-            if value is not None:
-                written = self._value(prop, value, depth, latest)
-                if written is False:
-                    return False
-                if written is not True:
-                    if not top:
-                        return False
-                    if var is raw:
-                        var = dict(raw)
-                        box[0] = var
-                    var[prop.name] = written
-            elif prop.name in var:
-                if not prop.nullable:
-                    return False
-            elif prop.has_default:
-                if not top:
-                    return False
-                if var is raw:
-                    var = dict(raw)
-                    box[0] = var
-                var[prop.name] = h.deepcopy(prop.default) if prop.default_copy else prop.default
-            elif prop.required:
-                return False
-        return True
+                        return None
+        return var
 
     cdef object _value(self, Prop prop, object v, int depth, double latest):
         """True: valid as it is; False: not valid (or the full path decides); any other
@@ -549,10 +646,14 @@ cdef class FastChecker:
                     return False
             elif kind is not int:
                 return False
-            if prop.minimum is not None and v < prop.minimum:
-                return False
-            if prop.maximum is not None and v > prop.maximum:
-                return False
+            if kind is float and prop.c_bounds:
+                if number < prop.c_min or number > prop.c_max:
+                    return False
+            else:
+                if prop.minimum is not None and v < prop.minimum:
+                    return False
+                if prop.maximum is not None and v > prop.maximum:
+                    return False
             if prop.enum_tuple is not None and not h.enum_ok(v, prop.enum_tuple):
                 return False
             return True
@@ -576,8 +677,8 @@ cdef class FastChecker:
             if prop.nested_writes:
                 return False
             if prop.has_fields:
-                if not self._fields([v], prop.fields, prop.known, prop.allow, depth + 1,
-                                    latest, False):
+                if self._fields(<dict>v, prop.fields, prop.known, prop.allow, depth + 1,
+                                latest, False) is None:
                     return False
             elif h.pii_active and not self._no_pii(v, depth + 1):
                 return False

@@ -2,9 +2,10 @@
 whether a call is valid, and builds its normalised event; anything else goes to the full
 Python path (`validator_codegen`), which finds and reports every violation.
 
-`build_fast_checker(plan, pii, make_result)` compiles a plan for it and returns its `check(body,
-source, received_at)`, which gives the `Result` of a valid call or None ("run the full path"),
-or returns None itself when the extension is not built (`pip install` builds it when a C
+`build_fast_checker(plan, pii, make_result)` compiles a plan for it; its `accepts(body,
+source, received_at)` gives the `Result` of a valid call or None ("run the full path"), its
+`check` the `Result` of any call (the full path's when `accepts` gives None). It is None
+when the extension is not built (`pip install` builds it when a C
 compiler is there; without one trackwatch runs on the full path alone, the same results, just
 slower) or when `TRACKWATCH_PURE_VALIDATOR=1` is set.
 
@@ -71,9 +72,12 @@ def available() -> bool:
 
 
 def build_fast_checker(
-    plan: Plan, pii: PiiDetector, make_result: Callable[..., Any]
-) -> CheckFn | None:
-    """The fast path's `check` for `plan` (see the module docstring), or None."""
+    plan: Plan, pii: PiiDetector, make_result: Callable[..., Any], full: CheckFn
+) -> Any:
+    """A `FastChecker` for `plan` (see the module docstring), or None when not available.
+    Its `check(body, source, received_at)` returns the `Result` of every call: built by the
+    fast path when valid, else by `full` (the full path); `accepts(...)` is the fast path
+    alone (a `Result`, or None)."""
     if not available():
         return None
     helpers = _fastcheck.Helpers()
@@ -89,15 +93,36 @@ def build_fast_checker(
     helpers.is_pii_token = is_pii_token
     helpers.deepcopy = copy.deepcopy
     helpers.now = now
-    helpers.make_result = make_result
+    helpers.set_result_type(make_result)
     helpers.plan_version = plan.version
     helpers.required_context = tuple(tuple(path.split(".")) for path in plan.required_context)
     helpers.identity = _IDENTITY[Identity(plan.identity)]
-    events = {key: _event(plan, with_builtins(spec, plan), key, pii) for key, spec in plan.events.items()}
-    return _fastcheck.FastChecker(events, helpers).check  # type: ignore[no-any-return]
+    events = {}
+    for key, spec in plan.events.items():
+        compiled = _event(plan, with_builtins(spec, plan), key, pii)
+        if compiled is not None:  # else: the full path checks this event
+            events[key] = compiled
+    return _fastcheck.FastChecker(events, helpers, full)
+
+
+class _NotCompiled(Exception):
+    """A plan feature the fast path does not take (the full path checks the event)."""
+
+
+def _distinct(specs: list[PropertySpec]) -> bool:
+    """The fast path counts the fields it finds to tell whether a dict holds others."""
+    return len({s.name for s in specs}) == len(specs)
 
 
 def _event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> Any:
+    """The compiled event, or None when the full path must check it."""
+    try:
+        return _compile_event(plan, spec, key, pii)
+    except _NotCompiled:
+        return None
+
+
+def _compile_event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> Any:
     out = _fastcheck.Spec()
     out.key = key
     container = _CONTAINERS[spec.call]
@@ -107,12 +132,21 @@ def _event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> Any:
     out.sources = frozenset(spec.sources) if spec.sources else None
     out.call_fields = _CALL_FIELDS.get(spec.call, ())
     checked = [s for s in spec.properties if not pii.is_pii(s.name)] if container else []
+    if not _distinct(checked):
+        raise _NotCompiled(key)
     out.fields = [_prop(s, pii) for s in checked]
     out.known = frozenset(s.name for s in checked)
     out.allow = spec.allow_unplanned_properties
     out.modes = {}
     out.mode_of = lambda source, spec=spec: plan.mode_for(spec, source).value
     return out
+
+
+def _exact_double(bound: object) -> bool:
+    """Does comparing a float with `bound` in C doubles give Python's answer?"""
+    if type(bound) is float:
+        return not math.isnan(bound)
+    return type(bound) is int and abs(bound) <= 2**53
 
 
 def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
@@ -134,6 +168,10 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
         out.enum_tuple = enum
     if spec.type in (PropType.NUMBER, PropType.INTEGER):
         out.minimum, out.maximum = spec.minimum, spec.maximum
+        bounds = [b for b in (spec.minimum, spec.maximum) if b is not None]
+        out.c_bounds = all(_exact_double(b) for b in bounds)
+        out.c_min = -math.inf if spec.minimum is None or not out.c_bounds else spec.minimum
+        out.c_max = math.inf if spec.maximum is None or not out.c_bounds else spec.maximum
     out.len_min, out.len_max = -_BIG, _BIG
     if spec.type is PropType.STRING:
         limits = [x for x in (spec.max_length, spec.maximum) if x is not None]
@@ -158,6 +196,8 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
         if out.has_fields:
             out.nested_writes = _needs_copy(spec)
             checked = [s for s in spec.properties if not pii.is_pii(s.name)]
+            if not _distinct(checked):
+                raise _NotCompiled(spec.name)
             out.fields = [_prop(s, pii) for s in checked]
             out.known = frozenset(s.name for s in checked)
             out.allow = spec.additional_properties
