@@ -15,13 +15,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure: install without it
+        except Exception as exc:
             print(f"warning: trackwatch's C fast path not built ({exc}); pure Python is used")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"warning: {ext.name} not built ({exc}); pure Python is used")
 
 

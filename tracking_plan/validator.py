@@ -55,8 +55,8 @@ depth without recursion. Keys longer than 200 characters are never taken for PII
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tracking_plan.builtins import with_builtins
