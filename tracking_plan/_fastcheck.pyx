@@ -312,6 +312,7 @@ cdef class FastChecker:
         cdef object name = None
         cdef object key
         cdef object context, traits, inner
+        cdef bint sent_type = call is not None  # else set in the forwarded event
         if call is None:
             if "event" not in b:
                 return None
@@ -366,10 +367,13 @@ cdef class FastChecker:
             latest = received + MAX_FUTURE
         else:
             latest = <double>self.h.now() + MAX_FUTURE
-        return self._event(b, spec, call, name, key, source, has_received, received, latest)
+        return self._event(
+            b, spec, call, name, key, source, has_received, received, latest, sent_type
+        )
 
     cdef object _event(self, dict b, Spec spec, object call, object name, object key,
-                       object source, bint has_received, double received, double latest):
+                       object source, bint has_received, double received, double latest,
+                       bint sent_type):
         cdef Helpers h = self.h
         if spec.deprecated:
             return None
@@ -485,7 +489,8 @@ cdef class FastChecker:
                 self.last_received_value = received
                 self.last_received_text = received_text
         cdef dict event = PyDict_Copy(b)
-        event["type"] = call
+        if not sent_type:  # (else the copy holds `call` already)
+            event["type"] = call
         if raw is not None or p:
             event[spec.container_name] = p
         if moment_text is not None:
