@@ -335,7 +335,7 @@ class BatchProcessor:
         if self.deduper.seen(mid, received_at):
             out.duplicates[source] += 1
             return
-        result = self.validator.validate(body, source=source, received_at=received_at)
+        result = self.validator.validate(body, source, received_at)
         repeated = (
             result.planned
             and self.business_keys

@@ -212,3 +212,9 @@ def test_pure_mode_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> N
     validator = compile_plan(PLANS["ecommerce"])
     assert not validator.compiled
     assert validator.validate == validator.validate_full
+
+
+def test_fast_false_compiles_the_full_path_alone() -> None:
+    assert VALIDATORS["ecommerce"].compiled
+    pure = compile_plan(PLANS["ecommerce"], fast=False)
+    assert not pure.compiled and pure.validate == pure.validate_full

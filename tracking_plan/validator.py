@@ -105,7 +105,8 @@ class Validator:
         "validate",
     )
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, fast: bool = True) -> None:
+        """`fast=False`: the full path alone (no compiled fast path, even when built)."""
         self.plan = plan
         self.plan_version = plan.version
         self._pii = PiiDetector(plan.pii)
@@ -125,7 +126,9 @@ class Validator:
         }
         # `validate`: the compiled fast path (it hands what it does not accept to the full
         # path), else the full path alone; an attribute, not a method: one call less per event
-        self._fast = build_fast_checker(plan, self._pii, Result, self.validate_full)
+        self._fast = (
+            build_fast_checker(plan, self._pii, Result, self.validate_full) if fast else None
+        )
         self.validate: Callable[..., Result] = (
             self.validate_full if self._fast is None else self._fast.check
         )
@@ -260,9 +263,10 @@ def _envelope_result(problem: Violation, key: str, name: str | None) -> Result:
     return Result("quarantined", None, [problem], key, name, False, None, _BLOCK)
 
 
-def compile_plan(plan: Plan) -> Validator:
-    """Compile `plan` into a `Validator` (generates and compiles one function per event)."""
-    return Validator(plan)
+def compile_plan(plan: Plan, fast: bool = True) -> Validator:
+    """Compile `plan` into a `Validator` (generates and compiles one function per event, and
+    the compiled fast path when it is built; `fast=False`: without it)."""
+    return Validator(plan, fast)
 
 
 __all__ = ["Result", "Validator", "compile_plan"]
