@@ -17,8 +17,8 @@ runs: the difference is their whole cost; likewise without the companion pairs t
 aggregator learns (`WindowAggregator(companion_minutes=0)`); likewise with the validator on
 its pure-Python path alone (`compile_plan(plan, fast=False)`: no compiled fast path). Reports
 CPU µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
-settings), the ratio worker / baseline, and the cost of serialising one partition's state (a snapshot). No
-thresholds, nothing asserted: numbers to read.
+settings), the ratio worker / baseline, and the cost of serialising one partition's state (a
+snapshot). No thresholds, nothing asserted: numbers to read.
 """
 
 from __future__ import annotations
