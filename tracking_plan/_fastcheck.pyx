@@ -18,6 +18,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF
 
 
 cdef extern from "Python.h":
+    str PyUnicode_New(Py_ssize_t, Py_UCS4)
     bint PyUnicode_IS_READY(object)
     int PyUnicode_KIND(object)
     int PyUnicode_1BYTE_KIND
@@ -252,7 +253,8 @@ cdef str format_c(double epoch):
     cdef long long rest = second - days * 86400
     cdef int y, m, d
     civil_from_days(days, &y, &m, &d)
-    cdef char buf[24]
+    text = PyUnicode_New(24, 127)  # ASCII: written in place, no decoding
+    cdef char* buf = <char*>PyUnicode_DATA(text)
     put(buf, 0, y, 4)
     buf[4] = 45
     put(buf, 5, m, 2)
@@ -267,7 +269,7 @@ cdef str format_c(double epoch):
     buf[19] = 46
     put(buf, 20, millis, 3)
     buf[23] = 90
-    return buf[:24].decode("ascii")
+    return text
 
 
 cdef class FastChecker:
@@ -416,13 +418,16 @@ cdef class FastChecker:
             return None
         # timestamps
         cdef double sent = 0.0, original = 0.0, stamp = 0.0
-        sent_text = self._time(b.get("sentAt"), &sent)
+        raw_sent = b.get("sentAt")
+        raw_original = b.get("originalTimestamp")
+        raw_stamp = b.get("timestamp")
+        sent_text = self._time(raw_sent, &sent)
         if sent_text is _BAD:
             return None
-        original_text = self._time(b.get("originalTimestamp"), &original)
+        original_text = self._time(raw_original, &original)
         if original_text is _BAD:
             return None
-        stamp_text = self._time(b.get("timestamp"), &stamp)
+        stamp_text = self._time(raw_stamp, &stamp)
         if stamp_text is _BAD:
             return None
         cdef bint has_sent = sent_text is not _ABSENT
@@ -493,11 +498,12 @@ cdef class FastChecker:
             event["type"] = call
         if raw is not None or p:
             event[spec.container_name] = p
-        if moment_text is not None:
+        # (a value that is the very object the copy holds already is not written again)
+        if moment_text is not None and moment_text is not raw_stamp:
             event["timestamp"] = moment_text
-        if client_text is not None:
+        if client_text is not None and client_text is not raw_original:
             event["originalTimestamp"] = client_text
-        if sent_text is not None:
+        if sent_text is not None and sent_text is not raw_sent:
             event["sentAt"] = sent_text
         if received_text is not None:
             event["receivedAt"] = received_text
