@@ -218,3 +218,62 @@ def test_fast_false_compiles_the_full_path_alone() -> None:
     assert VALIDATORS["ecommerce"].compiled
     pure = compile_plan(PLANS["ecommerce"], fast=False)
     assert not pure.compiled and pure.validate == pure.validate_full
+
+
+def _order(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "context": {"library": {"name": "analytics.js"}},
+        "timestamp": format_timestamp(RECEIVED - 10),
+        "properties": {
+            "order_id": "ord_123456",
+            "total": 5,
+            "currency": "eur",
+            "products": [{"product_id": "p_ab12", "price": 5, "quantity": 1}],
+        },
+    }
+    body.update(changes)
+    return body
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    for _ in range(depth):
+        node = {"a": node}
+    return node
+
+
+class _Text(str):
+    """A str subclass: never JSON, but `validate` accepts any value."""
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _order(),  # valid: the fast path's own result
+        _order(context={"library": {"name": "a"}, "deep": _nested(10_000)}),
+        _order(properties={"order_id": "ord_123456", "total": 10**400, "currency": "EUR"}),
+        _order(properties={"order_id": _Text("ord_123456"), "total": 1, "currency": "EUR"}),
+        _order(type=_Text("track")),
+        {_Text("type"): "track", "event": "Order Completed", "userId": "u1"},
+        _order(timestamp="2026-11-18T11:06:34.123Z\x00"),
+        _order(timestamp="２０２６-11-18T11:06:34.123Z"),
+    ],
+)
+def test_hostile_calls_agree(body: dict[str, Any]) -> None:
+    """Deep nesting (beyond the fast path's 200 levels), huge integers, str subclasses and
+    odd timestamps: whatever the fast path says, `validate` gives the full path's result."""
+    validator = VALIDATORS["ecommerce"]
+    fast = validator._fast.accepts(body, "web", RECEIVED)  # type: ignore[union-attr]
+    full = validator.validate_full(body, "web", RECEIVED)
+    if fast is not None:
+        _same(fast, full)
+    assert validator.validate(body, "web", RECEIVED) == full
+
+
+def test_a_valid_order_takes_the_fast_path() -> None:
+    """(So that `test_hostile_calls_agree` compares both paths on its first case.)"""
+    result = VALIDATORS["ecommerce"]._fast.accepts(_order(), "web", RECEIVED)  # type: ignore[union-attr]
+    assert result is not None and result.event["properties"]["currency"] == "EUR"
