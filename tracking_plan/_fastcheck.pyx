@@ -278,15 +278,11 @@ cdef class FastChecker:
     cdef dict events  # event key -> Spec
     cdef Helpers h
     cdef object full
-    cdef str last_received_text
-    cdef double last_received_value
 
     def __init__(self, dict events, Helpers helpers, full):
         self.events = events
         self.h = helpers
         self.full = full
-        self.last_received_value = -1.0
-        self.last_received_text = None
 
     def check(self, body, source=None, received_at=None):
         """`Validator.validate`: the valid call's `Result` from here, every other call's from
@@ -487,12 +483,7 @@ cdef class FastChecker:
             moment_text = None
         received_text = None
         if has_received and 0.0 <= received < YEAR_10000:
-            if received == self.last_received_value and self.last_received_text is not None:
-                received_text = self.last_received_text
-            else:
-                received_text = format_c(received)
-                self.last_received_value = received
-                self.last_received_text = received_text
+            received_text = format_c(received)  # (no cache: shared by threads, and cheap)
         cdef dict event = PyDict_Copy(b)
         if not sent_type:  # (else the copy holds `call` already)
             event["type"] = call
