@@ -14,7 +14,7 @@ only has to be exact about what it accepts; tests/test_validator_fastpath.py che
 from libc.math cimport isfinite, floor, rint
 from cpython.dict cimport PyDict_Copy, PyDict_SetItem, PyDict_Next
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_DECREF
+from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 
 
 cdef extern from "Python.h":
@@ -277,9 +277,16 @@ cdef class FastChecker:
 
     cdef dict events  # event key -> Spec
     cdef Helpers h
+    # keys known to be harmless (not PII names), by identity: a direct-mapped cache in front of
+    # the `PiiDetector`'s set (decoders share key objects: orjson caches them), holding
+    # references so that an address is never reused while cached
+    cdef PyObject* safe_keys[512]
     cdef object full
 
     def __init__(self, dict events, Helpers helpers, full):
+        cdef int i
+        for i in range(512):
+            self.safe_keys[i] = NULL
         self.events = events
         self.h = helpers
         self.full = full
@@ -487,7 +494,7 @@ cdef class FastChecker:
         cdef dict event = PyDict_Copy(b)
         if not sent_type:  # (else the copy holds `call` already)
             event["type"] = call
-        if raw is not None or p:
+        if (raw is not None or p) and p is not raw:  # (the copy holds `raw` already)
             event[spec.container_name] = p
         # (a value that is the very object the copy holds already is not written again)
         if moment_text is not None and moment_text is not raw_stamp:
@@ -520,6 +527,24 @@ cdef class FastChecker:
             return self.h.format_timestamp(epoch)
         return None
 
+    def __dealloc__(self):
+        cdef int i
+        for i in range(512):
+            Py_XDECREF(self.safe_keys[i])
+            self.safe_keys[i] = NULL
+
+    cdef inline bint _known_safe(self, PyObject* key) except -1:
+        """Is `key` in the PII detector's set of harmless keys (which only grows)?"""
+        cdef size_t slot = (<size_t>key >> 4) & 511
+        if self.safe_keys[slot] == key:
+            return True
+        if not PySet_Contains(self.h.safe, <object>key):
+            return False
+        Py_XDECREF(self.safe_keys[slot])
+        Py_INCREF(<object>key)
+        self.safe_keys[slot] = key
+        return True
+
     cdef bint _no_pii(self, object value, int depth) except -1:
         """True when no key inside `value` (dicts and lists, at any depth) is a PII name;
         False when one is, or when nesting is deeper than MAX_DEPTH (the full path decides)."""
@@ -534,7 +559,7 @@ cdef class FastChecker:
         cdef type kind
         if type(value) is dict:
             while PyDict_Next(value, &pos, &k, &v):
-                if not PySet_Contains(safe, <object>k) and h.is_pii(<object>k):
+                if not self._known_safe(k) and h.is_pii(<object>k):
                     return False
                 kind = type(<object>v)
                 if (kind is dict or kind is list) and not self._no_pii(<object>v, depth + 1):
@@ -590,7 +615,7 @@ cdef class FastChecker:
             while PyDict_Next(raw, &pos, &k, &v):
                 if <object>k in known:
                     continue
-                if not PySet_Contains(h.safe, <object>k) and h.is_pii(<object>k):
+                if not self._known_safe(k) and h.is_pii(<object>k):
                     return None
                 if not allow:
                     return None
