@@ -9,7 +9,9 @@ event's violation share), so it holds about 1.5 modelled series per fine one. Re
 process's resident memory before and after (Linux /proc), the growth per modelled series, the
 figure scaled to 100,000 modelled series, and the size of the engine's snapshot (`to_state` as
 JSON). The baseline in the same run is the resident memory with the records' labels built and
-the engine's model classes loaded. Nothing asserted.
+the engine's model classes loaded. The engine's `max_series` (20,000 by default: it forgets the
+least recently active series beyond that) is raised so that it keeps every series. Nothing
+asserted.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.engine import DetectionEngine  # noqa: E402
+from detectors.engine import DetectionEngine, EngineConfig  # noqa: E402
 from detectors.records import WindowRecord  # noqa: E402
 
 T0 = 1_795_000_020.0 - 1_795_000_020.0 % 60
@@ -64,7 +66,10 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     labels = series_labels(args.series)
-    engine = DetectionEngine()  # its model classes loaded before the baseline
+    # `max_series` raised above what the records make: every series is kept (the default keeps
+    # the 20,000 most recently active)
+    engine = DetectionEngine(config=EngineConfig(max_series=2 * args.series + 10))
+    # (its model classes are loaded before the baseline)
     engine.process([WindowRecord({"event": "warm-up"}, T0 - 120, T0 - 60, count=1)])
     gc.collect()
     base = rss_mb()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_validator_plans import RECEIVED, make_plan
 from test_validator_properties import body_for, properties
 
+from streams.envelope import received_at_epoch
 from tracking_plan import fastpath
 from tracking_plan.loader import load_plan
 from tracking_plan.model import Plan, Status
@@ -277,3 +278,36 @@ def test_a_valid_order_takes_the_fast_path() -> None:
     """(So that `test_hostile_calls_agree` compares both paths on its first case.)"""
     result = VALIDATORS["ecommerce"]._fast.accepts(_order(), "web", RECEIVED)  # type: ignore[union-attr]
     assert result is not None and result.event["properties"]["currency"] == "EUR"
+
+
+STAMPS = st.one_of(
+    st.floats(min_value=0, max_value=253_402_300_799).map(format_timestamp),
+    st.datetimes().map(lambda d: d.isoformat(timespec="milliseconds") + "Z"),
+    st.text(alphabet="0123456789-T:.Z ", min_size=20, max_size=26),
+    st.sampled_from(
+        [
+            "2026-02-29T00:00:00.000Z",
+            "2024-02-29T12:00:00.000Z",
+            "2026-11-18T11:06:60.000Z",
+            "0000-01-01T00:00:00.000Z",
+            "2026-11-18T11:06:34.123+00:00",
+            "2026-11-18t11:06:34.123Z",
+            "２０２６-11-18T11:06:34.123Z",
+        ]
+    ),
+    JSON,
+)
+
+
+@SETTINGS
+@given(STAMPS)
+def test_compiled_stamp_parser_agrees_with_received_at_epoch(value: object) -> None:
+    """The worker's compiled reception-stamp parser gives `received_at_epoch`'s float, or
+    leaves the value to it (None)."""
+    parse = fastpath.received_epoch_parser()
+    assert parse is not None
+    fast = parse(value)
+    if fast is None:
+        return
+    assert type(fast) is float
+    assert fast == received_at_epoch(value)  # type: ignore[arg-type]

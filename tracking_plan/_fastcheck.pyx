@@ -198,40 +198,13 @@ cdef inline int digit(unsigned int c):
 
 
 cdef int parse_canonical_c(str text, double* out):
-    """`YYYY-MM-DDTHH:MM:SS.mmmZ` (ASCII, a valid date and time) -> epoch seconds, computed as
+    """`YYYY-MM-DDTHH:MM:SS.mmmZ` (a valid date and time) -> epoch seconds, computed as
     `normalise.parse_canonical` does (epoch second + millis / 1000.0). 1 if parsed, else 0."""
-    if len(text) != 24:
+    cdef long long second
+    cdef int millis
+    if not parse_stamp(text, &second, &millis):
         return 0
-    if not PyUnicode_IS_READY(text) or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:  # the text is not Latin-1: no digits
-        return 0
-    cdef const unsigned char* ch = <const unsigned char*>PyUnicode_DATA(text)
-    cdef int i
-    if ch[4] != 45 or ch[7] != 45 or ch[10] != 84 or ch[13] != 58:  # - - T :
-        return 0
-    if ch[16] != 58 or ch[19] != 46 or ch[23] != 90:  # : . Z
-        return 0
-    cdef int pos[17]
-    pos[:] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
-    cdef int d[17]
-    for i in range(17):
-        d[i] = digit(ch[pos[i]])
-        if d[i] < 0:
-            return 0
-    cdef int year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
-    cdef int month = d[4] * 10 + d[5]
-    cdef int day = d[6] * 10 + d[7]
-    cdef int hour = d[8] * 10 + d[9]
-    cdef int minute = d[10] * 10 + d[11]
-    cdef int second = d[12] * 10 + d[13]
-    cdef int millis = d[14] * 100 + d[15] * 10 + d[16]
-    if year < 1 or month < 1 or month > 12 or hour > 23 or minute > 59 or second > 59:
-        return 0
-    if day < 1 or day > days_in_month(year, month):
-        return 0
-    cdef long long days
-    days_from_civil(year, month, day, &days)
-    cdef long long epoch = days * 86400 + hour * 3600 + minute * 60 + second
-    out[0] = <double>epoch + (<double>millis / 1000.0)
+    out[0] = <double>second + (<double>millis / 1000.0)
     return 1
 
 
@@ -270,6 +243,53 @@ cdef str format_c(double epoch):
     put(buf, 20, millis, 3)
     buf[23] = 90
     return text
+
+
+cdef int parse_stamp(str text, long long* second, int* millis):
+    """The fields of `YYYY-MM-DDTHH:MM:SS.mmmZ` (Latin-1 digits, a valid date and time):
+    epoch second and milliseconds in `second`, `millis`. 1 if parsed, else 0."""
+    if len(text) != 24:
+        return 0
+    if not PyUnicode_IS_READY(text) or PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+        return 0
+    cdef const unsigned char* ch = <const unsigned char*>PyUnicode_DATA(text)
+    if ch[4] != 45 or ch[7] != 45 or ch[10] != 84 or ch[13] != 58:  # - - T :
+        return 0
+    if ch[16] != 58 or ch[19] != 46 or ch[23] != 90:  # : . Z
+        return 0
+    cdef int pos[17]
+    pos[:] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
+    cdef int d[17]
+    cdef int i
+    for i in range(17):
+        d[i] = digit(ch[pos[i]])
+        if d[i] < 0:
+            return 0
+    cdef int year = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    cdef int month = d[4] * 10 + d[5]
+    cdef int day = d[6] * 10 + d[7]
+    cdef int hour = d[8] * 10 + d[9]
+    cdef int minute = d[10] * 10 + d[11]
+    cdef int sec = d[12] * 10 + d[13]
+    if year < 1 or month < 1 or month > 12 or hour > 23 or minute > 59 or sec > 59:
+        return 0
+    if day < 1 or day > days_in_month(year, month):
+        return 0
+    cdef long long days
+    days_from_civil(year, month, day, &days)
+    second[0] = days * 86400 + hour * 3600 + minute * 60 + sec
+    millis[0] = d[14] * 100 + d[15] * 10 + d[16]
+    return 1
+
+
+def received_epoch(value):
+    """`streams.envelope.received_at_epoch(value)` (the same float) for the stamps the collector
+    writes, `YYYY-MM-DDTHH:MM:SS.mmmZ`; None for anything else (the caller then parses it)."""
+    cdef long long second
+    cdef int millis
+    if type(value) is not str or not parse_stamp(<str>value, &second, &millis):
+        return None
+    return <double>(second * 1000 + millis) / 1000.0  # exact integer, correctly rounded
 
 
 cdef class FastChecker:

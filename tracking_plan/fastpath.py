@@ -71,6 +71,13 @@ def available() -> bool:
     return _fastcheck is not None and os.environ.get("TRACKWATCH_PURE_VALIDATOR") != "1"
 
 
+def received_epoch_parser() -> Callable[[object], float | None] | None:
+    """The compiled parser of the collector's reception stamps (`YYYY-MM-DDTHH:MM:SS.mmmZ` ->
+    the float `streams.envelope.received_at_epoch` gives; None for any other value), or None
+    when the extension is not available."""
+    return _fastcheck.received_epoch if available() else None  # type: ignore[no-any-return]
+
+
 def build_fast_checker(
     plan: Plan, pii: PiiDetector, make_result: Callable[..., Any], full: CheckFn
 ) -> Any:
@@ -204,4 +211,4 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
     return out
 
 
-__all__ = ["available", "build_fast_checker"]
+__all__ = ["available", "build_fast_checker", "received_epoch_parser"]
