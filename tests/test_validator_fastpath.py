@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,39 @@ def test_compiled_stamp_parser_agrees_with_received_at_epoch(value: object) -> N
         return
     assert type(fast) is float
     assert fast == received_at_epoch(value)  # type: ignore[arg-type]
+
+
+_ATOM = st.one_of(
+    st.sampled_from(list("ab_-@: Z9")),
+    st.sampled_from(["[a-c]", "[0-9]", "[A-Z0-9-]", "[-ab]", "[a-f0-9_.]", "[b]"]),
+)
+_COUNT = st.sampled_from(["", "?", "*", "+", "{2}", "{0,3}", "{1,}", "{2,4}", "{0}"])
+PATTERNS = st.lists(st.tuples(_ATOM, _COUNT), max_size=5).map(
+    lambda atoms: "^" + "".join(a + c for a, c in atoms) + "$"
+)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(PATTERNS, st.data())
+def test_simple_patterns_match_like_re_search(pattern: str, data: st.DataObject) -> None:
+    """The fast path's C matcher of simple anchored patterns answers as `re.search` does
+    (on matching texts, near misses, trailing newlines and odd characters)."""
+    atoms = fastpath.simple_pattern(pattern)
+    assert atoms is not None, pattern
+    matcher = fastpath._fastcheck.SimplePattern(atoms)
+    matching = st.from_regex(re.compile(pattern), fullmatch=True)
+    text = data.draw(
+        matching
+        | matching.map(lambda s: s + "\n")
+        | matching.map(lambda s: s[:-1])
+        | matching.map(lambda s: s + "a")
+        | st.text(alphabet="ab_-@: Z9\n0xé😀.", max_size=12)
+    )
+    decided = matcher.match(text)
+    if decided >= 0:
+        assert decided == (re.search(pattern, text) is not None), (pattern, text)
+
+
+def test_other_patterns_are_left_to_re() -> None:
+    for pattern in ("^a+?$", "^(a|b)$", "^a.$", "^x{,3}$", r"^\d+$", "^[^a]$", "a+", "^a$x"):
+        assert fastpath.simple_pattern(pattern) is None, pattern

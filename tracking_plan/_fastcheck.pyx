@@ -58,6 +58,83 @@ cdef object _ABSENT = object()
 cdef object _BAD = object()
 
 
+cdef enum:
+    MAX_ATOMS = 32
+    MAX_MATCH_LENGTH = 1024
+
+
+cdef class SimplePattern:
+    """An anchored pattern of ASCII character sets with counts (`^p_[0-9a-z]{4,12}$`), matched
+    in C with `re.search`'s answer (`tracking_plan.fastpath.simple_pattern` decides which
+    patterns qualify and builds it)."""
+
+    cdef unsigned char sets[MAX_ATOMS][128]
+    cdef int mins[MAX_ATOMS]
+    cdef int maxs[MAX_ATOMS]
+    cdef int count
+
+    def __init__(self, atoms):
+        """`atoms`: (characters, least, most) in order; most < 0: no upper bound."""
+        if len(atoms) > MAX_ATOMS:
+            raise ValueError("too many atoms")
+        self.count = len(atoms)
+        cdef int i
+        for i, (chars, least, most) in enumerate(atoms):
+            for j in range(128):
+                self.sets[i][j] = 0
+            for ch in chars:
+                if ord(ch) >= 128:
+                    raise ValueError("ASCII only")
+                self.sets[i][ord(ch)] = 1
+            self.mins[i] = least
+            self.maxs[i] = MAX_MATCH_LENGTH + 1 if most < 0 else most
+
+    def match(self, text):
+        """1 if `re.search` finds the pattern in `text`, 0 if not, -1 when not decided here."""
+        return self.decide(text)
+
+    cdef int decide(self, str text):
+        cdef Py_ssize_t n = len(text)
+        if n > MAX_MATCH_LENGTH or not PyUnicode_IS_READY(text):
+            return -1
+        if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
+            return -1
+        cdef const unsigned char* ch = <const unsigned char*>PyUnicode_DATA(text)
+        cdef unsigned char reach[MAX_MATCH_LENGTH + 2]
+        cdef int run[MAX_MATCH_LENGTH + 2]
+        cdef int diff[MAX_MATCH_LENGTH + 3]
+        cdef Py_ssize_t p, lo, hi
+        cdef int a, level, any_reached
+        for p in range(n + 1):
+            reach[p] = 0
+        reach[0] = 1
+        for a in range(self.count):
+            run[n] = 0  # run[p]: characters of the set from p on
+            for p in range(n - 1, -1, -1):
+                run[p] = run[p + 1] + 1 if ch[p] < 128 and self.sets[a][ch[p]] else 0
+            for p in range(n + 2):
+                diff[p] = 0
+            for p in range(n + 1):
+                if reach[p]:
+                    lo = p + self.mins[a]
+                    hi = p + (run[p] if run[p] < self.maxs[a] else self.maxs[a])
+                    if lo <= hi:
+                        diff[lo] += 1
+                        diff[hi + 1] -= 1
+            level = 0
+            any_reached = 0
+            for p in range(n + 1):
+                level += diff[p]
+                reach[p] = level > 0
+                any_reached |= reach[p]
+            if not any_reached:
+                return 0
+        # `$`: at the end, or before a newline that ends the text
+        if reach[n] or (n >= 1 and ch[n - 1] == 10 and reach[n - 1]):
+            return 1
+        return 0
+
+
 cdef class Prop:
     """One property of the plan, compiled (built by `tracking_plan.fastpath`)."""
 
@@ -74,6 +151,7 @@ cdef class Prop:
     cdef public double c_min, c_max  # -inf / inf when absent
     cdef public long long len_min, len_max  # strings: length; arrays: item count
     cdef public object search  # compiled pattern's .search, or None
+    cdef public SimplePattern simple  # the same pattern matched in C, or None
     cdef public object format_search
     cdef public list fields  # objects: list[Prop]
     cdef public object known  # frozenset of the names in `fields`
@@ -652,6 +730,7 @@ cdef class FastChecker:
         cdef type kind = type(v)
         cdef int pk = prop.kind
         cdef double number
+        cdef int decided
         cdef Py_ssize_t n
         cdef object c
         if prop.pii_value and h.is_pii_token(v):
@@ -673,8 +752,10 @@ cdef class FastChecker:
             n = len(<str>v)
             if n > prop.len_max or n < prop.len_min:
                 return False
-            if prop.search is not None and prop.search(v) is None:
-                return False
+            if prop.search is not None:
+                decided = -1 if prop.simple is None else prop.simple.decide(<str>v)
+                if decided == 0 or (decided < 0 and prop.search(v) is None):
+                    return False
             if prop.format_search is not None and prop.format_search(v) is None:
                 return False
             if prop.enum_set is not None:

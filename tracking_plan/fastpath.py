@@ -149,6 +149,81 @@ def _compile_event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> A
     return out
 
 
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_LITERALS = _WORD | frozenset("_-@:/ ,;=#%&'\"<>~`!")  # plain outside [...] (no metacharacter)
+_IN_CLASS = _WORD | frozenset("_.")  # plain inside [...] ("-" only first or last)
+_QUANTIFIER = re.compile(r"\?|\*|\+|\{(\d{1,4})(?:(,)(\d{1,4})?)?\}")
+
+
+def simple_pattern(pattern: str) -> list[tuple[str, int, int]] | None:
+    """The atoms (characters, least, most; most -1: no bound) of an anchored pattern made of
+    ASCII literals and character classes with counts, such as `^p_[0-9a-z]{4,12}$`; None for
+    any other pattern (alternation, groups, escapes, `.`, negated classes, lazy or possessive
+    counts...), which the fast path leaves to `re`."""
+    if len(pattern) < 2 or pattern[0] != "^" or pattern[-1] != "$":
+        return None
+    body, atoms, i = pattern[1:-1], [], 0
+    while i < len(body):
+        if body[i] == "[":
+            end = body.find("]", i + 1)
+            chars = _class_chars(body[i + 1 : end]) if end > i + 1 else None
+            if chars is None:
+                return None
+            i = end + 1
+        elif body[i] in _LITERALS:
+            chars, i = body[i], i + 1
+        else:
+            return None
+        least, most = 1, 1
+        found = _QUANTIFIER.match(body, i)
+        if found:
+            text = found.group(0)
+            if text in "?*+":
+                least, most = {"?": (0, 1), "*": (0, -1), "+": (1, -1)}[text]
+            else:
+                least = int(found.group(1))
+                most = least if not found.group(2) else int(found.group(3) or -1)
+                if found.group(3) and most < least:
+                    return None
+            i = found.end()
+            if i < len(body) and body[i] in "?+*{":  # lazy, possessive or repeated counts
+                return None
+        elif i < len(body) and body[i] in "?*+{":
+            return None
+        atoms.append((chars, least, most))
+    return atoms if len(atoms) <= 32 else None
+
+
+def _class_chars(inside: str) -> str | None:
+    """The characters of `[inside]` (ranges a-z, A-Z, 0-9 and plain characters; "-" first or
+    last), or None when it holds anything else."""
+    chars: set[str] = set()
+    if inside.startswith("-"):
+        chars.add("-")
+        inside = inside[1:]
+    if inside.endswith("-"):
+        chars.add("-")
+        inside = inside[:-1]
+    i = 0
+    while i < len(inside):
+        if i + 2 < len(inside) and inside[i + 1] == "-":
+            low, high = inside[i], inside[i + 2]
+            same = any(low in r and high in r for r in _RANGES)
+            if not same or low > high:
+                return None
+            chars.update(chr(c) for c in range(ord(low), ord(high) + 1))
+            i += 3
+        elif inside[i] in _IN_CLASS:
+            chars.add(inside[i])
+            i += 1
+        else:
+            return None
+    return "".join(sorted(chars)) or None
+
+
+_RANGES = ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789")
+
+
 def _exact_double(bound: object) -> bool:
     """Does comparing a float with `bound` in C doubles give Python's answer?"""
     if type(bound) is float:
@@ -188,6 +263,8 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
             out.len_min = max(math.ceil(spec.minimum), -_BIG)
         if spec.pattern is not None:
             out.search = re.compile(spec.pattern).search
+            atoms = simple_pattern(spec.pattern)
+            out.simple = None if atoms is None else _fastcheck.SimplePattern(atoms)
         if spec.format in _FORMAT_CHECKS:
             out.format_search = _FORMAT_CHECKS[spec.format][0].search
     elif spec.type is PropType.ARRAY:
@@ -211,4 +288,4 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
     return out
 
 
-__all__ = ["available", "build_fast_checker", "received_epoch_parser"]
+__all__ = ["available", "build_fast_checker", "received_epoch_parser", "simple_pattern"]
