@@ -18,6 +18,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 
 
 cdef extern from "Python.h":
+    PyObject* PyDict_GetItemWithError(object, object) except? NULL
     str PyUnicode_New(Py_ssize_t, Py_UCS4)
     bint PyUnicode_IS_READY(object)
     int PyUnicode_KIND(object)
@@ -153,8 +154,9 @@ cdef class Prop:
     cdef public object search  # compiled pattern's .search, or None
     cdef public SimplePattern simple  # the same pattern matched in C, or None
     cdef public object format_search
-    cdef public list fields  # objects: list[Prop]
-    cdef public object known  # frozenset of the names in `fields`
+    cdef public list fields  # objects: list[Prop] (at most 64)
+    cdef public dict by_name  # the same by name
+    cdef public int index  # its place in its object's `fields`
     cdef public bint allow  # unlisted fields allowed
     cdef public Prop items  # arrays
 
@@ -168,8 +170,8 @@ cdef class Spec:
     cdef public bint deprecated
     cdef public object sources  # frozenset or None
     cdef public tuple call_fields
-    cdef public list fields
-    cdef public object known
+    cdef public list fields  # at most 64
+    cdef public dict by_name  # the same by name
     cdef public bint allow
     cdef public dict modes  # source -> mode (bounded cache)
     cdef public object mode_of  # source -> mode text
@@ -572,7 +574,7 @@ cdef class FastChecker:
             p = raw
         else:
             return None
-        p = self._fields(<dict>p, spec.fields, spec.known, spec.allow, 0, latest, True)
+        p = self._fields(<dict>p, spec.fields, spec.by_name, spec.allow, 0, latest, True)
         if p is None:
             return None
         mode = spec.modes.get(source)
@@ -669,50 +671,28 @@ cdef class FastChecker:
                     return False
         return True
 
-    cdef object _fields(self, dict raw, list fields, object known, bint allow, int depth,
+    cdef object _fields(self, dict raw, list fields, dict by_name, bint allow, int depth,
                         double latest, bint top):
-        """Check the fields of the dict `raw`: None when not valid (or for the full path),
-        else `raw`, or a copy holding the normalised values (top level only)."""
+        """Check the fields of the dict `raw` (`fields`: at most 64, `by_name` the same by
+        name): None when not valid (or for the full path), else `raw`, or a copy holding the
+        normalised values (top level only). One pass over `raw`, then the fields it lacks;
+        defaults are added in plan order, as the full path does."""
         cdef dict var = raw
         cdef Helpers h = self.h
         cdef Py_ssize_t pos = 0
         cdef PyObject* k
         cdef PyObject* v
+        cdef PyObject* found
         cdef type kind
         cdef Prop prop
-        cdef object value
         cdef object written
-        cdef Py_ssize_t present = 0  # fields of `var` the plan names: all of them?
-        for prop_obj in fields:
-            prop = <Prop>prop_obj
-            value = raw.get(prop.name)
-            if value is not None:
-                present += 1
-                written = self._value(prop, value, depth, latest)
-                if written is False:
-                    return None
-                if written is not True:
-                    if not top:
-                        return None
-                    if var is raw:
-                        var = dict(raw)
-                    var[prop.name] = written
-            elif prop.name in raw:
-                present += 1
-                if not prop.nullable:
-                    return None
-            elif prop.has_default:
-                if not top:
-                    return None
-                if var is raw:
-                    var = dict(raw)
-                var[prop.name] = h.deepcopy(prop.default) if prop.default_copy else prop.default
-            elif prop.required:
-                return None
-        if present != len(raw):  # keys the plan does not name (fields have distinct names)
-            while PyDict_Next(raw, &pos, &k, &v):
-                if <object>k in known:
-                    continue
+        cdef unsigned char seen[64]
+        cdef Py_ssize_t i, count = len(fields)
+        for i in range(count):
+            seen[i] = 0
+        while PyDict_Next(raw, &pos, &k, &v):
+            found = PyDict_GetItemWithError(by_name, <object>k)
+            if found is NULL:  # a key the plan does not name (a failed lookup raises)
                 if not self._known_safe(k) and h.is_pii(<object>k):
                     return None
                 if not allow:
@@ -721,6 +701,34 @@ cdef class FastChecker:
                 if (kind is dict or kind is list) and h.pii_active:
                     if not self._no_pii(<object>v, depth + 1):
                         return None
+                continue
+            prop = <Prop>found
+            seen[prop.index] = 1
+            if <object>v is None:
+                if not prop.nullable:
+                    return None
+                continue
+            written = self._value(prop, <object>v, depth, latest)
+            if written is False:
+                return None
+            if written is not True:
+                if not top:
+                    return None
+                if var is raw:
+                    var = dict(raw)
+                var[prop.name] = written
+        for i in range(count):
+            if seen[i]:
+                continue
+            prop = <Prop>fields[i]
+            if prop.has_default:
+                if not top:
+                    return None
+                if var is raw:
+                    var = dict(raw)
+                var[prop.name] = h.deepcopy(prop.default) if prop.default_copy else prop.default
+            elif prop.required:
+                return None
         return var
 
     cdef object _value(self, Prop prop, object v, int depth, double latest):
@@ -805,7 +813,7 @@ cdef class FastChecker:
             if prop.nested_writes:
                 return False
             if prop.has_fields:
-                if self._fields(<dict>v, prop.fields, prop.known, prop.allow, depth + 1,
+                if self._fields(<dict>v, prop.fields, prop.by_name, prop.allow, depth + 1,
                                 latest, False) is None:
                     return False
             elif h.pii_active and not self._no_pii(v, depth + 1):

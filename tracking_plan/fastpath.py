@@ -117,7 +117,7 @@ class _NotCompiled(Exception):
 
 
 def _distinct(specs: list[PropertySpec]) -> bool:
-    """The fast path counts the fields it finds to tell whether a dict holds others."""
+    """The fast path finds fields by name: one per name."""
     return len({s.name for s in specs}) == len(specs)
 
 
@@ -141,8 +141,7 @@ def _compile_event(plan: Plan, spec: EventSpec, key: str, pii: PiiDetector) -> A
     checked = [s for s in spec.properties if not pii.is_pii(s.name)] if container else []
     if not _distinct(checked):
         raise _NotCompiled(key)
-    out.fields = [_prop(s, pii) for s in checked]
-    out.known = frozenset(s.name for s in checked)
+    out.fields, out.by_name = _fields(checked, pii)
     out.allow = spec.allow_unplanned_properties
     out.modes = {}
     out.mode_of = lambda source, spec=spec: plan.mode_for(spec, source).value
@@ -224,6 +223,19 @@ def _class_chars(inside: str) -> str | None:
 _RANGES = ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789")
 
 
+def _fields(specs: list[PropertySpec], pii: PiiDetector) -> tuple[list[Any], dict[str, Any]]:
+    """The compiled fields of an object (at most 64: the fast path marks the ones it saw in
+    a 64-slot array), and the same by name."""
+    if len(specs) > 64:
+        raise _NotCompiled("more than 64 fields")
+    fields = []
+    for index, spec in enumerate(specs):
+        prop = _prop(spec, pii)
+        prop.index = index
+        fields.append(prop)
+    return fields, {prop.name: prop for prop in fields}
+
+
 def _exact_double(bound: object) -> bool:
     """Does comparing a float with `bound` in C doubles give Python's answer?"""
     if type(bound) is float:
@@ -282,8 +294,7 @@ def _prop(spec: PropertySpec, pii: PiiDetector) -> Any:
             checked = [s for s in spec.properties if not pii.is_pii(s.name)]
             if not _distinct(checked):
                 raise _NotCompiled(spec.name)
-            out.fields = [_prop(s, pii) for s in checked]
-            out.known = frozenset(s.name for s in checked)
+            out.fields, out.by_name = _fields(checked, pii)
             out.allow = spec.additional_properties
     return out
 
