@@ -14,10 +14,11 @@ envelopes the dedupe lets through) and the business keys (their key store lookup
 timed alone, which splits `process`. The worker also runs without business keys
 (`BatchProcessor(business_keys=False)`: what it did before them), alternating with the full
 runs: the difference is their whole cost; likewise without the companion pairs the window
-aggregator learns (`WindowAggregator(companion_minutes=0)`). Reports CPU µs/event and
-events/s (median of `--repeat` runs, under the worker's garbage-collector settings), the ratio
-worker / baseline, and the cost of serialising one partition's state (a snapshot). No
-thresholds, nothing asserted: numbers to read.
+aggregator learns (`WindowAggregator(companion_minutes=0)`); likewise with the validator on
+its pure-Python path alone (`compile_plan(plan, fast=False)`: no compiled fast path). Reports
+CPU µs/event and events/s (median of `--repeat` runs, under the worker's garbage-collector
+settings), the ratio worker / baseline, and the cost of serialising one partition's state (a
+snapshot). No thresholds, nothing asserted: numbers to read.
 """
 
 from __future__ import annotations
@@ -203,11 +204,17 @@ def main() -> None:
     gc.set_threshold(*WORKER_GC)  # the worker's garbage-collector settings
 
     base = statistics.median(repeat(args.repeat, lambda: run_baseline(messages, validator)))
-    variants = {"full": (True, True), "no keys": (False, True), "no companions": (True, False)}
+    pure = compile_plan(plan, fast=False)
+    variants = {
+        "full": (True, True, validator),
+        "no keys": (False, True, validator),
+        "no companions": (True, False, validator),
+        "pure validator": (True, True, pure),
+    }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for _ in range(args.repeat):  # alternating, so that all see the same machine load
-        for name, (keys, companions) in variants.items():
-            runs[name].append(run_worker(messages, plan, validator, keys, companions))
+        for name, (keys, companions, checker) in variants.items():
+            runs[name].append(run_worker(messages, plan, checker, keys, companions))
     worker, without = median_of(runs["full"]), median_of(runs["no keys"])
     alone = median_of(runs["no companions"])
     parts = median_of(repeat(args.repeat, lambda: run_parts(messages, plan, validator)))
@@ -235,6 +242,12 @@ def main() -> None:
     cost = sum(worker[stage] - alone[stage] for stage in aggregate)
     print(line("their cost (windows, close)", cost, n))
     print(line("their cost (total)", total - plain, n, f"  {100 * (total / plain - 1):+.1f} %"))
+    print(f"validator (same run, alternating; compiled fast path: {validator.compiled}):")
+    slow = median_of(runs["pure validator"])
+    plain = sum(slow[stage] for stage in STAGES)
+    print(line("worker, pure-Python validator", plain, n))
+    print(line("process, pure-Python validator", slow["process"], n))
+    print(line("saved by the fast path", plain - total, n, f"  {100 * (1 - total / plain):.1f} %"))
     print("baseline:")
     print(line("decode + validate", base, n))
     print(f"ratio worker / baseline (events/s): {base / total:.2f}")

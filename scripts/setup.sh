@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs trackwatch and everything it needs into ./.venv. Idempotent and quiet: a second run
-# installs nothing unless pyproject.toml (or the Python version) or the npm lock file changed.
+# installs nothing unless pyproject.toml, setup.py or the validator's compiled fast path
+# (tracking_plan/_fastcheck.pyx, rebuilt by the install), the Python version or the npm lock file
+# changed.
 # Debian packages: promtool (package prometheus) for the rule tests; for the end-to-end tests
 # Chromium (analytics.js in a browser), Prometheus and Alertmanager (the shipped alerts, firing).
 # npm (Node.js >= 20 must be present): the JavaScript trackers of tests/e2e/node, from its lock file.
@@ -23,7 +25,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.trackwatch-installed
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python --version 2>&1)"
+wanted="$(cat pyproject.toml setup.py tracking_plan/_fastcheck.pyx | sha256sum | cut -d' ' -f1) \
+$(.venv/bin/python --version 2>&1)"
 if [ ! -x .venv/bin/trackwatch ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "installing trackwatch and its dependencies into .venv…"
   # -qq: errors only (pip's notices and setuptools' editable-install banner are not news)

@@ -35,6 +35,7 @@ from streams.envelope import BadBatch, check_envelope, message_id, received_at_e
 from streams.windows import Tally, event_tally, tally_paths
 from tracking_plan.business_keys import PAYLOAD_HORIZON, duplicate_violation, rule_values
 from tracking_plan.dedupe import Deduper
+from tracking_plan.fastpath import received_epoch_parser
 from tracking_plan.keystore import KeyStore
 from tracking_plan.model import Plan
 from tracking_plan.pii import PiiMasker
@@ -263,6 +264,7 @@ class BatchProcessor:
         self.business_keys = business_keys
         self._last_stamp: str | None = None  # the last received_at parsed, and its value
         self._last_received_at = 0.0
+        self._stamp_epoch = received_epoch_parser()  # compiled, canonical stamps only (or None)
 
     def keys_state(self) -> dict[str, Any]:
         """The business keys seen, for a snapshot (`load_keys_state` reads it back)."""
@@ -320,7 +322,10 @@ class BatchProcessor:
             if stamp == self._last_stamp:  # envelopes of one collector batch share it
                 received_at = self._last_received_at
             else:
-                received_at = received_at_epoch(stamp)
+                parse = self._stamp_epoch
+                received_at = None if parse is None else parse(stamp)
+                if received_at is None:  # not canonical (or not compiled): in Python
+                    received_at = received_at_epoch(stamp)
                 self._last_stamp, self._last_received_at = stamp, received_at
         except (BadBatch, ValueError, OverflowError) as exc:
             problem = Violation(Code.BAD_ENVELOPE, f"$[{index}]", "an envelope", str(exc)[:80])
@@ -335,7 +340,7 @@ class BatchProcessor:
         if self.deduper.seen(mid, received_at):
             out.duplicates[source] += 1
             return
-        result = self.validator.validate(body, source=source, received_at=received_at)
+        result = self.validator.validate(body, source, received_at)
         repeated = (
             result.planned
             and self.business_keys

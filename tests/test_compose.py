@@ -271,6 +271,8 @@ def test_dockerignore_keeps_what_pip_install_needs() -> None:
 
     for needed in (
         "pyproject.toml",
+        "setup.py",  # builds the validator's compiled fast path
+        "tracking_plan/_fastcheck.pyx",
         "README.md",
         "streams/cli.py",
         "tracking_plan/model.py",
@@ -278,5 +280,5 @@ def test_dockerignore_keeps_what_pip_install_needs() -> None:
         "examples/ecommerce.yaml",
     ):
         assert not ignored(needed), needed
-    for heavy in (".venv", ".git", "tests", "bench"):
+    for heavy in (".venv", ".git", "tests", "bench", "tracking_plan/_fastcheck.c"):
         assert ignored(heavy), heavy

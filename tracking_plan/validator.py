@@ -37,8 +37,12 @@ when known, currency codes upper-cased, plan defaults filled) and carry `planVer
 `violations` when flagged. `Result.event_time` is the event time in epoch seconds (what the
 aggregator windows on) and `Result.mode` the mode that decided.
 
-Speed: each planned event is compiled to one specialised function (`validator_codegen`);
-`validate` reads the envelope and dispatches on the event key.
+Speed: a compiled fast path (`tracking_plan.fastpath`, a C extension built at install) decides
+whether a call is valid and builds its normalised event; a call it does not accept takes the
+full path: each planned event is compiled to one specialised Python function
+(`validator_codegen`), `validate_full` reads the envelope and dispatches on the event key. Both
+give the same results (tests/test_validator_fastpath.py); without the extension only the full
+path runs.
 
 Business keys (plan `unique`) are checked across events, so not here: `validate` judges one call
 alone. `Validator.keys` (`tracking_plan.business_keys`) tells the validate stage which key values
@@ -51,11 +55,13 @@ depth without recursion. Keys longer than 200 characters are never taken for PII
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tracking_plan.builtins import with_builtins
 from tracking_plan.business_keys import BusinessKeys
+from tracking_plan.fastpath import build_fast_checker
 from tracking_plan.model import CallType, Plan, event_key
 from tracking_plan.normalise import MAX_FUTURE_SECONDS, now
 from tracking_plan.validator_codegen import EventCompiler, EventFn
@@ -89,15 +95,18 @@ class Validator:
     __slots__ = (
         "_context_traits",
         "_events",
+        "_fast",
         "_pii",
         "_sources",
         "_unplanned",
         "keys",
         "plan",
         "plan_version",
+        "validate",
     )
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, fast: bool = True) -> None:
+        """`fast=False`: the full path alone (no compiled fast path, even when built)."""
         self.plan = plan
         self.plan_version = plan.version
         self._pii = PiiDetector(plan.pii)
@@ -115,12 +124,30 @@ class Validator:
             container: compiler.compile(None, container)[0]
             for container in ("properties", "traits", "context.traits", "")
         }
+        # `validate`: the compiled fast path (it hands what it does not accept to the full
+        # path), else the full path alone; an attribute, not a method: one call less per event
+        self._fast = (
+            build_fast_checker(plan, self._pii, Result, self.validate_full) if fast else None
+        )
+        self.validate: Callable[..., Result] = (
+            self.validate_full if self._fast is None else self._fast.check
+        )
+        """`validate(body, source=None, received_at=None) -> Result`: check, normalise and
+        judge one Segment call (see the module docstring). Never raises: a bug quarantines
+        the event with the reason instead of losing it. A call the compiled fast path finds
+        valid gets its `Result` from there; every other call takes the full path
+        (`validate_full`), which reports each violation."""
 
-    def validate(
+    @property
+    def compiled(self) -> bool:
+        """Does this validator use the compiled fast path (`tracking_plan.fastpath`)?"""
+        return self._fast is not None
+
+    def validate_full(
         self, body: object, source: str | None = None, received_at: float | None = None
     ) -> Result:
-        """Check, normalise and judge one Segment call (see the module docstring). Never
-        raises: a bug quarantines the event with the reason instead of losing it."""
+        """`validate` on the full Python path alone (the reference the fast path agrees with;
+        what `validate` is when the compiled fast path is not built)."""
         try:
             if type(body) is not dict:
                 return _envelope_result(
@@ -236,9 +263,10 @@ def _envelope_result(problem: Violation, key: str, name: str | None) -> Result:
     return Result("quarantined", None, [problem], key, name, False, None, _BLOCK)
 
 
-def compile_plan(plan: Plan) -> Validator:
-    """Compile `plan` into a `Validator` (generates and compiles one function per event)."""
-    return Validator(plan)
+def compile_plan(plan: Plan, fast: bool = True) -> Validator:
+    """Compile `plan` into a `Validator` (generates and compiles one function per event, and
+    the compiled fast path when it is built; `fast=False`: without it)."""
+    return Validator(plan, fast)
 
 
 __all__ = ["Result", "Validator", "compile_plan"]
