@@ -146,34 +146,6 @@ class Evidence:
     text: str
 
 
-@dataclass
-class Verdict:
-    verdict: Side
-    paragraph: str
-    evidence: list[Evidence]
-    main: Move
-    baseline: str  # how "expected" was made
-    scores: dict[str, float]
-    alerts: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        m = self.main
-        return {
-            "verdict": self.verdict,
-            "paragraph": self.paragraph,
-            "evidence": [
-                {"side": e.side, "weight": e.weight, "text": e.text} for e in self.evidence
-            ],
-            "observed": m.observed,
-            "expected": None if m.expected is None else round(m.expected, 2),
-            "lower": None if m.expected is None else round(max(0.0, m.expected - 2 * m.spread), 2),
-            "upper": None if m.expected is None else round(m.expected + 2 * m.spread, 2),
-            "baseline": self.baseline,
-            "scores": self.scores,
-            "alerts": self.alerts,
-        }
-
-
 # ---------------------------------------------------------------------------- baseline
 
 
