@@ -54,8 +54,8 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.backtest import START  # noqa: E402
 from detectors.intervals import pvalue_from_score  # noqa: E402
+from streams.backtest_run import START  # noqa: E402
 from streams.sim_incidents import Incident, load_incidents  # noqa: E402
 from streams.simulator import default_releases, shipped_releases, simulate  # noqa: E402
 from tracking_plan.loader import load_plan  # noqa: E402

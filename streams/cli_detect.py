@@ -126,9 +126,9 @@ def backtest_command(
 ) -> None:
     """Simulate traffic with labelled incidents, replay it through the detectors and score them:
     recall per incident class, false alerts per day, detection latency; one PNG per incident."""
-    from detectors.backtest import run_backtest, run_profile_backtest
     from detectors.plots import plot_incident, safe_name
     from simulation.profiles import PROFILES, ProfileError
+    from streams.backtest_run import run_backtest, run_profile_backtest
 
     profile = profile.strip()
     if profile == "list":

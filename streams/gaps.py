@@ -33,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.plan_sync import start_consumer
+from streams.topic_reader import ReadStalled, read_range, start_consumer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class InputGapError(RuntimeError):
 
 class RangeReader:
     """Reads offset ranges of topic partitions directly from the broker (no consumer group, no
-    commits). One reader serves one agent; calls are serialised."""
+    commits; `streams.topic_reader.read_range` does the reading). One reader serves one agent;
+    calls are serialised."""
 
     def __init__(
         self,
@@ -86,37 +87,25 @@ class RangeReader:
     async def read(self, topic: str, partition: int, start: int, end: int) -> AsyncIterator[Any]:
         """The records of `topic`/`partition` with `start` <= offset < `end`, in offset order
         (an aiokafka ConsumerRecord each, value as bytes). Offsets the log no longer holds are
-        simply absent. Raises InputGapError when no record arrives for `timeout` seconds."""
+        simply absent. Raises InputGapError when no record arrives for `timeout` seconds or the
+        broker cannot be read."""
         async with self._lock:
             consumer = await self._ensure()
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)
-            loop = asyncio.get_running_loop()
-            last = loop.time()
-            position = start
-            while position < end:
-                try:
-                    batches = await consumer.getmany(tp, timeout_ms=200, max_records=200)
-                except Exception as exc:
-                    raise InputGapError(
-                        f"reading {topic}/{partition} {position}..{end - 1}: {exc!r}"
-                    ) from exc
-                records = batches.get(tp, [])
-                if records:
-                    last = loop.time()
-                for record in records:
-                    if record.offset >= end:
-                        return
-                    if record.offset >= position:
-                        position = record.offset + 1
-                        yield record
-                position = max(position, await consumer.position(tp))
-                if position < end and loop.time() - last > self.timeout:
-                    raise InputGapError(
-                        f"no records of {topic}/{partition} {position}..{end - 1} "
-                        f"for {self.timeout:.0f}s"
-                    )
+            records = read_range(
+                consumer, {tp: end}, timeout=self.timeout, wait_ms=200, max_records=200
+            )
+            try:
+                async for record in records:
+                    yield record
+            except ReadStalled as exc:
+                raise InputGapError(str(exc)) from exc
+            except Exception as exc:
+                raise InputGapError(
+                    f"reading {topic}/{partition} {start}..{end - 1}: {exc!r}"
+                ) from exc
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None

@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from streams import metrics as m
 from streams.broker import create_topics
+from streams.topic_reader import ReadStalled, end_offsets, read_range, start_consumer
 from streams.topics import TopicSpec
 from tracking_plan.loader import MAX_PLAN_BYTES, PlanError, parse_plan
 from tracking_plan.model import Plan
@@ -138,32 +139,6 @@ async def ensure_plans_topic(bootstrap: str) -> None:
     await asyncio.to_thread(create_topics, bootstrap, [plans_topic_spec()])
 
 
-async def end_offsets(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], timeout: float = 10.0
-) -> dict[TopicPartition, int]:
-    """The offsets after the last record of the assigned `tps` (the consumer's positions move).
-
-    The ListOffsets answer is checked against the high watermark of a fetch of the last record
-    batch: the embedded broker (Tansu) answers ListOffsets with the last batch's base offset + 1,
-    which hides every record of a multi-record batch but the first.
-    """
-    ends = await consumer.end_offsets(tps)
-    starts = await consumer.beginning_offsets(tps)
-    for tp in tps:
-        consumer.seek(tp, max(starts[tp], ends[tp] - 1))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        await consumer.getmany(*tps, timeout_ms=100)
-        if all(consumer.highwater(tp) is not None for tp in tps):
-            break
-    for tp in tps:
-        high = consumer.highwater(tp)
-        if high is not None:
-            ends[tp] = max(ends[tp], high)
-    return ends
-
-
 async def read_until(
     consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], timeout: float = 30.0
 ) -> list[ConsumerRecord]:
@@ -171,33 +146,10 @@ async def read_until(
 
     Raises PlanSyncError if the records do not arrive within `timeout` seconds of silence.
     """
-    out: list[ConsumerRecord] = []
-    pending = {tp: end for tp, end in ends.items() if await consumer.position(tp) < end}
-    loop = asyncio.get_running_loop()
-    last = loop.time()
-    while pending:
-        batches = await consumer.getmany(*pending, timeout_ms=500, max_records=2000)
-        for tp, records in batches.items():
-            out.extend(r for r in records if r.offset < pending.get(tp, 0))
-        if batches:
-            last = loop.time()
-        for tp in list(pending):
-            if await consumer.position(tp) >= pending[tp]:
-                del pending[tp]
-        if pending and loop.time() - last > timeout:
-            raise PlanSyncError(f"no records from {sorted(map(str, pending))} for {timeout:.0f}s")
-    return out
-
-
-async def start_consumer(bootstrap: str, **config: Any) -> AIOKafkaConsumer:
-    """A started AIOKafkaConsumer (closed again if the broker cannot be reached)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **config)
     try:
-        await consumer.start()
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer
+        return [record async for record in read_range(consumer, ends, timeout=timeout)]
+    except ReadStalled as exc:
+        raise PlanSyncError(str(exc)) from exc
 
 
 async def _plans_consumer(

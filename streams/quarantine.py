@@ -40,7 +40,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.broker import create_topics
 from streams.envelope import check_envelope, message_id, parse_received_at
 from streams.pipeline import add_duplicate_keys
-from streams.plan_sync import ActivePlan, end_offsets, read_until, start_consumer
+from streams.plan_sync import ActivePlan, read_until
+from streams.topic_reader import end_offsets, start_consumer
 from streams.topics import QUARANTINE, VALID, TopicSpec
 from tracking_plan.validator import Result, Validator
 from tracking_plan.violations import Code, Violation

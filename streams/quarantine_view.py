@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.plan_sync import end_offsets, start_consumer
 from streams.quarantine import ReplayError, event_name, parse_since, topic_partitions
+from streams.topic_reader import end_offsets, start_consumer
 from streams.topics import QUARANTINE
 
 MAX_LIMIT = 1000  # records one list returns at most

@@ -51,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from streams.sim_sessions import Session, SimEvent
+
 if TYPE_CHECKING:
     from random import Random
 
-    from streams.simulator import Session, SimEvent
     from tracking_plan.model import Plan
 
 KINDS = (

@@ -13,11 +13,11 @@ from detectors.backtest import (
     matches,
     score,
     series_match,
-    watched_series,
 )
 from detectors.plots import hourly_rates, plot_incident, readable, safe_name, wrap_caption
 from detectors.records import Attribution
 from detectors.rollup import DEFAULT_LEVELS
+from streams.backtest_run import charted, run_backtest, watched_series
 from tests.conftest import EXAMPLE_PLAN
 
 H = 3600.0
@@ -230,8 +230,6 @@ def test_alerts_on_deviations_an_incident_causes_elsewhere_are_related_not_false
 def test_backtest_charts_a_rate_only_in_windows_with_users(tmp_path: Path):
     """A small day with a conversion incident: the charted funnel has a row for each window
     with users and none for the others (the chart used to repeat the last value through them)."""
-    from detectors.backtest import run_backtest
-
     schedule = tmp_path / "incidents.yaml"
     schedule.write_text(
         "incidents:\n  - name: double\n    kind: conversion_up\n    at: day 0 18:00\n"
@@ -247,8 +245,6 @@ def test_backtest_charts_a_rate_only_in_windows_with_users(tmp_path: Path):
 
 
 def test_a_conversion_incident_is_charted_on_the_rate_its_alert_was_about():
-    from detectors.backtest import charted
-
     whole = "conversion|from_event=C|platform=web|source=web|to_event=O"
     early = "conversion|from_event=C|platform=web|source=web|to_event=O|within_minutes=10"
     on_early = span("conversion_up", {"from_event": "C", "to_event": "O", "within_minutes": "10"})
