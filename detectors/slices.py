@@ -286,33 +286,37 @@ class SliceWatch:
     def adopt(self, tkey: str) -> None:
         """Take what test `tkey` (family|subject|source|value) has seen since its onset as its
         slice's normal and calm it (the engine accepted the same change as a level shift)."""
-        family, rest = tkey.split("|", 1)
-        for measure, families in MEASURES.items():
-            sl = self.slices.get(f"{measure}|{rest}") if family in families else None
-            test = sl.tests.get(family) if sl is not None else None
-            if sl is None or test is None or test.cusum.trials <= 0.0:
+        for skey, sl, test in self._tests_of(tkey):
+            if test.cusum.trials <= 0.0:
                 continue
             sl.num, sl.den = test.cusum.observed, test.cusum.trials
             sl.pend_num = sl.pend_den = 0.0
             for other in sl.tests.values():
                 other.alarm, other.recovery = False, 0.0
                 other.cusum.reset()
-            self._alarmed.discard(f"{measure}|{rest}")
+            self._alarmed.discard(skey)
 
     def discard(self, tkey: str) -> None:
         """Forget what test `tkey` has seen since its onset, neither alarm nor normal (the
         engine explained it otherwise: a flood of the first step's users that do not go on)."""
-        family, rest = tkey.split("|", 1)
-        for measure, families in MEASURES.items():
-            sl = self.slices.get(f"{measure}|{rest}") if family in families else None
-            test = sl.tests.get(family) if sl is not None else None
-            if sl is None or test is None:
-                continue
+        for skey, sl, test in self._tests_of(tkey):
             sl.pend_num = sl.pend_den = 0.0
             test.alarm, test.recovery = False, 0.0
             test.cusum.reset()
             if not sl.alarm:
-                self._alarmed.discard(f"{measure}|{rest}")
+                self._alarmed.discard(skey)
+
+    def _tests_of(self, tkey: str) -> list[tuple[str, _Slice, _Test]]:
+        """(slice key, slice, test) of test `tkey` (family|subject|source|value)."""
+        family, rest = tkey.split("|", 1)
+        found = []
+        for measure, families in MEASURES.items():
+            skey = f"{measure}|{rest}"
+            sl = self.slices.get(skey) if family in families else None
+            test = sl.tests.get(family) if sl is not None else None
+            if sl is not None and test is not None:
+                found.append((skey, sl, test))
+        return found
 
     # -------------------------------------------------------------------------------- tests
     def _observe(
