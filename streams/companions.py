@@ -67,6 +67,23 @@ DAY = 86_400
 Cohort = tuple[str, str, str]  # (source, platform, app_version) of the entry
 
 
+def cohort_record(
+    series: dict[str, str], judged: float, window: int, numerator: int, denominator: int
+) -> WindowRecord:
+    """The conversion record of a cohort judged at `judged` (its window's start plus the
+    horizon): dated one window later, like every funnel cohort's."""
+    return WindowRecord(
+        series=series,
+        window_start=float(judged + window),
+        window_end=float(judged + 2 * window),
+        count=numerator,
+        distinct_users=denominator,
+        kind="conversion",
+        numerator=numerator,
+        denominator=denominator,
+    )
+
+
 class _User:
     """One user's recent events, flat (``[key, time, key, time, ...]``, in arrival order: few
     objects for the garbage collector to scan), event key -> time of their last entry, and
@@ -204,25 +221,15 @@ class Companions:
                 slot[1] += 1
         out = []
         for (a, b, cohort), (numerator, denominator) in sorted(counted.items()):
-            out.append(
-                WindowRecord(
-                    series={
-                        "funnel": COMPANION,
-                        "from_event": a,
-                        "to_event": b,
-                        "source": cohort[0],
-                        "platform": cohort[1],
-                        "app_version": cohort[2],
-                    },
-                    window_start=float(start + horizon + self.window),
-                    window_end=float(start + horizon + 2 * self.window),
-                    count=numerator,
-                    distinct_users=denominator,
-                    kind="conversion",
-                    numerator=numerator,
-                    denominator=denominator,
-                )
-            )
+            series = {
+                "funnel": COMPANION,
+                "from_event": a,
+                "to_event": b,
+                "source": cohort[0],
+                "platform": cohort[1],
+                "app_version": cohort[2],
+            }
+            out.append(cohort_record(series, start + horizon, self.window, numerator, denominator))
         return out
 
     def _choose(self, midnight: float) -> None:

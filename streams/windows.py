@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from detectors.records import WITHIN, WindowRecord
-from streams.companions import COMPANION_MINUTES, Companions
+from streams.companions import COMPANION_MINUTES, Companions, cohort_record
 from tracking_plan.model import Funnel, Plan
 from tracking_plan.normalise import parse_timestamp
 
@@ -823,18 +823,7 @@ class WindowAggregator:
             }
             if early is not None:
                 series[WITHIN] = str(early // 60)
-            out.append(
-                WindowRecord(
-                    series=series,
-                    window_start=float(start + horizon + self.window),
-                    window_end=float(start + horizon + 2 * self.window),
-                    count=numerator,
-                    distinct_users=denominator,
-                    kind="conversion",
-                    numerator=numerator,
-                    denominator=denominator,
-                )
-            )
+            out.append(cohort_record(series, start + horizon, self.window, numerator, denominator))
         return out
 
     def _prune_next_times(self, limit: float) -> None:
