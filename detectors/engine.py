@@ -54,6 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any
 
 from detectors.annotations import Annotation, is_annotated
@@ -67,6 +68,7 @@ from detectors.attribution import (
 )
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, describe, explain
+from detectors.intervals import pvalue_from_score
 from detectors.lifecycle import Lifecycle, LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
@@ -79,6 +81,7 @@ from detectors.rollup import (
     rollup,
     series_key,
 )
+from detectors.sequential import DAY, Cusum, poisson_llr, threshold
 from detectors.slice_feed import ALL, EARLY, SliceFeed
 from detectors.slices import WHOLE, SliceConfig, SliceWatch, Verdict
 
@@ -144,6 +147,27 @@ def _traffic_lost(group: str, one: dict[str, str], other: dict[str, str]) -> boo
     return _events(one) != _events(other)
 
 
+# per scope of traffic: [events, expected]; per series key: its own (events, expected)
+Context = tuple[dict[str, list[float]], dict[str, tuple[float, float]]]
+
+
+def _clustering(model: SeriesModel) -> float:
+    """How many times Poisson the variance of a model's sums over several windows is (≥ 1):
+    the largest of its learnt clustering factors, 1 for a model without them."""
+    factors = getattr(model, "clus", None)
+    return max([1.0, *factors]) if factors else 1.0
+
+
+def _scope(r: Rolled) -> str | None:
+    """The traffic a volume series is part of: its source's events, or (an event's total) all
+    events; None for other series."""
+    if r.metric != "volume":
+        return None
+    if set(r.series) == {"event"}:
+        return ""
+    return r.series.get("source") if "event" in r.series else None
+
+
 def _events(series: dict[str, str]) -> set[str]:
     """The events a series names (its event, or its funnel steps)."""
     return {series[k] for k in ("event", "from_event", "to_event") if k in series}
@@ -190,6 +214,16 @@ class EngineConfig:
     slices: SliceConfig = field(default_factory=SliceConfig)
     slice_batch_windows: int = 10  # windows summed into one observation of the `gone` test
     echo_hours: float = 6.0  # a conversion rise names a rise of its last step this recent
+    # active users (activity series) far fewer than their model expects, judged sequentially
+    # since the onset (`_silenced`): a near-total outage seen in a minute or two, not when the
+    # window-by-window score (made wide by the traffic's own spread) finally agrees
+    silence_rho: float = 0.1  # the alternative: at most this share of the expected users came
+    silence_told: float = 0.35  # told only if at most this share came since the onset ...
+    silence_min_users: float = 5.0  # ... of at least this many expected users
+    # ... against at most the users of the last minutes (EW, this half-life): where traffic
+    # falls faster than the model knows (an evening on a young model), what just came is nearer
+    silence_recent_minutes: float = 10.0
+    context_min_events: float = 20.0  # a scope's traffic ratio needs this many expected events
 
 
 def _load_class(spec: str | type) -> type:
@@ -236,9 +270,15 @@ class Track:
     told: list[float] | None = None
     cause: str = ""
     users: float = 0.0  # volumes: the distinct users of its windows, summed
+    # volumes: the other events of its scope (its source, or all events) in its windows, and
+    # what their models expected: a rise they all share is the traffic's (`_carried`)
+    ctx_obs: float = 0.0
+    ctx_exp: float = 0.0
+    ctx_own: float = 0.0  # its own expected counts, on the same footing (a window's lag)
 
     def reset_evidence(self) -> None:
         self.obs = self.exp = self.den = self.peak = self.silent_expected = self.users = 0.0
+        self.ctx_obs = self.ctx_exp = self.ctx_own = 0.0
         self.span_obs = self.span_exp = self.span_den = 0.0
         self.windows = self.silent_windows = self.span_windows = 0
         self.codes, self.parts = {}, {}
@@ -269,6 +309,9 @@ class Track:
             "told": self.told,
             "cause": self.cause,
             "users": self.users,
+            "ctx_obs": self.ctx_obs,
+            "ctx_exp": self.ctx_exp,
+            "ctx_own": self.ctx_own,
         }
 
     @classmethod
@@ -305,6 +348,8 @@ class Series:
     # EW traffic (events of all kinds on the series' source) per slice value, e.g. app_version:
     # with `baseline`, what each version usually sends of this event per event it sends
     traffic: SliceBaseline = field(default_factory=SliceBaseline)
+    silence: Cusum | None = None  # activity series: the evidence that its users fell silent
+    recent_users: float | None = None  # activity series: EW users a window, the last minutes
 
     @property
     def gone(self) -> bool:
@@ -339,6 +384,8 @@ class Series:
             "quiet": self.quiet,
             "last": list(self.last) if self.last is not None else None,
             "traffic": self.traffic.to_state(),
+            "silence": self.silence.to_state() if self.silence is not None else None,
+            "recent_users": self.recent_users,
         }
 
     @classmethod
@@ -364,6 +411,8 @@ class Series:
             quiet=s["quiet"],
             last=tuple(s["last"]) if s["last"] is not None else None,
             traffic=SliceBaseline.from_state(s["traffic"]) if "traffic" in s else SliceBaseline(),
+            silence=Cusum.from_state(s["silence"]) if s.get("silence") else None,
+            recent_users=s.get("recent_users"),
         )
 
 
@@ -419,6 +468,11 @@ class DetectionEngine:
         self.config = config or EngineConfig()
         self.annotations = list(annotations)
         self._classes = {m: _load_class(spec) for m, spec in self.config.model_classes.items()}
+        # the one-sided z of the firing level (a rise judged against the traffic's share)
+        self._z_fire = NormalDist().inv_cdf(
+            1.0 - pvalue_from_score(self.config.lifecycle.fire_score)
+        )
+        self._context: Context = ({}, {})  # this window's traffic per scope (`_traffic_context`)
         self.window: float | None = None
         self.last_ts: float | None = None
         self.start_ts: float | None = None
@@ -527,6 +581,7 @@ class DetectionEngine:
             if s.metric in COUNTS and key not in rolled:
                 rolled[key] = Rolled(key=key, metric=s.metric, series=s.series)
         mix = self._traffic_mix(records) if self.config.slice_dims else {}
+        self._context = self._traffic_context(rolled)
         order = sorted(rolled.values(), key=lambda r: (len(r.series), r.key))
         for r in order:
             self._series_window(ts, window, r, mix, out)
@@ -551,6 +606,24 @@ class DetectionEngine:
                     slot[1].add(rec.series.get("event"))
         return mix
 
+    def _traffic_context(self, rolled: dict[str, Rolled]) -> Context:
+        """Scope (an event total's "", or a source) -> this window's events over every event
+        series there and what their models expected (as of the window before: the evidence of
+        `_carried`); and each series' own part, to be taken out of its scope's."""
+        scopes: dict[str, list[float]] = {}
+        own: dict[str, tuple[float, float]] = {}
+        for key, r in rolled.items():
+            s = self.series.get(key)
+            scope = _scope(r)
+            if scope is None or s is None or s.last is None:
+                continue
+            expected = s.last[1]
+            total = scopes.setdefault(scope, [0.0, 0.0])
+            total[0] += r.numerator
+            total[1] += expected
+            own[key] = (r.numerator, expected)
+        return scopes, own
+
     def _series_window(
         self, ts: float, window: float, r: Rolled, mix: dict, out: list[Anomaly]
     ) -> None:
@@ -574,6 +647,7 @@ class DetectionEngine:
         s.last_weight = r.weight
 
         disappeared = False
+        silenced = s.metric == "activity" and self._silenced(ts, s, r, a, a.learning or annotated)
         if r.metric in COUNTS:
             if r.numerator <= 0 and not annotated:
                 if s.zero_since is None:
@@ -620,21 +694,28 @@ class DetectionEngine:
                 else:
                     accepted = True
                     fam_score = 0.0
-            if family == "down" and disappeared:
+            if family == "down" and (disappeared or silenced):
                 fam_score = 1.0
             before = track.lifecycle.state
             transition = track.lifecycle.step(ts, fam_score, window, cfg.lifecycle)
-            if family == "down" and disappeared and track.lifecycle.state == "pending":
+            if (
+                family == "down"
+                and (disappeared or silenced)
+                and track.lifecycle.state == "pending"
+            ):
                 # the silence itself is the evidence: no need to wait for more windows
                 transition = track.lifecycle.escalate(cfg.lifecycle)
             if before not in ("pending", "firing") and track.lifecycle.active:
                 track.reset_evidence()
                 if family == "down" and disappeared and s.zero_since is not None:
                     track.lifecycle.started = min(track.lifecycle.started or ts, s.zero_since)
+                if family == "down" and silenced and s.silence and s.silence.onset is not None:
+                    track.lifecycle.started = min(track.lifecycle.started or ts, s.silence.onset)
             if track.lifecycle.active:
                 deviating = True
                 self._gather(track, s, r, a, fam_score, mix, ts + window)
-            if transition in ("fire", "reopen") and not (disappeared or self._enough(s, track)):
+            sure = disappeared or (silenced and family == "down")
+            if transition in ("fire", "reopen") and not (sure or self._enough(s, track)):
                 track.lifecycle.hold(transition)
                 transition = None
             if transition in ("fire", "reopen"):
@@ -666,6 +747,38 @@ class DetectionEngine:
         if not deviating and self.incidents:
             deviating = self._near_incident(ts, s)
         self._learn(ts, s, r, a, deviating and not accepted, mix)
+
+    def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
+        """Have this activity series' users all but stopped? A Poisson CUSUM of the users seen
+        each window against ρ × their usual number (`silence_rho`); told once what came since
+        its onset is at most `silence_told` of the usual and that was worth `silence_min_users`.
+        The usual is the model's expectation, but at most the users of the last minutes (EW,
+        `silence_recent_minutes`): traffic falling faster than a young model knows (an evening)
+        is no outage. A user counts in every minute of a visit, so the minutes are not
+        independent: each window's evidence is divided by the model's clustering factor of its
+        sums (about 2 for visits of a few minutes). The threshold bounds false alarms per
+        series-day whatever the number of excursions (one a window at most: ln(windows a day /
+        α)). At 14 users a minute, four minutes with a user or two reach it; each window's own
+        score (the traffic's spread makes 4 users a usual minute) took ten. Not judged while
+        the model learns or in an annotation."""
+        cfg = self.config
+        users = r.numerator
+        recent = s.recent_users if s.recent_users is not None else a.expected
+        keep = 0.5 ** (self._w / 60.0 / cfg.silence_recent_minutes)
+        s.recent_users = keep * recent + (1.0 - keep) * users
+        if skip:
+            s.silence = None
+            return False
+        usual = min(a.expected, recent)
+        cusum = s.silence if s.silence is not None else Cusum()
+        s.silence = cusum
+        llr = poisson_llr(users, usual, cfg.silence_rho) / _clustering(s.model)
+        cusum.update(ts, llr, users, usual)
+        return (
+            cusum.stat >= threshold(DAY / self._w)
+            and cusum.expected >= cfg.silence_min_users
+            and cusum.observed <= cfg.silence_told * cusum.expected
+        )
 
     def _unusual(self, s: Series, a: Assessment) -> bool:
         """Is a significant deviation of a volume worth at least two units of evidence (two users'
@@ -913,6 +1026,13 @@ class DetectionEngine:
         change = excess / exp if exp > 0 else math.inf
         if s.metric in COUNTS:
             units = excess / s.burst
+            carried = self._carried(track) if obs > exp else 1.0
+            if carried > 1.0:  # judged against its usual share of the traffic that came
+                exp = track.ctx_own * carried
+                excess, change = obs - exp, (obs - exp) / exp if exp > 0 else math.inf
+                units = excess / s.burst
+                if excess < self._z_fire * math.sqrt(s.burst * exp):
+                    return False  # within what that share's own spread gives
             if obs > exp and track.users > 0.0:
                 # a rise is worth an alert when more users than usual bring it, or when its
                 # extra events are more than a few users could ever send (a bot, a replay
@@ -921,6 +1041,16 @@ class DetectionEngine:
                 units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
             return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
+
+    def _carried(self, track: Track) -> float:
+        """How many times their usual the other events of a rising volume's scope came in its
+        windows (at least 1): the share of its rise the traffic carries. A morning that comes
+        earlier than the model knows, or more users than it expects, lifts every event of the
+        source alike: judged against its usual share of that traffic, no event stands out; a
+        bot's page views, a leaked code or a double-fired event rise alone."""
+        if track.ctx_exp < self.config.context_min_events:
+            return 1.0
+        return max(1.0, track.ctx_obs / track.ctx_exp)
 
     @staticmethod
     def _span_says_more(s: Series, track: Track, observed: float, expected: float) -> bool:
@@ -977,6 +1107,13 @@ class DetectionEngine:
         if r.metric in COUNTS:
             track.exp += a.expected
             track.users += r.users
+            scopes, parts = self._context
+            scope, own = _scope(r), parts.get(r.key)
+            total = scopes.get(scope) if scope is not None else None
+            if total is not None and own is not None:
+                track.ctx_obs += total[0] - own[0]
+                track.ctx_exp += total[1] - own[1]
+                track.ctx_own += own[1]
         else:
             track.exp += a.expected * r.denominator
             track.den += r.denominator
@@ -1049,7 +1186,11 @@ class DetectionEngine:
     def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
         """An open incident of `group` on a slice of `series` (its keys and more: one source of
         this event), however old: a total moving the way one of its open slices already does
-        is that slice's incident (a new one elsewhere still fires on its own slice)."""
+        is that slice's incident (a new one elsewhere still fires on its own slice). Traffic
+        that names no event (a source's active users, or everyone's) is no event's total: its
+        outage is not an old incident about one event of one release."""
+        if not _events(series):
+            return None
         for inc in self.incidents.values():
             if inc.group == group and series.items() < inc.series.items():
                 return inc

@@ -294,11 +294,30 @@ def test_events_of_one_source_spiking_together_are_one_alert(together, alerts_ex
         effect(300, 330, mult=4.0, event="Product Viewed", source="ios"),
         effect(300, 330, mult=4.0, event="screen:Home", source="ios"),
     ]
-    cfg = replace(CFG, together_minutes=together, levels=DEFAULT_LEVELS[1:2])  # per source
+    # every event of the source rises alike: that is its traffic (`test_a_rise_every_event_of_a_
+    # source_shares_is_its_traffic`); here, what is grouped is the question, so it is judged
+    # without the other events' traffic
+    cfg = replace(CFG, together_minutes=together, levels=DEFAULT_LEVELS[1:2],
+                  context_min_events=math.inf)  # fmt: skip
     _, alerts = run(synth(400, effects=burst, events=TWO, conversion=False), config=cfg)
     fired = firings(alerts)
     assert {a.series["event"] for a in fired} <= set(TWO)
     assert len({a.id for a in fired}) == alerts_expected, [(a.series, a.id) for a in fired]
+
+
+@pytest.mark.parametrize("share", [3.0, 1.0])
+def test_a_rise_every_event_of_a_source_shares_is_its_traffic(share):
+    """iOS's Product Viewed triples for half an hour. When the source's other events triple too
+    (a morning that comes earlier than the model knows, more users), no event stands out: no
+    spike. When they do not (a bot, a leaked code, an event fired twice), it is one."""
+    rise = [
+        effect(300, 330, mult=3.0, event="Product Viewed", source="ios"),
+        effect(300, 330, mult=share, event="screen:Home", source="ios"),
+        effect(300, 330, mult=share, event="Order Completed", source="ios"),
+    ]
+    _, alerts = run(synth(400, effects=rise, conversion=False))
+    spikes = [a for a in firings(alerts) if a.series.get("event") == "Product Viewed"]
+    assert bool(spikes) == (share == 1.0), [(a.series, a.explanation) for a in firings(alerts)]
 
 
 def test_resolved_sentence_tells_the_deviating_minutes_not_the_calm_ones_after():
@@ -431,6 +450,77 @@ def test_traffic_lost_on_every_source_is_one_drop_not_one_disappearance_per_even
     assert len(ids) == 1, [(a.kind, a.series, a.explanation) for a in fired]
     last = [a for a in alerts if a.id in ids][-1]
     assert last.kind == "drop" and "event" not in last.series, (last.series, last.explanation)
+
+
+def active_users(
+    windows: int, lost: tuple[int, int], seed: int = 2, users: float = 14.0,
+    sources: tuple[tuple[str, float], ...] = (("web", 0.6), ("ios", 0.4)),
+):  # fmt: skip
+    """Per window: activity records of `sources` (name, share), about `users` a minute in all,
+    all but 5 % of them lost in the windows `lost` (start, end)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for w in range(windows):
+        keep = 0.05 if lost[0] <= w < lost[1] else 1.0
+        recs = []
+        for source, share in sources:
+            n = int(rng.poisson(users * share * keep))
+            recs.append(
+                WindowRecord(
+                    series={"source": source, "platform": source, "app_version": "1.0"},
+                    window_start=T0 + w * W, window_end=T0 + (w + 1) * W, kind="activity",
+                    count=n, distinct_users=n,
+                )
+            )  # fmt: skip
+        out.append(recs)
+    return out
+
+
+ACTIVITY = replace(CFG, model_classes={**FAKES, "activity": FakeCount})
+
+
+@pytest.mark.parametrize("silence", [True, False])
+def test_users_all_but_gone_are_an_outage_told_within_two_minutes(silence):
+    """14 users a minute, then 5 % of them: each minute alone is no proof (a few users is a
+    usual minute at this traffic); the evidence since the onset is, in two minutes. Without the
+    sequential test (its alternative set to "nothing changed") the same outage is told later."""
+    cfg = ACTIVITY if silence else replace(ACTIVITY, silence_rho=1.0)
+    _, alerts = run(active_users(400, (300, 320)), config=cfg)
+    fired = firings(alerts)
+    assert fired, "no alert"
+    first = fired[0]
+    assert first.kind == "drop" and "event" not in first.series
+    told_at = _ts(first.updated_at) - T0
+    if silence:
+        assert told_at <= 302 * W, told_at / W
+        assert 299 * W <= _ts(first.started_at) - T0 <= 300 * W
+    else:
+        assert told_at > 302 * W, told_at / W
+
+
+def test_an_outage_is_its_own_alert_not_an_old_one_about_one_event():
+    """Product Viewed stopped on iOS hours ago (an open alert); then iOS's users fall silent: a
+    new alert about the traffic, not a line added to the old one."""
+    gone = effect(100, 400, mult=0.0, event="Product Viewed", source="ios")
+    volumes = synth(400, effects=[gone], conversion=False)
+    ios = active_users(400, (300, 320), sources=(("ios", 1.0),))
+    data = [v + a for v, a in zip(volumes, ios, strict=True)]
+    _, alerts = run(data, config=ACTIVITY)
+    fired = firings(alerts)
+    old = {a.id for a in fired if a.series.get("event") == "Product Viewed"}
+    outage = [a for a in fired if "event" not in a.series and a.id not in old]
+    assert old and outage, [(a.kind, a.series, a.id) for a in fired]
+    assert all("event" in a.series for a in alerts if a.id in old)
+    assert not [a for a in alerts if a.id in old and _ts(a.updated_at) - T0 >= 300 * W], (
+        "the outage was told as part of the old alert"
+    )
+    assert 300 * W <= _ts(outage[0].updated_at) - T0 <= 303 * W
+
+
+def test_a_normal_run_of_few_users_is_no_outage():
+    """Two users a minute, with the minutes without anyone that such traffic has: no alert."""
+    _, alerts = run(active_users(3000, (0, 0), seed=5, users=2.0), config=ACTIVITY)
+    assert firings(alerts) == []
 
 
 def test_conversion_drop_on_one_source():
@@ -693,7 +783,10 @@ def test_annotation_suppresses_and_is_not_learnt():
     _, alerts = run(synth(400, effects=[boost]), annotations=[ann])
     assert alerts == []  # no spike during, no drop after (the campaign was not learnt)
     _, alerts = run(synth(400, effects=[boost]))
-    assert "spike" in {a.kind for a in firings(alerts)}
+    # unannounced, it is told by what it changes out of proportion: every web event rising
+    # alike is the web's traffic (no event spikes), its conversion tripling is not
+    kinds = {a.kind for a in firings(alerts)}
+    assert "conversion_up" in kinds and "spike" not in kinds, kinds
 
 
 # ---------------------------------------------------------------------------------- plumbing
