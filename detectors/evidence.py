@@ -304,62 +304,90 @@ def server_evidence(
     event: str | None,
     shifts: list[int],
     main: Move,
+    step: bool = False,
 ) -> list[Evidence]:
     """A server event (platform "server": no tracker feeds it) that mirrors `event` (the same
     users go on to it, and usually as many, within 30 %, over every source: the same business
-    fact, such as orders and captured payments) and whose change matches the one asked about
-    (the server saw it: real) or stayed at zero (the server did not see it: tracking). Nothing
-    when the server's noise cannot tell the two apart."""
+    fact, such as orders and captured payments), read for the scope alone: the server's count
+    over the usual ratio, less what the event's other sources sent in the period, is what the
+    scope really did. Two stories: it did what its trackers sent (real), or what was expected
+    (the trackers lost or added the difference: tracking). Their likelihoods: the first only
+    has the mirror's own slack (how far the server strayed from the event's total in the
+    earlier periods), the second that and the uncertainty of the expectation. A ratio of 2 is
+    a hint (weight 1), 20 close to proof (weight 2). `main`: the event's move in the scope, or
+    (`step`) the funnel step's, whose expectation is the usual rate of the users who got there.
+    Nothing when the server cannot tell the two apart."""
     if event is None or main.expected is None:
         return []
-    own = compare(
-        [
-            c
-            for c in volume
-            if c.labels.get("event") == event and scope.matches(c.labels, with_event=False)
-        ],
-        shifts,
-    )
-    if own.expected is not None:  # the server counts events (orders), not a conversion's users
+    mine = [
+        c
+        for c in volume
+        if c.labels.get("event") == event and scope.matches(c.labels, with_event=False)
+    ]
+    own = compare(mine, shifts)
+    if not step and own.expected is not None:  # the server counts events, not a step's users
         main = own
-    diff = main.observed - (main.expected or 0.0)
-    usual_all = compare([c for c in volume if c.labels.get("event") == event], shifts).expected
+    if main.expected is None:
+        return []
+    every = [c for c in volume if c.labels.get("event") == event]
+    usual_all = compare(every, shifts).expected
+
+    def arrived(cells: list[Cell], k: int) -> float:
+        return sum(c.get(k).count + c.get(k).quarantined for c in cells)
+
     server = [c for c in volume if c.labels.get("platform") == "server"]
     for name in sorted({c.labels.get("event", "") for c in server}):
-        move = compare([c for c in server if c.labels.get("event") == name], shifts)
+        theirs = [c for c in server if c.labels.get("event") == name]
+        move = compare(theirs, shifts)
         if move.expected is None or not usual_all or not 0.7 <= move.expected / usual_all <= 1.3:
             continue
         if not mirrors(conversions, event, name, shifts):
             continue
+        base_all = sum(arrived(every, k) for k in shifts)
+        if base_all <= 0:
+            continue
+        ratio = sum(c.get(k).count for c in theirs for k in shifts) / base_all
+        if ratio <= 0:
+            continue
+        slack = [sum(c.get(k).count for c in theirs) / ratio - arrived(every, k) for k in shifts]
+        mean = sum(slack) / len(slack)
+        slack_var = (
+            sum((x - mean) ** 2 for x in slack) / (len(slack) - 1) if len(slack) >= 2 else 0.0
+        )
+        slack_var = max(slack_var, 1.0)
+        done = move.observed / ratio - (arrived(every, 0) - arrived(mine, 0))  # the scope's
+        sent = arrived(mine, 0)
+        diff = main.observed - main.expected
+        due = sent - diff  # what the scope would have sent, had nothing changed
+        wide = slack_var + main.spread**2
+        log_lr = (  # log of P(server | real) / P(server | tracking)
+            -((done - sent) ** 2) / (2 * slack_var)
+            + (done - due) ** 2 / (2 * wide)
+            + 0.5 * math.log(wide / slack_var)
+        )
+        weight = 2 if abs(log_lr) >= math.log(20) else (1 if abs(log_lr) >= math.log(2) else 0)
+        z_same, z_none = (done - sent) / math.sqrt(wide), (done - due) / math.sqrt(wide)
         sdiff = move.observed - move.expected
-        # counting noise only: a day-level swing moves the client's events and the server's
-        # alike, so it cannot tell the two stories apart
-        noise = math.sqrt(max(move.expected, 1.0))
-        z_none, z_same = sdiff / noise, (sdiff - diff) / noise
-        # how much closer the server is to one story than to the other, in spreads: 1.2 is
-        # a hint (weight 1), 2.5 close to proof (weight 2)
-        lead = abs(z_none) - abs(z_same)
-        weight = 2 if abs(lead) >= 2.5 else (1 if abs(lead) >= 1.2 else 0)
-        if weight and lead > 0 and abs(z_same) < 1.5:
+        if weight and log_lr > 0 and abs(z_same) < 1.5:
             return [
                 Evidence(
                     "real change",
                     weight,
-                    f"the server's {name}, which no tracker sends, moved by about as much "
-                    f"({signed_text(sdiff)} vs {signed_text(diff)}): the change is in the "
-                    "business, not "
-                    "in the tracking",
+                    f"the server's {name}, which no tracker sends, moved with it: it counts "
+                    f"about {n_text(done)} for {scope.describe_where()} where the trackers sent "
+                    f"{n_text(sent)} and {n_text(due)} were due ({signed_text(sdiff)} in all): "
+                    "the change is in the business, not in the tracking",
                 )
             ]
-        if weight and lead < 0 and abs(z_none) < 1.5:
+        if weight and log_lr < 0 and abs(z_none) < 1.5:
             return [
                 Evidence(
                     "tracking",
                     weight,
-                    f"the server's {name}, which no tracker sends, did not move "
-                    f"({n_text(move.observed)} vs about {n_text(move.expected)}) while {event} "
-                    "moved by "
-                    f"{signed_text(diff)}: the server did not see it",
+                    f"the server's {name}, which no tracker sends, did not move with it: it "
+                    f"counts about {n_text(done)} for {scope.describe_where()}, close to the "
+                    f"usual (about {n_text(due)}), where the trackers sent {n_text(sent)}: the "
+                    "server did not see it",
                 )
             ]
     return []

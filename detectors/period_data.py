@@ -81,6 +81,11 @@ class Scope:
         parts = [f"{k.replace('_', ' ')} {v}" for k, v in self._dims() if v is not None]
         return what + (" on " + ", ".join(parts) if parts else "")
 
+    def describe_where(self) -> str:
+        """The sources (platform, version) asked about, in words."""
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in self._dims() if v is not None]
+        return ", ".join(parts) if parts else "every source"
+
     def _dims(self) -> list[tuple[str, str | None]]:
         return [
             ("source", self.source),
@@ -221,20 +226,46 @@ def compare(cells: Iterable[Cell], shifts: list[int], attr: str = "count") -> Mo
 
 def compare_rate(cells: Iterable[Cell], shifts: list[int], num: str, den: str) -> Move:
     """A rate num/den in the period against the earlier periods' pooled rate, as counts of
-    `num` (expected = the period's `den` times the usual rate; binomial spread)."""
+    `num` (expected = the period's `den` times the usual rate). Spread: the period's binomial
+    noise, the pooled rate's own (few earlier users make it loose) and how much the earlier
+    periods' rates differ beyond their binomial noise (`between_rate_variance`)."""
     cells = list(cells)
     n_obs = sum(getattr(c.get(0), num) for c in cells)
     d_obs = sum(getattr(c.get(0), den) for c in cells)
     if not shifts:
         return Move(n_obs, None)
-    n_base = sum(getattr(c.get(k), num) for c in cells for k in shifts)
-    d_base = sum(getattr(c.get(k), den) for c in cells for k in shifts)
+    per = [
+        (sum(getattr(c.get(k), num) for c in cells), sum(getattr(c.get(k), den) for c in cells))
+        for k in shifts
+    ]
+    n_base = sum(n for n, _ in per)
+    d_base = sum(d for _, d in per)
     if d_base <= 0 or d_obs <= 0:
         return Move(n_obs, None)
     rate = min(1.0, n_base / d_base)
     expected = d_obs * rate
-    spread = math.sqrt(max(d_obs * rate * (1 - rate), 1.0) + (0.1 * expected) ** 2)
-    return Move(n_obs, expected, spread, len(shifts))
+    binomial = rate * (1 - rate)
+    var = (
+        d_obs * binomial
+        + d_obs**2 * binomial / d_base
+        + d_obs**2 * between_rate_variance(per, rate)
+    )
+    return Move(n_obs, expected, math.sqrt(max(var, 1.0)), len(shifts))
+
+
+def between_rate_variance(per: list[tuple[float, float]], rate: float) -> float:
+    """How much a rate varies from period to period beyond binomial noise: the method-of-
+    moments estimate (DerSimonian–Laird) from the earlier periods' (numerator, denominator);
+    0 when they differ no more than their sizes explain, or are fewer than two."""
+    rows = [(n, d) for n, d in per if d > 0]
+    binomial = rate * (1 - rate)
+    if len(rows) < 2 or binomial <= 0:
+        return 0.0
+    weights = [d / binomial for _, d in rows]
+    q = sum(w * (n / d - rate) ** 2 for w, (n, d) in zip(weights, rows, strict=True))
+    total = sum(weights)
+    scale = total - sum(w * w for w in weights) / total
+    return max(0.0, (q - (len(rows) - 1)) / scale) if scale > 0 else 0.0
 
 
 ALL = "(every event)"

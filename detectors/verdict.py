@@ -246,7 +246,9 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- the server's view (no tracker feeds it)
     if direction and not is_server_scope(volume, scope):
-        ev += server_evidence(volume, conversions, scope, event, shifts, main)
+        ev += server_evidence(
+            volume, conversions, scope, event, shifts, main, step=focus is not None
+        )
 
     # ---- everything at once: lost on the way, or a real audience change
     if event is None and scope.funnel is None:  # (a collapse tells even on a noisy baseline)

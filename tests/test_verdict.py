@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from detectors.annotations import Annotation
-from detectors.verdict import Cell, PeriodData, Scope, Totals, chosen_shifts, explain_period
+from detectors.verdict import (
+    Cell,
+    PeriodData,
+    Scope,
+    Totals,
+    chosen_shifts,
+    compare_rate,
+    explain_period,
+)
 
 START = datetime(2026, 3, 5, 14, 0, tzinfo=UTC).timestamp()  # a Thursday
 END = START + 3600
@@ -292,3 +300,62 @@ def test_every_source_together_needs_them_to_move_alike() -> None:
     v = explain_period(data(traffic(**changes)), Scope(event="Item Viewed", source="storefront"))
     assert not any("every source" in e.text for e in v.evidence)
     assert v.verdict == "tracking"
+
+
+def _checkout_a_third_less(server: float) -> list[Cell]:
+    """The web's checkout turns 27 of 60 users into orders instead of 40 (unscaled: as few as
+    a small shop has in hours); the server's captured payments reach `server` (usually 120)."""
+    return traffic(
+        **{
+            "Order Placed|storefront": {"count": 27, "users": 27},
+            "conv|storefront": {"numerator": 27, "denominator": 60},
+            "server": {"count": server, "users": server},
+        }
+    )
+
+
+def test_a_rate_is_judged_by_its_users_and_how_much_it_usually_varies() -> None:
+    """27 of 60 where 40 of 60 went on, on seven steady days: beyond binomial noise (the old
+    10 % margin on top hid it); the same move where earlier days swung as much is not."""
+    conv = {"funnel": "purchase", "from_event": "Checkout Begun", "to_event": "Order Placed"}
+    steady = cell(
+        "conversion",
+        conv,
+        {"numerator": 27, "denominator": 60},
+        {"numerator": 40, "denominator": 60},
+    )
+    assert compare_rate([steady], DAYS, "numerator", "denominator").direction == -1
+    swinging = Cell("conversion", conv)
+    swinging.shifts[0] = Totals(numerator=27, denominator=60)
+    for k in DAYS:
+        swinging.shifts[k] = Totals(numerator=28 if k % 2 else 52, denominator=60)
+    assert compare_rate([swinging], DAYS, "numerator", "denominator").direction == 0
+
+
+def test_a_funnel_step_falling_with_the_servers_payments_is_a_real_change() -> None:
+    v = explain_period(
+        data(_checkout_a_third_less(server=107)), Scope(funnel="purchase", source="storefront")
+    )
+    assert v.verdict == "real change", v.evidence
+    assert any("server" in e.text and e.weight == 2 for e in v.evidence if e.side == "real change")
+
+
+def test_the_server_is_read_for_the_scope_alone_given_the_other_sources() -> None:
+    """20 fewer web orders among 120 payments is within the server's own counting noise, but
+    the other sources' orders are known: the server's payments less theirs tell the web's."""
+
+    def half_the_orders(server: float) -> list[Cell]:
+        return traffic(
+            **{
+                "Order Placed|storefront": {"count": 20, "users": 20},
+                "server": {"count": server, "users": server},
+            }
+        )
+
+    scope = Scope(event="Order Placed", source="storefront")
+    fell = explain_period(data(half_the_orders(server=100)), scope)
+    assert fell.verdict == "real change", fell.evidence
+    assert any("server" in e.text and e.weight == 2 for e in fell.evidence)
+    lost = explain_period(data(half_the_orders(server=120)), scope)
+    assert lost.verdict == "tracking", lost.evidence
+    assert any("server" in e.text and e.weight == 2 for e in lost.evidence)
