@@ -242,13 +242,14 @@ def sources_evidence(
         for s in sources
     }
     sizable = {s: m for s, m in moves.items() if m.expected is not None and m.expected >= 0.5}
-    if len(sizable) < 2:
-        return []
+    overall = compare([c for c in volume if c.labels.get("event") == event], shifts)
+    rel = abs(overall.ratio - 1) if overall.expected else 0.0
+    if len(sizable) < 2:  # a sparse event: its sources together
+        rest = not_one_source_alone(volume, event, moves, shifts, direction, rel)
+        return [] if rest is None else [rest]
     # together: each source at least 1.5 spreads the same way (the total is significant) and
     # by at least half the event's relative change over every source; alone: the others moved
     # by less than half of it
-    overall = compare([c for c in volume if c.labels.get("event") == event], shifts)
-    rel = abs(overall.ratio - 1) if overall.expected else 0.0
     same = [
         s
         for s, m in sizable.items()
@@ -265,6 +266,9 @@ def sources_evidence(
                 "real change", 1, f"{event} moved the same way on every source ({', '.join(same)})"
             )
         ]
+    rest = not_one_source_alone(volume, event, moves, shifts, direction, rel)
+    if rest is not None:
+        return [rest]
     if scope.source is not None and scope.source in same and len(same) == 1 and still:
         return [
             Evidence(
@@ -274,6 +278,64 @@ def sources_evidence(
             )
         ]
     return []
+
+
+ALONE_P = 0.067  # beyond chance: as unlikely as 1.5 spreads one way, as `same` asks each source
+
+
+def not_one_source_alone(
+    volume: list[Cell],
+    event: str,
+    moves: dict[str, Move],
+    shifts: list[int],
+    direction: int,
+    rel: float,
+) -> Evidence | None:
+    """The move is not one source's: without the source that moved most, the others together
+    still moved the same way beyond chance (a fault of one tracker stays on its source). For
+    sparse events, whose sources each see a handful: the others' count is tested against what
+    their earlier periods predict for one period (a Poisson rate known from those periods only,
+    with Jeffreys' prior: a negative binomial), not against a spread floored at one event."""
+    if direction == 0 or len(moves) < 2 or not shifts:
+        return None
+    top = max(moves, key=lambda s: direction * (moves[s].observed - (moves[s].expected or 0.0)))
+    others = [s for s in moves if s != top]
+    cells = [
+        c for c in volume if c.labels.get("event") == event and c.labels.get("source") in others
+    ]
+    now = sum(c.get(0).count for c in cells)
+    scale = getattr(shifts, "scale", 1.0)
+    before = scale * sum(c.get(k).count for c in cells for k in shifts)
+    mean = before / len(shifts)
+    if (now / mean - 1 if mean else math.inf) * direction < 0.5 * rel:
+        return None
+    p = _predictive_tail(now, before, len(shifts) / scale, direction)
+    # and beyond the earlier periods' own swings, as `same` asks of each source
+    if p > ALONE_P or compare(cells, shifts).z * direction < 1.5:
+        return None
+    return Evidence(
+        "real change",
+        1,
+        f"{event} moved on more than one source: without {top}, "
+        f"{', '.join(others)} sent {n_text(now)} where about {n_text(mean)} were usual "
+        f"(chance gives as {'many' if direction > 0 else 'few'} {100 * p:.1f} % of times)",
+    )
+
+
+def _predictive_tail(now: float, before: float, periods: float, direction: int) -> float:
+    """P(a period's count >= now) (direction > 0) or <= now (< 0), for a Poisson count whose
+    rate is known from `before` events over `periods` earlier periods (Jeffreys' prior): a
+    negative binomial with r = before + 1/2 and success probability periods / (periods + 1)."""
+    r, q = before + 0.5, periods / (periods + 1.0)
+    k = math.floor(now)
+    term = q**r  # P(X = 0)
+    below = 0.0  # P(X < k)
+    for x in range(k):
+        below += term
+        term *= (x + r) / (x + 1) * (1 - q)
+    if direction > 0:
+        return max(0.0, 1.0 - below)
+    return min(1.0, below + term)  # P(X <= k)
 
 
 def is_server_scope(volume: list[Cell], scope: Scope) -> bool:

@@ -22,9 +22,11 @@ The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
   silent mid-session (lost on the way); the event moved on one source only; a server event
   that mirrors it (the same users go on to it, usually as many), which no
   tracker sends, did not move;
-- real change: an annotated campaign covers it; every source moved together; the whole
+- real change: an annotated campaign covers it; every source moved together (a sparse
+  event: without the source that moved most, the others still moved beyond chance); the whole
   traffic moved with the funnel's conversions holding; as many more users, each as usual,
-  with no more visitors; the mirroring server event moved by about as much;
+  with no more visitors; the mirroring server event, less what the other sources sent, moved
+  by about as much (a likelihood ratio of the two stories);
 - traffic quality: the excess came from visitors who did nothing else (the source's active
   users rose with it while its other events did not), or from few users sending many events.
 The verdict is the side with at least 2 and twice the weight of any other; else (or when

@@ -359,3 +359,33 @@ def test_the_server_is_read_for_the_scope_alone_given_the_other_sources() -> Non
     lost = explain_period(data(half_the_orders(server=120)), scope)
     assert lost.verdict == "tracking", lost.evidence
     assert any("server" in e.text and e.weight == 2 for e in lost.evidence)
+
+
+def test_a_sparse_event_rising_on_more_than_one_source_is_not_one_trackers_fault() -> None:
+    """A leaked code on a small shop: 5 redemptions on the web where 1 is usual, and 3 on the
+    apps where about one every other day is: too few for each source's own test, yet the apps
+    rising together beyond chance shows the rise is not the web tracker's alone."""
+    from detectors.evidence import sources_evidence
+
+    def promo(now: dict[str, float], usual: dict[str, list[float]]) -> list[Cell]:
+        cells = []
+        for source, platform in SOURCES.items():
+            c = Cell("volume", {"event": "Promo", "source": source, "platform": platform})
+            c.shifts[0] = Totals(count=now[source], users=now[source])
+            for k, n in zip(DAYS[:6], usual[source], strict=True):
+                c.shifts[k] = Totals(count=n, users=n)
+            cells.append(c)
+        return cells
+
+    usual = {
+        "storefront": [1, 2, 0, 1, 1, 1],
+        "ios_app": [0, 0, 1, 0, 0, 0],
+        "android_app": [0, 1, 0, 0, 1, 0],
+    }
+    scope, shifts = Scope(event="Promo"), DAYS[:6]
+    spread = promo({"storefront": 5, "ios_app": 2, "android_app": 1}, usual)
+    found = sources_evidence(spread, "Promo", scope, shifts, 1)
+    assert [e.side for e in found] == ["real change"], found
+    assert "more than one source" in found[0].text
+    one = promo({"storefront": 8, "ios_app": 0, "android_app": 1}, usual)
+    assert sources_evidence(one, "Promo", scope, shifts, 1) == []
