@@ -68,7 +68,7 @@ from detectors.attribution import (
 )
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, describe, explain
-from detectors.intervals import pvalue_from_score
+from detectors.intervals import nb_cdf, pvalue_from_score
 from detectors.lifecycle import Lifecycle, LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
@@ -688,6 +688,8 @@ class DetectionEngine:
             track = s.tracks.setdefault(family, Track())
             sign = 1 if family == "up" else -1
             fam_score = score if a.direction == sign else 0.0
+            if s.metric == "activity":  # told by its silence test alone (see `_silenced`)
+                fam_score = 0.0
             if track.muted:  # an accepted level shift: quiet until the model has caught up
                 if fam_score < cfg.lifecycle.resolve_score:
                     track.muted = False
@@ -752,33 +754,54 @@ class DetectionEngine:
         """Have this activity series' users all but stopped? A Poisson CUSUM of the users seen
         each window against ρ × their usual number (`silence_rho`); told once what came since
         its onset is at most `silence_told` of the usual and that was worth `silence_min_users`.
-        The usual is the model's expectation, but at most the users of the last minutes (EW,
-        `silence_recent_minutes`): traffic falling faster than a young model knows (an evening)
-        is no outage. A user counts in every minute of a visit, so the minutes are not
+        The usual is the model's expectation, but at most the users of the minutes before the
+        onset (EW, `silence_recent_minutes`, held while evidence gathers): traffic falling
+        faster than a young model knows (an evening) is no outage, and an outage does not
+        lower its own reference. A user counts in every minute of a visit, so the minutes are not
         independent: each window's evidence is divided by the model's clustering factor of its
         sums (about 2 for visits of a few minutes). The threshold bounds false alarms per
         series-day whatever the number of excursions (one a window at most: ln(windows a day /
         α)). At 14 users a minute, four minutes with a user or two reach it; each window's own
         score (the traffic's spread makes 4 users a usual minute) took ten. Not judged while
-        the model learns or in an annotation."""
+        the model learns or in an annotation. It is the only way active users alert: a partial
+        fall is told by the events that fall (one traffic drop when several do), and the
+        window-by-window score of users, on an hour-of-week slot seen once or twice, took a
+        quiet night for an outage."""
         cfg = self.config
         users = r.numerator
         recent = s.recent_users if s.recent_users is not None else a.expected
-        keep = 0.5 ** (self._w / 60.0 / cfg.silence_recent_minutes)
-        s.recent_users = keep * recent + (1.0 - keep) * users
+        if s.silence is None or s.silence.stat <= 0.0:  # held while the evidence gathers
+            keep = 0.5 ** (self._w / 60.0 / cfg.silence_recent_minutes)
+            s.recent_users = keep * recent + (1.0 - keep) * users
         if skip:
             s.silence = None
             return False
         usual = min(a.expected, recent)
         cusum = s.silence if s.silence is not None else Cusum()
         s.silence = cusum
-        llr = poisson_llr(users, usual, cfg.silence_rho) / _clustering(s.model)
-        cusum.update(ts, llr, users, usual)
+        unit = _clustering(s.model)
+        cusum.update(ts, poisson_llr(users, usual, cfg.silence_rho) / unit, users, usual, 1.0)
         return (
             cusum.stat >= threshold(DAY / self._w)
             and cusum.expected >= cfg.silence_min_users
             and cusum.observed <= cfg.silence_told * cusum.expected
+            and self._beyond_reference(cusum, unit)
         )
+
+    def _beyond_reference(self, cusum: Cusum, unit: float) -> bool:
+        """Is what came since the onset too little even for a reference that is itself an
+        estimate? The usual rate is known from about `memory` windows of users (the recent
+        level's), in visits (users / `unit`); the count to expect since the onset is then
+        negative binomial (Jeffreys' prior on the rate), whose tail stays heavy when the
+        reference holds a few visits: a sparse source (a server sending a few users an hour)
+        silent all night is no proof, as the Poisson sum of a rate taken as exact would make it.
+        Passed at the firing level's p-value."""
+        memory = self.config.silence_recent_minutes * 60.0 / self._w / math.log(2.0)
+        windows = max(cusum.trials, 1.0)
+        known = (cusum.expected / windows) * memory / unit + 0.5  # visits behind the usual
+        mean = known * windows / memory
+        p = nb_cdf(cusum.observed / unit, mean, 1.0 / known)
+        return p <= pvalue_from_score(self.config.lifecycle.fire_score)
 
     def _unusual(self, s: Series, a: Assessment) -> bool:
         """Is a significant deviation of a volume worth at least two units of evidence (two users'

@@ -454,17 +454,17 @@ def test_traffic_lost_on_every_source_is_one_drop_not_one_disappearance_per_even
 
 def active_users(
     windows: int, lost: tuple[int, int], seed: int = 2, users: float = 14.0,
-    sources: tuple[tuple[str, float], ...] = (("web", 0.6), ("ios", 0.4)),
+    sources: tuple[tuple[str, float], ...] = (("web", 0.6), ("ios", 0.4)), keep: float = 0.05,
 ):  # fmt: skip
     """Per window: activity records of `sources` (name, share), about `users` a minute in all,
-    all but 5 % of them lost in the windows `lost` (start, end)."""
+    all but `keep` of them lost in the windows `lost` (start, end)."""
     rng = np.random.default_rng(seed)
     out = []
     for w in range(windows):
-        keep = 0.05 if lost[0] <= w < lost[1] else 1.0
+        kept = keep if lost[0] <= w < lost[1] else 1.0
         recs = []
         for source, share in sources:
-            n = int(rng.poisson(users * share * keep))
+            n = int(rng.poisson(users * share * kept))
             recs.append(
                 WindowRecord(
                     series={"source": source, "platform": source, "app_version": "1.0"},
@@ -515,6 +515,26 @@ def test_an_outage_is_its_own_alert_not_an_old_one_about_one_event():
         "the outage was told as part of the old alert"
     )
     assert 300 * W <= _ts(outage[0].updated_at) - T0 <= 303 * W
+
+
+class SteadyCount(FakeCount):
+    """A count model that has learnt its series' rate and keeps it (the silence is not learnt)."""
+
+    def learn(self, ts, observed, weight=1.0):
+        if self.n < 1500:
+            super().learn(ts, observed, weight)
+        else:
+            self.n += 1
+
+
+def test_a_sparse_source_silent_all_night_is_no_outage():
+    """A server source with a user every eight minutes or so goes six hours without one: its
+    usual is known from a handful of users, so the silence is not proof of an outage."""
+    night = active_users(2400, (2000, 2360), seed=4, users=0.12, sources=(("backend", 1.0),),
+                         keep=0.0)  # fmt: skip
+    steady = replace(ACTIVITY, model_classes={**FAKES, "activity": SteadyCount})
+    _, alerts = run(night, config=steady)
+    assert firings(alerts) == [], [(a.series, a.explanation) for a in firings(alerts)]
 
 
 def test_a_normal_run_of_few_users_is_no_outage():
