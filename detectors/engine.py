@@ -83,7 +83,8 @@ from detectors.rollup import (
 )
 from detectors.sequential import DAY, Cusum, poisson_llr, threshold
 from detectors.slice_feed import ALL, EARLY, SliceFeed
-from detectors.slices import WHOLE, SliceConfig, SliceWatch, Verdict
+from detectors.slices import FAMILIES as FAMILY_SPECS
+from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch, Verdict
 
 STATE_VERSION = 1
 SENDERS_DAYS = 7.0  # an app version unheard of (for an event) this long is forgotten
@@ -740,6 +741,7 @@ class DetectionEngine:
                 and track.fired_at is not None
                 and ts + window - track.fired_at >= cfg.accept_after_minutes * 60.0
                 and not (family == "down" and (s.gone or self._in_disappearance(s.key)))
+                and not (family == "down" and self._step_broken(s))
             ):
                 # a lasting level shift: accept it as the new normal, close this alert
                 accepted = track.muted = True
@@ -747,7 +749,9 @@ class DetectionEngine:
                 self._on_resolve(ts, window, s, family, out)
 
         if not deviating and self.incidents:
-            deviating = self._near_incident(ts, s)
+            # near an open incident of its own, or (a conversion) its last step broken: not
+            # the normal to learn, however little a window shows it
+            deviating = self._near_incident(ts, s) or self._step_broken(s)
         self._learn(ts, s, r, a, deviating and not accepted, mix)
 
     def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
@@ -819,6 +823,34 @@ class DetectionEngine:
         inc = self._incident_of((key, "down"))
         return inc is not None and inc.kind == "disappeared"
 
+    def _step_broken(self, s: Series) -> bool:
+        """Is this conversion's last step missing or breaking the plan in an open incident on
+        its source (or on every source)? A fall it causes is the breakage's, never the new
+        normal: accepted, the step's return once fixed would look like a rise."""
+        if s.metric != "conversion":
+            return False
+        return self._broken(s.series.get("to_event"), s.series.get("source"))
+
+    def _may_accept(self, obs: Observation) -> bool:
+        """May a slice test take a lasting change of this funnel step as its new normal? Not
+        while its last step is broken on its source (see `_step_broken`)."""
+        if obs.measure not in ("funnel", "funnel_early"):
+            return True
+        step = obs.subject.partition(EARLY)[0].partition("→")[2]
+        return not self._broken(step, obs.source)
+
+    def _broken(self, step: str | None, source: str | None) -> bool:
+        """Is `step` missing or breaking the plan in an open incident on `source` (or on
+        every source); for no source (a total), on any?"""
+        if step is None:
+            return False
+        return any(
+            inc.kind in ("disappeared", "violation_surge")
+            and inc.series.get("event") == step
+            and (source is None or inc.series.get("source", source) == source)
+            for inc in self.incidents.values()
+        )
+
     def _incident_of(self, member: tuple[str, str]) -> Incident | None:
         """The open incident a lifecycle (series key, family) is part of."""
         return next((i for i in self.incidents.values() if member in i.members), None)
@@ -855,7 +887,7 @@ class DetectionEngine:
         observations = self.feed.add(records, self._arrivals, self._units,
                                      quiet or (lambda series: False))  # fmt: skip
         stepped: set[tuple[str, str]] = set()
-        for verdict in self.watch.window(ts, window, observations):
+        for verdict in self.watch.window(ts, window, observations, self._may_accept):
             stepped.add(self._slice_verdict(ts, window, verdict, out))
         for key, name in sorted(self._seq_open - stepped):
             s = self.series.get(key)
@@ -941,6 +973,14 @@ class DetectionEngine:
                 told = [v.observed, expected, 0.0, v.minutes]
             track.told = told
             track.cause = self._cause(v)
+            if v.value == WHOLE:  # the releases it comes from, as the versions' tests see it
+                sign = -1.0 if FAMILY_SPECS[v.family].low else 1.0
+                track.parts = {
+                    "app_version": {
+                        name: [gap, 0.0] if sign > 0 else [0.0, gap]
+                        for name, gap in self.watch.shortfall_by_value(v.key).items()
+                    }
+                }
             track.windows = max(1, round(v.minutes * 60.0 / window))
             track.peak = 1.0
             rate = v.observed / v.trials if v.trials > 0 else 0.0
@@ -1425,7 +1465,10 @@ class DetectionEngine:
             denominator=denominator,
             planned=s.planned,
             codes=track.codes,
-            attribution=notable(track.parts, attribution, margin=margin),
+            # a slice test's versions are each judged by their own test: no usual share to beat
+            attribution=attribution
+            if track.told is not None
+            else notable(track.parts, attribution, margin=margin),
             ended=at if state == "resolved" else None,
             echo=self._echo(inc) if inc.kind == "conversion_up" else None,
             cause=track.cause or ("activity" if s.metric == "activity" else ""),

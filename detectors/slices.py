@@ -59,7 +59,7 @@ are bounded by `max_slices` (the longest unseen go first).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from detectors.sequential import ALPHA_PER_DAY, Cusum, bernoulli_llr, clip_rate
@@ -243,10 +243,16 @@ class SliceWatch:
         self._alarmed: set[str] = set()  # keys of the slices with an alarmed test
 
     def window(
-        self, ts: float, window: float, observations: Iterable[Observation]
+        self,
+        ts: float,
+        window: float,
+        observations: Iterable[Observation],
+        may_accept: Callable[[Observation], bool] = lambda obs: True,
     ) -> list[Verdict]:
         """Add one closed window's observations; the verdicts of the tests alarmed now or that
-        have just calmed (in key order)."""
+        have just calmed (in key order). `may_accept`: whether a lasting change of an
+        observation's slice may become its new normal now (not while the caller knows it for a
+        breakage, such as the conversion's last step missing)."""
         by_group: dict[str, list[Observation]] = {}
         for obs in observations:
             if obs.trials <= 0.0 and obs.successes <= 0.0:
@@ -267,7 +273,8 @@ class SliceWatch:
                     group[1] = sorted({*group[1], obs.value})
                 if obs.successes > 0.0 and group[2] is None:
                     group[2] = ts
-                for verdict in self._observe(ts, window, sl, obs, group, totals):
+                accepting = may_accept(obs)
+                for verdict in self._observe(ts, window, sl, obs, group, totals, accepting):
                     out[verdict.key] = verdict
                 if sl.alarm:
                     self._alarmed.add(key)
@@ -306,6 +313,31 @@ class SliceWatch:
             if not sl.alarm:
                 self._alarmed.discard(skey)
 
+    def shortfall_by_value(self, tkey: str) -> dict[str, float]:
+        """For a whole source's test `tkey` (family|subject|source|*): each value's (app
+        version's) own test of the same family, what it lacks (low tests) or has in excess
+        (high ones) since its onset, where it has evidence: which releases a source's trouble
+        comes from."""
+        family, subject, source, value = tkey.split("|")
+        low = FAMILIES[family].low
+        out: dict[str, float] = {}
+        if value != WHOLE:
+            return out
+        for measure, families in MEASURES.items():
+            if family not in families:
+                continue
+            prefix = f"{measure}|{subject}|{source}|"
+            for skey, sl in self.slices.items():
+                test = sl.tests.get(family) if skey.startswith(prefix) else None
+                name = skey[len(prefix) :]
+                if test is None or name == WHOLE or test.cusum.stat <= 0.0:
+                    continue
+                gap = test.cusum.expected - test.cusum.observed
+                gap = gap if low else -gap
+                if gap > 0.0:
+                    out[name] = out.get(name, 0.0) + gap
+        return out
+
     def _tests_of(self, tkey: str) -> list[tuple[str, _Slice, _Test]]:
         """(slice key, slice, test) of test `tkey` (family|subject|source|value)."""
         family, rest = tkey.split("|", 1)
@@ -327,6 +359,7 @@ class SliceWatch:
         obs: Observation,
         group: list,
         totals: tuple[float, float],
+        accepting: bool = True,
     ) -> list[Verdict]:
         cfg = self.config
         sl.seen = ts
@@ -355,6 +388,7 @@ class SliceWatch:
             if (
                 test.alarm
                 and fam.accepts
+                and accepting
                 and onset is not None
                 and (ts - onset >= cfg.accept_hours * 3600.0)
             ):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import orjson
 
@@ -194,8 +193,9 @@ def replay_scored(
                 progress(float(hours))
             yield orjson.dumps(envelope)
 
-    with mock.patch.object(replay_module, "make_engine", lambda *args: engine):
-        replay_module.replay(plan, lines(), annotations=annotations, on_alert=alerts.append)
+    replay_module.replay(
+        plan, lines(), annotations=annotations, engine=engine, on_alert=alerts.append
+    )
     result = score(labels, alert_spans(alerts), days)
     for name, key in early.items():
         plotted[name] = charted(plotted[name], key, result.found.get(name), bool(history[key]))

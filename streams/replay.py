@@ -98,6 +98,7 @@ def replay(
     companion_minutes: int = COMPANION_MINUTES,
     late_horizon_seconds: int = LATE_HORIZON_SECONDS,
     engine_config: Any = None,
+    engine: Any = None,
     dedupe_max_age: float = 24 * 3600.0,
     dedupe_max_entries: int = 100_000,
     on_quarantine: Callable[[dict[str, Any]], None] = lambda record: None,
@@ -105,7 +106,9 @@ def replay(
     on_alert: Callable[[Anomaly], None] = lambda anomaly: None,
     on_progress: Callable[[int], None] = lambda n: None,
 ) -> ReplayStats:
-    """Run the envelopes of `lines` through the pipeline; callbacks receive the outputs."""
+    """Run the envelopes of `lines` through the pipeline; callbacks receive the outputs.
+    `engine`: a detection engine to run (one the caller watches, e.g. through its observers),
+    instead of a new one made with `engine_config`."""
     processor = BatchProcessor(plan, Deduper(dedupe_max_age, dedupe_max_entries), dimensions)
     aggregator = WindowAggregator(
         window_seconds=window_seconds,
@@ -117,7 +120,8 @@ def replay(
         funnels=plan.funnels,
         plan=plan,
     )
-    engine = make_engine(plan, annotations or [], engine_config)
+    if engine is None:
+        engine = make_engine(plan, annotations or [], engine_config)
     stats = ReplayStats(detectors=engine is not None)
     out = BatchOutput()
     # revision records go to the detectors one call after their own, never with them: as the

@@ -543,6 +543,22 @@ def test_a_normal_run_of_few_users_is_no_outage():
     assert firings(alerts) == []
 
 
+def test_a_conversion_fallen_with_its_missing_step_is_not_accepted_and_its_return_is_no_rise():
+    """iOS stops sending Order Completed for five hours (a broken release), so its checkout
+    conversion falls to nothing. However long it lasts, that fall is the breakage's, not the
+    new normal: when the event comes back, the conversion's return is no rise."""
+    broken = [
+        effect(200, 500, mult=0.0, event="Order Completed", source="ios"),
+        effect(200, 500, mult=0.0, event="conversion", source="ios"),
+    ]
+    busy = {**EVENTS, "Order Completed": 40.0}  # enough orders for their loss to be told
+    data = synth(800, effects=broken, events=busy)
+    _, alerts = run(data, config=replace(CFG, accept_after_minutes=60))
+    rises = [a for a in firings(alerts) if a.kind == "conversion_up"]
+    assert not rises, [(a.series, a.explanation) for a in rises]
+    assert any(a.kind == "disappeared" for a in firings(alerts))
+
+
 def test_conversion_drop_on_one_source():
     def conv(w, e, s, v):
         return (0.3, 0.0) if e == "conversion" and s == "web" and 300 <= w < 400 else None

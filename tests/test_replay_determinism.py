@@ -28,7 +28,6 @@ incidents:
 SCRIPT = """
 import hashlib, sys
 from datetime import UTC, datetime
-from unittest import mock
 
 import orjson
 
@@ -44,11 +43,10 @@ start = datetime(2026, 11, 2, tzinfo=UTC)
 incidents = load_incidents(sys.argv[1], start, plan)
 lines = (orjson.dumps(e) for e in simulate(plan, start, 1.5, 3000, 7, incidents))
 alerts, windows = [], []
-with mock.patch.object(replay_module, "make_engine", lambda *args: engine):
-    replay_module.replay(
-        plan, lines, on_alert=lambda a: alerts.append(orjson.dumps(a.to_dict())),
-        on_window=lambda w: windows.append(orjson.dumps(w.to_dict())),
-    )
+replay_module.replay(
+    plan, lines, engine=engine, on_alert=lambda a: alerts.append(orjson.dumps(a.to_dict())),
+    on_window=lambda w: windows.append(orjson.dumps(w.to_dict())),
+)
 state = orjson.dumps(engine.to_state(), option=orjson.OPT_SORT_KEYS)
 for name, blob in (("alerts", b"\\n".join(alerts)), ("windows", b"\\n".join(windows)),
                    ("state", state)):

@@ -78,6 +78,36 @@ def test_a_loss_is_told_from_the_last_success_when_that_evidence_suffices():
     assert first.observed == 0.0 and first.trials >= 5
 
 
+def test_a_whole_source_loss_names_the_release_it_comes_from():
+    """A pair stops on a source whose users mostly run 3.0 (a forced update): the whole
+    source's test and 3.0's both find it; 2.9, still sending, has no shortfall, so the source's
+    loss is 3.0's."""
+    watch = SliceWatch(SliceConfig(min_history_hours=0.0, min_expected=0.0))
+    rng = np.random.default_rng(9)
+    stop = 2 * DAY_WINDOWS
+    whole = None
+    for w in range(stop + 600):
+        obs = []
+        tally = [0, 0]
+        for version, users_per_minute in (("3.0", 0.8), ("2.9", 0.2)):
+            users = int(rng.poisson(users_per_minute))
+            done = int(rng.binomial(users, 0.6))
+            if version == "3.0" and w >= stop:
+                done = 0
+            if users:
+                obs.append(Observation("pair", "A→B", "ios", version, done, users))
+                tally = [tally[0] + done, tally[1] + users]
+        if tally[1]:
+            obs.append(Observation("pair", "A→B", "ios", WHOLE, tally[0], tally[1]))
+        for v in watch.window(T0 + w * W, W, obs):
+            if v.hot and v.value == WHOLE and whole is None:
+                whole = v
+    assert whole is not None, "the source's loss must be found"
+    gaps = watch.shortfall_by_value(whole.key)
+    assert set(gaps) == {"3.0"} and gaps["3.0"] > 5, gaps
+    assert watch.shortfall_by_value(whole.key.replace(WHOLE, "3.0")) == {}  # a version's own
+
+
 def _gone_run(days: int, broken_from: int | None, seed: int, rate_per_version: dict[str, float]):
     """Users of an event per version: Poisson(0.02 × active users); a broken version sends
     none from `broken_from` (a window index). Returns the verdicts of each window."""
