@@ -32,7 +32,7 @@ MAX_BYTES = 64 * 1024
 NESTED = {"lifecycle": LifecycleConfig, "slices": SliceConfig}  # blocks of their own
 NOT_TUNABLE = {"levels", "model_classes", "model_options", *NESTED}
 # fractions of a step (smoothing rates, a decay, a probability): in (0, 1]
-FRACTIONS = {"quiet_decay", "baseline_alpha", "alpha_per_day"}
+FRACTIONS = {"quiet_decay", "baseline_alpha", "alpha_per_day", "silence_rho", "silence_told"}
 # counts of windows, events or series that must be at least 1
 AT_LEAST_ONE = {
     "disappear_windows",
