@@ -35,7 +35,7 @@ import yaml
 from rich.panel import Panel
 from rich.table import Table
 
-from streams.cli_service import (
+from streams.cli.service import (
     HOST_OPTION,
     PORT_OPTION,
     WRITE_KEYS_OPTION,
@@ -176,7 +176,7 @@ def live_incident(live_from: datetime) -> LiveIncident:
 
 
 def worker_args(settings: Settings, data_dir: Path) -> list[str]:
-    """Command line of the worker child (`trackwatch worker`, streams/cli_worker.py)."""
+    """Command line of the worker child (`trackwatch worker`, streams/cli/worker.py)."""
     return [
         "worker",
         "--broker", settings.broker,

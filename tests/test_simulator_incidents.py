@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from detectors.annotations import parse_annotations
-from streams.cli_simulate import annotations_yaml
+from streams.cli.simulate import annotations_yaml
 from streams.sim_incidents import (
     KINDS,
     Incident,

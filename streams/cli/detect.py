@@ -155,7 +155,7 @@ def backtest_command(
             )
         days = PROFILES[profile].days if days is None else days
         users_per_day = PROFILES[profile].users_per_day if users_per_day is None else users_per_day
-    from streams.cli_worker import tuning_option
+    from streams.cli.worker import tuning_option
 
     tuning = tuning_option(detectors)
     seeds = seeds or [7]
