@@ -124,7 +124,8 @@ class LiveIncident:
     )
 
     def schedule(self, begin: datetime) -> str:
-        """The incidents file (`streams.sim_incidents` format) for a simulation from `begin`."""
+        """The incidents file (`streams.simulator.incidents` format) for a simulation from
+        `begin`."""
         midnight = begin.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         day = (self.start - midnight).days
         minutes = int((self.end - self.start).total_seconds() // 60)

@@ -81,6 +81,22 @@ def test_only_the_command_line_imports_the_command_line() -> None:
     )
 
 
+def test_the_simulator_stands_below_the_service() -> None:
+    """`streams/simulator/` imports nothing else of `streams` (so the backtest, the `simulate`
+    command and the tests use it without the service), `send.py` aside: it sends into Kafka."""
+    found = []
+    for path in sorted((ROOT / "streams" / "simulator").glob("*.py")):
+        if path.name == "send.py":
+            continue
+        for line, module in imported_modules(path.read_text(encoding="utf-8")):
+            if module.split(".")[0] in {"streams", "simulation", "detectors"} and not (
+                module == "streams.simulator" or module.startswith("streams.simulator.")
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    assert (ROOT / "streams" / "simulator" / "traffic.py").is_file()
+    assert found == []
+
+
 def test_the_check_sees_every_kind_of_import() -> None:
     source = """
 from typing import TYPE_CHECKING

@@ -231,7 +231,7 @@ def _print_profiles() -> None:
     for column in ("profile", "users/day", "days", "what"):
         table.add_column(column, overflow="fold")
     table.add_row(
-        DEFAULT_PROFILE, "5000", "14", "our own simulator (streams/simulator.py) with "
+        DEFAULT_PROFILE, "5000", "14", "our own simulator (streams/simulator/traffic.py) with "
         "examples/ecommerce.yaml and examples/incidents.yaml (--plan, --incidents)",
     )  # fmt: skip
     for profile in PROFILES.values():
