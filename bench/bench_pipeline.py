@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.broker import EmbeddedBroker, create_topics  # noqa: E402
-from streams.cli_worker import WORKER_GC  # noqa: E402
+from streams.cli.worker import WORKER_GC  # noqa: E402
 from streams.envelope import decode_batch, encode_batch, partition_for, partition_key  # noqa: E402
 from streams.topics import RAW, VALID, WINDOWS  # noqa: E402
 from tests.streaming_support import T0, body_for, make_envelopes  # noqa: E402

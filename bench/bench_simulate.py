@@ -24,7 +24,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.simulator import simulate  # noqa: E402
+from streams.simulator.traffic import simulate  # noqa: E402
 from tracking_plan.loader import load_plan  # noqa: E402
 from tracking_plan.validator import compile_plan  # noqa: E402
 

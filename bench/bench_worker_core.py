@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import batches  # noqa: E402
-from streams.cli_worker import WORKER_GC  # noqa: E402
+from streams.cli.worker import WORKER_GC  # noqa: E402
 from streams.envelope import decode_batch, message_id, received_at_epoch  # noqa: E402
 from streams.merge import record_dict  # noqa: E402
 from streams.pipeline import BatchOutput, BatchProcessor, encode_outputs  # noqa: E402

@@ -56,8 +56,8 @@ sys.path.insert(0, str(ROOT))
 
 from detectors.intervals import pvalue_from_score  # noqa: E402
 from streams.backtest_run import START  # noqa: E402
-from streams.sim_incidents import Incident, load_incidents  # noqa: E402
-from streams.simulator import default_releases, shipped_releases, simulate  # noqa: E402
+from streams.simulator.incidents import Incident, load_incidents  # noqa: E402
+from streams.simulator.traffic import default_releases, shipped_releases, simulate  # noqa: E402
 from tracking_plan.loader import load_plan  # noqa: E402
 from tracking_plan.validator import compile_plan  # noqa: E402
 

@@ -25,8 +25,8 @@ from detectors.records import WITHIN, Anomaly, epoch_seconds
 from detectors.rollup import compatible, parse_series_key, series_key
 from simulation.generator import generate
 from simulation.profiles import get_profile, scenario
-from streams.sim_incidents import load_incidents
-from streams.simulator import simulate
+from streams.simulator.incidents import load_incidents
+from streams.simulator.traffic import simulate
 from streams.windows import EARLY_MINUTES
 from tracking_plan.loader import load_plan
 

@@ -35,7 +35,7 @@ import yaml
 from rich.panel import Panel
 from rich.table import Table
 
-from streams.cli_service import (
+from streams.cli.service import (
     HOST_OPTION,
     PORT_OPTION,
     WRITE_KEYS_OPTION,
@@ -124,7 +124,8 @@ class LiveIncident:
     )
 
     def schedule(self, begin: datetime) -> str:
-        """The incidents file (`streams.sim_incidents` format) for a simulation from `begin`."""
+        """The incidents file (`streams.simulator.incidents` format) for a simulation from
+        `begin`."""
         midnight = begin.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         day = (self.start - midnight).days
         minutes = int((self.end - self.start).total_seconds() // 60)
@@ -176,7 +177,7 @@ def live_incident(live_from: datetime) -> LiveIncident:
 
 
 def worker_args(settings: Settings, data_dir: Path) -> list[str]:
-    """Command line of the worker child (`trackwatch worker`, streams/cli_worker.py)."""
+    """Command line of the worker child (`trackwatch worker`, streams/cli/worker.py)."""
     return [
         "worker",
         "--broker", settings.broker,

@@ -19,7 +19,7 @@ from streams.pipeline import BatchOutput, BatchProcessor, tally
 from streams.plan_sync import ActivePlan, swap_into
 from streams.quarantine import ReplayPlanner
 from streams.replay import replay
-from streams.simulator import simulate
+from streams.simulator.traffic import simulate
 from streams.windows import WindowAggregator
 from streams.worker import _export_validate_metrics
 from tracking_plan.business_keys import (

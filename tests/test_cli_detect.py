@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.app import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent

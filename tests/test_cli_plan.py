@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from streams import cli_plan
+from streams.cli import plan as cli_plan
 from tracking_plan.loader import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,8 @@ EXAMPLE = ROOT / "examples" / "ecommerce.yaml"
 @pytest.fixture()
 def run():
     """Invoke `trackwatch plan ...` on an app holding only this command group (so that these
-    tests do not depend on the other groups importing); `streams.cli` registers it the same way."""
+    tests do not depend on the other groups importing); `streams.cli.app` registers it the same
+    way."""
     app = typer.Typer(pretty_exceptions_enable=False)
     cli_plan.register(app)
     runner = CliRunner()
@@ -163,13 +164,13 @@ def test_import_bad_json(run, tmp_path):
 
 def test_plan_group_is_registered_in_the_trackwatch_cli():
     """Read from the source, so that this holds even while another group fails to import."""
-    tree = ast.parse((ROOT / "streams" / "cli.py").read_text())
+    tree = ast.parse((ROOT / "streams" / "cli" / "app.py").read_text())
     (modules,) = [
         ast.literal_eval(node.value)
         for node in tree.body
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "COMMAND_MODULES"
     ]
-    assert "streams.cli_plan" in modules
+    assert "streams.cli.plan" in modules
 
 
 def test_import_several_files(run, tmp_path):

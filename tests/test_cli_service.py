@@ -23,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.broker import EmbeddedBroker
-from streams.cli import app
+from streams.cli.app import app
 from streams.settings import Settings, SettingsError, load_write_keys
 
 ROOT = Path(__file__).resolve().parent.parent

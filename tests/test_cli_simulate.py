@@ -16,7 +16,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from detectors.annotations import load_annotations
-from streams.cli import app
+from streams.cli.app import app
 from tests.conftest import EXAMPLE_PLAN
 
 runner = CliRunner()

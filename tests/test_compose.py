@@ -153,7 +153,7 @@ def test_topic_init_script_is_valid_bash(tmp_path: Path) -> None:
 
 def _cli_options(command: str) -> set[str] | None:
     """The options of `trackwatch <command>`, or None while that command does not exist."""
-    from streams.cli import app
+    from streams.cli.app import app
 
     group = typer.main.get_command(app)
     cmd = group.commands.get(command)  # type: ignore[attr-defined]
@@ -181,7 +181,7 @@ def test_trackwatch_services_run_the_cli(service: str, required: set[str]) -> No
         assert (ROOT / targets[given[flag]]).is_file()
     options = _cli_options(service)
     if options is None:
-        pytest.skip(f"`trackwatch {service}` is not registered yet (streams/cli_service.py)")
+        pytest.skip(f"`trackwatch {service}` is not registered yet (streams/cli/service.py)")
     assert set(given) <= options, f"unknown flags for trackwatch {service}"
 
 
@@ -274,7 +274,7 @@ def test_dockerignore_keeps_what_pip_install_needs() -> None:
         "setup.py",  # builds the validator's compiled fast path
         "tracking_plan/_fastcheck.pyx",
         "README.md",
-        "streams/cli.py",
+        "streams/cli/app.py",
         "tracking_plan/model.py",
         "detectors/base.py",
         "examples/ecommerce.yaml",

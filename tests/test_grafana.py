@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from streams import grafana
-from streams.cli import app
+from streams.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_PATH = ROOT / "deploy" / "prometheus" / "rules.yml"

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
 from detectors.records import WindowRecord
-from streams.cli import app
+from streams.cli.app import app
 from streams.history import HistoryStore, load_files, record_history
 from streams.page import make_app
 from tests import history_support as hs

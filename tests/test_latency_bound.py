@@ -12,8 +12,8 @@ import pytest
 from scipy import stats
 
 from bench import latency_bound as lb
-from streams.sim_incidents import make_incident
-from streams.simulator import shipped_releases, simulate
+from streams.simulator.incidents import make_incident
+from streams.simulator.traffic import shipped_releases, simulate
 from tracking_plan.loader import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,6 +60,43 @@ def test_a_lower_package_never_imports_an_upper_one(package: str) -> None:
     )
 
 
+# modules outside streams/cli that still import it, and why (docs/architecture.md)
+CLI_IMPORTERS = {
+    "streams/stack.py": "`trackwatch run` shares the collector's options and helpers",
+}
+
+
+def test_only_the_command_line_imports_the_command_line() -> None:
+    """`streams.cli` is the top of `streams`: the service modules never import it."""
+    importers = {}
+    for path in sorted((ROOT / "streams").rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        if relative.parts[:2] == ("streams", "cli"):
+            continue
+        modules = [module for _, module in imported_modules(path.read_text(encoding="utf-8"))]
+        if any(module == "streams.cli" or module.startswith("streams.cli.") for module in modules):
+            importers[relative.as_posix()] = modules
+    assert sorted(importers) == sorted(CLI_IMPORTERS), (
+        "only the command line imports streams.cli (docs/architecture.md)"
+    )
+
+
+def test_the_simulator_stands_below_the_service() -> None:
+    """`streams/simulator/` imports nothing else of `streams` (so the backtest, the `simulate`
+    command and the tests use it without the service), `send.py` aside: it sends into Kafka."""
+    found = []
+    for path in sorted((ROOT / "streams" / "simulator").glob("*.py")):
+        if path.name == "send.py":
+            continue
+        for line, module in imported_modules(path.read_text(encoding="utf-8")):
+            if module.split(".")[0] in {"streams", "simulation", "detectors"} and not (
+                module == "streams.simulator" or module.startswith("streams.simulator.")
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    assert (ROOT / "streams" / "simulator" / "traffic.py").is_file()
+    assert found == []
+
+
 def test_the_check_sees_every_kind_of_import() -> None:
     source = """
 from typing import TYPE_CHECKING

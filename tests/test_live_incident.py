@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from streams.sim_incidents import load_incidents
+from streams.simulator.incidents import load_incidents
 from streams.stack import INCIDENT_LASTS, live_incident
 
 

@@ -12,7 +12,7 @@ from test_quarantine_support import V1, V2, plan, plan_text, produce, quarantine
 from typer.testing import CliRunner
 
 from streams.broker import EmbeddedBroker, free_port
-from streams.cli import app
+from streams.cli.app import app
 from streams.plan_sync import ActivePlan
 from streams.quarantine import SimulatedCrash, replay_quarantine
 from streams.topics import QUARANTINE

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from typer.testing import CliRunner
 
 from streams.broker import EmbeddedBroker
-from streams.cli import app as cli_app
+from streams.cli.app import app as cli_app
 from streams.quarantine_api import create_quarantine_api, is_loopback
 from streams.quarantine_view import (
     QuarantinedEvent,

@@ -28,7 +28,7 @@ from segment.analytics.request import APIError as SegmentAPIError
 from test_collector import CollectorThread
 from typer.testing import CliRunner
 
-from streams.cli import app as cli_app
+from streams.cli.app import app as cli_app
 from streams.quarantine_api import create_quarantine_api
 from streams.topics import QUARANTINE, RAW, VALID
 from tests.tracker_support import check_landing, raw_values, tracker_stack, wait_landed

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.app import app
 from streams.envelope import parse_received_at
 from streams.pipeline import BatchProcessor, encode_outputs
 from streams.replay import replay

@@ -33,8 +33,8 @@ import orjson
 
 import streams.replay as replay_module
 from detectors.engine import DetectionEngine
-from streams.sim_incidents import load_incidents
-from streams.simulator import simulate
+from streams.simulator.incidents import load_incidents
+from streams.simulator.traffic import simulate
 from tracking_plan.loader import load_plan
 
 plan = load_plan("examples/ecommerce.yaml")

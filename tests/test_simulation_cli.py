@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from bench import score_replay
 from detectors.backtest import Label
 from simulation.profiles import PROFILES
-from streams.cli import app
+from streams.cli.app import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streams.simulator import Release, simulate
+from streams.simulator.traffic import Release, simulate
 from tests.conftest import EXAMPLE_PLAN
 from tracking_plan.loader import load_plan, parse_plan
 from tracking_plan.model import Plan

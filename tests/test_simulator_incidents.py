@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from detectors.annotations import parse_annotations
-from streams.cli_simulate import annotations_yaml
-from streams.sim_incidents import (
+from streams.cli.simulate import annotations_yaml
+from streams.simulator.incidents import (
     KINDS,
     Incident,
     IncidentError,
@@ -23,7 +23,7 @@ from streams.sim_incidents import (
     parse_at,
     parse_duration,
 )
-from streams.simulator import Release, simulate
+from streams.simulator.traffic import Release, simulate
 from tests.conftest import EXAMPLE_PLAN, ROOT
 from tracking_plan.loader import load_plan
 from tracking_plan.model import Plan
@@ -314,7 +314,7 @@ def test_unreadable_schedules(plan: Plan, tmp_path: Path, content: bytes) -> Non
 def test_labels_name_the_deviations_the_incident_causes_elsewhere():
     from datetime import UTC, datetime, timedelta
 
-    from streams.sim_incidents import make_incident
+    from streams.simulator.incidents import make_incident
 
     start = datetime(2026, 11, 2, tzinfo=UTC)
     end = start + timedelta(hours=2)

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from streams.sim_send import SendError, SendStats, check_url, send
-from streams.simulator import simulate
+from streams.simulator.send import SendError, SendStats, check_url, send
+from streams.simulator.traffic import simulate
 from tests.conftest import EXAMPLE_PLAN
 from tracking_plan.loader import load_plan
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from detectors.engine import EngineConfig
 from detectors.lifecycle import LifecycleConfig
 from detectors.tuning import NESTED, NOT_TUNABLE, TuningError, load_tuning, parse_tuning
-from streams.cli import app
+from streams.cli.app import app
 from tests.streaming_support import make_envelopes
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "detectors.yaml"

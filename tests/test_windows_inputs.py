@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from streams.cli import app
+from streams.cli.app import app
 from streams.windows import Tally, WindowAggregator, path_labels, tally_paths
 from tests.streaming_support import T0, body_for
 from tests.worker_process import PLAN

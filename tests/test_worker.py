@@ -287,7 +287,7 @@ def test_worker_validates_quarantines_dedupes_and_windows(kafka, tmp_path: Path)
 def test_worker_cli_errors_are_one_line(args: list[str], message: str) -> None:
     from typer.testing import CliRunner
 
-    from streams.cli import app
+    from streams.cli.app import app
 
     result = CliRunner().invoke(app, ["worker", "--metrics-port", "0", *args])
     assert result.exit_code == 2, result.output

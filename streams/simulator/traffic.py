@@ -25,8 +25,8 @@ the collector would write them, for an e-commerce shop with a website, two apps 
   of the sessions, and the steps of unknown funnels with 50 % step-to-step conversion (values
   from the property specs; `pattern` constraints of such properties are not generated).
 
-Incidents (`streams.sim_incidents`) change the traffic inside their window only: arrivals, each
-session and each incident draw from random streams of their own, so the same seed with and
+Incidents (`streams.simulator.incidents`) change the traffic inside their window only: arrivals,
+each session and each incident draw from random streams of their own, so the same seed with and
 without an incident gives the same calls outside its window. The output is deterministic for a
 seed and memory stays bounded (sessions are generated in time order, starting an hour before
 `start` so that the first minutes are not empty, and their calls wait in a heap only until they
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.sim_incidents import Effect, Incident, make_effect
-from streams.sim_sessions import Session, SimEvent, User
+from streams.simulator.incidents import Effect, Incident, make_effect
+from streams.simulator.sessions import Session, SimEvent, User
 from tracking_plan.model import CallType, EventSpec, Plan, PropertySpec, PropType, Status
 
 Envelope = dict[str, Any]

@@ -155,7 +155,7 @@ def backtest_command(
             )
         days = PROFILES[profile].days if days is None else days
         users_per_day = PROFILES[profile].users_per_day if users_per_day is None else users_per_day
-    from streams.cli_worker import tuning_option
+    from streams.cli.worker import tuning_option
 
     tuning = tuning_option(detectors)
     seeds = seeds or [7]
@@ -231,7 +231,7 @@ def _print_profiles() -> None:
     for column in ("profile", "users/day", "days", "what"):
         table.add_column(column, overflow="fold")
     table.add_row(
-        DEFAULT_PROFILE, "5000", "14", "our own simulator (streams/simulator.py) with "
+        DEFAULT_PROFILE, "5000", "14", "our own simulator (streams/simulator/traffic.py) with "
         "examples/ecommerce.yaml and examples/incidents.yaml (--plan, --incidents)",
     )  # fmt: skip
     for profile in PROFILES.values():

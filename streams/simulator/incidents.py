@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from streams.sim_sessions import Session, SimEvent
+from streams.simulator.sessions import Session, SimEvent
 
 if TYPE_CHECKING:
     from random import Random

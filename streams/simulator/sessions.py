@@ -1,7 +1,7 @@
 """The simulator's people and calls: users, their sessions and the calls a session makes (pure).
 
-Shared by the simulator (`streams.simulator`, which makes them) and the incident effects
-(`streams.sim_incidents`, which change them), so that neither module imports the other's
+Shared by the simulator (`streams.simulator.traffic`, which makes them) and the incident effects
+(`streams.simulator.incidents`, which change them), so that neither module imports the other's
 internals.
 """
 

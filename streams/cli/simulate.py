@@ -36,9 +36,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streams.envelope import parse_received_at
 from streams.errors import fail
-from streams.sim_incidents import Incident, IncidentError, load_incidents, parse_duration
-from streams.sim_send import SendError, SendStats, check_url, send
-from streams.simulator import simulate
+from streams.simulator.incidents import Incident, IncidentError, load_incidents, parse_duration
+from streams.simulator.send import SendError, SendStats, check_url, send
+from streams.simulator.traffic import simulate
 from tracking_plan.loader import PlanError, load_plan
 from tracking_plan.model import Plan
 
@@ -570,7 +570,7 @@ def _send(
 
 def _write_history(envelopes: Iterator[dict[str, Any]], broker: str) -> Iterator[dict[str, Any]]:
     """Write the past envelopes into events.raw on `broker`; the rest of the stream."""
-    from streams.sim_send import write_history
+    from streams.simulator.send import write_history
 
     began = time.monotonic()
 

@@ -1,6 +1,6 @@
 """Send simulated traffic to a collector over HTTP, in (compressed) real time.
 
-Each envelope from `streams.simulator.simulate` is posted in a Segment batch
+Each envelope from `streams.simulator.traffic.simulate` is posted in a Segment batch
 (``POST <url>/v1/batch``, HTTP Basic with the write key of its source, password empty) when its
 turn comes: at ``speed`` 60 one simulated hour is replayed per real minute.
 
