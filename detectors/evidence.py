@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from detectors.annotations import Annotation
+from detectors.intervals import nb_cdf, nb_sf
 from detectors.period_data import (
     RELEASE_WINDOW,
     Cell,
@@ -325,17 +326,11 @@ def not_one_source_alone(
 def _predictive_tail(now: float, before: float, periods: float, direction: int) -> float:
     """P(a period's count >= now) (direction > 0) or <= now (< 0), for a Poisson count whose
     rate is known from `before` events over `periods` earlier periods (Jeffreys' prior): a
-    negative binomial with r = before + 1/2 and success probability periods / (periods + 1)."""
-    r, q = before + 0.5, periods / (periods + 1.0)
-    k = math.floor(now)
-    term = q**r  # P(X = 0)
-    below = 0.0  # P(X < k)
-    for x in range(k):
-        below += term
-        term *= (x + r) / (x + 1) * (1 - q)
+    negative binomial with r = before + 1/2 (mean r / periods, phi = 1 / r)."""
+    r, k = before + 0.5, math.floor(now)
     if direction > 0:
-        return max(0.0, 1.0 - below)
-    return min(1.0, below + term)  # P(X <= k)
+        return nb_sf(k, r / periods, 1.0 / r)
+    return nb_cdf(k, r / periods, 1.0 / r)
 
 
 def is_server_scope(volume: list[Cell], scope: Scope) -> bool:
