@@ -68,7 +68,7 @@ from detectors.attribution import (
 )
 from detectors.base import Assessment, SeriesModel
 from detectors.explain import Evidence, describe, explain
-from detectors.intervals import nb_cdf, pvalue_from_score
+from detectors.intervals import nb_sf, pvalue_from_score
 from detectors.lifecycle import Lifecycle, LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
@@ -81,8 +81,9 @@ from detectors.rollup import (
     rollup,
     series_key,
 )
-from detectors.sequential import DAY, Cusum, poisson_llr, threshold
-from detectors.slice_feed import ALL, EARLY, SliceFeed
+from detectors.sequential import DAY, threshold
+from detectors.silence import Silence
+from detectors.slice_feed import EARLY, SliceFeed
 from detectors.slices import FAMILIES as FAMILY_SPECS
 from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch, Verdict
 
@@ -118,7 +119,6 @@ SEQUENTIAL = {
     "conv_up": ("conversion:up", "conversion_up"),
     "bad": ("violation:up", "violation_surge"),
     "repeat": ("volume:up", "spike"),
-    "quiet": ("volume:down", "drop"),
 }
 SEQ = "seq:"  # prefix of the track names of slice tests
 # incident groups whose alerts can be about the same trouble (see `_related`)
@@ -152,11 +152,11 @@ def _traffic_lost(group: str, one: dict[str, str], other: dict[str, str]) -> boo
 Context = tuple[dict[str, list[float]], dict[str, tuple[float, float]]]
 
 
-def _clustering(model: SeriesModel) -> float:
-    """How many times Poisson the variance of a model's sums over several windows is (≥ 1):
-    the largest of its learnt clustering factors, 1 for a model without them."""
-    factors = getattr(model, "clus", None)
-    return max([1.0, *factors]) if factors else 1.0
+def _silence_from_state(state: list | None) -> Silence | None:
+    """A saved silence test (one saved before arrivals were told apart starts afresh)."""
+    if not state or not isinstance(state[0], list):
+        return None
+    return Silence.from_state(state)
 
 
 def _scope(r: Rolled) -> str | None:
@@ -349,8 +349,7 @@ class Series:
     # EW traffic (events of all kinds on the series' source) per slice value, e.g. app_version:
     # with `baseline`, what each version usually sends of this event per event it sends
     traffic: SliceBaseline = field(default_factory=SliceBaseline)
-    silence: Cusum | None = None  # activity series: the evidence that its users fell silent
-    recent_users: float | None = None  # activity series: EW users a window, the last minutes
+    silence: Silence | None = None  # activity series: the evidence that its users fell silent
 
     @property
     def gone(self) -> bool:
@@ -386,7 +385,6 @@ class Series:
             "last": list(self.last) if self.last is not None else None,
             "traffic": self.traffic.to_state(),
             "silence": self.silence.to_state() if self.silence is not None else None,
-            "recent_users": self.recent_users,
         }
 
     @classmethod
@@ -412,8 +410,7 @@ class Series:
             quiet=s["quiet"],
             last=tuple(s["last"]) if s["last"] is not None else None,
             traffic=SliceBaseline.from_state(s["traffic"]) if "traffic" in s else SliceBaseline(),
-            silence=Cusum.from_state(s["silence"]) if s.get("silence") else None,
-            recent_users=s.get("recent_users"),
+            silence=_silence_from_state(s.get("silence")),
         )
 
 
@@ -470,9 +467,8 @@ class DetectionEngine:
         self.annotations = list(annotations)
         self._classes = {m: _load_class(spec) for m, spec in self.config.model_classes.items()}
         # the one-sided z of the firing level (a rise judged against the traffic's share)
-        self._z_fire = NormalDist().inv_cdf(
-            1.0 - pvalue_from_score(self.config.lifecycle.fire_score)
-        )
+        self._p_fire = pvalue_from_score(self.config.lifecycle.fire_score)
+        self._z_fire = NormalDist().inv_cdf(1.0 - self._p_fire)
         self._context: Context = ({}, {})  # this window's traffic per scope (`_traffic_context`)
         self.window: float | None = None
         self.last_ts: float | None = None
@@ -712,8 +708,9 @@ class DetectionEngine:
                 track.reset_evidence()
                 if family == "down" and disappeared and s.zero_since is not None:
                     track.lifecycle.started = min(track.lifecycle.started or ts, s.zero_since)
-                if family == "down" and silenced and s.silence and s.silence.onset is not None:
-                    track.lifecycle.started = min(track.lifecycle.started or ts, s.silence.onset)
+                onset = s.silence.cusum.onset if silenced and s.silence else None
+                if family == "down" and onset is not None:
+                    track.lifecycle.started = min(track.lifecycle.started or ts, onset)
             if track.lifecycle.active:
                 deviating = True
                 self._gather(track, s, r, a, fam_score, mix, ts + window)
@@ -755,57 +752,32 @@ class DetectionEngine:
         self._learn(ts, s, r, a, deviating and not accepted, mix)
 
     def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
-        """Have this activity series' users all but stopped? A Poisson CUSUM of the users seen
-        each window against ρ × their usual number (`silence_rho`); told once what came since
-        its onset is at most `silence_told` of the usual and that was worth `silence_min_users`.
-        The usual is the model's expectation, but at most the users of the minutes before the
-        onset (EW, `silence_recent_minutes`, held while evidence gathers): traffic falling
-        faster than a young model knows (an evening) is no outage, and an outage does not
-        lower its own reference. A user counts in every minute of a visit, so the minutes are not
-        independent: each window's evidence is divided by the model's clustering factor of its
-        sums (about 2 for visits of a few minutes). The threshold bounds false alarms per
-        series-day whatever the number of excursions (one a window at most: ln(windows a day /
-        α)). At 14 users a minute, four minutes with a user or two reach it; each window's own
-        score (the traffic's spread makes 4 users a usual minute) took ten. Not judged while
-        the model learns or in an annotation. It is the only way active users alert: a partial
-        fall is told by the events that fall (one traffic drop when several do), and the
-        window-by-window score of users, on an hour-of-week slot seen once or twice, took a
-        quiet night for an outage."""
+        """Have this activity series' users all but stopped? Its silence test
+        (`detectors.silence`: users arriving and users going on, each against ρ × usual,
+        `silence_rho`) has reached the threshold that bounds false alarms per series-day
+        whatever the number of excursions (ln(windows a day / α)), what came since its onset is
+        at most `silence_told` of the usual, that was worth `silence_min_users`, and the
+        arrivals since are too few even for a reference known from a few minutes of traffic.
+        Not judged while the model learns or in an annotation. It is the only way active users
+        alert: a partial fall is told by the events that fall (one traffic drop when several
+        do), and the window-by-window score of users, on an hour-of-week slot seen once or
+        twice, took a quiet night for an outage."""
         cfg = self.config
-        users = r.numerator
-        recent = s.recent_users if s.recent_users is not None else a.expected
-        if s.silence is None or s.silence.stat <= 0.0:  # held while the evidence gathers
-            keep = 0.5 ** (self._w / 60.0 / cfg.silence_recent_minutes)
-            s.recent_users = keep * recent + (1.0 - keep) * users
-        if skip:
-            s.silence = None
-            return False
-        usual = min(a.expected, recent)
-        cusum = s.silence if s.silence is not None else Cusum()
-        s.silence = cusum
-        unit = _clustering(s.model)
-        cusum.update(ts, poisson_llr(users, usual, cfg.silence_rho) / unit, users, usual, 1.0)
+        test = s.silence if s.silence is not None else Silence()
+        s.silence = test
+        keep = 0.5 ** (self._w / 60.0 / cfg.silence_recent_minutes)
+        test.update(ts, r.numerator, r.again, r.before, a.expected, cfg.silence_rho, keep,
+                    judge=not skip)  # fmt: skip
+        cusum = test.cusum
         return (
             cusum.stat >= threshold(DAY / self._w)
             and cusum.expected >= cfg.silence_min_users
             and cusum.observed <= cfg.silence_told * cusum.expected
-            and self._beyond_reference(cusum, unit)
+            and test.beyond_reference(
+                Silence.memory(cfg.silence_recent_minutes, self._w),
+                pvalue_from_score(cfg.lifecycle.fire_score),
+            )
         )
-
-    def _beyond_reference(self, cusum: Cusum, unit: float) -> bool:
-        """Is what came since the onset too little even for a reference that is itself an
-        estimate? The usual rate is known from about `memory` windows of users (the recent
-        level's), in visits (users / `unit`); the count to expect since the onset is then
-        negative binomial (Jeffreys' prior on the rate), whose tail stays heavy when the
-        reference holds a few visits: a sparse source (a server sending a few users an hour)
-        silent all night is no proof, as the Poisson sum of a rate taken as exact would make it.
-        Passed at the firing level's p-value."""
-        memory = self.config.silence_recent_minutes * 60.0 / self._w / math.log(2.0)
-        windows = max(cusum.trials, 1.0)
-        known = (cusum.expected / windows) * memory / unit + 0.5  # visits behind the usual
-        mean = known * windows / memory
-        p = nb_cdf(cusum.observed / unit, mean, 1.0 / known)
-        return p <= pvalue_from_score(self.config.lifecycle.fire_score)
 
     def _unusual(self, s: Series, a: Assessment) -> bool:
         """Is a significant deviation of a volume worth at least two units of evidence (two users'
@@ -911,10 +883,7 @@ class DetectionEngine:
         platform = self._platforms.get(v.source, v.source)
         where = {"source": v.source, "platform": platform}
         version = {} if v.value in (WHOLE, "unknown", MISSING) else {"app_version": v.value}
-        if v.family == "quiet":  # running sessions of a source, or of every one
-            series = {} if v.source == ALL else {**where, **version}
-            parent = series_key("activity", {} if v.source == ALL else where)
-        elif v.family in ("gone", "bad", "repeat"):
+        if v.family in ("gone", "bad", "repeat"):
             event = v.subject
             series = {"event": event, **where, **version}
             if v.family == "bad":
@@ -967,7 +936,7 @@ class DetectionEngine:
         self._seq_open.add((parent, name))
         if not v.calm:
             expected = v.expected
-            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone", "quiet"):
+            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone"):
                 told = [v.observed, expected, v.trials, v.minutes]
             else:
                 told = [v.observed, expected, 0.0, v.minutes]
@@ -1017,8 +986,6 @@ class DetectionEngine:
 
     @staticmethod
     def _cause(v: Verdict) -> str:
-        if v.family == "quiet":
-            return "running"
         if v.family == "pair_gone":
             return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]
         if v.family in ("conv_down", "conv_up"):
@@ -1099,8 +1066,12 @@ class DetectionEngine:
             if obs > exp and track.users > 0.0:
                 # a rise is worth an alert when more users than usual bring it, or when its
                 # extra events are more than a few users could ever send (a bot, a replay
-                # loop): one busy visitor at night is neither
+                # loop): one busy visitor at night is neither. Users are the independent
+                # units: unless it is a bot's, their number itself must be beyond chance at
+                # the firing level (three users in minutes where one was usual are not)
                 extra_users = track.users - exp / s.burst
+                if units < cfg.bot_units and nb_sf(track.users, exp / s.burst, 0.0) > self._p_fire:
+                    return False
                 units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
             return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change

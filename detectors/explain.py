@@ -55,9 +55,8 @@ class Evidence:
     # of violations such as being sent from the wrong source): tracking that fires twice
     echo: tuple[str, float] | None = None
     # what a slice test found it by: "repeat" (a business key sent again), "pair:<step>" (the
-    # users who did that step did not send it), "gone", "bad", "conversion", "running" (the
-    # users of the last minutes sent nothing again); "activity" (active users of a source); ""
-    # for the series' own model
+    # users who did that step did not send it), "gone", "bad", "conversion"; "activity" (active
+    # users of a source); "" for the series' own model
     cause: str = ""
     # spike: a conversion into the spiking event that rose with it ("Conversion from A to B")
     inflated: str | None = None
@@ -93,15 +92,6 @@ def explain(ev: Evidence) -> str:
             "its counts and conversions are inflated"
             + _inflates(ev)
             + _slice(ev.attribution, "repeats")
-        )
-    if ev.kind == "drop" and ev.cause == "running":
-        where = where or " on every source"
-        return (
-            f"Running sessions{where} {'went' if ev.ended is not None else 'have gone'} silent "
-            f"{when}: of the users active the minute before, {_count(ev.observed)} of "
-            f"{_count(ev.denominator)} sent anything again in {span} (usually "
-            f"{_usual_share(ev.expected, ev.denominator)}): events are being lost"
-            + _slice(ev.attribution, "shortfall")
         )
     if ev.kind in ("spike", "drop"):
         obs, exp = ev.observed, ev.expected

@@ -50,7 +50,7 @@ class Lifecycle:
 
     state: State = "idle"
     started: float | None = None  # window start of the incident's first anomalous window
-    ended: float | None = None  # set when resolved
+    ended: float | None = None  # set when resolved (the last resolution's while firing again)
     hits: int = 0  # windows at or above fire_score since pending began
     calm: int = 0  # consecutive windows below the relevant threshold
     reopening: bool = False  # pending after a recent resolution (keeps `started`)
@@ -129,7 +129,9 @@ class Lifecycle:
         if self.hits < cfg.fire_windows:
             return None
         transition: Transition = "reopen" if self.reopening else "fire"
-        self.state, self.calm, self.reopening, self.ended = "firing", 0, False, None
+        # `ended` stays the last resolution's (unread while firing): a fire the caller holds
+        # must not forget when the incident ended, or it could reopen it days later
+        self.state, self.calm, self.reopening = "firing", 0, False
         return transition
 
     def _reset(self) -> None:

@@ -69,6 +69,8 @@ class Rolled:
     numerator: float = 0.0  # count / violations / converted users
     denominator: float = 0.0  # unused / count / users who did the first step
     users: float = 0.0  # volume: distinct users (summed over the fine records)
+    again: float = 0.0  # activity: users of the window before active again in this one ...
+    before: float = 0.0  # ... of the users of the window before (sessions running)
     planned: bool = True
     codes: dict[str, int] = field(default_factory=dict)
     breakdown: Breakdown = field(default_factory=dict)
@@ -142,6 +144,9 @@ def rollup(
             rolled.numerator += num
             rolled.denominator += den
             rolled.users += rec.distinct_users
+            if level.metric == "activity":
+                rolled.again += rec.numerator
+                rolled.before += rec.denominator
             rolled.planned = rolled.planned and rec.planned
             if level.metric == "violation":
                 for code, n in rec.violation_codes.items():

@@ -10,10 +10,8 @@ Per window, from the fine records (event × source × platform × app_version):
   and within a few minutes (sooner), per version and for the whole source;
 - `gone` (every `batch_windows` windows, summed: a slow test gains nothing from finer steps): an
   event's arrivals in a version against that version's active users (its activity records; a
-  version without them: the distinct users of its events, summed);
-- `running`: of the users active in the last few windows, how many sent something again (the
-  activity records), per version, per source and over every source: running sessions going
-  silent at once are an outage.
+  version without them: the distinct users of its events, summed).
+Outages (active users all but silent) are the engine's silence test (`detectors.silence`).
 Counts are in *units* (events divided by the event's usual events per user and window on that
 source, `units`): a session sends its events together, users are the independent trials.
 """
@@ -29,8 +27,6 @@ COMPANION = "(companion)"  # the funnel name of the pairs the aggregator learnt
 DUPLICATE_KEY = "duplicate_key"  # the violation of a repeated business key (not a breakage)
 UNKNOWN = "unknown"
 EARLY = "@"  # between a step pair and the minutes of its early records: "A→B@10"
-ALL = "*"  # the source that stands for every source (activity)
-RUNNING = "(sessions)"  # the subject of the activity tests: sessions still running
 
 
 def pair_subject(from_event: str, to_event: str) -> str:
@@ -61,7 +57,6 @@ class SliceFeed:
         `units`: events per user of (event, source); `quiet`: series not to observe now
         (annotated)."""
         out: list[Observation] = []
-        running: dict[tuple[str, str], list[float]] = {}  # (source, version) -> [again, before]
         for rec in records:
             kind = rec.kind
             if kind == "volume":
@@ -69,20 +64,12 @@ class SliceFeed:
                     continue
                 self._volume(rec, arrivals(rec), units, quiet, out)
             elif kind == "activity":
-                series = rec.series
-                source = series.get("source", UNKNOWN)
-                version = series.get("app_version", WHOLE)
+                source = rec.series.get("source", UNKNOWN)
+                version = rec.series.get("app_version", WHOLE)
                 key = f"{source}|{version}"
                 self.exposure[key] = self.exposure.get(key, 0.0) + rec.count
-                if rec.denominator > 0 and not quiet(series):
-                    for where in ((source, version), (source, WHOLE), (ALL, WHOLE)):
-                        slot = running.setdefault(where, [0.0, 0.0])
-                        slot[0] += rec.numerator
-                        slot[1] += rec.denominator
             elif kind == "conversion" and not quiet(rec.series):
                 self._conversion(rec, out)
-        for (source, version), (again, before) in sorted(running.items()):
-            out.append(Observation("running", RUNNING, source, version, again, before))
         self.windows += 1
         if self.windows >= self.batch_windows:
             out.extend(self._gone())

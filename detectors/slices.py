@@ -20,9 +20,6 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
   the rest break it");
 - measure `repeat`, family `repeat`: events repeating a business key already received, double
   firing (as `bad`);
-- measure `running`, family `quiet` (ρ = 0.1): of the users active in the previous minute, how
-  many sent anything again: running sessions that go silent at once are an outage, seen within
-  minutes (before the counts of each event have fallen short).
 
 Reference rate. A version is compared with its own history once it has one, and before that with
 the source's other versions (the pooled rate, excluding itself, is its prior worth
@@ -123,9 +120,6 @@ FAMILIES: dict[str, Family] = {
     ),
     "bad": Family("bernoulli", low=False, told_ratio=2.0),
     "repeat": Family("bernoulli", low=False, told_ratio=2.0),
-    # running sessions all but silent: an outage (a partial one is left to the volumes: how
-    # often a user's next minute has an event varies too much with the hour and the traffic)
-    "quiet": Family("bernoulli", low=True, rho=0.1, told_ratio=0.35, min_told=5.0),
 }
 MEASURES: dict[str, tuple[str, ...]] = {
     "gone": ("gone",),
@@ -134,7 +128,6 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "funnel_early": ("conv_down", "conv_up"),
     "bad": ("bad",),
     "repeat": ("repeat",),
-    "running": ("quiet",),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
 

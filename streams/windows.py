@@ -47,10 +47,9 @@ Activity series (kind "activity", one per source, platform and app version per w
 event in it, or with sessions running before it)
     `count` = `distinct_users` = the users (anonymousId, else userId) who sent any event on that
     source in the window, forwarded or quarantined, planned or not; `denominator` = the users of
-    both previous windows (sessions running), `numerator` = those of them who sent something
-    again in this one. Running sessions that go silent show an outage within minutes, without
-    waiting for each event's counts to fall; a crawler taking a new id for every request runs no
-    session, so it cannot make them look silent.
+    the previous window (sessions running), `numerator` = those of them who sent something
+    again in this one. Running sessions that go silent, and new visits that stop arriving, show
+    an outage within minutes, without waiting for each event's counts to fall.
 
 Conversion series (one per funnel step pair, source, platform and app version of the *first*
 step)
@@ -705,7 +704,7 @@ class WindowAggregator:
 
     def _quiet_activity(self, start: float) -> list[WindowRecord]:
         """The activity records of the windows before `start` that had no event at all here,
-        while sessions were running in the two windows before them (an outage of everything
+        while sessions were running in the window before them (an outage of everything
         must still say that they went silent), each emitted once, in window order, before the
         windows after them are closed (a partition's records must not depend on when the
         others close theirs)."""
@@ -722,18 +721,19 @@ class WindowAggregator:
         self, start: int, sites: dict[tuple[str, str, str], set[str]]
     ) -> list[WindowRecord]:
         """One record per (source, platform, app version) with users in this window, or with
-        running sessions before it: its users (`count`); the users of the two windows before it,
+        running sessions before it: its users (`count`); the users of the window before it,
         sessions running (`denominator`), and how many of them sent something again in this one
-        (`numerator`). A user who leaves counts once; a crawler that takes a new id for every
-        request never runs a session, so it cannot make sessions look silent."""
+        (`numerator`). The users of a window are then those going on and those arriving (new
+        visits, or back after a pause), two parts nearly independent from one window to the next
+        (`detectors.silence`)."""
         recent = self._recent_active
         self._activity_done = max(self._activity_done, start)
         out = []
         for site in sorted(set(sites) | set(recent)):
             users = sites.get(site, set())
             before = {begun: seen for begun, seen in recent.get(site, ())}
-            one, two = before.get(start - self.window), before.get(start - 2 * self.window)
-            running = (one & two) if one and two else set()
+            one = before.get(start - self.window)
+            running = one or set()
             kept = [(start - self.window, one)] if one else []
             if users:
                 kept.append((start, users))

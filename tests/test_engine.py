@@ -517,6 +517,53 @@ def test_an_outage_is_its_own_alert_not_an_old_one_about_one_event():
     assert 300 * W <= _ts(outage[0].updated_at) - T0 <= 303 * W
 
 
+def visits(windows: int, lost: tuple[int, int], seed: int, rate: float = 6.0, stay: float = 0.8):
+    """Per window: one source's activity records from visits arriving `rate` a minute, each
+    going on to the next minute with probability `stay` (about five minutes long), with the
+    aggregator's counts: users, and of the users of the window before, those active again. In
+    the windows `lost` (start, end) 95 % of every user's events are lost. A visit counts in each
+    of its minutes, so the minutes' totals are far from independent."""
+    rng = np.random.default_rng(seed)
+    out, running, seen_before = [], 0, 0
+    for w in range(windows):
+        kept = 0.05 if lost[0] <= w < lost[1] else 1.0
+        going_on = int(rng.binomial(running, stay))
+        arrived = int(rng.poisson(rate))
+        running = going_on + arrived
+        seen = int(rng.binomial(running, kept))
+        again = int(rng.hypergeometric(seen, running - seen, going_on)) if running else 0
+        again = min(again, seen_before)
+        rec = WindowRecord(
+            series={"source": "web", "platform": "web", "app_version": "1.0"},
+            window_start=T0 + w * W, window_end=T0 + (w + 1) * W, kind="activity",
+            count=seen, distinct_users=seen, numerator=again, denominator=seen_before,
+        )  # fmt: skip
+        out.append([rec])
+        seen_before = seen
+    return out
+
+
+def test_visits_that_stop_arriving_and_going_on_are_an_outage_within_three_minutes():
+    """About 30 users a minute in visits of five minutes, then 95 % of everything lost: the
+    users going on and the visits arriving both fall, and each part is nearly independent from
+    one minute to the next (the totals are not), so three minutes are proof."""
+    _, alerts = run(visits(1500, (1200, 1220), seed=3), config=ACTIVITY)
+    fired = firings(alerts)
+    assert fired, "no alert"
+    assert fired[0].kind == "drop" and "event" not in fired[0].series
+    assert 1200 * W <= _ts(fired[0].updated_at) - T0 <= 1203 * W
+    assert 1199 * W <= _ts(fired[0].started_at) - T0 <= 1200 * W
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_visits_of_several_minutes_make_no_outage(seed):
+    """Days of the same visits without loss, at a tenth of the traffic too: no alert (the
+    minutes' totals, correlated by visits, are never taken as independent evidence)."""
+    for rate in (6.0, 0.6):
+        _, alerts = run(visits(4000, (0, 0), seed=seed, rate=rate), config=ACTIVITY)
+        assert firings(alerts) == [], [(a.series, a.explanation) for a in firings(alerts)]
+
+
 class SteadyCount(FakeCount):
     """A count model that has learnt its series' rate and keeps it (the silence is not learnt)."""
 

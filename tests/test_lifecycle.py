@@ -156,3 +156,23 @@ def test_hold_keeps_pending_until_the_caller_accepts():
     lc.hold("fire")
     assert lc.state == "pending"
     assert lc.step(3 * W, 0.9, W, CFG) == "fire"  # next hot window tries again
+
+
+def test_a_held_reopening_keeps_its_end_so_a_much_later_rise_is_a_new_incident():
+    """Fired and resolved; a rise soon after tries to reopen it, the caller holds that, and it
+    calms again: the incident still ended where it ended, so a rise hours later starts a new
+    one (before, the held attempt forgot the end and the day-old incident reopened)."""
+    lc = Lifecycle()
+    events = []
+    for i, score in enumerate([0.9] * 3 + [0.0] * 5 + [0.0] * 5 + [0.9] * 3):
+        t = lc.step(i * W, score, W, CFG)
+        if t == "reopen":
+            lc.hold(t)
+        elif t:
+            events.append((t, lc.started))
+    assert [e[0] for e in events] == ["fire", "resolve"]
+    for i in range(16, 18):
+        lc.step(i * W, 0.0, W, CFG)
+    assert lc.state == "resolved" and lc.ended == 3 * W
+    later = [lc.step(i * W, 0.9, W, CFG) for i in range(200, 203)]
+    assert later[-1] == "fire" and lc.started == 200 * W

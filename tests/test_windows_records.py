@@ -63,14 +63,15 @@ def test_activity_counts_the_users_of_any_event_per_source():
     ]
     assert {r.window_start for r in records} == {T0}  # emitted with the window's volume records
     later = [r for r in a.flush_all() if r.kind == "activity"]
-    # the next window: web's "d" is new; no session had run for two windows yet
+    # the next window: web's "d" is new, none of its 3 users of the window before went on; ios's
+    # one user went silent (a window with no event still says so)
     assert [(r.window_start, r.series["source"], r.count, r.numerator, r.denominator)
-            for r in later] == [(T0 + 60, "web", 1, 0, 0)]  # fmt: skip
+            for r in later] == [(T0 + 60, "ios", 0, 0, 1), (T0 + 60, "web", 1, 0, 3)]  # fmt: skip
 
 
 def test_activity_tells_how_many_running_sessions_went_on():
-    """Of the users of both previous windows (sessions running), those who sent something in
-    this one; a user seen once (a crawler's fresh id) is no running session; a source whose
+    """Of the users of the previous window (sessions running), those who sent something in this
+    one (the others of this window arrived: new visits, or back after a pause); a source whose
     sessions all go silent still gets its record for the window after."""
     a = agg()
     add(a, "View", T0, "z", source="ios")
@@ -86,15 +87,15 @@ def test_activity_tells_how_many_running_sessions_went_on():
     ]
     assert [row for row in rows if row[1] == "web"] == [
         (0, "web", 2, 0, 0),
-        (1, "web", 3, 0, 0),
-        (2, "web", 3, 1, 2),  # b went on, of a and b (in windows 0 and 1); x1 is no session
-        (3, "web", 2, 1, 2),  # c went on, of b and c
-        (4, "web", 0, 0, 1),  # c silent: a window with no event at all still says so
-        (6, "web", 1, 0, 0),  # a again later: new in this window
+        (1, "web", 3, 2, 2),  # a and b went on; c arrived
+        (2, "web", 3, 2, 3),  # b and c went on, of a, b and c; x1 arrived
+        (3, "web", 2, 1, 3),  # c went on, of b, c and x1
+        (4, "web", 0, 0, 2),  # c and x2 silent: a window with no event at all still says so
+        (6, "web", 1, 0, 0),  # a again later: arrived in this window
     ]
     assert [row for row in rows if row[1] == "ios"] == [
         (0, "ios", 1, 0, 0),
-        (1, "ios", 1, 0, 0),
+        (1, "ios", 1, 1, 1),
         (2, "ios", 0, 0, 1),
     ]
 
