@@ -1098,3 +1098,25 @@ def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
     assert (state.span_obs, state.span_exp) == (44.0, 24.0)
     track.reset_evidence()
     assert (track.span_obs, track.span_exp) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("users, told", [(1, False), (4, True)])
+def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
+    """Search Submitted on the web, about 0.6 a minute, gets 6 more a minute for three minutes:
+    from one busy visitor (three user-minutes where about two were usual: chance) it is no
+    alert, however many events; from four users a minute it is. (`min_excess_units` lowered so
+    that only the users' own significance decides.)"""
+    events = {"screen:Home": 60.0, "Search Submitted": 1.0}
+    data = synth(700, events=events, conversion=False)
+    for w in range(650, 653):
+        data[w] = data[w] + [
+            WindowRecord(
+                series={"event": "Search Submitted", "source": "web", "platform": "web",
+                        "app_version": "unknown"},
+                window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=6,
+                distinct_users=users,
+            )
+        ]  # fmt: skip
+    _, alerts = run(data, config=replace(CFG, min_excess_units=1.0))
+    spikes = [a for a in firings(alerts) if a.kind == "spike"]
+    assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
