@@ -276,6 +276,8 @@ class Track:
     ctx_obs: float = 0.0
     ctx_exp: float = 0.0
     ctx_own: float = 0.0  # its own expected counts, on the same footing (a window's lag)
+    # refused as a level shift while its last step was broken: a breakage's, never accepted
+    vetoed: bool = False
 
     def reset_evidence(self) -> None:
         self.obs = self.exp = self.den = self.peak = self.silent_expected = self.users = 0.0
@@ -286,6 +288,7 @@ class Track:
         self.last = [0.0, 0.0, 0.0, 0.0]
         self.hot = [0.0, 0.0, 0.0, 0.0]
         self.fired_at = None
+        self.vetoed = False
 
     def to_state(self) -> dict:
         return {
@@ -313,6 +316,7 @@ class Track:
             "ctx_obs": self.ctx_obs,
             "ctx_exp": self.ctx_exp,
             "ctx_own": self.ctx_own,
+            "vetoed": self.vetoed,
         }
 
     @classmethod
@@ -733,12 +737,14 @@ class DetectionEngine:
                 and s.metric != "activity"
             ):
                 self._to_disappeared(ts, window, s, family, dict(s.series), out)
+            if track.lifecycle.state == "firing" and family == "down" and self._step_broken(s):
+                track.vetoed = True  # its fall is a breakage's: never its new normal
             if (
                 track.lifecycle.state == "firing"
                 and track.fired_at is not None
                 and ts + window - track.fired_at >= cfg.accept_after_minutes * 60.0
                 and not (family == "down" and (s.gone or self._in_disappearance(s.key)))
-                and not (family == "down" and self._step_broken(s))
+                and not track.vetoed
             ):
                 # a lasting level shift: accept it as the new normal, close this alert
                 accepted = track.muted = True

@@ -186,13 +186,17 @@ class _Test:
     cusum: Cusum = field(default_factory=Cusum)
     alarm: bool = False  # alarmed, and not yet back to normal
     recovery: float = 0.0  # evidence (nats) that it is back to normal, while alarmed
+    # this alarm was once refused as the new normal (the caller knew it for a breakage): its
+    # change is a breakage's, never accepted, only calmed once the rate is back
+    vetoed: bool = False
 
     def to_state(self) -> list:
-        return [self.cusum.to_state(), self.alarm, self.recovery]
+        return [self.cusum.to_state(), self.alarm, self.recovery, self.vetoed]
 
     @classmethod
     def from_state(cls, s: list) -> _Test:
-        return cls(Cusum.from_state(s[0]), bool(s[1]), float(s[2]))
+        vetoed = bool(s[3]) if len(s) > 3 else False
+        return cls(Cusum.from_state(s[0]), bool(s[1]), float(s[2]), vetoed)
 
 
 @dataclass(slots=True)
@@ -292,7 +296,7 @@ class SliceWatch:
             sl.num, sl.den = test.cusum.observed, test.cusum.trials
             sl.pend_num = sl.pend_den = 0.0
             for other in sl.tests.values():
-                other.alarm, other.recovery = False, 0.0
+                other.alarm, other.recovery, other.vetoed = False, 0.0, False
                 other.cusum.reset()
             self._alarmed.discard(skey)
 
@@ -301,7 +305,7 @@ class SliceWatch:
         engine explained it otherwise: a flood of the first step's users that do not go on)."""
         for skey, sl, test in self._tests_of(tkey):
             sl.pend_num = sl.pend_den = 0.0
-            test.alarm, test.recovery = False, 0.0
+            test.alarm, test.recovery, test.vetoed = False, 0.0, False
             test.cusum.reset()
             if not sl.alarm:
                 self._alarmed.discard(skey)
@@ -378,10 +382,13 @@ class SliceWatch:
             limit = test.cusum.limit(ts, cfg.alpha_per_day)
             calmed = False
             onset = test.cusum.onset
+            if test.alarm and fam.accepts and not accepting:
+                test.vetoed = True
             if (
                 test.alarm
                 and fam.accepts
                 and accepting
+                and not test.vetoed
                 and onset is not None
                 and (ts - onset >= cfg.accept_hours * 3600.0)
             ):
@@ -402,6 +409,7 @@ class SliceWatch:
                 verdicts.append(self._verdict(ts, window, _test_key(family, key), test, ref))
             if calmed:
                 test.cusum.reset()
+                test.vetoed = False
         if sl.alarm:  # the trouble's own windows are never learnt
             sl.pend_num = sl.pend_den = 0.0
         elif all(t.cusum.stat <= 0.0 for t in sl.tests.values()):

@@ -273,3 +273,26 @@ def test_a_watch_resumed_from_its_state_behaves_as_the_original(counts, cut):
     head = feed(first, counts[:cut], 0)
     resumed = SliceWatch.from_state(first.to_state(), cfg)
     assert head + feed(resumed, counts[cut:], cut) == whole
+
+
+def test_a_fall_refused_as_normal_while_broken_is_never_accepted_once_fixed():
+    """iOS checkouts convert at 65 %; a release stops the purchase (the conversion falls to
+    nothing) for ten hours, while the caller knows the last step broken (no acceptance). When
+    it is fixed, the fall, alarmed for more than `accept_hours`, is not then taken as the new
+    normal (before, it was at once, and the return to 65 % was told as a rise)."""
+    rng = np.random.default_rng(4)
+    watch = SliceWatch()
+    start, end = 2 * DAY_WINDOWS, 2 * DAY_WINDOWS + 600
+    rises, refs = [], []
+    for w in range(3 * DAY_WINDOWS + 600):
+        ts = T0 + w * W
+        checkouts = int(rng.poisson(0.8))
+        rate = 0.0 if start <= w < end else 0.65
+        orders = int(rng.binomial(checkouts, rate))
+        obs = Observation("funnel", "Checkout→Order", "ios", WHOLE, orders, checkouts)
+        verdicts = watch.window(ts, W, [obs], may_accept=lambda o, w=w: not start <= w < end)
+        rises += [v for v in verdicts if v.family == "conv_up" and v.hot]
+        sl = watch.slices["funnel|Checkout→Order|ios|*"]
+        refs.append(sl.num / sl.den if sl.den else None)
+    assert min(r for r in refs[end:] if r is not None) > 0.5, "the fall became the normal"
+    assert not rises, [(v.observed, v.expected, v.trials) for v in rises[:3]]
