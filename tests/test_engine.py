@@ -1100,6 +1100,17 @@ def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
     assert (track.span_obs, track.span_exp) == (0.0, 0.0)
 
 
+def add_volume(data, windows, event: str, source: str, version: str, count: int, users: int):
+    """Add to each of `windows` one more volume record of `event` (on `source`, its own
+    platform, app `version`): `count` events from `users` users."""
+    for w in windows:
+        series = {"event": event, "source": source, "platform": source, "app_version": version}
+        data[w] = data[w] + [
+            WindowRecord(series=series, window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                         count=count, distinct_users=users)
+        ]  # fmt: skip
+
+
 @pytest.mark.parametrize("users, told", [(1, False), (4, True)])
 def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
     """Search Submitted on the web, about 0.6 a minute, gets 6 more a minute for three minutes:
@@ -1108,15 +1119,7 @@ def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
     that only the users' own significance decides.)"""
     events = {"screen:Home": 60.0, "Search Submitted": 1.0}
     data = synth(700, events=events, conversion=False)
-    for w in range(650, 653):
-        data[w] = data[w] + [
-            WindowRecord(
-                series={"event": "Search Submitted", "source": "web", "platform": "web",
-                        "app_version": "unknown"},
-                window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=6,
-                distinct_users=users,
-            )
-        ]  # fmt: skip
+    add_volume(data, range(650, 653), "Search Submitted", "web", "unknown", 6, users)
     _, alerts = run(data, config=replace(CFG, min_excess_units=1.0))
     spikes = [a for a in firings(alerts) if a.kind == "spike"]
     assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
@@ -1129,18 +1132,10 @@ def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
 def test_a_release_arriving_is_no_spike_but_a_release_sending_twice_is(version, per_user, told):
     """A forced update: three iOS users a minute update to 5.8.0 (first seen now) for half an
     hour, each sending Application Updated once: the release arriving, no alert. The same rise
-    from 5.7.0, known for days, is told; so is 5.8.0 sending it three times per user."""
+    from 5.7.0, there from the start, is told; so is 5.8.0 sending it three times per user."""
     events = {"screen:Home": 60.0, "Application Updated": 0.5}
     data = synth(900, events=events, conversion=False)
-    for w in range(800, 830):
-        data[w] = data[w] + [
-            WindowRecord(
-                series={"event": "Application Updated", "source": "ios", "platform": "ios",
-                        "app_version": version},
-                window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=3 * per_user,
-                distinct_users=3,
-            )
-        ]  # fmt: skip
+    add_volume(data, range(800, 830), "Application Updated", "ios", version, 3 * per_user, 3)
     _, alerts = run(data)
     spikes = [a for a in firings(alerts) if a.kind in ("spike", "new_event")]
     assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
