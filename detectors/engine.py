@@ -180,9 +180,6 @@ class EngineConfig:
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
     bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
-    # a rise that comes from app versions first seen this recently, as many users as events,
-    # is a release arriving (its users updating, opening it), not a tracking fault
-    release_hours: float = 48.0
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
@@ -856,43 +853,9 @@ class DetectionEngine:
                 extra_users = track.users - exp / s.burst
                 if units < cfg.bot_units and nb_sf(track.users, exp / s.burst, 0.0) > self._p_fire:
                     return False
-                if self._release_arriving(s, track):
-                    return False
                 units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
             return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
-
-    def _release_arriving(self, s: Series, track: Track) -> bool:
-        """Is a rise a release arriving? Without the app versions first seen within
-        `release_hours` (after their source's first ones), what is left is within chance at the
-        firing level, and its users rose as much as its events (no more events per user than
-        usual): a forced update's users updating and opening the app at once. A new release
-        that sends an event twice rises in events per user, not in users, and is still told
-        (its repeated keys tell it too)."""
-        versions = track.parts.get("app_version")
-        if not versions or track.users <= 0.0 or self.last_ts is None:
-            return False
-        if track.obs / track.users > 1.5 * s.burst:
-            return False
-        since = self.last_ts - self.config.release_hours * 3600.0
-        total = track.obs - track.exp
-        if total <= 0.0:
-            return False
-        newer = self.config.slices.newer_minutes * 60.0
-        firsts = [seen for key, seen in self._sent_by.items() if "|" not in key and seen]
-        # first seen recently, and after its source's first versions (not there from the start)
-        fresh = {
-            v
-            for seen in firsts
-            for v, first in seen.items()
-            if first >= since and first >= min(seen.values()) + newer
-        }
-        new = [(obs, exp) for v, (obs, exp) in versions.items() if v in fresh]
-        if not new:
-            return False
-        rest_obs = track.obs - sum(obs for obs, _ in new)
-        rest_exp = max(track.exp - sum(exp for _, exp in new), 0.0)
-        return nb_sf(rest_obs / s.burst, rest_exp / s.burst, 0.0) > self._p_fire
 
     def _carried(self, track: Track) -> float:
         """How many times their usual the other events of a rising volume's scope came in its

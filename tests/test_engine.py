@@ -1123,19 +1123,3 @@ def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
     _, alerts = run(data, config=replace(CFG, min_excess_units=1.0))
     spikes = [a for a in firings(alerts) if a.kind == "spike"]
     assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
-
-
-@pytest.mark.parametrize(
-    "version, per_user, told",
-    [("5.8.0", 1, False), ("5.7.0", 1, True), ("5.8.0", 3, True)],
-)
-def test_a_release_arriving_is_no_spike_but_a_release_sending_twice_is(version, per_user, told):
-    """A forced update: three iOS users a minute update to 5.8.0 (first seen now) for half an
-    hour, each sending Application Updated once: the release arriving, no alert. The same rise
-    from 5.7.0, there from the start, is told; so is 5.8.0 sending it three times per user."""
-    events = {"screen:Home": 60.0, "Application Updated": 0.5}
-    data = synth(900, events=events, conversion=False)
-    add_volume(data, range(800, 830), "Application Updated", "ios", version, 3 * per_user, 3)
-    _, alerts = run(data)
-    spikes = [a for a in firings(alerts) if a.kind in ("spike", "new_event")]
-    assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
