@@ -450,7 +450,7 @@ def _worker_url(settings: Settings, port: int) -> str:
 
 
 def _write_prometheus_config(settings: Settings, collector_port: int, logs: Path) -> Path:
-    from streams.prom_config import local_config
+    from streams.ops.prometheus import local_config
 
     path = logs / "prometheus.yml"
     host = _shown(settings.host)

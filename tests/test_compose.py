@@ -17,7 +17,7 @@ import pytest
 import typer
 import yaml
 
-from streams import grafana
+from streams.ops import grafana
 from streams.settings import ENV_PREFIX, Settings, load_write_keys
 from streams.topics import default_topics
 

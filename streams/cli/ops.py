@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 
 from streams.errors import fail
-from streams.prom_config import LOCAL_CONFIG, local_config
+from streams.ops.prometheus import LOCAL_CONFIG, local_config
 
 ops = typer.Typer(
     help="Generate and check the Prometheus/Grafana files under deploy/.", no_args_is_help=True
@@ -55,7 +55,7 @@ def _check_out_dir(out: Path) -> None:
 def grafana_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> None:
     """Regenerate Grafana provisioning (datasource, dashboards, alert rules, contact point) and
     the one-machine Prometheus config (prometheus.local.yml next to the rules)."""
-    from streams import grafana  # imported on use: keeps `trackwatch --help` fast
+    from streams.ops import grafana  # imported on use: keeps `trackwatch --help` fast
 
     _check_out_dir(out)
     files = grafana.render(_read_rules(rules))
@@ -67,7 +67,7 @@ def grafana_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> N
 
 
 def _local_config_path(rules: Path) -> Path:
-    """The one-machine prometheus.yml next to the rules (`streams.prom_config`)."""
+    """The one-machine prometheus.yml next to the rules (`streams.ops.prometheus`)."""
     return rules.parent / LOCAL_CONFIG.name
 
 
@@ -77,7 +77,7 @@ def _stale_local_config(rules: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return [f"{path}: missing"]
-    return [] if text == local_config() else [f"{path}: differs from streams/prom_config.py"]
+    return [] if text == local_config() else [f"{path}: differs from streams/ops/prometheus.py"]
 
 
 def _promtool(rules: Path) -> list[str]:
@@ -113,7 +113,7 @@ def check_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> Non
     exporter does not expose, or (when promtool is installed) if the Prometheus config, rules or
     their unit tests fail.
     """
-    from streams import grafana
+    from streams.ops import grafana
 
     _check_out_dir(out)
     text = _read_rules(rules)
@@ -128,7 +128,7 @@ def check_command(out: Path = GRAFANA_OPTION, rules: Path = RULES_OPTION) -> Non
         console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
     if problems:
         fail(
-            f"{len(problems)} problem(s); after changing rules or streams/grafana.py run "
+            f"{len(problems)} problem(s); after changing rules or streams/ops/grafana.py run "
             "`trackwatch ops grafana` and commit the result",
             code=1,
         )
