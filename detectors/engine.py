@@ -555,8 +555,7 @@ class DetectionEngine:
             and cusum.expected >= cfg.silence_min_users
             and cusum.observed <= cfg.silence_told * cusum.expected
             and test.beyond_reference(
-                Silence.memory(cfg.silence_recent_minutes, self._w),
-                pvalue_from_score(cfg.lifecycle.fire_score),
+                Silence.memory(cfg.silence_recent_minutes, self._w), self._p_fire
             )
         )
 

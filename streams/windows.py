@@ -732,13 +732,9 @@ class WindowAggregator:
         for site in sorted(set(sites) | set(recent)):
             users = sites.get(site, set())
             before = {begun: seen for begun, seen in recent.get(site, ())}
-            one = before.get(start - self.window)
-            running = one or set()
-            kept = [(start - self.window, one)] if one else []
-            if users:
-                kept.append((start, users))
-            if kept:
-                recent[site] = kept
+            running = before.get(start - self.window) or set()
+            if users:  # the window after this one reads only this one's users
+                recent[site] = [(start, users)]
             else:
                 recent.pop(site, None)
             if site not in sites and not running:
