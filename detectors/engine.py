@@ -66,7 +66,7 @@ from detectors.attribution import (
     notable,
 )
 from detectors.base import Assessment
-from detectors.engine_state import Incident, Series, Track
+from detectors.engine_state import LEAD_WINDOWS, Incident, Series, Track
 from detectors.explain import Evidence, describe, explain
 from detectors.intervals import nb_sf, pvalue_from_score
 from detectors.lifecycle import LifecycleConfig, Transition, alert_id
@@ -218,6 +218,17 @@ class EngineConfig:
     # falls faster than the model knows (an evening on a young model), what just came is nearer
     silence_recent_minutes: float = 10.0
     context_min_events: float = 20.0  # a scope's traffic ratio needs this many expected events
+
+
+def _add_lead(track: Track, entry: list[float], users: bool = True) -> None:
+    """Add one volume window's evidence (`DetectionEngine._lead_entry`) to a track's sums
+    (its count is added by the caller; its users only if `users`)."""
+    track.exp += entry[2]
+    if users:
+        track.users += entry[3]
+    track.ctx_obs += entry[4]
+    track.ctx_exp += entry[5]
+    track.ctx_own += entry[6]
 
 
 def _load_class(spec: str | type) -> type:
@@ -413,6 +424,8 @@ class DetectionEngine:
             s.last_active = ts
         s.planned = s.planned and r.planned and self._plan_knows(r.series)
         a = s.model.assess(ts, r.numerator, r.weight)
+        if r.metric in COUNTS:
+            s.lead.append(self._lead_entry(ts, r, a))
         annotated = quiet = False
         if self.annotations:
             annotated = is_annotated(self.annotations, r.series, ts, ts + window)
@@ -485,6 +498,8 @@ class DetectionEngine:
                 transition = track.lifecycle.escalate(cfg.lifecycle)
             if before not in ("pending", "firing") and track.lifecycle.active:
                 track.reset_evidence()
+                if family == "up" and r.metric in COUNTS:
+                    self._lead_in(track, s, a, ts)
                 if family == "down" and disappeared and s.zero_since is not None:
                     track.lifecycle.started = min(track.lifecycle.started or ts, s.zero_since)
                 onset = s.silence.cusum.onset if silenced and s.silence else None
@@ -906,6 +921,39 @@ class DetectionEngine:
             s.ew_events += alpha * (r.numerator - s.ew_events)
             s.ew_users += alpha * (r.users - s.ew_users)
 
+    def _lead_entry(self, ts: float, r: Rolled, a: Assessment) -> list[float]:
+        """A volume window's evidence: [ts, count, expected, users, and the other events of its
+        scope (its source, or all events) observed and expected, and its own expected on the
+        same footing] (see `_carried`)."""
+        ctx_obs = ctx_exp = ctx_own = 0.0
+        scopes, parts = self._context
+        scope, own = _scope(r), parts.get(r.key)
+        total = scopes.get(scope) if scope is not None else None
+        if total is not None and own is not None:
+            ctx_obs, ctx_exp, ctx_own = total[0] - own[0], total[1] - own[1], own[1]
+        return [ts, r.numerator, a.expected, r.users, ctx_obs, ctx_exp, ctx_own]
+
+    def _lead_in(self, track: Track, s: Series, a: Assessment, ts: float) -> None:
+        """A rise that becomes pending starts from the windows that made it: the model's most
+        deviating span, when it is short (a sparse event's first windows are often its whole
+        evidence: three users in a minute where one an hour is usual, then a quiet minute, would
+        otherwise be forgotten before the next ones came). Its start is the incident's."""
+        span = a.span_windows
+        if not 1 < span <= LEAD_WINDOWS or a.span_observed <= a.span_expected:
+            return
+        first = ts - (span - 0.5) * self._w
+        users = 0.0
+        for entry in s.lead:
+            if first <= entry[0] < ts - 0.5 * self._w:
+                track.obs += entry[1]
+                _add_lead(track, entry, users=False)
+                users = max(users, entry[3])
+                if entry[1] > entry[2] and track.lifecycle.started is not None:
+                    track.lifecycle.started = min(track.lifecycle.started, entry[0])
+        # users are counted per window: one visitor browsing over these minutes would count in
+        # each. Of these windows only the busiest one's users are surely distinct ones
+        track.users += users
+
     def _gather(
         self,
         track: Track,
@@ -919,15 +967,7 @@ class DetectionEngine:
         """Add this window to the evidence of an active lifecycle."""
         track.obs += r.numerator
         if r.metric in COUNTS:
-            track.exp += a.expected
-            track.users += r.users
-            scopes, parts = self._context
-            scope, own = _scope(r), parts.get(r.key)
-            total = scopes.get(scope) if scope is not None else None
-            if total is not None and own is not None:
-                track.ctx_obs += total[0] - own[0]
-                track.ctx_exp += total[1] - own[1]
-                track.ctx_own += own[1]
+            _add_lead(track, s.lead[-1])
         else:
             track.exp += a.expected * r.denominator
             track.den += r.denominator

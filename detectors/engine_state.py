@@ -15,6 +15,8 @@ from detectors.lifecycle import Lifecycle
 from detectors.rollup import COUNTS
 from detectors.silence import Silence
 
+LEAD_WINDOWS = 15  # the longest span of windows before `pending` a rise's evidence starts from
+
 
 def _silence_from_state(state: list | None) -> Silence | None:
     """A saved silence test (one saved before arrivals were told apart starts afresh)."""
@@ -127,6 +129,9 @@ class Series:
     zero_expected: float = 0.0
     zero_since: float | None = None
     recent: deque = field(default_factory=deque)  # [ts, count] of the last windows (new_event)
+    # volumes: the evidence of the last windows ([ts, count, expected, users, context observed,
+    # context expected, own expected]), so that a rise starts from the windows that made it
+    lead: deque = field(default_factory=lambda: deque(maxlen=LEAD_WINDOWS))
     announced: bool = False
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
     ew_users: float = 0.0
@@ -166,6 +171,7 @@ class Series:
             "zero_expected": self.zero_expected,
             "zero_since": self.zero_since,
             "recent": [list(x) for x in self.recent],
+            "lead": [list(x) for x in self.lead],
             "announced": self.announced,
             "ew_events": self.ew_events,
             "ew_users": self.ew_users,
@@ -192,6 +198,7 @@ class Series:
             zero_expected=s["zero_expected"],
             zero_since=s["zero_since"],
             recent=deque(s["recent"]),
+            lead=deque(s.get("lead", ()), maxlen=LEAD_WINDOWS),
             announced=s["announced"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],
