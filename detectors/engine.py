@@ -4,7 +4,12 @@ Per closed window the engine
 1. rolls the fine records up to the monitored series (`detectors.rollup`); a known volume series
    with no record in the window counts 0 (that is how `disappeared` is seen);
 2. asks each series' model to assess its value (before learning it);
-3. feeds the score to one lifecycle per series × direction (`detectors.lifecycle`);
+3. feeds the score to one lifecycle per series × direction (`detectors.lifecycle`). A lifecycle
+   gathers its evidence from the window it became pending in, a rise from the model's most
+   deviating span before it too (up to `LEAD_WINDOWS`: a sparse event's first minutes are often
+   its best evidence); it fires when the evidence is also worth an alert (`_enough`): for a
+   rise, the users arriving in its windows (a visit counts once, however many minutes it
+   spans) beyond chance, unless its events are more than a few users could send;
 4. groups lifecycles into incidents: a lifecycle that fires joins an open incident of the same
    metric and direction whose series is compatible (no dimension with a different value: e.g.
    "Order Completed" and "Order Completed on ios", or "ios" and "Product Viewed on ios"), so one
@@ -220,12 +225,11 @@ class EngineConfig:
     context_min_events: float = 20.0  # a scope's traffic ratio needs this many expected events
 
 
-def _add_lead(track: Track, entry: list[float], users: bool = True) -> None:
+def _add_lead(track: Track, entry: list[float]) -> None:
     """Add one volume window's evidence (`DetectionEngine._lead_entry`) to a track's sums
-    (its count is added by the caller; its users only if `users`)."""
+    (its count is added by the caller)."""
     track.exp += entry[2]
-    if users:
-        track.users += entry[3]
+    track.users += entry[3]
     track.ctx_obs += entry[4]
     track.ctx_exp += entry[5]
     track.ctx_own += entry[6]
@@ -861,11 +865,13 @@ class DetectionEngine:
             if obs > exp and track.users > 0.0:
                 # a rise is worth an alert when more users than usual bring it, or when its
                 # extra events are more than a few users could ever send (a bot, a replay
-                # loop): one busy visitor at night is neither. Users are the independent
-                # units: unless it is a bot's, their number itself must be beyond chance at
-                # the firing level (three users in minutes where one was usual are not)
-                extra_users = track.users - exp / s.burst
-                if units < cfg.bot_units and nb_sf(track.users, exp / s.burst, 0.0) > self._p_fire:
+                # loop): one busy visitor at night is neither. Visits are the independent
+                # units: unless it is a bot's, the users arriving in its windows (one browsing
+                # for ten minutes arrives once) must be beyond chance at the firing level
+                # (three in minutes where one was usual are not)
+                arrivals = exp / s.per_arrival  # users arriving (a visit counts once)
+                extra_users = track.users - arrivals
+                if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > self._p_fire:
                     return False
                 units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
             return units >= cfg.min_excess_units and change >= cfg.min_change
@@ -920,18 +926,19 @@ class DetectionEngine:
             alpha = self.config.baseline_alpha
             s.ew_events += alpha * (r.numerator - s.ew_events)
             s.ew_users += alpha * (r.users - s.ew_users)
+            s.ew_arrivals += alpha * (r.arrivals - s.ew_arrivals)
 
     def _lead_entry(self, ts: float, r: Rolled, a: Assessment) -> list[float]:
-        """A volume window's evidence: [ts, count, expected, users, and the other events of its
-        scope (its source, or all events) observed and expected, and its own expected on the
-        same footing] (see `_carried`)."""
+        """A volume window's evidence: [ts, count, expected, arriving users, and the other
+        events of its scope (its source, or all events) observed and expected, and its own
+        expected on the same footing] (see `_carried`)."""
         ctx_obs = ctx_exp = ctx_own = 0.0
         scopes, parts = self._context
         scope, own = _scope(r), parts.get(r.key)
         total = scopes.get(scope) if scope is not None else None
         if total is not None and own is not None:
             ctx_obs, ctx_exp, ctx_own = total[0] - own[0], total[1] - own[1], own[1]
-        return [ts, r.numerator, a.expected, r.users, ctx_obs, ctx_exp, ctx_own]
+        return [ts, r.numerator, a.expected, r.arrivals, ctx_obs, ctx_exp, ctx_own]
 
     def _lead_in(self, track: Track, s: Series, a: Assessment, ts: float) -> None:
         """A rise that becomes pending starts from the windows that made it: the model's most
@@ -942,17 +949,12 @@ class DetectionEngine:
         if not 1 < span <= LEAD_WINDOWS or a.span_observed <= a.span_expected:
             return
         first = ts - (span - 0.5) * self._w
-        users = 0.0
         for entry in s.lead:
             if first <= entry[0] < ts - 0.5 * self._w:
                 track.obs += entry[1]
-                _add_lead(track, entry, users=False)
-                users = max(users, entry[3])
+                _add_lead(track, entry)
                 if entry[1] > entry[2] and track.lifecycle.started is not None:
                     track.lifecycle.started = min(track.lifecycle.started, entry[0])
-        # users are counted per window: one visitor browsing over these minutes would count in
-        # each. Of these windows only the busiest one's users are surely distinct ones
-        track.users += users
 
     def _gather(
         self,

@@ -56,7 +56,7 @@ class Track:
     # test is about ("repeat", "pair:<step before>", "bad", "gone", "conversion")
     told: list[float] | None = None
     cause: str = ""
-    users: float = 0.0  # volumes: the distinct users of its windows, summed
+    users: float = 0.0  # volumes: the users arriving in its windows (visits), summed
     # volumes: the other events of its scope (its source, or all events) in its windows, and
     # what their models expected: a rise they all share is the traffic's (`_carried`)
     ctx_obs: float = 0.0
@@ -135,6 +135,7 @@ class Series:
     announced: bool = False
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
     ew_users: float = 0.0
+    ew_arrivals: float = 0.0  # EW users per window who were not there the window before
     # longest normal run of empty windows, by expected count per window (bucket = log2(exp+1))
     quiet: list[float] = field(default_factory=lambda: [0.0] * 12)
     last: tuple[float, ...] | None = None  # observed, expected, lower, upper, score
@@ -154,6 +155,14 @@ class Series:
         if self.metric not in COUNTS or self.ew_users <= 0:
             return 1.0
         return max(1.0, self.ew_events / self.ew_users)
+
+    @property
+    def per_arrival(self) -> float:
+        """Usual events per arriving user (≥ 1): a visit's events over the minutes it spans,
+        so the expected arrivals of an expected count are that count over this."""
+        if self.metric not in COUNTS or self.ew_arrivals <= 0:
+            return self.burst
+        return max(1.0, self.ew_events / self.ew_arrivals)
 
     def to_state(self) -> dict:
         return {
@@ -175,6 +184,7 @@ class Series:
             "announced": self.announced,
             "ew_events": self.ew_events,
             "ew_users": self.ew_users,
+            "ew_arrivals": self.ew_arrivals,
             "quiet": self.quiet,
             "last": list(self.last) if self.last is not None else None,
             "traffic": self.traffic.to_state(),
@@ -202,6 +212,7 @@ class Series:
             announced=s["announced"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],
+            ew_arrivals=s.get("ew_arrivals", 0.0),
             quiet=s["quiet"],
             last=tuple(s["last"]) if s["last"] is not None else None,
             traffic=SliceBaseline.from_state(s["traffic"]) if "traffic" in s else SliceBaseline(),

@@ -62,6 +62,10 @@ class WindowRecord:
     `count` = `distinct_users` = users who sent any event on that source in the window;
     `denominator` = users of the previous few windows, `numerator` = those of them who sent
     again in this one (sessions still running).
+    `arrivals` (volume): of the `distinct_users`, those who did not send this series' event in
+    the window before (a visit of several minutes counts once, in its first: summed over
+    windows they count visits, where `distinct_users` count a user once per minute); None in
+    records from before it was counted (then read as `distinct_users`).
     A revision (`revision` = True) is a volume record of a window already published: what
     arrived for it late (`count`, `violations`, `violation_codes`, `repeats`; `distinct_users`
     0), since the last revision of the same series and window.
@@ -81,6 +85,7 @@ class WindowRecord:
     repeats: int = 0  # volume: events repeating a business key under another messageId
     revision: bool = False  # late events of a window already published (never a new window)
     quarantined: int = 0  # volume: events quarantined (not in `count`): count + this arrived
+    arrivals: int | None = None  # volume: users not seen in this series the window before
 
     def series_key(self) -> str:
         """A stable, human-readable key: `kind|k=v|k=v` with keys sorted."""

@@ -69,6 +69,7 @@ class Rolled:
     numerator: float = 0.0  # count / violations / converted users
     denominator: float = 0.0  # unused / count / users who did the first step
     users: float = 0.0  # volume: distinct users (summed over the fine records)
+    arrivals: float = 0.0  # volume: of them, not in the series the window before (visits)
     again: float = 0.0  # activity: users of the window before active again in this one ...
     before: float = 0.0  # ... of the users of the window before (sessions running)
     planned: bool = True
@@ -144,6 +145,7 @@ def rollup(
             rolled.numerator += num
             rolled.denominator += den
             rolled.users += rec.distinct_users
+            rolled.arrivals += rec.distinct_users if rec.arrivals is None else rec.arrivals
             if level.metric == "activity":
                 rolled.again += rec.numerator
                 rolled.before += rec.denominator

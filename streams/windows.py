@@ -38,7 +38,9 @@ Volume series
     to events.valid (valid and flagged), `distinct_users` their distinct users (exact sets: the
     state is bounded by the open windows), `violations` events with at least one violation
     (flagged *or* quarantined), `violation_codes` each code once per event, `repeats` events
-    (forwarded or quarantined) repeating a business key (`Tally.repeated`). Unplanned events get
+    (forwarded or quarantined) repeating a business key (`Tally.repeated`), `arrivals` the
+    distinct users who did not send it in the window before (the last closed window's users
+    are kept per series: one more set each). Unplanned events get
     ``planned=False``; at most `max_unplanned_series` distinct unplanned names per window keep
     their name, the rest are pooled under ``(other unplanned)`` so hostile input cannot blow up
     the state.
@@ -337,6 +339,9 @@ class WindowAggregator:
         # (source, platform, app version) -> (window start, users) of the last closed windows
         self._recent_active: dict[tuple[str, str, str], list[tuple[int, set[str]]]] = {}
         self._activity_done = -math.inf  # the last window whose activity records are out
+        # (event key, planned, dims...) -> (window start, users) of its last closed window: who
+        # sent it in the window before, so that a record tells its arriving users apart
+        self._last_users: dict[tuple[Any, ...], tuple[int, set[str]]] = {}
         # revision batch (the closed edge's window index when they came) -> window start ->
         # (event key, planned, dims...) -> what arrived late
         self._late: dict[int, dict[int, dict[tuple[Any, ...], _Late]]] = {}
@@ -682,10 +687,15 @@ class WindowAggregator:
         self, start: int, series: dict[tuple[Any, ...], _Volume]
     ) -> list[WindowRecord]:
         out = []
+        last, now = self._last_users, {}
         for key in sorted(series, key=repr):
             acc = series[key]
             name, planned, *dims = key
             labels = {"event": name, **dict(zip(self.dimensions, dims, strict=True))}
+            begun, before = last.get(key, (None, ()))
+            arrivals = len(acc.users - before) if begun == start - self.window else len(acc.users)
+            if acc.users:
+                now[key] = (start, acc.users)
             out.append(
                 WindowRecord(
                     series=labels,
@@ -698,8 +708,10 @@ class WindowAggregator:
                     planned=planned,
                     repeats=acc.repeats,
                     quarantined=acc.quarantined,
+                    arrivals=arrivals,
                 )
             )
+        self._last_users = now  # the next window reads only this one's
         return out
 
     def _quiet_activity(self, start: float) -> list[WindowRecord]:
@@ -863,6 +875,12 @@ class WindowAggregator:
                 for site, kept in sorted(self._recent_active.items())
             ],
             "activity_done": None if self._activity_done == -math.inf else self._activity_done,
+            "last_users": [
+                [list(key), begun, sorted(users)]
+                for key, (begun, users) in sorted(
+                    self._last_users.items(), key=lambda kv: repr(kv[0])
+                )
+            ],
             "revisions": [
                 [
                     batch,
@@ -942,6 +960,8 @@ class WindowAggregator:
             _site(site): [(int(begun), set(seen)) for begun, seen in kept]
             for site, kept in state.get("recent_active", [])
         }
+        kept = state.get("last_users", [])  # (older snapshots: every user of the next arrives)
+        self._last_users = {tuple(key): (int(begun), set(users)) for key, begun, users in kept}
         done = state.get("activity_done")
         self._activity_done = -math.inf if done is None else float(done)
         self._late, self._late_unplanned = {}, {}

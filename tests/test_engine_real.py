@@ -107,19 +107,19 @@ def test_a_sparse_event_is_learnt_not_starved():
     assert [a.explanation for a in alerts if a.series.get("event") == "Order Refunded"] == []
 
 
-def _with_sparse(data, event: str, rate: float, seed: int, extra: dict[int, tuple[int, int]]):
-    """Add a sparse web event at `rate` a minute (one user per event) to `data`; `extra` maps a
-    window to (events, users) added there."""
+def _with_sparse(data, event: str, rate: float, seed: int, extra: dict[int, tuple[int, ...]]):
+    """Add a sparse web event at `rate` a minute (one user per event, each a new arrival) to
+    `data`; `extra` maps a window to the (events, users, arriving users) added there."""
     rng = np.random.default_rng(seed)
     for w, recs in enumerate(data):
         count = int(rng.poisson(rate))
-        more, users = extra.get(w, (0, 0))
+        more, users, arrived = extra.get(w, (0, 0, 0))
         if count + more:
             recs.append(WindowRecord(
                 series={"event": event, "source": "web", "platform": "web",
                         "app_version": "unknown"},
                 window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=count + more,
-                distinct_users=count + users))  # fmt: skip
+                distinct_users=count + users, arrivals=count + arrived))  # fmt: skip
     return data
 
 
@@ -136,7 +136,7 @@ def test_a_sparse_rise_starts_from_the_windows_that_made_it():
     rise began."""
     start = 2900
     leak = [3, 0, 3, 0, 0, 1, 0, 2, 1, 0, 1, 2, 0, 1]
-    extra = {start + i: (n, n) for i, n in enumerate(leak)}
+    extra = {start + i: (n, n, n) for i, n in enumerate(leak)}
     data = _with_sparse(list(synth(7)), "Promo Code Redeemed", 0.05, 1, extra)
     _, alerts = run(data)
     fired = _spikes(alerts, "Promo Code Redeemed")
@@ -149,13 +149,11 @@ def test_a_sparse_rise_starts_from_the_windows_that_made_it():
 
 @pytest.mark.slow
 def test_one_visitor_browsing_a_sparse_page_for_minutes_is_no_spike():
-    """One visitor opens a rarely seen page twice a minute for five minutes, where about one
-    view in ten minutes is usual: the windows before the rise count their busiest minute's users
-    only (a visitor counts in every minute of a visit), so one visitor is not five. Known limit:
-    the windows after it became pending are still counted per minute (records carry no user
-    ids), so the same visitor for ten minutes or more is taken for several."""
+    """One visitor opens a rarely seen page twice a minute for twelve minutes, where about one
+    view in ten minutes is usual: a user counts in every minute of a visit, but arrives once, so
+    the evidence is one visitor, not twelve."""
     start = 2900
-    extra = {start + i: (2, 1) for i in range(5)}
+    extra = {start + i: (2, 1, int(i == 0)) for i in range(12)}
     data = _with_sparse(list(synth(7)), "page:Size Guide", 0.1, 2, extra)
     _, alerts = run(data)
     assert [a.explanation for a in _spikes(alerts, "page:Size Guide")] == []

@@ -75,6 +75,23 @@ def test_counts_and_distinct_users_per_window():
     }
 
 
+def test_arrivals_count_a_visit_once_over_the_minutes_it_spans():
+    """a browses three minutes in a row, b in the first and the third, c in the third: each
+    minute counts its users, arrivals only those not there the minute before."""
+    a = agg()
+    for minute, users in enumerate([["a", "b"], ["a"], ["a", "b", "c"]]):
+        for user in users:
+            add(a, "View", T0 + 60 * minute + 5, user)
+    add(a, "View", T0 + 60 * 4 + 5, "a")  # after an empty minute: a arrives again
+    got = {(r.window_start - T0) // 60: r for r in a.flush_all() if r.kind == "volume"}
+    assert {m: (r.distinct_users, r.arrivals) for m, r in got.items()} == {
+        0: (2, 2),
+        1: (1, 0),
+        2: (3, 2),
+        4: (1, 1),
+    }
+
+
 def test_dimensions_from_plan_and_context():
     a = agg()
     body = ev("View", T0, context={"os": {"name": "Android"}, "app": {"version": "4.2"}})
