@@ -30,7 +30,7 @@ from tracking_plan.business_keys import (
 )
 from tracking_plan.diff import diff_plans
 from tracking_plan.lint import lint_plan
-from tracking_plan.loader import PlanError, dump_plan, load_plan, parse_plan
+from tracking_plan.loader import PlanError, load_plan, parse_plan
 from tracking_plan.model import (
     EventSpec,
     Mode,
@@ -41,6 +41,7 @@ from tracking_plan.model import (
     parse_duration,
 )
 from tracking_plan.normalise import format_timestamp
+from tracking_plan.plan_dump import dump_plan
 from tracking_plan.validator import compile_plan
 
 ROOT = Path(__file__).resolve().parent.parent

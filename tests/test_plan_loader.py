@@ -19,9 +19,6 @@ from tracking_plan.loader import (
     MAX_PLAN_BYTES,
     PlanError,
     PlanProblem,
-    _fast_compose,
-    _PlanYamlLoader,
-    dump_plan,
     load_plan,
     parse_plan,
 )
@@ -33,6 +30,8 @@ from tracking_plan.model import (
     Status,
     event_key,
 )
+from tracking_plan.plan_dump import dump_plan
+from tracking_plan.plan_yaml import _fast_compose, _PlanYamlLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ecommerce.yaml"

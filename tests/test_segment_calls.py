@@ -15,9 +15,10 @@ from tests.conftest import EXAMPLE_PLAN
 from tracking_plan.builtins import BUILTINS
 from tracking_plan.diff import diff_plans
 from tracking_plan.lint import lint_plan
-from tracking_plan.loader import PlanError, dump_plan, load_plan, parse_plan
+from tracking_plan.loader import PlanError, load_plan, parse_plan
 from tracking_plan.model import CallType
 from tracking_plan.pii import PiiMasker, is_pii_token, pii_token
+from tracking_plan.plan_dump import dump_plan
 from tracking_plan.validator import compile_plan
 
 NOW = time.time()

@@ -31,13 +31,12 @@ from tracking_plan.loader import (
     MAX_PLAN_BYTES,
     PlanError,
     PlanProblem,
-    dump_plan,
     parse_plan,
-    printable,
-    type_accepts,
-    value_problems,
 )
 from tracking_plan.model import CallType, EventSpec, Plan, PropertySpec, PropType, event_key
+from tracking_plan.plan_dump import dump_plan
+from tracking_plan.plan_values import type_accepts, value_problems
+from tracking_plan.plan_yaml import printable
 
 _TYPES = {
     "string": PropType.STRING,

@@ -1,31 +1,18 @@
 """Read a YAML tracking plan into a `Plan`, reporting every mistake with file, line, column and fix.
 
-The plan is parsed with PyYAML into a node tree (which keeps line/column marks) and checked by
-hand, so that one run reports ALL problems, not only the first. Hostile files are refused early:
-more than `MAX_PLAN_BYTES`, nesting deeper than `MAX_DEPTH`, non-UTF-8 bytes, YAML aliases (the
-"billion laughs" expansion), custom tags, several documents in one file.
+The plan is parsed into a node tree that keeps line/column marks (`tracking_plan.plan_yaml`,
+which refuses hostile files early: too large, too deep, aliases, custom tags) and checked part by
+part here through a `PlanReader` (`tracking_plan.plan_nodes`), so that one run reports ALL
+problems, not only the first. Defaults are checked with `tracking_plan.plan_values`; the plan is
+written back by `tracking_plan.plan_dump`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import difflib
-import math
 import re
-import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.events import (
-    AliasEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tracking_plan.model import (
@@ -45,532 +32,23 @@ from tracking_plan.model import (
     event_key,
     format_duration,
     parse_duration,
+    unnamed_view,
+)
+from tracking_plan.plan_nodes import PlanReader, choices_hint, node_kind, suggest
+from tracking_plan.plan_values import type_accepts, value_problems
+from tracking_plan.plan_yaml import (
+    MAX_DEPTH,
+    MAX_PLAN_BYTES,
+    NULL_TAG,
+    PlanError,
+    PlanProblem,
+    compose_plan,
+    printable,
 )
 
-MAX_PLAN_BYTES = 5 * 1024 * 1024
-MAX_DEPTH = 32
+__all__ = ["MAX_DEPTH", "MAX_PLAN_BYTES", "PlanError", "PlanProblem", "load_plan", "parse_plan"]
+
 FORMATS = ("currency", "email", "uri", "date-time")
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_NULL_TAG = "tag:yaml.org,2002:null"
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-_SCALAR_TAGS = {
-    _STR_TAG,
-    _NULL_TAG,
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:timestamp",
-}
-
-
-@dataclass(frozen=True)
-class PlanProblem:
-    """One mistake in a plan file: where (1-based line and column), what, and how to fix it."""
-
-    file: str
-    line: int | None
-    column: int | None
-    message: str
-    hint: str = ""
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column or 1}"
-        return f"{where}: {self.message}" + (f" ({self.hint})" if self.hint else "")
-
-
-class PlanError(ValueError):
-    """A plan could not be loaded; `problems` lists every mistake found."""
-
-    def __init__(self, problems: list[PlanProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-# ----------------------------------------------------------------------------------- YAML layer
-
-
-class _Refused(yaml.MarkedYAMLError):
-    """A YAML construct that plan files do not allow (alias, too deep)."""
-
-
-class _PlanYamlLoader(yaml.SafeLoader):
-    """SafeLoader that composes nodes only, refusing aliases and bounding the nesting depth."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node:  # type: ignore[override]
-        if self.check_event(AliasEvent):
-            event = self.peek_event()
-            raise _Refused(
-                problem="YAML aliases (*name) are not allowed in plan files",
-                problem_mark=event.start_mark,
-                note="write the repeated part out in full",
-            )
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                event = self.peek_event()
-                raise _Refused(
-                    problem=f"nesting deeper than {MAX_DEPTH} levels",
-                    problem_mark=event.start_mark,
-                    note="flatten the structure; plans never need this depth",
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-_FAST_LOADER = getattr(yaml, "CSafeLoader", None)  # libyaml, when PyYAML was built with it
-
-
-def _fast_compose(text: str) -> Node | None:
-    """Compose with libyaml (about 20x faster), or None when the text needs the careful path.
-
-    Anything unusual (a syntax error, an alias, deep nesting, odd characters) returns None so that
-    `_PlanYamlLoader` reports it with its exact message and position.
-    """
-    if _FAST_LOADER is None:
-        return None
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=_FAST_LOADER):
-            if isinstance(event, MappingStartEvent | SequenceStartEvent):
-                depth += 1
-                if depth >= MAX_DEPTH:
-                    return None
-            elif isinstance(event, MappingEndEvent | SequenceEndEvent):
-                depth -= 1
-            elif isinstance(event, AliasEvent):
-                return None
-        loader = _FAST_LOADER(text)
-        try:
-            return loader.get_single_node()
-        finally:
-            loader.dispose()
-    except (yaml.YAMLError, UnicodeError, ValueError):
-        return None
-
-
-def _line_col(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
-
-
-def _yaml_problem(file: str, text: str, exc: yaml.YAMLError) -> PlanProblem:
-    if isinstance(exc, yaml.reader.ReaderError):
-        line, col = _line_col(text, exc.position)
-        char = exc.character
-        code = f"U+{char:04X}" if isinstance(char, int) else repr(char)
-        return PlanProblem(
-            file, line, col, f"character {code} is not allowed in YAML", "remove that character"
-        )
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        message = (
-            " ".join(str(part) for part in (exc.context, exc.problem) if part) or "invalid YAML"
-        )
-        if isinstance(exc, _Refused):
-            hint = exc.note or ""
-        else:
-            hint = "fix the YAML syntax: indentation, quotes, colons"
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        return PlanProblem(file, line, col, printable(message), hint)
-    return PlanProblem(
-        file, None, None, printable(str(exc)) or "invalid YAML", "fix the YAML syntax"
-    )
-
-
-def _compose(file: str, text: str) -> Node:
-    if len(text) > MAX_PLAN_BYTES:
-        raise PlanError(
-            [
-                PlanProblem(
-                    file,
-                    1,
-                    1,
-                    f"plan is too large ({len(text)} characters; the limit is {MAX_PLAN_BYTES})",
-                    "split it or remove generated content",
-                )
-            ]
-        )
-    node = _fast_compose(text)
-    loader = None
-    try:
-        if node is None:
-            loader = _PlanYamlLoader(text)
-            node = loader.get_single_node()
-    except yaml.YAMLError as exc:
-        raise PlanError([_yaml_problem(file, text, exc)]) from None
-    except RecursionError:  # defensive: the depth bound should prevent this
-        raise PlanError(
-            [PlanProblem(file, 1, 1, "plan is nested too deeply", "flatten it")]
-        ) from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if node is None or (isinstance(node, ScalarNode) and node.tag == _NULL_TAG):
-        raise PlanError(
-            [
-                PlanProblem(
-                    file, 1, 1, "plan file is empty", "start with `plan: <name>` and `version:`"
-                )
-            ]
-        )
-    return node
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-
-_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-
-
-def printable(text: str, limit: int = 80) -> str:
-    """`text` safe to print: invisible/control characters escaped, long text shortened."""
-    out = []
-    for ch in text[:limit]:
-        if unicodedata.category(ch) in _INVISIBLE:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-        else:
-            out.append(ch)
-    return "".join(out) + ("…" if len(text) > limit else "")
-
-
-def _invisible_char(text: str) -> str | None:
-    for ch in text:
-        if unicodedata.category(ch) in _INVISIBLE:
-            label = unicodedata.name(ch, "") or "(a control character)"
-            return f"U+{ord(ch):04X} {label}"
-    return None
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean `{match[0]}`?" if match else ""
-
-
-def _choices_hint(word: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    suggestion = _suggest(word, choices)
-    allowed = "use one of: " + ", ".join(choices)
-    return f"{suggestion} {allowed}" if suggestion else allowed
-
-
-def _kind(node: Node) -> str:
-    if isinstance(node, MappingNode):
-        return "a mapping"
-    if isinstance(node, SequenceNode):
-        return "a list"
-    if node.tag == _NULL_TAG:
-        return "empty"
-    return f"`{printable(node.value, 40)}`"
-
-
-def _as_json(value: Any) -> Any:
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=_dt.UTC)
-        return value.isoformat()
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    return value
-
-
-@dataclass
-class _Ctx:
-    file: str
-    problems: list[PlanProblem] = field(default_factory=list)
-    key_lines: dict[int, int] = field(default_factory=dict)  # id(value node) -> line of its key
-
-    def add(self, node: Node, message: str, hint: str = "") -> None:
-        self.problems.append(
-            PlanProblem(
-                self.file, node.start_mark.line + 1, node.start_mark.column + 1, message, hint
-            )
-        )
-
-    # -- structure ----------------------------------------------------------------------
-
-    def entries(self, node: Node, what: str) -> list[tuple[str, Node, Node]] | None:
-        """The (key, key node, value node) of a mapping; reports non-text and duplicate keys."""
-        if not isinstance(node, MappingNode):
-            self.add(
-                node,
-                f"{what} must be a mapping (key: value), found {_kind(node)}",
-                "indent its entries as `key: value` lines, or write {} for none",
-            )
-            return None
-        if node.tag != _MAP_TAG:
-            self.add(node, f"YAML tag {printable(node.tag)} is not allowed", "remove the tag")
-            return None
-        seen: dict[str, int] = {}
-        out: list[tuple[str, Node, Node]] = []
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _NULL_TAG:
-                self.add(
-                    key_node,
-                    f"keys of {what} must be text, found {_kind(key_node)}",
-                    "write a plain name before the colon",
-                )
-                continue
-            key = key_node.value
-            if key in seen:
-                self.add(
-                    key_node,
-                    f"duplicate key `{printable(key)}` in {what} (first at line {seen[key]})",
-                    "remove or rename one; YAML would silently keep only the last",
-                )
-                continue
-            seen[key] = key_node.start_mark.line + 1
-            out.append((key, key_node, value_node))
-        return out
-
-    def fields(self, node: Node, what: str, allowed: Iterable[str]) -> dict[str, Node] | None:
-        """A mapping with a fixed set of keys; reports unknown keys with a suggestion."""
-        allowed = list(allowed)
-        entries = self.entries(node, what)
-        if entries is None:
-            return None
-        out: dict[str, Node] = {}
-        for key, key_node, value_node in entries:
-            if key not in allowed:
-                self.add(
-                    key_node,
-                    f"unknown key `{printable(key)}` in {what}",
-                    _choices_hint(key, allowed),
-                )
-                continue
-            out[key] = value_node
-            self.key_lines[id(value_node)] = key_node.start_mark.line + 1
-        return out
-
-    def items(self, node: Node, what: str) -> list[Node] | None:
-        if not isinstance(node, SequenceNode):
-            self.add(node, f"{what} must be a list, found {_kind(node)}", "write e.g. [a, b]")
-            return None
-        if node.tag != _SEQ_TAG:
-            self.add(node, f"YAML tag {printable(node.tag)} is not allowed", "remove the tag")
-            return None
-        return list(node.value)
-
-    # -- scalars --------------------------------------------------------------------------
-
-    def scalar(self, node: Node, what: str) -> tuple[bool, Any]:
-        """The typed value of a scalar node (null, bool, int, float, str; dates as ISO text)."""
-        if not isinstance(node, ScalarNode):
-            self.add(node, f"{what} must be a single value, found {_kind(node)}", "write one value")
-            return False, None
-        if node.tag not in _SCALAR_TAGS:
-            self.add(
-                node, f"YAML tag {printable(node.tag)} is not allowed in {what}", "remove the tag"
-            )
-            return False, None
-        try:
-            value = _SCALAR_CONSTRUCTOR.yaml_constructors[node.tag](_SCALAR_CONSTRUCTOR, node)
-        except (yaml.YAMLError, ValueError, OverflowError, TypeError) as exc:
-            self.add(
-                node,
-                f"{what}: cannot read `{printable(node.value, 40)}` ({printable(str(exc), 60)})",
-                "write a plain number, true/false or quoted text",
-            )
-            return False, None
-        if isinstance(value, float) and not math.isfinite(value):
-            self.add(
-                node, f"{what} must be a finite number, found {node.value}", "write e.g. 0 or 9.99"
-            )
-            return False, None
-        return True, _as_json(value)
-
-    def text(self, node: Node, what: str, *, name: bool = False) -> str | None:
-        """Text as written (no YAML 1.1 surprises: `no` stays "no"); None if empty or invalid."""
-        if not isinstance(node, ScalarNode):
-            self.add(node, f"{what} must be text, found {_kind(node)}", "write plain text")
-            return None
-        if node.tag not in _SCALAR_TAGS:
-            self.add(
-                node, f"YAML tag {printable(node.tag)} is not allowed in {what}", "remove the tag"
-            )
-            return None
-        if node.tag == _NULL_TAG and node.value in ("", "~", "null", "Null", "NULL"):
-            return None
-        if name:
-            self.check_name(node, node.value, what)
-        return node.value
-
-    def check_name(self, node: Node, value: str, what: str) -> bool:
-        if not value.strip():
-            self.add(node, f"{what} is empty", "give it a name")
-            return False
-        bad = _invisible_char(value)
-        if bad:
-            self.add(
-                node, f"{what} `{printable(value)}` contains invisible character {bad}", "remove it"
-            )
-            return False
-        if value != value.strip():
-            self.add(
-                node, f"{what} `{printable(value)}` has leading or trailing spaces", "remove them"
-            )
-            return False
-        return True
-
-    def boolean(self, node: Node, what: str) -> bool | None:
-        ok, value = self.scalar(node, what)
-        if ok and not isinstance(value, bool):
-            self.add(
-                node, f"{what} must be true or false, found {_kind(node)}", "write true or false"
-            )
-            return None
-        return value if ok else None
-
-    def number(self, node: Node, what: str) -> float | int | None:
-        ok, value = self.scalar(node, what)
-        if ok and (isinstance(value, bool) or not isinstance(value, int | float)):
-            self.add(node, f"{what} must be a number, found {_kind(node)}", "write e.g. 0 or 9.99")
-            return None
-        return value if ok else None
-
-    def integer(self, node: Node, what: str, minimum: int = 0) -> int | None:
-        ok, value = self.scalar(node, what)
-        if not ok:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.add(
-                node,
-                f"{what} must be a whole number ≥ {minimum}, found {_kind(node)}",
-                f"write e.g. {max(minimum, 1)}",
-            )
-            return None
-        return value
-
-    def choice(self, node: Node, what: str, enum: type) -> Any:
-        value = self.text(node, what)
-        if value is None:
-            if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
-                self.add(node, f"{what} is empty", _choices_hint("", [e.value for e in enum]))
-            return None
-        try:
-            return enum(value)
-        except ValueError:
-            self.add(
-                node,
-                f"{what} is `{printable(value)}`, which is not valid",
-                _choices_hint(value, [e.value for e in enum]),
-            )
-            return None
-
-    def text_list(self, node: Node, what: str, *, name: bool = True) -> list[tuple[str, Node]]:
-        nodes = self.items(node, what)
-        if nodes is None:
-            return []
-        out = []
-        for item in nodes:
-            value = self.text(item, f"an entry of {what}", name=name)
-            if value is None:
-                if isinstance(item, ScalarNode) and item.tag == _NULL_TAG:
-                    self.add(item, f"empty entry in {what}", "remove it")
-                continue
-            out.append((value, item))
-        return out
-
-    def value(self, node: Node, what: str) -> tuple[bool, Any]:
-        """Any JSON-like value (for defaults): mappings, lists and scalars."""
-        if isinstance(node, MappingNode):
-            entries = self.entries(node, what)
-            if entries is None:
-                return False, None
-            out: dict[str, Any] = {}
-            good = True
-            for key, _, child in entries:
-                ok, out[key] = self.value(child, what)
-                good = good and ok
-            return good, out
-        if isinstance(node, SequenceNode):
-            nodes = self.items(node, what)
-            if nodes is None:
-                return False, None
-            results = [self.value(child, what) for child in nodes]
-            return all(ok for ok, _ in results), [v for _, v in results]
-        return self.scalar(node, what)
-
-
-# Only its (stateless) scalar constructors are used, called directly so that nothing is cached.
-_SCALAR_CONSTRUCTOR = yaml.SafeLoader("")
-
-
-# ----------------------------------------------------------------------------------- values
-
-
-def type_accepts(kind: PropType, value: Any) -> bool:
-    """Whether `value` (parsed JSON/YAML) has the plan type `kind` (bools are never numbers)."""
-    if kind is PropType.ANY:
-        return True
-    if kind is PropType.STRING:
-        return isinstance(value, str)
-    if kind is PropType.BOOLEAN:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is PropType.NUMBER:
-        return isinstance(value, int | float)
-    if kind is PropType.INTEGER:
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if kind is PropType.OBJECT:
-        return isinstance(value, dict)
-    if kind is PropType.ARRAY:
-        return isinstance(value, list)
-    if kind is PropType.TIMESTAMP:
-        return isinstance(value, str | int | float)
-    return False
-
-
-def value_problems(spec: PropertySpec, value: Any) -> list[str]:
-    """Why `value` breaks `spec` (type, enum, pattern, range, length, nested fields); [] if fine.
-
-    A small checker used for plan defaults; the event validator is `tracking_plan.validator`.
-    Patterns match anywhere in the text (`re.search`), as in JSON Schema: anchor with ^...$.
-    """
-    if value is None:
-        return [] if spec.nullable else ["is null but the property is not nullable"]
-    if not type_accepts(spec.type, value):
-        return [f"is not of type {spec.type.value}"]
-    out = []
-    if spec.enum is not None and value not in spec.enum:
-        out.append(f"is not one of {list(spec.enum)}")
-    if spec.pattern is not None and isinstance(value, str):
-        try:
-            if not re.search(spec.pattern, value):
-                out.append(f"does not match pattern {spec.pattern}")
-        except re.error:
-            pass  # reported where the pattern is declared
-    size = len(value) if isinstance(value, str | list) else value
-    if isinstance(size, int | float) and not isinstance(size, bool):
-        unit = " (length)" if isinstance(value, str | list) else ""
-        if spec.minimum is not None and size < spec.minimum:
-            out.append(f"is below min {spec.minimum}{unit}")
-        if spec.maximum is not None and size > spec.maximum:
-            out.append(f"is above max {spec.maximum}{unit}")
-    if spec.max_length is not None and isinstance(value, str) and len(value) > spec.max_length:
-        out.append(f"is longer than max_length {spec.max_length}")
-    if isinstance(value, dict):
-        for child in spec.properties:
-            if child.name in value:
-                out += [f"{child.name} {p}" for p in value_problems(child, value[child.name])]
-            elif child.required:
-                out.append(f"lacks required field {child.name}")
-        if not spec.additional_properties:
-            known = {c.name for c in spec.properties}
-            out += [f"has unplanned field {k}" for k in value if k not in known]
-    if isinstance(value, list) and spec.items is not None:
-        for i, item in enumerate(value):
-            out += [f"[{i}] {p}" for p in value_problems(spec.items, item)]
-    return out
-
 
 # ----------------------------------------------------------------------------------- plan parts
 
@@ -636,13 +114,19 @@ _ENUM_TYPES = (
 
 
 def _property(
-    ctx: _Ctx, name: str, node: Node, where: str, line: int | None = None, *, top: bool = False
+    ctx: PlanReader,
+    name: str,
+    node: Node,
+    where: str,
+    line: int | None = None,
+    *,
+    top: bool = False,
 ) -> PropertySpec | None:
     """One property; `line` is where its name is written (defaults to its value's line); `top`:
     a top-level property of an event (the only place a business key may be declared)."""
     what = f"property `{printable(name)}` of {where}"
     line = line or node.start_mark.line + 1
-    if isinstance(node, ScalarNode) and node.tag != _NULL_TAG:  # shorthand: `name: string`
+    if isinstance(node, ScalarNode) and node.tag != NULL_TAG:  # shorthand: `name: string`
         kind = ctx.choice(node, f"type of {what}", PropType)
         if kind is None:
             return None
@@ -723,7 +207,7 @@ def _property(
             ctx.add(
                 fields["format"],
                 f"unknown format `{printable(fmt)}` ({what})",
-                _choices_hint(fmt, FORMATS),
+                choices_hint(fmt, FORMATS),
             )
         elif fmt is not None and kind not in (PropType.STRING, PropType.TIMESTAMP, PropType.ANY):
             ctx.add(
@@ -803,7 +287,7 @@ def _property(
 
 
 def _enum(
-    ctx: _Ctx, node: Node, kind: PropType, nullable: bool, what: str
+    ctx: PlanReader, node: Node, kind: PropType, nullable: bool, what: str
 ) -> tuple[Any, ...] | None:
     nodes = ctx.items(node, f"enum of {what}")
     if nodes is None:
@@ -839,7 +323,7 @@ def _enum(
     return tuple(values) if good else None
 
 
-def _within(ctx: _Ctx, node: Node, what: str) -> float | None:
+def _within(ctx: PlanReader, node: Node, what: str) -> float | None:
     """The horizon of a business key: a duration such as `24h` of at most 30 days."""
     ok, value = ctx.scalar(node, what)
     if not ok:
@@ -853,7 +337,7 @@ def _within(ctx: _Ctx, node: Node, what: str) -> float | None:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0
             else _DURATION_HINT
         )
-        ctx.add(node, f"{what} must be a duration, found {_kind(node)}", unit_hint)
+        ctx.add(node, f"{what} must be a duration, found {node_kind(node)}", unit_hint)
         return None
     seconds = parse_duration(value)
     if seconds is None:
@@ -870,7 +354,7 @@ def _within(ctx: _Ctx, node: Node, what: str) -> float | None:
     return seconds
 
 
-def _key_mode(ctx: _Ctx, node: Node, what: str) -> Mode | None:
+def _key_mode(ctx: PlanReader, node: Node, what: str) -> Mode | None:
     """The mode of a business key: flag (forward repeats with a violation) or block."""
     mode = ctx.choice(node, f"mode of {what}", Mode)
     if mode is Mode.OMIT:
@@ -884,7 +368,7 @@ def _key_mode(ctx: _Ctx, node: Node, what: str) -> Mode | None:
 
 
 def _property_key(
-    ctx: _Ctx, node: Node, name: str, what: str, line: int | None
+    ctx: PlanReader, node: Node, name: str, what: str, line: int | None
 ) -> UniqueKey | None:
     """`unique: 24h` or `unique: {within: 24h, mode: block}` of the property `name`."""
     key_what = f"`unique` of {what}"
@@ -907,7 +391,7 @@ def _property_key(
 
 
 def _event_key(
-    ctx: _Ctx, node: Node, props: tuple[PropertySpec, ...], declared: set[str], where: str
+    ctx: PlanReader, node: Node, props: tuple[PropertySpec, ...], declared: set[str], where: str
 ) -> UniqueKey | None:
     """`unique: {keys: [a, b], within: 24h, mode: flag}` of an event: a composite business
     key over top-level string/integer properties it plans (`declared`: every name written under
@@ -931,7 +415,7 @@ def _event_key(
             if key in names:
                 ctx.add(item, f"`{printable(key)}` is listed twice in keys of {what}", "remove one")
             elif prop is None and key not in declared:
-                hint = _suggest(key, by_name)
+                hint = suggest(key, by_name)
                 plan_it = "plan it under the event's `properties` (type string or integer)"
                 ctx.add(
                     item,
@@ -968,9 +452,9 @@ def _event_key(
 
 
 def _properties(
-    ctx: _Ctx, node: Node, where: str, *, top: bool = False
+    ctx: PlanReader, node: Node, where: str, *, top: bool = False
 ) -> tuple[PropertySpec, ...]:
-    if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
+    if isinstance(node, ScalarNode) and node.tag == NULL_TAG:
         return ()
     entries = ctx.entries(node, f"properties of {where}")
     out = []
@@ -984,7 +468,7 @@ def _properties(
 
 
 def _event(
-    ctx: _Ctx,
+    ctx: PlanReader,
     name: str,
     call: CallType,
     node: Node,
@@ -993,7 +477,7 @@ def _event(
     line: int,
     allowed: tuple[str, ...] = EVENT_KEYS,
 ) -> EventSpec | None:
-    if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
+    if isinstance(node, ScalarNode) and node.tag == NULL_TAG:
         return EventSpec(name=name, call=call, line=line)
     fields = ctx.fields(node, where, allowed)
     if fields is None:
@@ -1028,7 +512,7 @@ def _event(
                     item, f"source `{printable(source)}` is listed twice in {where}", "remove one"
                 )
             elif sources is not None and source not in sources:
-                hint = _suggest(source, sources)
+                hint = suggest(source, sources)
                 hint = (
                     f"{hint} or declare it under `sources:`"
                     if hint
@@ -1051,13 +535,13 @@ def _event(
     return EventSpec(**spec)
 
 
-def _sources(ctx: _Ctx, node: Node) -> dict[str, SourceSpec]:
+def _sources(ctx: PlanReader, node: Node) -> dict[str, SourceSpec]:
     out: dict[str, SourceSpec] = {}
     for name, key_node, value_node in ctx.entries(node, "sources") or ():
         if not ctx.check_name(key_node, name, "source name"):
             continue
         line = key_node.start_mark.line + 1
-        if isinstance(value_node, ScalarNode) and value_node.tag == _NULL_TAG:
+        if isinstance(value_node, ScalarNode) and value_node.tag == NULL_TAG:
             out[name] = SourceSpec(name=name, line=line)
             continue
         fields = ctx.fields(value_node, f"source `{printable(name)}`", SOURCE_KEYS)
@@ -1076,7 +560,7 @@ def _sources(ctx: _Ctx, node: Node) -> dict[str, SourceSpec]:
     return out
 
 
-def _funnels(ctx: _Ctx, node: Node) -> list[tuple[Funnel, list[tuple[str, Node]]]]:
+def _funnels(ctx: PlanReader, node: Node) -> list[tuple[Funnel, list[tuple[str, Node]]]]:
     out = []
     names: dict[str, int] = {}
     for item in ctx.items(node, "funnels") or ():
@@ -1125,7 +609,7 @@ def _funnels(ctx: _Ctx, node: Node) -> list[tuple[Funnel, list[tuple[str, Node]]
     return out
 
 
-def _builtins(ctx: _Ctx, node: Node) -> frozenset[str]:
+def _builtins(ctx: PlanReader, node: Node) -> frozenset[str]:
     """`builtins: true|false` (every set on or off) or a mapping `{page: false, ...}` that turns
     single sets off (sets it does not name stay on)."""
     if isinstance(node, ScalarNode):
@@ -1139,7 +623,7 @@ def _builtins(ctx: _Ctx, node: Node) -> frozenset[str]:
     return frozenset(enabled)
 
 
-def _build(ctx: _Ctx, root: Node) -> Plan | None:
+def _build(ctx: PlanReader, root: Node) -> Plan | None:
     top = ctx.fields(root, "the plan", TOP_KEYS)
     if top is None:
         return None
@@ -1149,11 +633,11 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
             ctx.add(root, f"the plan has no `{key}`", f"add `{key}: ...` at the top of the file")
     if "plan" in top:
         name = ctx.text(top["plan"], "plan name", name=True)
-        if name is None and top["plan"].tag == _NULL_TAG:
+        if name is None and top["plan"].tag == NULL_TAG:
             ctx.add(top["plan"], "plan name is empty", "write `plan: <name>`")
     if "version" in top:
         version = ctx.text(top["version"], "version")
-        if version is None and top["version"].tag == _NULL_TAG:
+        if version is None and top["version"].tag == NULL_TAG:
             ctx.add(top["version"], "version is empty", 'write e.g. `version: "1.0.0"`')
 
     kwargs: dict[str, Any] = {}
@@ -1195,7 +679,7 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
         node = top[section]
         if call is not CallType.TRACK:  # a plan with pages takes analytics.js's bare page()
             events[event_key(call, None)] = unnamed_view(call, ctx.key_lines.get(id(node)))
-        if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:
+        if isinstance(node, ScalarNode) and node.tag == NULL_TAG:
             continue
         for event_name, key_node, value_node in ctx.entries(node, section) or ():
             label = "event" if call is CallType.TRACK else call.value
@@ -1227,7 +711,7 @@ def _build(ctx: _Ctx, root: Node) -> Plan | None:
     for _, steps in funnels:
         for step, step_node in steps:
             if step not in events:
-                hint = _suggest(step, events)
+                hint = suggest(step, events)
                 hint = (
                     f"{hint} or plan the event under `events:`"
                     if hint
@@ -1254,8 +738,8 @@ def parse_plan(text: str, path: str = "<string>") -> Plan:
     """Parse plan YAML text; raise `PlanError` listing every problem (file, line, column, hint)."""
     if not isinstance(text, str):
         raise TypeError("parse_plan expects text; use load_plan for files")
-    root = _compose(path, text.removeprefix("\ufeff"))
-    ctx = _Ctx(path)
+    root = compose_plan(path, text.removeprefix("\ufeff"))
+    ctx = PlanReader(path)
     try:
         plan = _build(ctx, root)
     except RecursionError:  # defensive: MAX_DEPTH keeps recursion far below the limit
@@ -1311,153 +795,3 @@ def load_plan(path: str | Path) -> Plan:
             ]
         ) from None
     return parse_plan(text, name)
-
-
-# ----------------------------------------------------------------------------------- dump
-
-
-class _Flow(dict):
-    """A mapping written on one line (`{type: string, required: true}`), like hand-written plans."""
-
-
-class _PlanDumper(yaml.SafeDumper):
-    pass
-
-
-_PlanDumper.add_representer(
-    _Flow, lambda dumper, data: dumper.represent_mapping(_MAP_TAG, data, flow_style=True)
-)
-_PlanDumper.add_representer(
-    str,  # PyYAML mangles NEL/LS/PS in single quotes: double-quoted style escapes them
-    lambda dumper, data: dumper.represent_scalar(
-        _STR_TAG, data, style='"' if any(c in data for c in "\x85\u2028\u2029") else None
-    ),
-)
-_PlanDumper.add_representer(
-    tuple, lambda dumper, data: dumper.represent_sequence(_SEQ_TAG, data, flow_style=True)
-)
-
-
-def _dump_property(prop: PropertySpec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if prop.type is not PropType.ANY:
-        out["type"] = prop.type.value
-    for key, value, default in (
-        ("required", prop.required, False),
-        ("nullable", prop.nullable, False),
-        ("enum", list(prop.enum) if prop.enum is not None else None, None),
-        ("pattern", prop.pattern, None),
-        ("min", prop.minimum, None),
-        ("max", prop.maximum, None),
-        ("max_length", prop.max_length, None),
-        ("format", prop.format, None),
-        ("pii", prop.pii, False),
-        ("description", prop.description, ""),
-    ):
-        if value != default or (default is None and value is not None):
-            out[key] = value
-    if prop.unique is not None:
-        within = format_duration(prop.unique.within_seconds)
-        if prop.unique.mode is Mode.FLAG:
-            out["unique"] = within
-        else:
-            out["unique"] = _Flow(within=within, mode=prop.unique.mode.value)
-    if prop.has_default:
-        out["default"] = prop.default
-    if prop.items is not None:
-        out["items"] = _dump_property(prop.items)
-    if prop.properties:
-        out["properties"] = {p.name: _dump_property(p) for p in prop.properties}
-    if not prop.additional_properties:
-        out["additional_properties"] = False
-    nested = isinstance(out.get("default"), dict | list) or "items" in out or "properties" in out
-    return out if nested else _Flow(out)
-
-
-def unnamed_view(call: CallType, line: int | None = None) -> EventSpec:
-    """What a plan's `pages:` (`screens:`) section implies for page (screen) calls without a
-    name, such as the bare `analytics.page()` of analytics.js on every page load: planned, with
-    the built-in properties only (`builtins`), in the plan's and source's mode."""
-    kind = "page" if call is CallType.PAGE else "screen"
-    return EventSpec(
-        name="",
-        call=call,
-        description=f"{kind} calls without a name (implied by `{kind}s:`): built-in properties",
-        line=line,
-    )
-
-
-def is_unnamed_view(event: EventSpec) -> bool:
-    """The entry `unnamed_view` made (a planned page or screen always has a name)."""
-    return event.call in (CallType.PAGE, CallType.SCREEN) and not event.name
-
-
-def _dump_event(event: EventSpec) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if event.description:
-        out["description"] = event.description
-    if event.owner:
-        out["owner"] = event.owner
-    if event.status is not Status.ACTIVE:
-        out["status"] = event.status.value
-    if event.sources:
-        out["sources"] = tuple(event.sources)
-    if event.mode is not None:
-        out["mode"] = event.mode.value
-    if event.allow_unplanned_properties:
-        out["allow_unplanned_properties"] = True
-    if event.unique is not None:
-        key = _Flow(
-            keys=tuple(event.unique.properties),
-            within=format_duration(event.unique.within_seconds),
-        )
-        if event.unique.mode is not Mode.FLAG:
-            key["mode"] = event.unique.mode.value
-        out["unique"] = key
-    if event.properties:
-        out["properties"] = {p.name: _dump_property(p) for p in event.properties}
-    return out
-
-
-def dump_plan(plan: Plan) -> str:
-    """The plan as YAML in the plan format: `parse_plan(dump_plan(p))` equals `p`, lines aside."""
-    doc: dict[str, Any] = {"plan": plan.name, "version": plan.version}
-    doc["defaults"] = {"mode": plan.default_mode.value, "identity": plan.identity.value}
-    if plan.required_context:
-        doc["context"] = {"required": list(plan.required_context)}
-    if plan.pii:
-        doc["pii"] = list(plan.pii)
-    if plan.sources:
-        doc["sources"] = {
-            s.name: {
-                k: v
-                for k, v in (
-                    ("platform", s.platform),
-                    ("description", s.description),
-                    ("mode", s.mode.value if s.mode else ""),
-                )
-                if v
-            }
-            for s in plan.sources.values()
-        }
-    if plan.funnels:
-        doc["funnels"] = [
-            {"name": f.name, "steps": list(f.steps), "window_minutes": f.window_minutes}
-            for f in plan.funnels
-        ]
-    if plan.builtins != frozenset(BUILTIN_SETS):
-        doc["builtins"] = {name: name in plan.builtins for name in BUILTIN_SETS}
-    sections: dict[CallType, str] = {
-        CallType.TRACK: "events",
-        CallType.PAGE: "pages",
-        CallType.SCREEN: "screens",
-    }
-    single = {CallType.IDENTIFY: "traits", CallType.GROUP: "group", CallType.ALIAS: "alias"}
-    for event in plan.events.values():
-        if event.call in single:
-            doc[single[event.call]] = _dump_event(event)
-        elif is_unnamed_view(event):
-            doc.setdefault(sections[event.call], {})  # implied by the section itself
-        else:
-            doc.setdefault(sections[event.call], {})[event.name] = _dump_event(event)
-    return yaml.dump(doc, Dumper=_PlanDumper, sort_keys=False, allow_unicode=True, width=120)

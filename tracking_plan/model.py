@@ -210,3 +210,21 @@ def format_duration(seconds: float) -> str:
         if whole % size == 0:
             return f"{whole // size}{unit}"
     return f"{whole}s"
+
+
+def unnamed_view(call: CallType, line: int | None = None) -> EventSpec:
+    """What a plan's `pages:` (`screens:`) section implies for page (screen) calls without a
+    name, such as the bare `analytics.page()` of analytics.js on every page load: planned, with
+    the built-in properties only (`builtins`), in the plan's and source's mode."""
+    kind = "page" if call is CallType.PAGE else "screen"
+    return EventSpec(
+        name="",
+        call=call,
+        description=f"{kind} calls without a name (implied by `{kind}s:`): built-in properties",
+        line=line,
+    )
+
+
+def is_unnamed_view(event: EventSpec) -> bool:
+    """The entry `unnamed_view` made (a planned page or screen always has a name)."""
+    return event.call in (CallType.PAGE, CallType.SCREEN) and not event.name

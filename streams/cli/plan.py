@@ -19,8 +19,8 @@ from streams.errors import err_console, fail
 from tracking_plan.diff import Change, diff_plans, has_breaking
 from tracking_plan.jsonschema_import import load_json_schemas
 from tracking_plan.lint import lint_plan
-from tracking_plan.loader import PlanError, is_unnamed_view, load_plan
-from tracking_plan.model import Plan
+from tracking_plan.loader import PlanError, load_plan
+from tracking_plan.model import Plan, is_unnamed_view
 
 plan_app = typer.Typer(
     help="Check, compare and import tracking plans.", no_args_is_help=True, add_completion=False

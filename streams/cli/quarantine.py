@@ -230,7 +230,7 @@ def current_command(
         fail(f"no plan published on {broker}; workers use their --plan file")
     console.print(f"plan [bold]{escape(active.version)}[/] (plans offset {active.offset})")
     if show:
-        from tracking_plan.loader import dump_plan
+        from tracking_plan.plan_dump import dump_plan
 
         typer.echo(dump_plan(active.plan))
 

@@ -33,7 +33,8 @@ TOKENS = ["plan:", "version:", "events:", "properties:", "sources:", "funnels:",
 
 def one_input(data: bytes) -> None:
     """libFuzzer target: the bytes are a plan file."""
-    from tracking_plan.loader import PlanError, dump_plan, load_plan, parse_plan
+    from tracking_plan.loader import PlanError, load_plan, parse_plan
+    from tracking_plan.plan_dump import dump_plan
 
     PLAN_FILE.write_bytes(data)
     try:
