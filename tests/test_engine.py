@@ -1123,3 +1123,35 @@ def test_a_rise_is_told_only_when_its_users_are_beyond_chance(users, told):
     _, alerts = run(data, config=replace(CFG, min_excess_units=1.0))
     spikes = [a for a in firings(alerts) if a.kind == "spike"]
     assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]
+
+
+@pytest.mark.parametrize(
+    "event, version, per_user, told",
+    [
+        ("Application Updated", "5.8.0", 1, False),
+        ("Application Updated", "5.7.0", 1, True),
+        ("Application Updated", "5.8.0", 3, True),
+        ("Promo Code Redeemed", "5.8.0", 1, True),
+    ],
+)
+def test_a_release_arriving_is_no_update_spike_but_other_rises_from_it_are(
+    event, version, per_user, told
+):
+    """A forced update: three iOS users a minute update to 5.8.0 (first seen now) for half an
+    hour, each sending Application Updated once: the release arriving, no alert. The same rise
+    from 5.7.0, known for days, is told; so is 5.8.0 sending it three times per user, and a
+    rise of another event from the new release (a leaked code used by its users)."""
+    events = {"screen:Home": 60.0, event: 0.5}
+    data = synth(900, events=events, conversion=False)
+    for w in range(800, 830):
+        data[w] = data[w] + [
+            WindowRecord(
+                series={"event": event, "source": "ios", "platform": "ios",
+                        "app_version": version},
+                window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=3 * per_user,
+                distinct_users=3, arrivals=3,
+            )
+        ]  # fmt: skip
+    _, alerts = run(data)
+    spikes = [a for a in firings(alerts) if a.kind in ("spike", "new_event")]
+    assert bool(spikes) == told, [(a.series, a.explanation) for a in spikes]

@@ -61,9 +61,7 @@ def test_a_lower_package_never_imports_an_upper_one(package: str) -> None:
 
 
 # modules outside streams/cli that still import it, and why (docs/architecture.md)
-CLI_IMPORTERS = {
-    "streams/stack.py": "`trackwatch run` shares the collector's options and helpers",
-}
+CLI_IMPORTERS: dict[str, str] = {}
 
 
 def test_only_the_command_line_imports_the_command_line() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from streams.cli.run import INCIDENT_LASTS, live_incident
 from streams.simulator.incidents import load_incidents
-from streams.stack import INCIDENT_LASTS, live_incident
 
 
 def test_the_schedule_starts_it_on_the_first_live_minute(tmp_path) -> None:

@@ -1,8 +1,8 @@
 """The `trackwatch` command line (typer): `app.py` holds the app and registers every command group,
-one module each (detect, history, ops, plan, quarantine, service, simulate, validate, worker).
+one module each (detect, history, ops, plan, quarantine, run, service, simulate, validate, worker).
 
-This file stays light: importing one group's module (`streams.stack` imports `service`) must not
-register the others, which import `streams.stack` in turn."""
+This file stays light: importing one group's module (`run` imports `service`) must not register
+the others, which import `run` in turn."""
 
 from __future__ import annotations
 

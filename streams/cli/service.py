@@ -1,5 +1,5 @@
 """`trackwatch broker` and `trackwatch collector`, and the collector's lifecycle that `trackwatch
-run` (streams/stack.py, everything on one machine) shares."""
+run` (streams/cli/run.py, everything on one machine) shares."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def collector_command(
 
 
 def register(app: typer.Typer) -> None:
-    from streams.stack import run_command
+    from streams.cli.run import run_command
 
     app.command("broker")(broker_command)
     app.command("collector")(collector_command)

@@ -56,7 +56,7 @@ DEFAULT_WARM_UP_HOURS = 28.0  # the models learn for a day (volumes); 28 h leave
 # (detection after 3-5 windows, plus the 2 minutes windows stay open for late events)
 INCIDENT_AFTER = timedelta(0)
 INCIDENT_LASTS = timedelta(minutes=30)
-RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules.yml"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 POLL_SECONDS = 2.0
 PRINT_STATUS_SECONDS = 30.0  # how often the status is printed when the output is not a terminal
 
