@@ -185,6 +185,9 @@ class EngineConfig:
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
     bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
+    # a rise of an event a release itself causes (`RELEASE_EVENTS`) that comes from app versions
+    # first seen this recently, one event per user, is the release arriving
+    release_hours: float = 48.0
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction
     min_rate_excess: float = 15.0  # a rate change must be worth this many users / events
@@ -223,6 +226,11 @@ class EngineConfig:
     # falls faster than the model knows (an evening on a young model), what just came is nearer
     silence_recent_minutes: float = 10.0
     context_min_events: float = 20.0  # a scope's traffic ratio needs this many expected events
+
+
+# Events a release itself causes: Segment's mobile lifecycle events sent on the first launch of
+# a newly installed or updated version (a forced update sends a burst of them)
+RELEASE_EVENTS = ("Application Installed", "Application Updated")
 
 
 def _add_lead(track: Track, entry: list[float]) -> None:
@@ -873,9 +881,43 @@ class DetectionEngine:
                 extra_users = track.users - arrivals
                 if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > self._p_fire:
                     return False
+                if self._release_arriving(s, track):
+                    return False
                 units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
             return units >= cfg.min_excess_units and change >= cfg.min_change
         return excess >= cfg.min_rate_excess and change >= cfg.min_change
+
+    def _release_arriving(self, s: Series, track: Track) -> bool:
+        """Is a rise of an event that a release itself causes (`RELEASE_EVENTS`: the update
+        and install events the mobile SDKs send on the first launch of a new version) the
+        release arriving? Without the app versions first seen within `release_hours` (after
+        their source's first ones) what is left is within chance at the firing level, and
+        there are no more events per arriving user than usual: a forced update's users updating
+        at once. A release that sends it twice rises in events per user and is still told.
+        Other events are not excused: under forced updates most users are on the newest
+        release within hours, so a leaked code's rise comes from it too."""
+        versions = track.parts.get("app_version")
+        if s.series.get("event") not in RELEASE_EVENTS or not versions or self.last_ts is None:
+            return False
+        if track.users <= 0.0 or track.obs / track.users > 1.5 * s.per_arrival:
+            return False
+        if track.obs <= track.exp:
+            return False
+        since = self.last_ts - self.config.release_hours * 3600.0
+        newer = self.config.slices.newer_minutes * 60.0
+        firsts = [seen for key, seen in self._sent_by.items() if "|" not in key and seen]
+        fresh = {  # first seen recently, and after its source's first versions
+            v
+            for seen in firsts
+            for v, first in seen.items()
+            if first >= since and first >= min(seen.values()) + newer
+        }
+        new = [(obs, exp) for v, (obs, exp) in versions.items() if v in fresh]
+        if not new:
+            return False
+        rest_obs = track.obs - sum(obs for obs, _ in new)
+        rest_exp = max(track.exp - sum(exp for _, exp in new), 0.0)
+        return nb_sf(rest_obs / s.burst, rest_exp / s.burst, 0.0) > self._p_fire
 
     def _carried(self, track: Track) -> float:
         """How many times their usual the other events of a rising volume's scope came in its
