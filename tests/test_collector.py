@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.collector import (
+from streams.collector.http import (
     ROUTES,
     EnvelopeSink,
     ProducerUnavailable,

@@ -28,8 +28,8 @@ def one_input(data: bytes) -> None:
     """libFuzzer target: first byte picks the route and encoding, the rest is the body."""
     import orjson
 
-    from streams.collector import Problem, encode_calls, inflate, take_write_key
-    from streams.collector import _parse_json as parse_json
+    from streams.collector.http import Problem, encode_calls, inflate, take_write_key
+    from streams.collector.http import _parse_json as parse_json
 
     if not data:
         return
@@ -99,7 +99,7 @@ if __name__ == "__main__":
     import yaml  # noqa: F401
 
     with atheris.instrument_imports():
-        import streams.collector
+        import streams.collector.http
         import streams.envelope  # noqa: F401
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()

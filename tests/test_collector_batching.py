@@ -1,4 +1,4 @@
-"""Micro-batching (`streams.raw_producer.BatchingProducer`): how envelopes become Kafka messages.
+"""Micro-batching (`streams.collector.producer.BatchingProducer`): envelopes into Kafka messages.
 
 The Kafka client is replaced by `FakeKafka` (these tests are about batching, flush triggers,
 ordering and failure handling); tests/test_collector_integration.py runs it on the real broker.
@@ -13,8 +13,8 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 
+from streams.collector.producer import BatchingProducer, ProducerUnavailable
 from streams.envelope import batch_key, decode_batch, encode_envelope_body, partition_for
-from streams.raw_producer import BatchingProducer, ProducerUnavailable
 
 
 class FakeKafka:

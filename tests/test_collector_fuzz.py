@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_collector import CollectorThread, FakeSink, basic
 
-from streams.collector import CALL_TYPES, ROUTES
+from streams.collector.http import CALL_TYPES, ROUTES
 from streams.settings import Settings
 
 FUZZ = settings(

@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from test_collector import CollectorThread
 
 from streams.broker import EmbeddedBroker, create_topics
+from streams.collector.producer import BatchingProducer
 from streams.envelope import batch_key, decode_batch, partition_for, partition_key
-from streams.raw_producer import BatchingProducer
 from streams.settings import Settings
 from streams.topics import RAW
 

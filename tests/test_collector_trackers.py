@@ -12,8 +12,8 @@ import orjson
 import pytest
 from test_collector import CollectorThread, FakeSink
 
+from streams.collector.producer import BatchingProducer
 from streams.pipeline import BatchProcessor
-from streams.raw_producer import BatchingProducer
 from streams.settings import Settings
 from tests.conftest import EXAMPLE_PLAN
 from tracking_plan.loader import load_plan
@@ -82,7 +82,7 @@ def test_pii_true_properties_become_keyed_hashes(tmp_path: Any) -> None:
 
 
 def test_a_collector_without_its_plan_refuses_to_start(tmp_path: Any) -> None:
-    from streams.collector import create_collector
+    from streams.collector.http import create_collector
     from streams.settings import SettingsError
 
     with pytest.raises(SettingsError, match="PII rules"):

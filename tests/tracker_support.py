@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, TopicPartition
 from test_collector import CollectorThread
 
 from streams.broker import EmbeddedBroker, create_topics
-from streams.raw_producer import BatchingProducer
+from streams.collector.producer import BatchingProducer
 from streams.settings import Settings
 from streams.topics import QUARANTINE, VALID
 from tests.worker_process import start_worker, stop_worker

@@ -422,7 +422,7 @@ def serve_command(
     and GET /api/quarantine/ID."""
     from aiohttp import web
 
-    from streams.collector import bound_port
+    from streams.collector.http import bound_port
     from streams.quarantine_api import create_quarantine_api, is_loopback
 
     if not is_loopback(host):

@@ -20,7 +20,7 @@ from streams.settings import Settings, SettingsError, load_write_keys
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from streams.raw_producer import BatchingProducer
+    from streams.collector.producer import BatchingProducer
 
 console = Console()
 
@@ -38,7 +38,7 @@ async def connect_producer(settings: Settings, wait: float) -> BatchingProducer:
     """A connected BatchingProducer, retrying for up to `wait` seconds while Kafka starts."""
     from aiokafka.errors import KafkaError
 
-    from streams.raw_producer import BatchingProducer, ProducerUnavailable
+    from streams.collector.producer import BatchingProducer, ProducerUnavailable
 
     deadline = time.monotonic() + wait
     while True:
@@ -67,7 +67,7 @@ async def running_collector(
 
     On exit it stops accepting, lets in-flight requests finish, flushes and stops the producer.
     """
-    from streams.collector import bound_port, create_collector, serve_collector
+    from streams.collector.http import bound_port, create_collector, serve_collector
 
     producer = await connect_producer(settings, connect_wait)
     try:
@@ -93,7 +93,7 @@ async def running_collector(
 def _reload_keys_on_sighup(app: web.Application, path: Path) -> None:
     """SIGHUP re-reads the write-key file (key rotation without a restart); a broken file is
     reported and the keys in use are kept."""
-    from streams.collector import COLLECTOR_KEY
+    from streams.collector.http import COLLECTOR_KEY
 
     def reload() -> None:
         try:

@@ -284,8 +284,8 @@ async def write_history(
     """
     from aiokafka.errors import KafkaError
 
+    from streams.collector.producer import BatchingProducer, ProducerUnavailable
     from streams.envelope import encode_envelope, partition_key
-    from streams.raw_producer import BatchingProducer, ProducerUnavailable
     from streams.settings import Settings
 
     try:

@@ -36,15 +36,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from streams.collector.producer import BatchingProducer, ProducerUnavailable
 from streams.envelope import envelope_prefix, partition_key_of_body, utc_now_iso
 from streams.metrics import COLLECTED, HTTP_LATENCY, HTTP_REQUESTS
-from streams.raw_producer import BatchingProducer, ProducerUnavailable
 from streams.settings import Settings, SettingsError, load_write_keys
 from tracking_plan.pii import PiiMasker
 
 log = logging.getLogger("trackwatch.collector")
 
-__all__ = [  # BatchingProducer and ProducerUnavailable come from streams.raw_producer
+__all__ = [  # BatchingProducer and ProducerUnavailable come from streams.collector.producer
     "ROUTES",
     "BatchingProducer",
     "EnvelopeSink",
