@@ -7,7 +7,7 @@ Per closed window the engine
 3. feeds the score to one lifecycle per series × direction (`detectors.lifecycle`). A lifecycle
    gathers its evidence from the window it became pending in, a rise from the model's most
    deviating span before it too (up to `LEAD_WINDOWS`: a sparse event's first minutes are often
-   its best evidence); it fires when the evidence is also worth an alert (`_enough`): for a
+   its best evidence); it fires when the evidence is also worth an alert (`detectors.worth`): for a
    rise, the users arriving in its windows (a visit counts once, however many minutes it
    spans) beyond chance, unless its events are more than a few users could send;
 4. groups lifecycles into incidents: a lifecycle that fires joins an open incident of the same
@@ -73,7 +73,7 @@ from detectors.attribution import (
 from detectors.base import Assessment
 from detectors.engine_state import LEAD_WINDOWS, Incident, Series, Track
 from detectors.explain import Evidence, describe, explain
-from detectors.intervals import nb_sf, pvalue_from_score
+from detectors.intervals import pvalue_from_score
 from detectors.lifecycle import LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import (
@@ -91,6 +91,7 @@ from detectors.silence import Silence
 from detectors.slice_feed import EARLY, SliceFeed
 from detectors.slices import FAMILIES as FAMILY_SPECS
 from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch, Verdict
+from detectors.worth import quiet_bucket, span_says_more, worth_an_alert
 
 STATE_VERSION = 1
 SENDERS_DAYS = 7.0  # an app version unheard of (for an event) this long is forgotten
@@ -185,7 +186,7 @@ class EngineConfig:
     disappear_units: float = 10.0  # expected units during an empty run to call it gone
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
     bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
-    # a rise of an event a release itself causes (`RELEASE_EVENTS`) that comes from app versions
+    # a rise of an event a release itself causes (`detectors.worth.RELEASE_EVENTS`) from versions
     # first seen this recently, one event per user, is the release arriving
     release_hours: float = 48.0
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
@@ -226,11 +227,6 @@ class EngineConfig:
     # falls faster than the model knows (an evening on a young model), what just came is nearer
     silence_recent_minutes: float = 10.0
     context_min_events: float = 20.0  # a scope's traffic ratio needs this many expected events
-
-
-# Events a release itself causes: Segment's mobile lifecycle events sent on the first launch of
-# a newly installed or updated version (a forced update sends a burst of them)
-RELEASE_EVENTS = ("Application Installed", "Application Updated")
 
 
 def _add_lead(track: Track, entry: list[float]) -> None:
@@ -457,7 +453,7 @@ class DetectionEngine:
                 s.zero_expected += a.expected
                 # total silence for longer than this series is ever quiet at this time of
                 # expected traffic, worth enough users, and the model finds it significant
-                bucket = self._bucket(s.zero_expected / s.zero_run)
+                bucket = quiet_bucket(s.zero_expected / s.zero_run)
                 disappeared = (
                     not a.learning
                     and s.zero_run >= cfg.disappear_windows
@@ -468,7 +464,7 @@ class DetectionEngine:
                 )
             else:
                 if s.zero_run and not any(t.lifecycle.active for t in s.tracks.values()):
-                    bucket = self._bucket(s.zero_expected / s.zero_run)
+                    bucket = quiet_bucket(s.zero_expected / s.zero_run)
                     s.quiet[bucket] = max(s.quiet[bucket], float(s.zero_run))
                 s.zero_since, s.zero_run, s.zero_expected = None, 0, 0.0
             s.quiet = [q * cfg.quiet_decay for q in s.quiet] if any(s.quiet) else s.quiet
@@ -521,7 +517,12 @@ class DetectionEngine:
                 deviating = True
                 self._gather(track, s, r, a, fam_score, mix, ts + window)
             sure = disappeared or (silenced and family == "down")
-            if transition in ("fire", "reopen") and not (sure or self._enough(s, track)):
+            if transition in ("fire", "reopen") and not (
+                sure
+                or worth_an_alert(
+                    s, track, self.config, self._p_fire, self._z_fire, self._fresh_versions
+                )
+            ):
                 track.lifecycle.hold(transition)
                 transition = None
             if transition in ("fire", "reopen"):
@@ -840,101 +841,20 @@ class DetectionEngine:
         elif transition == "resolve":
             self._on_resolve(ts, window, s, name, out)
 
-    @staticmethod
-    def _bucket(expected: float) -> int:
-        return min(11, int(math.log2(max(expected, 0.0) + 1.0)))
-
-    def _enough(self, s: Series, track: Track) -> bool:
-        """Is the evidence worth an alert (not only significant)? The evidence: what the track
-        gathered since it became pending or, for rates, the model's most deviating span if that
-        says more (a conversion rate on a few users an hour is significant only once it has
-        lasted long: the windows before `pending` count then too). Volumes keep their own
-        evidence: a long span's excess is often the model's own error over hours."""
-        cfg = self.config
-        obs, exp = track.obs, track.exp
-        if self._span_says_more(s, track, obs, exp):
-            obs, exp = track.span_obs, track.span_exp
-        excess = abs(obs - exp)
-        if s.metric in COUNTS and track.silent_windows and track.obs < track.exp:
-            run, expected = track.silent_windows, track.silent_expected
-            usual = cfg.quiet_factor * s.quiet[self._bucket(expected / run)]
-            if run <= usual and expected >= 0.5 * (track.exp - track.obs):
-                return False  # mostly a silence no longer than this series often has
-        change = excess / exp if exp > 0 else math.inf
-        if s.metric in COUNTS:
-            units = excess / s.burst
-            carried = self._carried(track) if obs > exp else 1.0
-            if carried > 1.0:  # judged against its usual share of the traffic that came
-                exp = track.ctx_own * carried
-                excess, change = obs - exp, (obs - exp) / exp if exp > 0 else math.inf
-                units = excess / s.burst
-                if excess < self._z_fire * math.sqrt(s.burst * exp):
-                    return False  # within what that share's own spread gives
-            if obs > exp and track.users > 0.0:
-                # a rise is worth an alert when more users than usual bring it, or when its
-                # extra events are more than a few users could ever send (a bot, a replay
-                # loop): one busy visitor at night is neither. Visits are the independent
-                # units: unless it is a bot's, the users arriving in its windows (one browsing
-                # for ten minutes arrives once) must be beyond chance at the firing level
-                # (three in minutes where one was usual are not)
-                arrivals = exp / s.per_arrival  # users arriving (a visit counts once)
-                extra_users = track.users - arrivals
-                if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > self._p_fire:
-                    return False
-                if self._release_arriving(s, track):
-                    return False
-                units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
-            return units >= cfg.min_excess_units and change >= cfg.min_change
-        return excess >= cfg.min_rate_excess and change >= cfg.min_change
-
-    def _release_arriving(self, s: Series, track: Track) -> bool:
-        """Is a rise of an event that a release itself causes (`RELEASE_EVENTS`: the update
-        and install events the mobile SDKs send on the first launch of a new version) the
-        release arriving? Without the app versions first seen within `release_hours` (after
-        their source's first ones) what is left is within chance at the firing level, and
-        there are no more events per arriving user than usual: a forced update's users updating
-        at once. A release that sends it twice rises in events per user and is still told.
-        Other events are not excused: under forced updates most users are on the newest
-        release within hours, so a leaked code's rise comes from it too."""
-        versions = track.parts.get("app_version")
-        if s.series.get("event") not in RELEASE_EVENTS or not versions or self.last_ts is None:
-            return False
-        if track.users <= 0.0 or track.obs / track.users > 1.5 * s.per_arrival:
-            return False
-        if track.obs <= track.exp:
-            return False
+    def _fresh_versions(self) -> set[str]:
+        """App versions first seen within `release_hours`, after their source's first ones
+        (not there from the start): releases arriving."""
+        if self.last_ts is None:
+            return set()
         since = self.last_ts - self.config.release_hours * 3600.0
         newer = self.config.slices.newer_minutes * 60.0
         firsts = [seen for key, seen in self._sent_by.items() if "|" not in key and seen]
-        fresh = {  # first seen recently, and after its source's first versions
+        return {
             v
             for seen in firsts
             for v, first in seen.items()
             if first >= since and first >= min(seen.values()) + newer
         }
-        new = [(obs, exp) for v, (obs, exp) in versions.items() if v in fresh]
-        if not new:
-            return False
-        rest_obs = track.obs - sum(obs for obs, _ in new)
-        rest_exp = max(track.exp - sum(exp for _, exp in new), 0.0)
-        return nb_sf(rest_obs / s.burst, rest_exp / s.burst, 0.0) > self._p_fire
-
-    def _carried(self, track: Track) -> float:
-        """How many times their usual the other events of a rising volume's scope came in its
-        windows (at least 1): the share of its rise the traffic carries. A morning that comes
-        earlier than the model knows, or more users than it expects, lifts every event of the
-        source alike: judged against its usual share of that traffic, no event stands out; a
-        bot's page views, a leaked code or a double-fired event rise alone."""
-        if track.ctx_exp < self.config.context_min_events:
-            return 1.0
-        return max(1.0, track.ctx_obs / track.ctx_exp)
-
-    @staticmethod
-    def _span_says_more(s: Series, track: Track, observed: float, expected: float) -> bool:
-        """For a rate: does the model's most deviating span show a larger excess than these
-        sums? (Then it is the evidence, both for deciding and for telling.)"""
-        excess = abs(track.span_obs - track.span_exp)
-        return s.metric not in COUNTS and excess > abs(observed - expected)
 
     def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
         """dim -> value -> this window's traffic (all events) of the series' source, for the
@@ -973,7 +893,7 @@ class DetectionEngine:
     def _lead_entry(self, ts: float, r: Rolled, a: Assessment) -> list[float]:
         """A volume window's evidence: [ts, count, expected, arriving users, and the other
         events of its scope (its source, or all events) observed and expected, and its own
-        expected on the same footing] (see `_carried`)."""
+        expected on the same footing] (see `detectors.worth.carried`)."""
         ctx_obs = ctx_exp = ctx_own = 0.0
         scopes, parts = self._context
         scope, own = _scope(r), parts.get(r.key)
@@ -1281,8 +1201,8 @@ class DetectionEngine:
         elif until <= start:  # not gathered window by window (a new event)
             observed, expected, denominator = track.obs, track.exp, track.den
             minutes = track.windows * self._w / 60.0
-        elif track.span_windows > 0 and self._span_says_more(s, track, observed, expected):
-            # as in `_enough`: a sparse rate is told on the span that made it significant
+        elif track.span_windows > 0 and span_says_more(s, track, observed, expected):
+            # as in `worth_an_alert`: a sparse rate is told on the span that made it significant
             observed, expected = track.span_obs, track.span_exp
             denominator, minutes = track.span_den, track.span_windows * self._w / 60.0
         if inc.kind == "disappeared" and track.told is None:

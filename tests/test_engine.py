@@ -1079,27 +1079,6 @@ def test_minutes_without_users_are_no_evidence_for_a_rate():
     assert [(a.id, a.state, a.started_at) for a in sparse_funnel(empty_records=True)] == without
 
 
-def test_slow_rate_deviation_counts_the_span_that_made_it_significant():
-    """A conversion on a few users an hour becomes significant only after hours: the windows
-    before the lifecycle went pending count as evidence. Volumes keep their own evidence."""
-    from types import SimpleNamespace
-
-    from detectors.engine import Track
-
-    engine = DetectionEngine(plan=None)
-    track = Track(obs=3.0, exp=1.0)  # since pending: 2 more conversions than expected
-    rate = SimpleNamespace(metric="conversion", burst=1.0, quiet=[0.0] * 12)
-    assert not engine._enough(rate, track)
-    track.span_obs, track.span_exp = 44.0, 24.0  # the span the rate model found significant
-    assert engine._enough(rate, track)
-    volume = SimpleNamespace(metric="volume", burst=10.0, quiet=[0.0] * 12)
-    assert not engine._enough(volume, track)  # 2 events = 0.2 visits: not worth an alert
-    state = Track.from_state(json.loads(json.dumps(track.to_state())))
-    assert (state.span_obs, state.span_exp) == (44.0, 24.0)
-    track.reset_evidence()
-    assert (track.span_obs, track.span_exp) == (0.0, 0.0)
-
-
 def add_volume(data, windows, event: str, source: str, version: str, count: int, users: int):
     """Add to each of `windows` one more volume record of `event` (on `source`, its own
     platform, app `version`): `count` events from `users` users."""
