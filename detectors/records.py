@@ -87,6 +87,11 @@ class WindowRecord:
     quarantined: int = 0  # volume: events quarantined (not in `count`): count + this arrived
     arrivals: int | None = None  # volume: users not seen in this series the window before
 
+    @property
+    def arriving_users(self) -> int:
+        """`arrivals`, or `distinct_users` in a record made before arrivals were counted."""
+        return self.distinct_users if self.arrivals is None else self.arrivals
+
     def series_key(self) -> str:
         """A stable, human-readable key: `kind|k=v|k=v` with keys sorted."""
         parts = [f"{k}={v}" for k, v in sorted(self.series.items())]

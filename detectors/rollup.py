@@ -145,7 +145,7 @@ def rollup(
             rolled.numerator += num
             rolled.denominator += den
             rolled.users += rec.distinct_users
-            rolled.arrivals += rec.distinct_users if rec.arrivals is None else rec.arrivals
+            rolled.arrivals += rec.arriving_users
             if level.metric == "activity":
                 rolled.again += rec.numerator
                 rolled.before += rec.denominator

@@ -52,7 +52,7 @@ def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
         into.count += rec.count
         into.distinct_users += rec.distinct_users
         if into.arrivals is not None or rec.arrivals is not None:
-            into.arrivals = _arrivals(into) + _arrivals(rec)
+            into.arrivals = into.arriving_users + rec.arriving_users
         into.violations += rec.violations
         into.repeats += rec.repeats
         into.quarantined += rec.quarantined
@@ -63,11 +63,6 @@ def merge_records(records: Iterable[WindowRecord]) -> list[WindowRecord]:
         codes.update(rec.violation_codes)
         into.violation_codes = dict(sorted(codes.items()))
     return list(merged.values())
-
-
-def _arrivals(rec: WindowRecord) -> int:
-    """A record's arrivals (its distinct users when it was made before they were counted)."""
-    return rec.distinct_users if rec.arrivals is None else rec.arrivals
 
 
 class WindowMerger:
