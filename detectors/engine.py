@@ -230,8 +230,8 @@ class EngineConfig:
 
 
 def _add_lead(track: Track, entry: list[float]) -> None:
-    """Add one volume window's evidence (`DetectionEngine._lead_entry`) to a track's sums
-    (its count is added by the caller)."""
+    """Add one volume window's evidence (`DetectionEngine._lead_entry`) to a track's sums."""
+    track.obs += entry[1]
     track.exp += entry[2]
     track.users += entry[3]
     track.ctx_obs += entry[4]
@@ -913,7 +913,6 @@ class DetectionEngine:
         first = ts - (span - 0.5) * self._w
         for entry in s.lead:
             if first <= entry[0] < ts - 0.5 * self._w:
-                track.obs += entry[1]
                 _add_lead(track, entry)
                 if entry[1] > entry[2] and track.lifecycle.started is not None:
                     track.lifecycle.started = min(track.lifecycle.started, entry[0])
@@ -929,10 +928,10 @@ class DetectionEngine:
         until: float,
     ) -> None:
         """Add this window to the evidence of an active lifecycle."""
-        track.obs += r.numerator
         if r.metric in COUNTS:
             _add_lead(track, s.lead[-1])
         else:
+            track.obs += r.numerator
             track.exp += a.expected * r.denominator
             track.den += r.denominator
         for code, n in r.codes.items():

@@ -15,7 +15,10 @@ from detectors.lifecycle import Lifecycle
 from detectors.rollup import COUNTS
 from detectors.silence import Silence
 
-LEAD_WINDOWS = 15  # the longest span of windows before `pending` a rise's evidence starts from
+# the longest span of windows before `pending` a rise's evidence starts from: the volume model's
+# scales up to a quarter of an hour (its hour-long span is left out: an hour's excess is often
+# the model's own error, as `detectors.worth` says of volumes)
+LEAD_WINDOWS = 15
 
 
 def _silence_from_state(state: list | None) -> Silence | None:

@@ -66,7 +66,8 @@ def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_f
     than usual: a forced update's users updating at once. A release that sends it twice rises
     in events per user and is still told. Other events are not excused: under forced updates
     most users are on the newest release within hours, so a leaked code's rise comes from it
-    too."""
+    too. (The versions' parts are gathered from `pending` on: the windows before it, in the
+    track's sums through the lead-in, count as the rest, which only makes excusing harder.)"""
     versions = track.parts.get("app_version")
     if s.series.get("event") not in RELEASE_EVENTS or not versions:
         return False
