@@ -17,8 +17,10 @@ with expected sum M has Var(S) = c_w·M + φ_w·M²: c_w (≥ 1) is the clusteri
 mean square number of events one visit sends within w windows over its mean: the variance/mean
 ratio stays the same whatever the traffic, night or day), φ_w the relative error of the model
 itself. Both are fitted online for each scale w by weighted least squares of (S - M)²/M on
-(1, M) over what `learn` receives (weights 1/(c + φM)², forgotten over `dispersion_halflife`), so
-quiet hours are judged with the same clustering as busy ones, not as Poisson. Tails: S/c_w is
+(1, M) over what `learn` receives (weights about 1/Var(y), which small counts make large, forgotten
+over `dispersion_halflife`; φ shrunk towards a prior it only leaves where φM is comparable to c),
+so quiet hours are judged with the same clustering as busy ones, not as Poisson, and a sparse
+series does not take a few coincidences for model error. Tails: S/c_w is
 negative binomial with mean M/c_w and dispersion φ_w (Var(S/c) = M/c + φ(M/c)²), i.e. evidence
 is counted in clusters of events, not in events.
 
@@ -50,6 +52,10 @@ from detectors.seasonality import SeasonalProfile, hour_of_week
 DAY = 86400.0
 _PHI_PRIOR = 0.1  # before residuals are seen: ~30 % relative noise on top of Poisson
 _PHI_PRIOR_WEIGHT = 30.0  # windows' worth of evidence behind the prior (c = 1, φ = _PHI_PRIOR)
+# φ is seen only where φM is comparable to c (M ≳ 1/φ): the prior on φ alone, worth
+# _PHI_PRIOR_WEIGHT windows at M = 1/_PHI_PRIOR, so a sparse series (M ≪ 1 in every window) keeps
+# it, its own spread learnt as clustering c, while a busy one outweighs it within hours.
+_PHI_RIDGE = _PHI_PRIOR_WEIGHT / (_PHI_PRIOR**2 * 4.0)  # weight 1/(c + φ₀M)² = 1/4 there, times M²
 _C_CEILING = 1000.0  # clustering factor: a visit sending more than ~1000 events is not a visit
 _PHI_FLOOR = 0.001  # ≥ 3 % relative error: no model is better than that on real traffic
 _PHI_CEILING = 100.0  # sd ≈ 10× the mean: wider says nothing, and huge values overflow quantiles
@@ -264,7 +270,7 @@ class VolumeModel:
         self, ts: float, sums: list[tuple[float, float, bool]], phis: list[float]
     ) -> None:
         """Weighted least squares of y = (S - M)²/M on (1, M), per scale, forgotten over
-        `dispersion_halflife` windows; weights 1/(c + φM)² (y's variance is about 2(c + φM)²)."""
+        `dispersion_halflife` windows; weights about 1/Var(y) (see `_weight`)."""
         keep = _decay(self.dispersion_halflife)
         for idx, (s_obs, s_exp, full) in enumerate(sums):
             if not full or s_exp <= 0.0:
@@ -274,7 +280,7 @@ class VolumeModel:
             if acc[0] <= 0.0:  # prior: c = 1, φ = _PHI_PRIOR, seen at M/4 and 2M
                 for m in (0.25 * s_exp, 2.0 * s_exp):
                     d = 1.0 + _PHI_PRIOR * m
-                    w = 0.5 * _PHI_PRIOR_WEIGHT / (d * d)
+                    w = 0.5 * _PHI_PRIOR_WEIGHT * _weight(d, 1.0, m)
                     acc[0] += w
                     acc[1] += w * m
                     acc[2] += w * m * m
@@ -283,7 +289,7 @@ class VolumeModel:
             d = c + phi * s_exp
             var = d * s_exp
             y = min((s_obs - s_exp) ** 2, _Z_CAP * _Z_CAP * var) / s_exp
-            w = 1.0 / (d * d)
+            w = _weight(d, c, s_exp)
             acc[0] = keep * acc[0] + w
             acc[1] = keep * acc[1] + w * s_exp
             acc[2] = keep * acc[2] + w * s_exp * s_exp
@@ -342,9 +348,21 @@ class VolumeModel:
         return m
 
 
+def _weight(d: float, c: float, m: float) -> float:
+    """Weight of one residual y = (S - M)²/M with c + φM = d: about 1/Var(y), halved.
+
+    Var(y) ≈ 2d² + c³/M: the second term is the small counts' own (a count of 0 or 1 where
+    M ≪ 1 says almost nothing of the spread), so a sparse series leans on its prior instead of
+    fitting φ to a few coincidences."""
+    return 1.0 / (d * d + 0.5 * c * c * c / m)
+
+
 def _fit(acc: list[float]) -> tuple[float, float]:
-    """(c, φ) minimising the weighted squares of y - c - φM, with c ≥ 1 and φ in its bounds."""
+    """(c, φ) minimising the weighted squares of y - c - φM plus a ridge _PHI_RIDGE·(φ - φ₀)²,
+    with c ≥ 1 and φ in its bounds."""
     sw, sm, smm, sy, sym = acc
+    smm += _PHI_RIDGE
+    sym += _PHI_RIDGE * _PHI_PRIOR
     det = sw * smm - sm * sm
     c = phi = -1.0
     if det > 1e-12 * sw * smm:

@@ -403,3 +403,23 @@ def test_assessment_names_the_span_behind_its_score(trained):
     a = zeros[-1]
     assert a.span_windows in model.scales and a.span_windows > 1
     assert a.span_observed == 0.0 and a.span_expected > 10.0 * a.span_windows
+
+
+def office_hours(days: float, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson counts at `rate` a minute from 9:00 to 17:00 UTC, a thirtieth of it otherwise."""
+    rng = np.random.default_rng(seed)
+    ts = MONDAY + MINUTE * np.arange(int(days * 1440))
+    hour = (ts % 86400) / 3600
+    mu = np.where((hour >= 9) & (hour < 17), rate, rate / 30)
+    return ts, rng.poisson(mu).astype(float)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_sparse_series_does_not_learn_its_model_error_from_coincidences(seed):
+    # 0.06 events a minute by day: a 5-minute sum expects 0.3, where (S - M)²/M is 0.3 or ~2.4
+    # and says next to nothing of φ (before: φ of the 5-minute sums learnt as 1.4–4, which hid
+    # an 8-fold rise for an hour and a half)
+    ts, ys = office_hours(5, 0.06, seed)
+    model = VolumeModel()
+    feed(model, ts, ys)
+    assert model.phi(1) < 0.3 and model.phi(2) < 0.3
