@@ -54,7 +54,6 @@ forgotten, and at most `max_series` series are kept (the least recently active g
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -76,6 +75,7 @@ from detectors.explain import Evidence, describe, explain
 from detectors.intervals import pvalue_from_score
 from detectors.lifecycle import LifecycleConfig, Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
+from detectors.releases import Releases
 from detectors.rollup import (
     COUNTS,
     DEFAULT_LEVELS,
@@ -94,7 +94,6 @@ from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch, Verdic
 from detectors.worth import quiet_bucket, span_says_more, worth_an_alert
 
 STATE_VERSION = 1
-SENDERS_DAYS = 7.0  # an app version unheard of (for an event) this long is forgotten
 MODEL_CLASSES = {
     "volume": "detectors.volume:VolumeModel",
     "activity": "detectors.volume:VolumeModel",
@@ -283,9 +282,7 @@ class DetectionEngine:
         self.feed = SliceFeed(self.config.slice_batch_windows)
         self._platforms: dict[str, str] = {}  # source -> platform (from the records)
         self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
-        # "source" -> {app version: first window seen}; "event|source" -> {app version: last
-        # window it sent the event}
-        self._sent_by: dict[str, dict[str, float]] = {}
+        self.releases = Releases()  # app versions per source, and what each sends
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -370,7 +367,7 @@ class DetectionEngine:
         if self.start_ts is None:
             self.start_ts = ts
         self.last_ts = ts
-        self._note_senders(ts, records)
+        self.releases.note(ts, records)
         rolled = rollup(records, self.config.levels, self._arrivals)
         for key, s in self.series.items():
             if s.metric in COUNTS and key not in rolled:
@@ -475,7 +472,7 @@ class DetectionEngine:
         if (
             score >= cfg.lifecycle.resolve_score
             and a.direction < 0
-            and self._superseded(s.series, since)
+            and self.releases.superseded(s.series, since, self.config.slices.newer_minutes * 60.0)
         ):
             score = 0.0  # users moved to a newer release that sends it: not a loss
             disappeared = False
@@ -733,7 +730,9 @@ class DetectionEngine:
         if (
             v.family in ("gone", "pair_gone")
             and not v.calm
-            and self._superseded(series, v.onset or ts)
+            and self.releases.superseded(
+                series, v.onset or ts, self.config.slices.newer_minutes * 60.0
+            )
         ):
             self.watch.adopt(v.key)  # its users moved to a newer release that sends it
             v = replace(v, hot=False, calm=True)
@@ -847,14 +846,7 @@ class DetectionEngine:
         if self.last_ts is None:
             return set()
         since = self.last_ts - self.config.release_hours * 3600.0
-        newer = self.config.slices.newer_minutes * 60.0
-        firsts = [seen for key, seen in self._sent_by.items() if "|" not in key and seen]
-        return {
-            v
-            for seen in firsts
-            for v, first in seen.items()
-            if first >= since and first >= min(seen.values()) + newer
-        }
+        return self.releases.fresh(since, self.config.slices.newer_minutes * 60.0)
 
     def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
         """dim -> value -> this window's traffic (all events) of the series' source, for the
@@ -1375,56 +1367,6 @@ class DetectionEngine:
         self.series[r.key] = s
         return s
 
-    def _note_senders(self, ts: float, records: list[WindowRecord]) -> None:
-        """Remember when each app version was first seen on each source (any event), and when
-        it last sent each event."""
-        for rec in records:
-            series = rec.series
-            version, event = series.get("app_version"), series.get("event")
-            if rec.kind != "volume" or version is None or event is None or rec.count <= 0:
-                continue
-            source = str(series.get("source"))
-            self._sent_by.setdefault(source, {}).setdefault(version, ts)
-            self._sent_by.setdefault(f"{event}|{source}", {})[version] = ts
-        if self._sent_by and int(ts) % 3600 == 0:  # hourly: versions unheard of for a week go
-            horizon = ts - SENDERS_DAYS * 86400.0
-            for key in list(self._sent_by):
-                if "|" not in key:
-                    continue
-                kept = {v: last for v, last in self._sent_by[key].items() if last >= horizon}
-                if kept:
-                    self._sent_by[key] = kept
-                else:
-                    del self._sent_by[key]
-            heard = {v for key, seen in self._sent_by.items() if "|" in key for v in seen}
-            for key in [k for k in self._sent_by if "|" not in k]:
-                kept = {v: f for v, f in self._sent_by[key].items() if v in heard}
-                if kept:
-                    self._sent_by[key] = kept
-                else:
-                    del self._sent_by[key]
-
-    def _superseded(self, series: dict[str, str], since: float) -> bool:
-        """Has an app version released after this one (first seen on the source an hour or
-        more later) sent the same event on the same source since `since`? A released build's
-        code does not change: when an older version stops sending an event that a newer one
-        sends (installs and updates always come from the newest release, users move to it),
-        its users have moved on; the event is not lost. (A newer version that stops sending
-        what the older ones still send is the breakage, and is never superseded this way.)"""
-        version, event = series.get("app_version"), series.get("event")
-        if version is None or event is None:
-            return False
-        source = str(series.get("source"))
-        first = self._sent_by.get(source, {})
-        own = first.get(version)
-        if own is None:
-            return False
-        newer_after = own + self.config.slices.newer_minutes * 60.0
-        return any(
-            other != version and last >= since and first.get(other, -math.inf) >= newer_after
-            for other, last in self._sent_by.get(f"{event}|{source}", {}).items()
-        )
-
     def _evict(self, ts: float) -> None:
         cfg = self.config
         if len(self.series) <= cfg.max_series and int(ts // self._w) % 60:
@@ -1458,7 +1400,7 @@ class DetectionEngine:
             "feed": self.feed.to_state(),
             "platforms": dict(sorted(self._platforms.items())),
             "seq_open": sorted([list(x) for x in self._seq_open]),
-            "sent_by": {k: dict(sorted(v.items())) for k, v in sorted(self._sent_by.items())},
+            "sent_by": self.releases.to_state(),
         }
 
     @classmethod
@@ -1495,8 +1437,5 @@ class DetectionEngine:
         engine.feed = SliceFeed.from_state(state.get("feed", {}), cfg.slice_batch_windows)
         engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
         engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
-        engine._sent_by = {
-            str(k): {str(v): float(t) for v, t in seen.items()}
-            for k, seen in state.get("sent_by", {}).items()
-        }
+        engine.releases = Releases.from_state(state.get("sent_by", {}))
         return engine
