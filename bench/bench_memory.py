@@ -28,7 +28,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.engine import DetectionEngine, EngineConfig  # noqa: E402
+from detectors.engine import DetectionEngine  # noqa: E402
+from detectors.engine_config import EngineConfig  # noqa: E402
 from detectors.records import WindowRecord  # noqa: E402
 
 T0 = 1_795_000_020.0 - 1_795_000_020.0 % 60

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from detectors.engine import EngineConfig
+from detectors.engine_config import EngineConfig
 from detectors.lifecycle import LifecycleConfig
 from detectors.slices import SliceConfig
 from detectors.yaml_files import parse_yaml, read_text

@@ -28,7 +28,7 @@ from detectors.intervals import nb_sf
 from detectors.rollup import COUNTS
 
 if TYPE_CHECKING:
-    from detectors.engine import EngineConfig
+    from detectors.engine_config import EngineConfig
 
 # Events a release itself causes: Segment's mobile lifecycle events sent on the first launch of
 # a newly installed or updated version (a forced update sends a burst of them)

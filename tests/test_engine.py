@@ -17,7 +17,8 @@ import pytest
 
 from detectors.annotations import Annotation
 from detectors.base import Assessment
-from detectors.engine import DetectionEngine, EngineConfig
+from detectors.engine import DetectionEngine
+from detectors.engine_config import EngineConfig
 from detectors.lifecycle import LifecycleConfig
 from detectors.records import WITHIN, WindowRecord, epoch_seconds
 from detectors.rollup import DEFAULT_LEVELS, Level

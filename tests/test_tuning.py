@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from detectors.engine import EngineConfig
+from detectors.engine_config import EngineConfig
 from detectors.lifecycle import LifecycleConfig
 from detectors.tuning import NESTED, NOT_TUNABLE, TuningError, load_tuning, parse_tuning
 from streams.cli.app import app

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from detectors.attribution import SliceBaseline
-from detectors.engine import EngineConfig
+from detectors.engine_config import EngineConfig
 from detectors.engine_state import Series, Track
 from detectors.intervals import pvalue_from_score
 from detectors.worth import carried, quiet_bucket, release_arriving, worth_an_alert
