@@ -99,6 +99,14 @@ from detectors.silence import Silence
 from detectors.slice_feed import EARLY, SliceFeed
 from detectors.slices import FAMILIES as FAMILY_SPECS
 from detectors.slices import WHOLE, Observation, SliceWatch, Verdict
+from detectors.traffic import (
+    Context,
+    Mix,
+    context_entry,
+    source_mix,
+    traffic_context,
+    traffic_mix,
+)
 from detectors.worth import quiet_bucket, span_says_more, worth_an_alert
 
 STATE_VERSION = 1
@@ -110,20 +118,6 @@ def _traffic_lost(group: str, one: dict[str, str], other: dict[str, str]) -> boo
     if group != "volume:down" or "source" in one or "source" in other:
         return False
     return _events(one) != _events(other)
-
-
-# per scope of traffic: [events, expected]; per series key: its own (events, expected)
-Context = tuple[dict[str, list[float]], dict[str, tuple[float, float]]]
-
-
-def _scope(r: Rolled) -> str | None:
-    """The traffic a volume series is part of: its source's events, or (an event's total) all
-    events; None for other series."""
-    if r.metric != "volume":
-        return None
-    if set(r.series) == {"event"}:
-        return ""
-    return r.series.get("source") if "event" in r.series else None
 
 
 def _events(series: dict[str, str]) -> set[str]:
@@ -275,8 +269,8 @@ class DetectionEngine:
         for key, s in self.series.items():
             if s.metric in COUNTS and key not in rolled:
                 rolled[key] = Rolled(key=key, metric=s.metric, series=s.series)
-        mix = self._traffic_mix(records) if self.config.slice_dims else {}
-        self._context = self._traffic_context(rolled)
+        mix = traffic_mix(records, self.config.slice_dims) if self.config.slice_dims else {}
+        self._context = traffic_context(rolled, self._expected_before(rolled))
         order = sorted(rolled.values(), key=lambda r: (len(r.series), r.key))
         for r in order:
             self._series_window(ts, window, r, mix, out)
@@ -286,41 +280,8 @@ class DetectionEngine:
         for observer in self.observers:
             observer(ts, self)
 
-    def _traffic_mix(self, records: list[WindowRecord]) -> dict[str, dict[str, dict[str, list]]]:
-        """source -> slice dimension -> value -> [events of all kinds, set of event names]."""
-        mix: dict[str, dict[str, dict[str, list]]] = {}
-        for rec in records:
-            if rec.kind != "volume" or rec.count <= 0:
-                continue
-            per_source = mix.setdefault(str(rec.series.get("source", MISSING)), {})
-            for dim in self.config.slice_dims:
-                value = rec.series.get(dim)
-                if value is not None:
-                    slot = per_source.setdefault(dim, {}).setdefault(str(value), [0.0, set()])
-                    slot[0] += rec.count
-                    slot[1].add(rec.series.get("event"))
-        return mix
-
-    def _traffic_context(self, rolled: dict[str, Rolled]) -> Context:
-        """Scope (an event total's "", or a source) -> this window's events over every event
-        series there and what their models expected (as of the window before: the evidence of
-        `_carried`); and each series' own part, to be taken out of its scope's."""
-        scopes: dict[str, list[float]] = {}
-        own: dict[str, tuple[float, float]] = {}
-        for key, r in rolled.items():
-            s = self.series.get(key)
-            scope = _scope(r)
-            if scope is None or s is None or s.last is None:
-                continue
-            expected = s.last[1]
-            total = scopes.setdefault(scope, [0.0, 0.0])
-            total[0] += r.numerator
-            total[1] += expected
-            own[key] = (r.numerator, expected)
-        return scopes, own
-
     def _series_window(
-        self, ts: float, window: float, r: Rolled, mix: dict, out: list[Anomaly]
+        self, ts: float, window: float, r: Rolled, mix: Mix, out: list[Anomaly]
     ) -> None:
         cfg = self.config
         s = self.series.get(r.key)
@@ -751,20 +712,20 @@ class DetectionEngine:
         since = self.last_ts - self.config.release_hours * 3600.0
         return self.releases.fresh(since, self.config.slices.newer_minutes * 60.0)
 
-    def _source_mix(self, s: Series, mix: dict) -> dict[str, dict[str, float]]:
-        """dim -> value -> this window's traffic (all events) of the series' source, for the
-        slice dimensions (volume series of one source only)."""
-        if s.metric != "volume" or "source" not in s.series or not mix:
-            return {}
-        per_source = mix.get(s.series["source"], {})
-        return {
-            dim: {v: slot[0] for v, slot in per_source[dim].items()}
-            for dim in self.config.slice_dims
-            if dim in per_source
-        }
+    def _expected_before(self, rolled: dict[str, Rolled]) -> dict[str, float]:
+        """What each rolled series' model expected of the window before (for `traffic_context`)."""
+        out = {}
+        for key in rolled:
+            s = self.series.get(key)
+            if s is not None and s.last is not None:
+                out[key] = s.last[1]
+        return out
+
+    def _source_mix(self, s: Series, mix: Mix) -> dict[str, dict[str, float]]:
+        return source_mix(s.series, s.metric, mix, self.config.slice_dims)
 
     def _learn(
-        self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool, mix: dict
+        self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool, mix: Mix
     ) -> None:
         if a.learning and substitute:
             return  # cold start and anomalous/annotated: skip rather than learn it
@@ -789,12 +750,7 @@ class DetectionEngine:
         """A volume window's evidence: [ts, count, expected, arriving users, and the other
         events of its scope (its source, or all events) observed and expected, and its own
         expected on the same footing] (see `detectors.worth.carried`)."""
-        ctx_obs = ctx_exp = ctx_own = 0.0
-        scopes, parts = self._context
-        scope, own = _scope(r), parts.get(r.key)
-        total = scopes.get(scope) if scope is not None else None
-        if total is not None and own is not None:
-            ctx_obs, ctx_exp, ctx_own = total[0] - own[0], total[1] - own[1], own[1]
+        ctx_obs, ctx_exp, ctx_own = context_entry(self._context, r)
         return [ts, r.numerator, a.expected, r.arrivals, ctx_obs, ctx_exp, ctx_own]
 
     def _lead_in(self, track: Track, s: Series, a: Assessment, ts: float) -> None:
@@ -819,7 +775,7 @@ class DetectionEngine:
         r: Rolled,
         a: Assessment,
         score: float,
-        mix: dict,
+        mix: Mix,
         until: float,
     ) -> None:
         """Add this window to the evidence of an active lifecycle."""
