@@ -171,6 +171,13 @@ def test_onsets_rule():
     for _ in range(5):
         onsets.update(0.0)
     assert onsets.update(4.0) == pytest.approx(4.0 - math.log10(3))  # 2 earlier onsets ≥ 4
+    creeping = Onsets(refractory=2, margin=1.0)
+    assert creeping.update(3.0) == 3.0
+    creeping.update(0.0), creeping.update(0.0)
+    # a little above the earlier onset, within the margin: the same size, discounted as a repeat
+    assert creeping.update(3.5) == pytest.approx(3.5 - math.log10(2))
+    creeping.update(0.0), creeping.update(0.0)
+    assert creeping.update(5.0) == 5.0  # more than a decade above every earlier one: news
     quiet = Onsets(refractory=3, margin=1.0)
     assert quiet.update(0.9) == 0.0 and quiet.update(1.5) == 1.5  # below the margin: silence
 

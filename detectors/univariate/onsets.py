@@ -7,9 +7,13 @@ Two rules turn a row-level surprise s (decades) into the onset score:
   (or a few, each ten times rarer than the last), not a run; a sub-threshold stir does not mask
   a real onset right after it, which only has to beat it by `margin`.
 - Discount: a row that speaks is discounted by how often the series has already produced onsets
-  at least as surprising: s - log10(1 + c) for c such onsets among the last `memory` rows. The
-  first of its kind keeps its surprise; the tenth loses a decade (a pattern that keeps
-  "surprising" a busy series is its habit, not news).
+  of its size: s - log10(1 + c) for c earlier onsets among the last `memory` rows that reached
+  s - `margin`. The first of its kind keeps its surprise; the tenth loses a decade (a pattern
+  that keeps "surprising" a busy series is its habit, not news). Size is told apart at the
+  refractory rule's own resolution: an onset within `margin` decades of an earlier one is not
+  rarer than it by that rule's measure (it could not have spoken over it), so it counts as one of
+  the same size; without that, a series whose onsets creep up a little each time (a drifting
+  series setting ever newer records) would keep every onset undiscounted.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Onsets:
         self._row += 1
         if spoken <= 0.0:
             return 0.0
-        earlier = len(self._sorted) - bisect.bisect_left(self._sorted, spoken)
+        earlier = len(self._sorted) - bisect.bisect_left(self._sorted, spoken - self.margin)
         self._onsets.append((self._row, spoken))
         bisect.insort(self._sorted, spoken)
         return max(0.0, spoken - math.log10(1.0 + earlier))
