@@ -159,6 +159,7 @@ class DetectionEngine:
         self.plan = plan
         self.config = config or EngineConfig()
         self.annotations = list(annotations)
+        self._near: list[Annotation] = []  # the annotations this window's checks can touch
         self._classes = {m: _load_class(spec) for m, spec in self.config.model_classes.items()}
         # the one-sided z of the firing level (a rise judged against the traffic's share)
         self._p_fire = pvalue_from_score(self.config.lifecycle.fire_score)
@@ -265,6 +266,8 @@ class DetectionEngine:
             self.start_ts = ts
         self.last_ts = ts
         self.releases.note(ts, records)
+        tail = self.config.annotation_tail_minutes * 60.0  # the widest span a check looks at
+        self._near = [a for a in self.annotations if a.end > ts - tail and a.start < ts + window]
         rolled = rollup(records, self.config.levels, self._arrivals)
         for key, s in self.series.items():
             if s.metric in COUNTS and key not in rolled:
@@ -296,10 +299,10 @@ class DetectionEngine:
         if r.metric in COUNTS:
             s.lead.append(self._lead_entry(ts, r, a))
         annotated = quiet = False
-        if self.annotations:
-            annotated = is_annotated(self.annotations, r.series, ts, ts + window)
+        if self._near:
+            annotated = is_annotated(self._near, r.series, ts, ts + window)
             tail = cfg.annotation_tail_minutes * 60.0
-            quiet = annotated or is_annotated(self.annotations, r.series, ts - tail, ts + window)
+            quiet = annotated or is_annotated(self._near, r.series, ts - tail, ts + window)
         score = 0.0 if (a.learning or quiet) else a.score
         s.last = (a.observed, a.expected, a.lower, a.upper, score)
         s.last_weight = r.weight
@@ -519,11 +522,11 @@ class DetectionEngine:
             if not known and len(self._platforms) < 1000:
                 self._platforms[source] = platform
         quiet = None
-        if self.annotations:
+        if self._near:
             tail = self.config.annotation_tail_minutes * 60.0
 
             def quiet(series: dict[str, str]) -> bool:
-                return is_annotated(self.annotations, series, ts - tail, ts + window)
+                return is_annotated(self._near, series, ts - tail, ts + window)
 
         observations = self.feed.add(records, self._arrivals, self._units,
                                      quiet or (lambda series: False))  # fmt: skip
