@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -371,9 +372,14 @@ def test_every_shipped_alert_fires_and_is_delivered(parts: tuple[str, str], tmp_
                     for i in range(8)
                 ]  # fmt: skip
                 assert traffic.post("wk_web_alerts", unplanned) == 200
-                _wait("the worker processing",
-                      lambda: _get(f"{api}/query?query=trackwatch_events_received_total")
-                      ["data"]["result"], 60, logs)  # fmt: skip
+                # all eight read before the trickle starts: one read after a partition's
+                # trickle moved event time on would be late for its window (a revision)
+                received = urllib.parse.urlencode(
+                    {"query": 'sum(trackwatch_events_received_total{event="(unplanned)"})'}
+                )
+                _wait("the worker reading all eight",
+                      lambda: [r for r in _get(f"{api}/query?{received}")["data"]["result"]
+                               if float(r["value"][1]) >= len(unplanned)], 60, logs)  # fmt: skip
                 traffic.start()  # the trickle at the present time closes their windows
                 # the windows close as the trickle moves event time on: on a loaded machine
                 # the worker takes longer to get there than the rules' own 90 s
