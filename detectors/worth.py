@@ -64,7 +64,8 @@ def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_f
     arriving? Without the app versions `fresh()` names (first seen recently) what is left is
     within chance at the firing level `p_fire`, and there are no more events per arriving user
     than usual: a forced update's users updating at once. A release that sends it twice rises
-    in events per user and is still told. Other events are not excused: under forced updates
+    in events per user and is still told: "more" is beyond 1.5× the usual, halfway between
+    sending it once and sending it twice. Other events are not excused: under forced updates
     most users are on the newest release within hours, so a leaked code's rise comes from it
     too. (The versions' parts are gathered from `pending` on: the windows before it, in the
     track's sums through the lead-in, count as the rest, which only makes excusing harder.)"""
