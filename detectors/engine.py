@@ -180,7 +180,7 @@ class DetectionEngine:
         self.feed = SliceFeed(self.config.slice_batch_windows)
         self._platforms: dict[str, str] = {}  # source -> platform (from the records)
         self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
-        self.releases = Releases()  # app versions per source, and what each sends
+        self.releases = Releases(self.config.slices.newer_minutes * 60.0)  # versions per source
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -339,7 +339,7 @@ class DetectionEngine:
         if (
             score >= cfg.lifecycle.resolve_score
             and a.direction < 0
-            and self.releases.superseded(s.series, since, self.config.slices.newer_minutes * 60.0)
+            and self.releases.superseded(s.series, since)
         ):
             score = 0.0  # users moved to a newer release that sends it: not a loss
             disappeared = False
@@ -597,9 +597,7 @@ class DetectionEngine:
         if (
             v.family in ("gone", "pair_gone")
             and not v.calm
-            and self.releases.superseded(
-                series, v.onset or ts, self.config.slices.newer_minutes * 60.0
-            )
+            and self.releases.superseded(series, v.onset or ts)
         ):
             self.watch.adopt(v.key)  # its users moved to a newer release that sends it
             v = replace(v, hot=False, calm=True)
@@ -713,7 +711,7 @@ class DetectionEngine:
         if self.last_ts is None:
             return set()
         since = self.last_ts - self.config.release_hours * 3600.0
-        return self.releases.fresh(since, self.config.slices.newer_minutes * 60.0)
+        return self.releases.fresh(since)
 
     def _expected_before(self, rolled: dict[str, Rolled]) -> dict[str, float]:
         """What each rolled series' model expected of the window before (for `traffic_context`)."""
@@ -1299,5 +1297,7 @@ class DetectionEngine:
         engine.feed = SliceFeed.from_state(state.get("feed", {}), cfg.slice_batch_windows)
         engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
         engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
-        engine.releases = Releases.from_state(state.get("sent_by", {}))
+        engine.releases = Releases.from_state(
+            state.get("sent_by", {}), cfg.slices.newer_minutes * 60.0
+        )
         return engine

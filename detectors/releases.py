@@ -13,13 +13,13 @@ Pure: no Kafka, no clock; JSON-safe state.
     >>> def sent(ts, version, event="Order Placed"):
     ...     where = {"event": event, "source": "ios_app", "app_version": version}
     ...     return WindowRecord(where, ts, ts + 60.0, count=1)
-    >>> r = Releases()
+    >>> r = Releases(newer=3600.0)
     >>> r.note(0.0, [sent(0.0, "2.0")])
     >>> r.note(7200.0, [sent(7200.0, "2.1")])
-    >>> sorted(r.fresh(since=3600.0, newer=3600.0))
+    >>> sorted(r.fresh(since=3600.0))
     ['2.1']
     >>> r.superseded({"event": "Order Placed", "source": "ios_app", "app_version": "2.0"},
-    ...              since=7200.0, newer=3600.0)
+    ...              since=7200.0)
     True
 """
 
@@ -32,14 +32,16 @@ from detectors.records import WindowRecord
 
 DAY = 86400.0
 FORGET_DAYS = 7.0  # an app version unheard of (for an event) this long is forgotten
+NEWER = 3600.0  # a version first seen this long after its source's first ones is newer
 
 
 class Releases:
     """First sight of each app version per source, last sending of each event per version."""
 
-    __slots__ = ("first_seen", "forget_days", "last_sent")
+    __slots__ = ("first_seen", "forget_days", "last_sent", "newer")
 
-    def __init__(self, forget_days: float = FORGET_DAYS) -> None:
+    def __init__(self, newer: float = NEWER, forget_days: float = FORGET_DAYS) -> None:
+        self.newer = newer  # seconds after its source's first sight that make a version newer
         self.forget_days = forget_days
         self.first_seen: dict[str, dict[str, float]] = {}  # source -> version -> first window
         # "event|source" -> version -> last window it sent the event
@@ -74,9 +76,10 @@ class Releases:
             else:
                 del self.first_seen[key]
 
-    def fresh(self, since: float, newer: float) -> set[str]:
+    def fresh(self, since: float) -> set[str]:
         """App versions first seen at `since` or later and at least `newer` seconds after their
         source's first ones (not there from the start): releases arriving."""
+        newer = self.newer
         return {
             v
             for seen in self.first_seen.values()
@@ -85,7 +88,7 @@ class Releases:
             if first >= since and first >= min(seen.values()) + newer
         }
 
-    def superseded(self, series: dict[str, str], since: float, newer: float) -> bool:
+    def superseded(self, series: dict[str, str], since: float) -> bool:
         """Has an app version released after this one (first seen on the source `newer` seconds
         or more later) sent the same event on the same source since `since`? A released build's
         code does not change: when an older version stops sending an event that a newer one
@@ -100,7 +103,7 @@ class Releases:
         own = first.get(version)
         if own is None:
             return False
-        newer_after = own + newer
+        newer_after = own + self.newer
         return any(
             other != version and last >= since and first.get(other, -math.inf) >= newer_after
             for other, last in self.last_sent.get(f"{event}|{source}", {}).items()
@@ -112,8 +115,10 @@ class Releases:
         return {k: dict(sorted(v.items())) for k, v in sorted(merged.items())}
 
     @classmethod
-    def from_state(cls, state: dict, forget_days: float = FORGET_DAYS) -> Releases:
-        r = cls(forget_days)
+    def from_state(
+        cls, state: dict, newer: float = NEWER, forget_days: float = FORGET_DAYS
+    ) -> Releases:
+        r = cls(newer, forget_days)
         for key, seen in state.items():
             versions = {str(v): float(t) for v, t in seen.items()}
             (r.last_sent if "|" in str(key) else r.first_seen)[str(key)] = versions

@@ -20,17 +20,17 @@ def sent(ts: float, version: str, event: str = "Order Placed", source: str = "io
 
 
 def test_a_version_first_seen_after_the_sources_first_is_a_release_arriving():
-    r = Releases()
+    r = Releases(NEWER)
     r.note(0.0, [sent(0.0, "2.0"), sent(0.0, "1.9")])
     r.note(5 * HOUR, [sent(5 * HOUR, "2.1")])
-    assert r.fresh(since=4 * HOUR, newer=NEWER) == {"2.1"}
-    assert r.fresh(since=6 * HOUR, newer=NEWER) == set()  # no longer recent
+    assert r.fresh(since=4 * HOUR) == {"2.1"}
+    assert r.fresh(since=6 * HOUR) == set()  # no longer recent
     # the versions there from the start are never releases arriving, however recent the start
-    assert r.fresh(since=0.0, newer=NEWER) == {"2.1"}
+    assert r.fresh(since=0.0) == {"2.1"}
 
 
 def test_records_without_a_version_event_or_events_are_not_sightings():
-    r = Releases()
+    r = Releases(NEWER)
     r.note(0.0, [sent(0.0, "2.0", n=0)])
     r.note(0.0, [WindowRecord({"event": "Order Placed", "source": "web"}, 0.0, 60.0, count=3)])
     activity = {"source": "ios_app", "platform": "ios", "app_version": "2.0"}
@@ -39,21 +39,21 @@ def test_records_without_a_version_event_or_events_are_not_sightings():
 
 
 def test_an_older_version_is_superseded_only_by_a_newer_one_sending_the_same_event():
-    r = Releases()
+    r = Releases(NEWER)
     r.note(0.0, [sent(0.0, "2.0"), sent(0.0, "2.0", event="Signed Up")])
     r.note(5 * HOUR, [sent(5 * HOUR, "2.1")])
     old = {"event": "Order Placed", "source": "ios_app", "app_version": "2.0"}
     new = {"event": "Order Placed", "source": "ios_app", "app_version": "2.1"}
-    assert r.superseded(old, since=4 * HOUR, newer=NEWER)
-    assert not r.superseded(old, since=6 * HOUR, newer=NEWER)  # not sent by 2.1 since then
-    assert not r.superseded(new, since=0.0, newer=NEWER)  # a newer version is never superseded
-    assert not r.superseded({**old, "event": "Signed Up"}, since=0.0, newer=NEWER)
-    assert not r.superseded({**old, "source": "android_app"}, since=0.0, newer=NEWER)
-    assert not r.superseded({"event": "Order Placed", "source": "ios_app"}, 0.0, NEWER)
+    assert r.superseded(old, since=4 * HOUR)
+    assert not r.superseded(old, since=6 * HOUR)  # not sent by 2.1 since then
+    assert not r.superseded(new, since=0.0)  # a newer version is never superseded
+    assert not r.superseded({**old, "event": "Signed Up"}, since=0.0)
+    assert not r.superseded({**old, "source": "android_app"}, since=0.0)
+    assert not r.superseded({"event": "Order Placed", "source": "ios_app"}, 0.0)
 
 
 def test_versions_silent_for_a_week_are_forgotten_on_the_hour():
-    r = Releases(forget_days=7.0)
+    r = Releases(NEWER, forget_days=7.0)
     r.note(0.0, [sent(0.0, "1.0"), sent(0.0, "1.0", event="Signed Up")])
     r.note(HOUR, [sent(HOUR, "2.0")])
     r.note(7 * DAY + 30 * 60.0, [sent(7 * DAY + 30 * 60.0, "2.0")])  # not on the hour: kept
@@ -76,10 +76,10 @@ def test_versions_silent_for_a_week_are_forgotten_on_the_hour():
     )
 )
 def test_state_round_trips_through_json_and_behaves_the_same(sightings):
-    r = Releases()
+    r = Releases(NEWER)
     for minute, version, event, source in sorted(sightings):
         r.note(minute * 60.0, [sent(minute * 60.0, version, event, source)])
-    back = Releases.from_state(json.loads(json.dumps(r.to_state())))
+    back = Releases.from_state(json.loads(json.dumps(r.to_state())), NEWER)
     assert back.first_seen == r.first_seen and back.last_sent == r.last_sent
     for since in (0.0, 100 * 60.0):
-        assert back.fresh(since, NEWER) == r.fresh(since, NEWER)
+        assert back.fresh(since) == r.fresh(since)
