@@ -597,7 +597,7 @@ class DetectionEngine:
         if (
             v.family in ("gone", "pair_gone")
             and not v.calm
-            and self.releases.superseded(series, v.onset or ts)
+            and self.releases.superseded(series, v.since or ts)
         ):
             self.watch.adopt(v.key)  # its users moved to a newer release that sends it
             v = replace(v, hot=False, calm=True)

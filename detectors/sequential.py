@@ -85,6 +85,9 @@ class Cusum:
     tail_stat: float = 0.0
     tail_expected: float = 0.0
     tail_trials: float = 0.0
+    # where in the tail its evidence reached ln 2 nats: the change's likeliest half-way point
+    # (see `tail_start`)
+    tail_mark: float | None = None
 
     def update(
         self, ts: float, llr: float, observed: float, expected: float, trials: float = 0.0
@@ -112,6 +115,8 @@ class Cusum:
             self.tail_stat += llr
             self.tail_expected += expected
             self.tail_trials += trials
+            if self.tail_mark is None and self.tail_stat >= math.log(2.0):
+                self.tail_mark = ts
 
     def reset(self) -> None:
         """Forget the evidence (not the excursion count)."""
@@ -121,8 +126,20 @@ class Cusum:
         self._clear_tail()
 
     def _clear_tail(self) -> None:
-        self.tail_onset = None
+        self.tail_onset = self.tail_mark = None
         self.tail_stat = self.tail_expected = self.tail_trials = 0.0
+
+    def tail_start(self) -> float | None:
+        """When a total loss most likely began, given nothing came since `tail_onset`.
+
+        The last success bounds the start from below, and a sparse series is often silent for
+        a long while before its trouble (the night). If the change is equally likely at any
+        point of the tail's evidence, the likelihood of its being at ℓ nats into the tail is
+        e^-ℓ (what came before it was as usual), so its posterior median is where the tail's
+        evidence reaches ln 2 (for a tail long enough to alarm). A busy series gathers that in
+        its first window: its start stays the last success's next window.
+        """
+        return self.tail_mark if self.tail_mark is not None else self.tail_onset
 
     def per_day(self, now: float) -> float:
         """Excursions a day so far (over at least one day)."""

@@ -173,12 +173,15 @@ class Verdict:
     value: str
     hot: bool
     calm: bool
-    onset: float | None
+    onset: float | None  # when the change most likely began
     observed: float
     expected: float
     trials: float
     minutes: float
     rate: float  # the reference rate it is judged against
+    # start of what `observed` and `expected` count: the onset, or for a total loss told from
+    # its last success, the window after that success
+    since: float | None = None
 
 
 @dataclass(slots=True)
@@ -512,11 +515,14 @@ class SliceWatch:
             and cusum.tail_onset is not None
             and fam.told(0.0, cusum.tail_expected, cusum.tail_trials)
         ):
-            onset, observed = cusum.tail_onset, 0.0
+            since, observed = cusum.tail_onset, 0.0
             expected, trials = cusum.tail_expected, cusum.tail_trials
-        minutes = 0.0
-        if onset is not None and cusum.last is not None:
-            minutes = (cusum.last - onset + window) / 60.0
+            onset = cusum.tail_start()
+        else:
+            since = onset
+        minutes = 0.0  # what was seen is told since the last success; the start is its estimate
+        if since is not None and cusum.last is not None:
+            minutes = (cusum.last - since + window) / 60.0
         if rate is None:
             rate = cusum.expected / cusum.trials if cusum.trials > 0 else 0.0
         return Verdict(
@@ -533,6 +539,7 @@ class SliceWatch:
             trials=trials,
             minutes=minutes,
             rate=rate,
+            since=since,
         )
 
     def _forget(self, ts: float) -> list[tuple[str, _Test]]:

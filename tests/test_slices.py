@@ -52,6 +52,24 @@ def test_cusum_keeps_the_evidence_since_the_last_success_apart():
     assert c.tail_onset is None and c.tail_stat == 0.0
 
 
+def test_a_total_loss_starts_where_its_silence_became_unlikely_not_at_the_last_success():
+    """After the last event, a sparse slice's silence is at first as usual (the night): the
+    loss is dated where the silence's evidence reaches ln 2 nats (the posterior median of the
+    change), not at the last success; a busy slice reaches it at once."""
+    sparse = Cusum()
+    sparse.update(T0, -0.1, 1, 0.5)
+    for k in range(1, 200):  # 0.005 nats a window for 2 hours, then 0.5 a window
+        sparse.update(T0 + k * W, 0.005 if k <= 120 else 0.5, 0, 0.01)
+    assert sparse.tail_onset == T0 + W
+    assert sparse.tail_start() == T0 + 121 * W  # 0.6 + 0.5 ≥ ln 2 at window 121
+    busy = Cusum()
+    busy.update(T0, -0.1, 3, 3.0)
+    busy.update(T0 + W, 2.7, 0, 3.0)
+    assert busy.tail_start() == busy.tail_onset == T0 + W
+    busy.update(T0 + 2 * W, -0.5, 2, 3.0)  # an event: no tail, no start of one
+    assert busy.tail_start() is None
+
+
 def test_a_loss_is_told_from_the_last_success_when_that_evidence_suffices():
     """A pair whose step was skipped by a few users overnight (the statistic left zero then)
     and that stops at 06:00: the verdict's onset is after the last user who went on, and its
