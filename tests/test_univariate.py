@@ -22,6 +22,7 @@ from detectors.univariate import (
 from detectors.univariate.calibration import TailCalibrator
 from detectors.univariate.onsets import Onsets
 from detectors.univariate.seasonal import SeasonalContext
+from detectors.univariate.sustained import SustainedSurprise
 
 DAY = 288  # rows of 5 minutes
 T0 = 1_700_000_000.0
@@ -180,6 +181,28 @@ def test_onsets_rule():
     assert creeping.update(5.0) == 5.0  # more than a decade above every earlier one: news
     quiet = Onsets(refractory=3, margin=1.0)
     assert quiet.update(0.9) == 0.0 and quiet.update(1.5) == 1.5  # below the margin: silence
+
+
+def test_sustained_surprise_a_run_counts_a_single_row_does_not():
+    rng = np.random.default_rng(4)
+    run = SustainedSurprise(span=16, memory=2000)
+    usual = -np.log10(rng.uniform(size=2000))  # the surprises of calibrated, uneventful rows
+    said = [run.update(s) for s in usual]
+    assert said[: 4 * 16 + 15] == [0.0] * (4 * 16 + 15)  # ranked only once 4 spans of means kept
+    assert max(said[1000:]) < 3.5
+    single = [run.update(s) for s in [6.0, *([0.3] * 15)]]  # one rare row in a quiet span
+    assert max(single) < 6.0 - 1.0  # never a decade over the row itself: it cannot speak over it
+    sustained = [run.update(1.5) for _ in range(16)]  # every row only 10^-1.5: a run of them
+    assert sustained[-1] >= 4.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_run_of_slightly_novel_rows_scores_high(seed):
+    rng = np.random.default_rng(seed)
+    x = 50 + 5 * rng.standard_normal(3000)
+    x[2000:2400] = 50 + 5 * 1.25 * rng.standard_normal(400)  # noise a quarter wider, for long
+    # no single row need stand out; the run does (without it, 3 of these 8 seeds stay under 0.6)
+    assert max(score_series(minutes(3000), x)[2000:2400]) >= 0.6
 
 
 # ------------------------------------------------------------------ seasonal structure

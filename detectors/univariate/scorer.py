@@ -4,7 +4,9 @@ Each row: every view scores the value from the past only (`score_one`), then lea
 (`learn_one`). The row's surprise is the larger of the views' surprises, less log10 of the number
 of views that spoke (a Bonferroni correction: two looks at the same row are two chances);
 `Onsets` keeps the onsets; the score is s / (s + 1) — 0 for nothing, 0.5 for an onset ten times
-rarer than the row's chance, 0.9 for 10^-9, never 1.
+rarer than the row's chance, 0.9 for 10^-9, never 1. A run of rows each only somewhat rare speaks
+too: the row surprise is the larger of its own and the run's (`SustainedSurprise`: the mean row
+surprise over the refractory span, ranked against its own past).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 from detectors.univariate.novelty import PatternNovelty
 from detectors.univariate.onsets import Onsets
 from detectors.univariate.seasonal import SeasonalContext
+from detectors.univariate.sustained import SustainedSurprise
 
 
 class View(Protocol):
@@ -44,6 +47,7 @@ class UnivariateScorer:
             PatternNovelty(memory=memory),
             SeasonalContext(memory=memory),
         ]
+        self.sustained = SustainedSurprise(span=refractory, memory=memory)
         self.onsets = Onsets(refractory=refractory, memory=memory)
 
     def update(self, ts: float, value: float) -> float:
@@ -56,6 +60,7 @@ class UnivariateScorer:
         for view in self.views:
             view.learn_one(ts, value)
         surprise = max(said) - math.log10(len(said)) if said else 0.0
+        surprise = max(surprise, self.sustained.update(surprise))
         return score_from_surprise(self.onsets.update(surprise))
 
 
