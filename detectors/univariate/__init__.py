@@ -16,8 +16,10 @@ so that one threshold serves all of them. It is built in three steps, each in it
    and the 99th percentile by exponential tails with bounded extra decades. Nothing depends on the
    unit, offset, noise shape or quantisation of the series: a series that is mostly zero, bursty
    or drifting is compared with itself.
-3. `onsets.Onsets` keeps one high row per event (a refractory rule) and discounts onsets the
-   series keeps producing; `scorer.score_from_surprise` maps s to s / (s + 1) in [0, 1).
+3. `sustained.SustainedSurprise` lets a run of rows each only somewhat rare speak (the mean row
+   surprise over the refractory span, ranked against its own past); `onsets.Onsets` keeps one
+   high row per event (a refractory rule) and discounts onsets the series keeps producing;
+   `scorer.score_from_surprise` maps s to s / (s + 1) in [0, 1).
 
 Why not more of river: its statistics are used where they fit (the moving errors that decide
 whether a period is present are `river.stats.EWMean`), but river has no calibrated tail

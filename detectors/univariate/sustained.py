@@ -2,9 +2,9 @@
 
 The row surprises (decades) of the last `span` rows are averaged and the mean is ranked against
 its own past means (`TailCalibrator.upper`), so a stretch where the series keeps doing slightly
-unusual things (a new regime of small novelties, a slow drift the pattern view sees only a little
-at a time) reaches the surprise its run deserves, while the mean's own calibration absorbs how
-much neighbouring rows' surprises hang together (overlapping patterns share values). The span is
+unusual things (a new regime of small novelties, such as noise a little wider than before)
+reaches the surprise its run deserves, while the mean's own calibration absorbs how much
+neighbouring rows' surprises hang together (overlapping patterns share values). The span is
 the refractory span of `Onsets`: the stretch one onset answers for. Means of overlapping spans are
 about `span` times fewer independent values than rows, so the mean is ranked only once 4 spans of
 them are kept (before that, a new high of the mean says little: on a short, quantised noise it
