@@ -56,7 +56,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any
 
@@ -64,24 +63,19 @@ from detectors.annotations import Annotation, is_annotated
 from detectors.attribution import (
     SliceBaseline,
     accumulate,
-    attribute,
     expected_parts,
     mix_adjusted,
-    notable,
 )
 from detectors.base import Assessment
 from detectors.engine_config import (
     FAMILIES,
     KINDS,
-    PRECEDENCE,
-    RELATED,
-    RISES,
     SEQ,
     SEQUENTIAL,
     EngineConfig,
 )
 from detectors.engine_state import LEAD_WINDOWS, Incident, Series, Track
-from detectors.explain import Evidence, describe, explain
+from detectors.incidents import Incidents
 from detectors.intervals import pvalue_from_score
 from detectors.lifecycle import Transition, alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
@@ -107,22 +101,9 @@ from detectors.traffic import (
     traffic_context,
     traffic_mix,
 )
-from detectors.worth import quiet_bucket, span_says_more, worth_an_alert
+from detectors.worth import quiet_bucket, worth_an_alert
 
 STATE_VERSION = 1
-
-
-def _traffic_lost(group: str, one: dict[str, str], other: dict[str, str]) -> bool:
-    """Are these two falls the totals of different events (no source named) or of anything
-    on no source at all: the traffic of every source falling at once?"""
-    if group != "volume:down" or "source" in one or "source" in other:
-        return False
-    return _events(one) != _events(other)
-
-
-def _events(series: dict[str, str]) -> set[str]:
-    """The events a series names (its event, or its funnel steps)."""
-    return {series[k] for k in ("event", "from_event", "to_event") if k in series}
 
 
 def _add_lead(track: Track, entry: list[float]) -> None:
@@ -141,10 +122,6 @@ def _load_class(spec: str | type) -> type:
         return spec
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 class DetectionEngine:
@@ -169,9 +146,8 @@ class DetectionEngine:
         self.last_ts: float | None = None
         self.start_ts: float | None = None
         self.series: dict[str, Series] = {}
-        self.incidents: dict[str, Incident] = {}  # open incidents by id
-        # recently resolved incidents, for reopening: (id, group, series, started, ended)
-        self.recent: list[tuple[str, str, dict[str, str], float, float]] = []
+        # the open and recently resolved incidents (`detectors.incidents`)
+        self.incidents = Incidents(self.config, lambda key: self.series.get(key), lambda: self._w)
         self.late_windows = 0
         # planned event -> when its total was first modelled (bounded by the plan; outlives the
         # series' eviction, so an event back after days of silence is not "never seen before")
@@ -212,12 +188,7 @@ class DetectionEngine:
 
     def active(self) -> list[Anomaly]:
         """The alerts firing now."""
-        result = []
-        for inc in self.incidents.values():
-            anomaly = self._anomaly(inc, "firing", (self.last_ts or inc.started) + self._w)
-            if anomaly is not None:
-                result.append(anomaly)
-        return result
+        return self.incidents.active(self.last_ts)
 
     def gauges(self) -> Iterator[tuple[dict[str, str], float, float, float, float, float, bool]]:
         """(labels, observed, expected, lower, upper, score, firing) per planned series.
@@ -225,7 +196,7 @@ class DetectionEngine:
         Labels are the Prometheus labels of `streams.metrics.SERIES_LABELS`; series of events the
         plan does not know are left out (unbounded names must not become label values).
         """
-        firing = {m[0] for inc in self.incidents.values() for m in inc.members}
+        firing = self.incidents.busy()
         for s in self.series.values():
             if s.last is None or not s.planned:
                 continue
@@ -394,16 +365,16 @@ class DetectionEngine:
                 # active users all gone is an outage: the traffic dropped (no event "disappeared")
                 silent = disappeared and s.metric != "activity"
                 kind = "disappeared" if silent else KINDS[(s.metric, family)]
-                self._on_fire(ts, window, s, family, kind, dict(s.series), out)
+                self.incidents.fire(ts, window, s, family, kind, dict(s.series), out)
             elif transition == "resolve":
-                self._on_resolve(ts, window, s, family, out)
+                self.incidents.resolve(ts, window, s, family, out)
             elif (
                 track.lifecycle.state == "firing"
                 and family == "down"
                 and disappeared
                 and s.metric != "activity"
             ):
-                self._to_disappeared(ts, window, s, family, dict(s.series), out)
+                self.incidents.to_disappeared(ts, window, s, family, dict(s.series), out)
             if track.lifecycle.state == "firing" and family == "down" and self._step_broken(s):
                 track.vetoed = True  # its fall is a breakage's: never its new normal
             if (
@@ -416,9 +387,9 @@ class DetectionEngine:
                 # a lasting level shift: accept it as the new normal, close this alert
                 accepted = track.muted = True
                 track.lifecycle.force_resolve(ts + window)
-                self._on_resolve(ts, window, s, family, out)
+                self.incidents.resolve(ts, window, s, family, out)
 
-        if not deviating and self.incidents:
+        if not deviating and self.incidents.open:
             # near an open incident of its own, or (a conversion) its last step broken: not
             # the normal to learn, however little a window shows it
             deviating = self._near_incident(ts, s) or self._step_broken(s)
@@ -464,7 +435,7 @@ class DetectionEngine:
         """Is this series' drop part of an open `disappeared` incident (an event gone from one
         source drags the event's total down)? That gap is never the new normal: accepted, the
         events' return would look like a spike."""
-        inc = self._incident_of((key, "down"))
+        inc = self.incidents.of((key, "down"))
         return inc is not None and inc.kind == "disappeared"
 
     def _step_broken(self, s: Series) -> bool:
@@ -492,12 +463,8 @@ class DetectionEngine:
             inc.kind in ("disappeared", "violation_surge")
             and inc.series.get("event") == step
             and (source is None or inc.series.get("source", source) == source)
-            for inc in self.incidents.values()
+            for inc in self.incidents.open.values()
         )
-
-    def _incident_of(self, member: tuple[str, str]) -> Incident | None:
-        """The open incident a lifecycle (series key, family) is part of."""
-        return next((i for i in self.incidents.values() if member in i.members), None)
 
     def _near_incident(self, ts: float, s: Series) -> bool:
         """Is an open incident about this series or a related one (its total, one of its slices)?
@@ -508,7 +475,7 @@ class DetectionEngine:
             inc.group.startswith(prefix)
             and ts - inc.started < limit
             and compatible(inc.series, s.series)
-            for inc in self.incidents.values()
+            for inc in self.incidents.open.values()
         )
 
     # ------------------------------------------------------------------ slice tests
@@ -641,7 +608,7 @@ class DetectionEngine:
             inc.group == "volume:up"
             and inc.series.get("event") == first
             and inc.series.get("source", v.source) == v.source
-            for inc in self.incidents.values()
+            for inc in self.incidents.open.values()
         )
 
     def _seq_resolve(
@@ -651,7 +618,7 @@ class DetectionEngine:
         and past reopening, the track is forgotten."""
         transition = track.lifecycle.step(ts, 0.0, window, self.config.lifecycle)
         if transition == "resolve":
-            self._on_resolve(ts, window, s, name, out)
+            self.incidents.resolve(ts, window, s, name, out)
         if track.lifecycle.state == "idle":
             self._seq_open.discard((s.key, name))
             s.tracks.pop(name, None)
@@ -701,9 +668,9 @@ class DetectionEngine:
         """Open (or join) the incident of a slice track that fired, or resolve it."""
         if transition in ("fire", "reopen"):
             track.fired_at = ts + window
-            self._on_fire(ts, window, s, name, kind, series, out)
+            self.incidents.fire(ts, window, s, name, kind, series, out)
         elif transition == "resolve":
-            self._on_resolve(ts, window, s, name, out)
+            self.incidents.resolve(ts, window, s, name, out)
 
     def _fresh_versions(self) -> set[str]:
         """App versions first seen within `release_hours`, after their source's first ones
@@ -806,332 +773,6 @@ class DetectionEngine:
             track.span_den, track.span_windows = a.span_weight, a.span_windows
         track.peak = max(track.peak, score)
 
-    # ------------------------------------------------------------------ incidents
-    @staticmethod
-    def _group(s: Series, family: str) -> str:
-        """The incident group of a lifecycle: metric and direction (an outage of a source's
-        active users is a drop of its volume; a slice test's is its family's)."""
-        if family == "new":
-            return "new"
-        if family.startswith(SEQ):
-            return SEQUENTIAL[family[len(SEQ) :].split(":", 1)[0]][0]
-        metric = "volume" if s.metric == "activity" else s.metric
-        return f"{metric}:{family}"
-
-    def _find(
-        self, group: str, series: dict[str, str], since: float | None = None
-    ) -> Incident | None:
-        """An open incident of `group` about a compatible series (that began no more than
-        `merge_minutes` before `since`, when given: an old alert does not swallow a new one),
-        or about another event of the same source that began at most `together_minutes` from
-        `since` (one burst of a source's traffic moves several of its events at once)."""
-        limit = self.config.merge_minutes * 60.0
-        for inc in self.incidents.values():
-            if inc.group != group:
-                continue
-            if not compatible(inc.series, series):
-                if since is None or not self._together(inc, series, since):
-                    continue
-                return inc
-            if since is None or since - inc.started <= limit:
-                return inc
-        return None
-
-    def _together(self, inc: Incident, series: dict[str, str], since: float) -> bool:
-        """Did `series` start deviating with `inc`, on the same source (a burst of its traffic)
-        or about the same events (one event breaking on several versions or sources at once)?"""
-        limit = self.config.together_minutes * 60.0
-        if limit <= 0.0 or abs(since - inc.started) > limit:
-            return False
-        source = series.get("source")
-        if source is not None and inc.series.get("source") == source:
-            return True
-        # the same events (or, for whole sources, none) on several versions or sources at once
-        if _events(series) == _events(inc.series):
-            return True
-        # several events' totals falling at once: the traffic itself is lost (one alert)
-        return _traffic_lost(inc.group, inc.series, series)
-
-    def _open_slice(self, group: str, series: dict[str, str]) -> Incident | None:
-        """An open incident of `group` on a slice of `series` (its keys and more: one source of
-        this event), however old: a total moving the way one of its open slices already does
-        is that slice's incident (a new one elsewhere still fires on its own slice). Traffic
-        that names no event (a source's active users, or everyone's) is no event's total: its
-        outage is not an old incident about one event of one release."""
-        if not _events(series):
-            return None
-        for inc in self.incidents.values():
-            if inc.group == group and series.items() < inc.series.items():
-                return inc
-        return None
-
-    def _on_fire(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        family: str,
-        kind: str,
-        series: dict[str, str],
-        out: list[Anomaly],
-    ) -> None:
-        """A lifecycle fired: join a compatible open incident (or a related one: the same
-        trouble seen on another metric), or open (or reopen) one."""
-        group = self._group(s, family)
-        member = (s.key, family)
-        since = s.tracks[family].lifecycle.started or ts
-        inc = self._find(group, series, since=since)
-        if inc is None:
-            inc = self._open_slice(group, series)
-        related = False
-        if inc is None:
-            inc = self._related(group, series, since)
-            related = inc is not None
-        if inc is not None:
-            if member not in inc.members:
-                inc.members.append(member)
-            if self._upgrade(inc, ts, window, s, family, kind, group, series, out):
-                return
-            if related:  # the same trouble seen on another metric: worth telling
-                self._emit(inc, "firing", ts + window, out)
-            else:
-                self._widen(inc, series, ts + window, out)
-            return
-        started = since
-        reopen_limit = self.config.lifecycle.reopen_minutes * 60.0
-        inc_id = alert_id(series_key(s.metric, series), group, started)
-        for i, (old_id, old_group, old_series, old_started, ended) in enumerate(self.recent):
-            if old_group == group and compatible(old_series, series) and ts - ended <= reopen_limit:
-                inc_id, started = old_id, old_started
-                del self.recent[i]
-                break
-        sign = -1 if group.endswith(":down") else 1
-        inc = Incident(inc_id, kind, group, member, series, started, [member], sign)
-        self.incidents[inc_id] = inc
-        self._emit(inc, "firing", ts + window, out)
-
-    def _related(self, group: str, series: dict[str, str], since: float) -> Incident | None:
-        """An open incident of a related group about the same trouble (`RELATED`): on the same
-        source (or every source), naming the same event if both name one, begun at most
-        `together_minutes` after and `merge_minutes` before `since`. A conversion that falls
-        while the source's events are missing, a purchase fired twice and the conversion it
-        inflates, an event quarantined by the plan and missing from the valid traffic: one
-        alert each, not two."""
-        cfg = self.config
-        for inc in self.incidents.values():
-            if inc.group not in RELATED.get(group, ()):
-                continue
-            if not (-cfg.together_minutes * 60.0 <= since - inc.started
-                    <= cfg.merge_minutes * 60.0):  # fmt: skip
-                continue
-            if not compatible(inc.series, series):
-                continue
-            mine, theirs = _events(series), _events(inc.series)
-            if mine and theirs and not mine & theirs:
-                continue
-            return inc
-        return None
-
-    def _upgrade(
-        self,
-        inc: Incident,
-        ts: float,
-        window: float,
-        s: Series,
-        family: str,
-        kind: str,
-        group: str,
-        series: dict[str, str],
-        out: list[Anomaly],
-    ) -> bool:
-        """A member of a stronger kind (`PRECEDENCE`: a silence over a drop, broken tracking
-        over what it causes) makes the incident its own: owner, kind and series. Kinds only
-        ever move up, so an incident never flaps between them. True if it did."""
-        if PRECEDENCE.get(kind, 0) <= PRECEDENCE.get(inc.kind, 0):
-            return False
-        if inc.group == "volume:down" and not _events(inc.series) and kind == "disappeared":
-            return False  # the traffic lost: one event silent in it is part of the drop
-        inc.kind = kind
-        inc.owner = (s.key, family)
-        inc.group = group
-        inc.series = dict(series)
-        if inc.owner not in inc.members:
-            inc.members.append(inc.owner)
-        self._emit(inc, "firing", ts + window, out)
-        return True
-
-    def _widen(self, inc: Incident, series: dict[str, str], at: float, out: list[Anomaly]) -> None:
-        """A member about the same events on another version or source: the incident is about
-        what they share (every version of the event breaking is the event's alert)."""
-        if _events(series) != _events(inc.series):
-            if _traffic_lost(inc.group, inc.series, series):
-                # several events at once: a fall of the traffic, told as the drop it is (the
-                # one exception to kinds only moving up: it is no one event's disappearance)
-                common = {k: v for k, v in inc.series.items() if series.get(k) == v}
-                if common != inc.series or inc.kind != "drop":
-                    inc.series, inc.kind = common, "drop"
-                    self._emit(inc, "firing", at, out)
-            return
-        common = {k: v for k, v in inc.series.items() if series.get(k, v) == v}
-        if common != inc.series:
-            inc.series = common
-            self._emit(inc, "firing", at, out)
-
-    def _to_disappeared(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        family: str,
-        series: dict[str, str],
-        out: list[Anomaly],
-    ) -> None:
-        """A drop whose series (or one of its slices) went silent becomes `disappeared`."""
-        group = self._group(s, family)
-        inc = self._find(group, series)
-        if inc is not None:
-            self._upgrade(inc, ts, window, s, family, "disappeared", group, series, out)
-
-    def _on_resolve(
-        self, ts: float, window: float, s: Series, family: str, out: list[Anomaly]
-    ) -> None:
-        """A lifecycle calmed down: the incident resolves when its last member has."""
-        member = (s.key, family)
-        inc = self._incident_of(member)
-        if inc is None:
-            return
-        inc.members.remove(member)
-        if inc.members:
-            return
-        ended = s.tracks[family].lifecycle.ended or ts
-        owner = self.series.get(inc.owner[0])
-        if owner is None or inc.owner[1] not in owner.tracks:
-            owner_ref = (s, family)
-        else:
-            owner_ref = (owner, inc.owner[1])
-        self._emit(inc, "resolved", ended, out, owner_ref)
-        del self.incidents[inc.id]
-        self.recent.append((inc.id, inc.group, inc.series, inc.started, ended))
-        if len(self.recent) > 1000:
-            del self.recent[:500]
-
-    def _emit(
-        self,
-        inc: Incident,
-        state: str,
-        at: float,
-        out: list[Anomaly],
-        owner_ref: tuple[Series, str] | None = None,
-    ) -> None:
-        anomaly = self._anomaly(inc, state, at, owner_ref)
-        if anomaly is not None:
-            out.append(anomaly)
-
-    def _anomaly(
-        self,
-        inc: Incident,
-        state: str,
-        at: float,
-        owner_ref: tuple[Series, str] | None = None,
-    ) -> Anomaly | None:
-        if owner_ref is not None:
-            s, family = owner_ref
-        else:
-            found = self.series.get(inc.owner[0])
-            if found is None:
-                return None
-            s, family = found, inc.owner[1]
-        track = s.tracks.get(family)
-        if track is None:
-            return None
-        observed, expected, denominator, until = track.hot
-        start = track.lifecycle.started or inc.started
-        minutes = (until - start) / 60.0
-        if track.told is not None:  # a slice test: what it gathered since its onset
-            observed, expected, denominator, minutes = track.told
-        elif until <= start:  # not gathered window by window (a new event)
-            observed, expected, denominator = track.obs, track.exp, track.den
-            minutes = track.windows * self._w / 60.0
-        elif track.span_windows > 0 and span_says_more(s, track, observed, expected):
-            # as in `worth_an_alert`: a sparse rate is told on the span that made it significant
-            observed, expected = track.span_obs, track.span_exp
-            denominator, minutes = track.span_den, track.span_windows * self._w / 60.0
-        if inc.kind == "disappeared" and track.told is None:
-            observed, expected = 0.0, track.silent_expected
-            minutes = track.silent_windows * self._w / 60.0
-        attribution = attribute(track.parts, inc.direction, self.config.attribution_top)
-        margin = 0.0 if inc.kind == "new_event" else 0.15
-        evidence = Evidence(
-            kind=inc.kind,
-            series=inc.series,
-            started=inc.started,
-            minutes=minutes,
-            observed=observed,
-            expected=expected,
-            denominator=denominator,
-            planned=s.planned,
-            codes=track.codes,
-            # a slice test's versions are each judged by their own test: no usual share to beat
-            attribution=attribution
-            if track.told is not None
-            else notable(track.parts, attribution, margin=margin),
-            ended=at if state == "resolved" else None,
-            echo=self._echo(inc) if inc.kind == "conversion_up" else None,
-            cause=track.cause or ("activity" if s.metric == "activity" else ""),
-            inflated=self._inflated(inc) if inc.kind == "spike" else None,
-        )
-        obs, exp, lo, up = track.last
-        return Anomaly(
-            id=inc.id,
-            kind=inc.kind,  # type: ignore[arg-type]
-            series=dict(inc.series),
-            state=state,  # type: ignore[arg-type]
-            started_at=_iso(inc.started),
-            updated_at=_iso(at),
-            ended_at=_iso(at) if state == "resolved" else None,
-            observed=float(obs),
-            expected=float(exp),
-            lower=float(lo),
-            upper=float(up),
-            score=float(track.peak),
-            explanation=explain(evidence),
-            attribution=attribution,
-        )
-
-    def _inflated(self, inc: Incident) -> str | None:
-        """For a spike: the conversion that rose with it (a member of the incident), named as
-        the sentences name it; None when there is none."""
-        for key, family in inc.members:
-            s = self.series.get(key)
-            if (
-                s is not None
-                and s.metric == "conversion"
-                and self._group(s, family).endswith(":up")
-            ):
-                steps = {k: s.series[k] for k in ("from_event", "to_event") if k in s.series}
-                return describe("conversion", steps)
-        return None
-
-    def _echo(self, inc: Incident) -> tuple[str, float] | None:
-        """For a conversion rise: the earliest rise of the last step's own events on its source
-        (or over all sources), open or resolved, from `echo_hours` before it began."""
-        event, source = inc.series.get("to_event"), inc.series.get("source")
-        since = inc.started - self.config.echo_hours * 3600.0
-        rises = [(i.group, i.series, i.started) for i in self.incidents.values()]
-        rises += [(group, series, started) for _, group, series, started, _ in self.recent]
-        found = [
-            (started, group)
-            for group, series, started in rises
-            if group in RISES
-            and series.get("event") == event
-            and series.get("source", source) == source
-            and started >= since
-        ]
-        if not found:
-            return None
-        started, group = min(found)
-        return RISES[group], started
-
     # ------------------------------------------------------------------ new events
     def _new_event_check(
         self, ts: float, window: float, s: Series, r: Rolled, annotated: bool, out: list[Anomaly]
@@ -1141,7 +782,7 @@ class DetectionEngine:
         while len(s.recent) > cfg.new_event_span:
             s.recent.popleft()
         member = (s.key, "new")
-        inc = self._incident_of(member)
+        inc = self.incidents.of(member)
         if inc is not None:
             track = s.tracks["new"]
             track.obs += r.numerator
@@ -1149,8 +790,7 @@ class DetectionEngine:
             accumulate(track.parts, expected_parts("volume", r.breakdown, SliceBaseline(), 0.0))
             track.last = [r.numerator, 0.0, 0.0, 0.0]
             if ts + window - inc.started >= cfg.new_event_hold_minutes * 60.0:
-                self._emit(inc, "resolved", ts + window, out)
-                del self.incidents[inc.id]
+                self.incidents.expire(inc, ts + window, out)
             return
         if s.announced or annotated:
             return
@@ -1182,8 +822,7 @@ class DetectionEngine:
             members=[member],
             direction=1,
         )
-        self.incidents[inc.id] = inc
-        self._emit(inc, "firing", ts + window, out)
+        self.incidents.add(inc, ts + window, out)
 
     # ------------------------------------------------------------------ series bookkeeping
     @staticmethod
@@ -1231,7 +870,7 @@ class DetectionEngine:
         cfg = self.config
         if len(self.series) <= cfg.max_series and int(ts // self._w) % 60:
             return
-        busy = {m[0] for inc in self.incidents.values() for m in inc.members}
+        busy = self.incidents.busy()
         horizon = ts - cfg.evict_after_minutes * 60.0
         dead = [k for k, s in self.series.items() if s.last_active < horizon and k not in busy]
         for key in dead:
@@ -1253,8 +892,8 @@ class DetectionEngine:
             "start_ts": self.start_ts,
             "late_windows": self.late_windows,
             "series": [s.to_state() for s in self.series.values()],
-            "incidents": [inc.to_state() for inc in self.incidents.values()],
-            "recent": [list(item) for item in self.recent],
+            "incidents": [inc.to_state() for inc in self.incidents.open.values()],
+            "recent": [list(item) for item in self.incidents.recent],
             "first_seen_events": dict(self.first_seen_events),
             "slices": self.watch.to_state(),
             "feed": self.feed.to_state(),
@@ -1284,8 +923,8 @@ class DetectionEngine:
             engine.series[s.key] = s
         for item in state["incidents"]:
             inc = Incident.from_state(item)
-            engine.incidents[inc.id] = inc
-        engine.recent = [(i, g, dict(se), st, en) for i, g, se, st, en in state["recent"]]
+            engine.incidents.open[inc.id] = inc
+        engine.incidents.recent = [(i, g, dict(se), st, en) for i, g, se, st, en in state["recent"]]
         engine.first_seen_events = {
             str(k): float(v) for k, v in state.get("first_seen_events", {}).items()
         }

@@ -31,7 +31,7 @@ KINDS = {
     ("conversion", "up"): "conversion_up",
     ("conversion", "down"): "conversion_down",
 }
-# a rise of an event itself, by incident group (what `_echo` looks for)
+# a rise of an event itself, by incident group (what `Incidents._echo` looks for)
 RISES = {f"{metric}:up": KINDS[(metric, "up")] for metric in ("volume", "violation")}
 # slice tests (`detectors.slices`): the incident group and kind of each family's alarm
 SEQUENTIAL = {
@@ -43,7 +43,7 @@ SEQUENTIAL = {
     "repeat": ("volume:up", "spike"),
 }
 SEQ = "seq:"  # prefix of the track names of slice tests
-# incident groups whose alerts can be about the same trouble (see `_related`)
+# incident groups whose alerts can be about the same trouble (see `Incidents._related`)
 RELATED = {
     "conversion:down": ("volume:down",),
     "volume:down": ("conversion:down", "violation:up"),
