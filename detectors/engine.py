@@ -10,8 +10,9 @@ Per closed window the engine
    its best evidence); it fires when the evidence is also worth an alert (`detectors.worth`): for a
    rise, the users arriving in its windows (a visit counts once, however many minutes it
    spans) beyond chance, unless its events are more than a few users could send;
-4. groups lifecycles into incidents: a lifecycle that fires joins an open incident of the same
-   metric and direction whose series is compatible (no dimension with a different value: e.g.
+4. groups lifecycles into incidents (`detectors.incidents`): a lifecycle that fires joins an
+   open incident of the same metric and direction whose series is compatible (no dimension
+   with a different value: e.g.
    "Order Completed" and "Order Completed on ios", or "ios" and "Product Viewed on ios"), so one
    outage is ONE alert (if that incident began at most `merge_minutes` before), owned by the
    first series that fired (coarse series are processed first,
