@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
@@ -71,29 +70,23 @@ from detectors.base import Assessment
 from detectors.engine_config import (
     FAMILIES,
     KINDS,
-    SEQ,
-    SEQUENTIAL,
     EngineConfig,
 )
 from detectors.engine_state import LEAD_WINDOWS, Incident, Series, Track
 from detectors.incidents import Incidents
 from detectors.intervals import pvalue_from_score
-from detectors.lifecycle import Transition, alert_id
+from detectors.lifecycle import alert_id
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.releases import Releases
 from detectors.rollup import (
     COUNTS,
-    MISSING,
     Rolled,
     compatible,
     rollup,
-    series_key,
 )
 from detectors.sequential import DAY, threshold
 from detectors.silence import Silence
-from detectors.slice_feed import EARLY, SliceFeed
-from detectors.slices import FAMILIES as FAMILY_SPECS
-from detectors.slices import WHOLE, Observation, SliceWatch, Verdict
+from detectors.slice_alerts import SliceAlerts
 from detectors.traffic import (
     Context,
     Mix,
@@ -153,11 +146,16 @@ class DetectionEngine:
         # planned event -> when its total was first modelled (bounded by the plan; outlives the
         # series' eviction, so an event back after days of silence is not "never seen before")
         self.first_seen_events: dict[str, float] = {}
-        self.watch = SliceWatch(self.config.slices)
-        self.feed = SliceFeed(self.config.slice_batch_windows)
-        self._platforms: dict[str, str] = {}  # source -> platform (from the records)
-        self._seq_open: set[tuple[str, str]] = set()  # (series key, track) of open slice tests
         self.releases = Releases(self.config.slices.newer_minutes * 60.0)  # versions per source
+        # the slice tests and the alerts of their verdicts (`detectors.slice_alerts`)
+        self.slice_alerts = SliceAlerts(
+            self.config,
+            lambda key: self.series.get(key),
+            self.incidents,
+            self._arrivals,
+            lambda series, since: self.releases.superseded(series, since),
+            self._broken,
+        )
         # called after each window with (window start, engine): for recorders such as backtests
         self.observers: list[Callable[[float, DetectionEngine], None]] = []
 
@@ -250,7 +248,7 @@ class DetectionEngine:
         for r in order:
             self._series_window(ts, window, r, mix, out)
         if self.config.slice_tests:
-            self._slice_tests(ts, window, records, out)
+            self.slice_alerts.window(ts, window, records, self._near, out)
         self._evict(ts)
         for observer in self.observers:
             observer(ts, self)
@@ -447,14 +445,6 @@ class DetectionEngine:
             return False
         return self._broken(s.series.get("to_event"), s.series.get("source"))
 
-    def _may_accept(self, obs: Observation) -> bool:
-        """May a slice test take a lasting change of this funnel step as its new normal? Not
-        while its last step is broken on its source (see `_step_broken`)."""
-        if obs.measure not in ("funnel", "funnel_early"):
-            return True
-        step = obs.subject.partition(EARLY)[0].partition("→")[2]
-        return not self._broken(step, obs.source)
-
     def _broken(self, step: str | None, source: str | None) -> bool:
         """Is `step` missing or breaking the plan in an open incident on `source` (or on
         every source); for no source (a total), on any?"""
@@ -478,200 +468,6 @@ class DetectionEngine:
             and compatible(inc.series, s.series)
             for inc in self.incidents.open.values()
         )
-
-    # ------------------------------------------------------------------ slice tests
-    def _slice_tests(self, ts: float, window: float, records: list[WindowRecord],
-                     out: list[Anomaly]) -> None:  # fmt: skip
-        """Feed this window to the sequential slice tests (`detectors.slices`) and step the
-        alerts of their verdicts; a test's track that got no verdict has calmed down."""
-        for rec in records:
-            source, platform = rec.series.get("source"), rec.series.get("platform")
-            known = source is None or platform is None or source in self._platforms
-            if not known and len(self._platforms) < 1000:
-                self._platforms[source] = platform
-        quiet = None
-        if self._near:
-            tail = self.config.annotation_tail_minutes * 60.0
-
-            def quiet(series: dict[str, str]) -> bool:
-                return is_annotated(self._near, series, ts - tail, ts + window)
-
-        observations = self.feed.add(records, self._arrivals, self._units,
-                                     quiet or (lambda series: False))  # fmt: skip
-        stepped: set[tuple[str, str]] = set()
-        for verdict in self.watch.window(ts, window, observations, self._may_accept):
-            stepped.add(self._slice_verdict(ts, window, verdict, out))
-        for key, name in sorted(self._seq_open - stepped):
-            s = self.series.get(key)
-            track = s.tracks.get(name) if s is not None else None
-            if s is None or track is None:
-                self._seq_open.discard((key, name))
-                continue
-            self._seq_resolve(ts, window, s, name, track, out)
-
-    def _units(self, event: str, source: str) -> float:
-        """An event's usual events per user and window on a source (≥ 1)."""
-        platform = self._platforms.get(source)
-        s = self.series.get(
-            series_key("volume", {"event": event, "source": source, "platform": platform or ""})
-        )
-        return s.burst if s is not None else 1.0
-
-    def _slice_target(self, v: Verdict) -> tuple[str, str, str, dict[str, str]]:
-        """(parent series key, track name, kind, alert series) of a slice test's verdict."""
-        kind = SEQUENTIAL[v.family][1]
-        platform = self._platforms.get(v.source, v.source)
-        where = {"source": v.source, "platform": platform}
-        version = {} if v.value in (WHOLE, "unknown", MISSING) else {"app_version": v.value}
-        if v.family in ("gone", "bad", "repeat"):
-            event = v.subject
-            series = {"event": event, **where, **version}
-            if v.family == "bad":
-                parent = series_key("violation", {"event": event})
-            else:
-                parent = series_key("volume", {"event": event, **where})
-        else:
-            pair, _, within = v.subject.partition(EARLY)
-            from_event, _, to_event = pair.partition("→")
-            if v.family == "pair_gone":
-                series = {"event": to_event, **where, **version}
-                parent = series_key("volume", {"event": to_event, **where})
-            else:
-                steps = {"from_event": from_event, "to_event": to_event}
-                if within:
-                    steps[WITHIN] = within
-                series = {**steps, **where, **version}
-                parent = series_key("conversion", {**steps, **where})
-        name = f"{SEQ}{v.family}:{v.subject}:{v.source}:{v.value}"
-        return parent, name, kind, series
-
-    def _slice_verdict(
-        self, ts: float, window: float, v: Verdict, out: list[Anomaly]
-    ) -> tuple[str, str]:
-        """Step the alert of one slice test's verdict (fire at once when hot, resolve once calm
-        for the lifecycle's calm windows); its evidence is what the test gathered since onset."""
-        parent, name, kind, series = self._slice_target(v)
-        s = self.series.get(parent)
-        if s is None:
-            return parent, name
-        if v.family in ("conv_down", "conv_up") and not v.calm:
-            own = s.tracks.get("down" if v.family == "conv_down" else "up")
-            if own is not None and own.muted:  # the series accepted this change already
-                self.watch.adopt(v.key)
-                v = replace(v, hot=False, calm=True)
-        if v.family == "pair_gone" and not v.calm and self._flooded(v):
-            self.watch.discard(v.key)  # the first step's flood (bots) does not go on: told there
-            return parent, name
-        if (
-            v.family in ("gone", "pair_gone")
-            and not v.calm
-            and self.releases.superseded(series, v.since or ts)
-        ):
-            self.watch.adopt(v.key)  # its users moved to a newer release that sends it
-            v = replace(v, hot=False, calm=True)
-        score = 1.0 if v.hot else (0.0 if v.calm else 0.5)
-        track, transition = self._verdict(ts, window, s, name, score, since=v.onset or ts)
-        if track is None:
-            return parent, name
-        self._seq_open.add((parent, name))
-        if not v.calm:
-            expected = v.expected
-            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone"):
-                told = [v.observed, expected, v.trials, v.minutes]
-            else:
-                told = [v.observed, expected, 0.0, v.minutes]
-            track.told = told
-            track.cause = self._cause(v)
-            if v.value == WHOLE:  # the releases it comes from, as the versions' tests see it
-                sign = -1.0 if FAMILY_SPECS[v.family].low else 1.0
-                track.parts = {
-                    "app_version": {
-                        name: [gap, 0.0] if sign > 0 else [0.0, gap]
-                        for name, gap in self.watch.shortfall_by_value(v.key).items()
-                    }
-                }
-            track.windows = max(1, round(v.minutes * 60.0 / window))
-            track.peak = 1.0
-            rate = v.observed / v.trials if v.trials > 0 else 0.0
-            track.last = [rate if v.family != "gone" else v.observed, v.rate, 0.0, 0.0]
-        self._announce(ts, window, s, name, track, transition, kind, series, out)
-        if track.lifecycle.state == "idle":
-            s.tracks.pop(name, None)
-            self._seq_open.discard((parent, name))
-        return parent, name
-
-    def _flooded(self, v: Verdict) -> bool:
-        """Is the first step of this pair rising in an open spike on its source (or on every
-        source)? Then the users who do not go on are the flood's (bots load pages and send
-        nothing else), already told by that spike."""
-        first = v.subject.partition(EARLY)[0].partition("→")[0]
-        return any(
-            inc.group == "volume:up"
-            and inc.series.get("event") == first
-            and inc.series.get("source", v.source) == v.source
-            for inc in self.incidents.open.values()
-        )
-
-    def _seq_resolve(
-        self, ts: float, window: float, s: Series, name: str, track: Track, out: list[Anomaly]
-    ) -> None:
-        """A slice test's track without a verdict this window: its slice is calm. Once resolved
-        and past reopening, the track is forgotten."""
-        transition = track.lifecycle.step(ts, 0.0, window, self.config.lifecycle)
-        if transition == "resolve":
-            self.incidents.resolve(ts, window, s, name, out)
-        if track.lifecycle.state == "idle":
-            self._seq_open.discard((s.key, name))
-            s.tracks.pop(name, None)
-
-    @staticmethod
-    def _cause(v: Verdict) -> str:
-        if v.family == "pair_gone":
-            return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]
-        if v.family in ("conv_down", "conv_up"):
-            return "conversion"
-        return v.family
-
-    def _verdict(
-        self, ts: float, window: float, s: Series, name: str, score: float, since: float
-    ) -> tuple[Track | None, Transition | None]:
-        """Step the lifecycle of track `name` on a score whose evidence is already gathered (a
-        slice test's verdict): at the firing level it fires at once, and an incident starts when
-        its evidence did (`since`). No track is made while the score is below it."""
-        cfg = self.config.lifecycle
-        track = s.tracks.get(name)
-        hot = score >= cfg.fire_score
-        if track is None:
-            if not hot:
-                return None, None
-            track = s.tracks[name] = Track()
-        before = track.lifecycle.state
-        transition = track.lifecycle.step(ts, score, window, cfg)
-        if hot and track.lifecycle.state == "pending":
-            transition = track.lifecycle.escalate(cfg)
-        if before not in ("pending", "firing") and track.lifecycle.active:
-            track.reset_evidence()
-            track.lifecycle.started = min(track.lifecycle.started or ts, since)
-        return track, transition
-
-    def _announce(
-        self,
-        ts: float,
-        window: float,
-        s: Series,
-        name: str,
-        track: Track,
-        transition: Transition | None,
-        kind: str,
-        series: dict[str, str],
-        out: list[Anomaly],
-    ) -> None:
-        """Open (or join) the incident of a slice track that fired, or resolve it."""
-        if transition in ("fire", "reopen"):
-            track.fired_at = ts + window
-            self.incidents.fire(ts, window, s, name, kind, series, out)
-        elif transition == "resolve":
-            self.incidents.resolve(ts, window, s, name, out)
 
     def _fresh_versions(self) -> set[str]:
         """App versions first seen within `release_hours`, after their source's first ones
@@ -896,10 +692,7 @@ class DetectionEngine:
             "incidents": [inc.to_state() for inc in self.incidents.open.values()],
             "recent": [list(item) for item in self.incidents.recent],
             "first_seen_events": dict(self.first_seen_events),
-            "slices": self.watch.to_state(),
-            "feed": self.feed.to_state(),
-            "platforms": dict(sorted(self._platforms.items())),
-            "seq_open": sorted([list(x) for x in self._seq_open]),
+            **self.slice_alerts.to_state(),  # "slices", "feed", "platforms", "seq_open"
             "sent_by": self.releases.to_state(),
         }
 
@@ -932,12 +725,8 @@ class DetectionEngine:
         for s in engine.series.values():  # a state from before it was kept
             if s.is_event_total and s.planned:
                 engine.first_seen_events.setdefault(s.series["event"], s.first_seen)
-        cfg = engine.config
-        engine.watch = SliceWatch.from_state(state.get("slices", {}), cfg.slices)
-        engine.feed = SliceFeed.from_state(state.get("feed", {}), cfg.slice_batch_windows)
-        engine._platforms = {str(k): str(v) for k, v in state.get("platforms", {}).items()}
-        engine._seq_open = {(str(k), str(n)) for k, n in state.get("seq_open", [])}
+        engine.slice_alerts.load_state(state)
         engine.releases = Releases.from_state(
-            state.get("sent_by", {}), cfg.slices.newer_minutes * 60.0
+            state.get("sent_by", {}), engine.config.slices.newer_minutes * 60.0
         )
         return engine

@@ -737,7 +737,7 @@ def test_a_broken_release_that_is_withdrawn_calms_and_is_forgotten():
     surges = [a for a in alerts if a.kind == "violation_surge"]
     assert surges and surges[-1].state == "resolved"
     assert epoch_seconds(surges[-1].updated_at) >= T0 + (360 + 110) * W  # not on silence
-    assert not any(k.endswith("|5.7.1") for k in engine.watch.slices)
+    assert not any(k.endswith("|5.7.1") for k in engine.slice_alerts.watch.slices)
     assert not any("5.7.1" in name for s in engine.series.values() for name in s.tracks)
 
 
@@ -947,7 +947,7 @@ def test_states_saved_before_the_slice_tests_load_in_todays(monkeypatch):
     for key in ("slices", "feed", "platforms", "seq_open"):
         del state[key]
     resumed = DetectionEngine.from_state(state, config=CFG)
-    assert resumed.watch.slices == {}
+    assert resumed.slice_alerts.watch.slices == {}
     _, tail = run(data[110:], engine=resumed)
     assert all(a.kind in KINDS_ALL for a in head + tail)
 
