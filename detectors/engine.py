@@ -47,6 +47,9 @@ Per closed window the engine
    `min_excess_units` users, significant against the usual violation share) while the event's
    other versions mostly do not is a `violation_surge` of that version (a release that renamed a
    property), seen from its first users instead of once the event's whole share has risen.
+   The tests are `detectors.slices` (fed by `detectors.slice_feed`); `detectors.slice_alerts`
+   turns each window's verdicts into lifecycle steps on the series' slice tracks and tells the
+   incidents (4.) of those that fire or resolve.
 
 Memory is bounded: series with no events for `evict_after_minutes` and no open alert are
 forgotten, and at most `max_series` series are kept (the least recently active go first).
