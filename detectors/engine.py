@@ -40,13 +40,12 @@ Per closed window the engine
    watching, one never seen before, while its first events are within the span) with events in
    `new_event_windows` of the last `new_event_span` windows and at least `new_event_min_count`
    of them: one alert per event, resolved after `new_event_hold_minutes`;
-7. watches slices (`slice_dims`, e.g. app_version) of each event on each source: a version that
-   sends other events but not this one, while the event's rate on the other versions says it
-   should have sent `disappear_expected` of them, makes the event `disappeared` for that version;
-   and a version whose events of a planned event mostly break the plan (at least half, worth
-   `min_excess_units` users, significant against the usual violation share) while the event's
-   other versions mostly do not is a `violation_surge` of that version (a release that renamed a
-   property), seen from its first users instead of once the event's whole share has risen.
+7. watches slices (`slice_dims`, e.g. app_version) of each event on each source with
+   sequential tests that gather a slice's evidence over its whole life (`detectors.sequential`):
+   an event gone from a version (its sends against the version's active users) or no longer
+   following the step before it, a version's share of plan violations (a release that renamed
+   a property) or of repeated business keys (double firing) rising, a conversion per slice
+   falling or rising; each bounded to a false-alarm rate per series and day.
    The tests are `detectors.slices` (fed by `detectors.slice_feed`); `detectors.slice_alerts`
    turns each window's verdicts into lifecycle steps on the series' slice tracks and tells the
    incidents (4.) of those that fire or resolve.

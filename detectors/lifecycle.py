@@ -29,7 +29,7 @@ class LifecycleConfig:
     # their several time scales). Alerts are counted per day over every series and direction
     # (≈ 170 on the example plan: 94 series, 1440 windows a day): at p ≤ 1e-3 chance alone
     # crosses the line in ~250 windows a day, tens of episodes; at 3e-5 in ~7, a few episodes,
-    # which the minimum duration and the evidence rules (engine `_enough`) then mostly discard.
+    # which the minimum duration and the evidence rules (`detectors.worth`) then mostly discard.
     fire_score: float = 0.75
     fire_windows: int = 3
     pending_patience: int = 2

@@ -193,8 +193,8 @@ class SliceAlerts:
                 sign = -1.0 if FAMILY_SPECS[v.family].low else 1.0
                 track.parts = {
                     "app_version": {
-                        name: [gap, 0.0] if sign > 0 else [0.0, gap]
-                        for name, gap in self.watch.shortfall_by_value(v.key).items()
+                        version: [gap, 0.0] if sign > 0 else [0.0, gap]
+                        for version, gap in self.watch.shortfall_by_value(v.key).items()
                     }
                 }
             track.windows = max(1, round(v.minutes * 60.0 / window))
