@@ -30,6 +30,7 @@ rate for this window's denominator; score and direction come from the multi-wind
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 
 from detectors.base import Assessment
@@ -39,6 +40,7 @@ from detectors.intervals import (
     score_from_pvalue,
     two_sided,
 )
+from detectors.packed import packed, rows
 
 _PRIOR_A = 0.5  # Jeffreys prior on the rate
 _PRIOR_B = 0.5
@@ -97,8 +99,8 @@ class RateModel:
         self.rho_num = [0.0] * len(self.scales)
         self.rho_den = [0.0] * len(self.scales)
         # Buffers of [ts, numerator, denominator, expected numerator, and their cumulative sums].
-        self.seen: list[list[float]] = []
-        self.learnt: list[list[float]] = []
+        self.seen = array("d")  # rows of `ROW` doubles (see `_push`)
+        self.learnt = array("d")
 
     def base_rate(self) -> float:
         """The learnt rate over all hours (posterior mean)."""
@@ -261,8 +263,8 @@ class RateModel:
             "first_ts": self.first_ts,
             "rho_num": list(self.rho_num),
             "rho_den": list(self.rho_den),
-            "seen": [list(r) for r in self.seen],
-            "learnt": [list(r) for r in self.learnt],
+            "seen": rows(self.seen, ROW),
+            "learnt": rows(self.learnt, ROW),
         }
 
     @classmethod
@@ -281,8 +283,8 @@ class RateModel:
         m.first_ts = state["first_ts"]
         m.rho_num = [float(x) for x in state["rho_num"]]
         m.rho_den = [float(x) for x in state["rho_den"]]
-        m.seen = [[float(x) for x in r] for r in state["seen"]]
-        m.learnt = [[float(x) for x in r] for r in state["learnt"]]
+        m.seen = packed(state["seen"])
+        m.learnt = packed(state["learnt"])
         return m
 
 
@@ -302,46 +304,49 @@ def _clean(observed: float, weight: float, whole: bool = True) -> tuple[float, f
     return float(x), float(n)
 
 
-def _push(buf: list[list[float]], ts: float, x: float, n: float, e: float, size: int, step: float):
-    """Append [ts, x, n, expected x, cum x, cum n, cum expected] (replacing an entry for the same
-    window) and keep the last `size` rows."""
-    if buf and abs(buf[-1][0] - ts) < 0.5 * step:
-        prev = buf.pop()
-        cx, cn, ce = prev[4] - prev[1], prev[5] - prev[2], prev[6] - prev[3]
+ROW = 7  # doubles per buffer row: ts, x, n, expected x, cum x, cum n, cum expected
+
+
+def _push(buf: array, ts: float, x: float, n: float, e: float, size: int, step: float) -> None:
+    """Append the row [ts, x, n, expected x, cum x, cum n, cum expected] (replacing the row of
+    the same window) and keep the last `size` rows (packed: `detectors.packed`)."""
+    if buf and abs(buf[-ROW] - ts) < 0.5 * step:
+        cx, cn, ce = buf[-3] - buf[-6], buf[-2] - buf[-5], buf[-1] - buf[-4]
+        del buf[-ROW:]
     elif buf:
-        last = buf[-1]
-        cx, cn, ce = last[4], last[5], last[6]
+        last_ts = buf[-ROW]
+        cx, cn, ce = buf[-3], buf[-2], buf[-1]
         # Windows skipped since the last row had nobody to measure: record them as empty, so
         # that the sums over the last w windows stay complete.
-        missing = min(round((ts - last[0]) / step) - 1, size)
+        missing = min(round((ts - last_ts) / step) - 1, size)
         for k in range(missing, 0, -1):
-            buf.append([ts - k * step, 0.0, 0.0, 0.0, cx, cn, ce])
+            buf.extend((ts - k * step, 0.0, 0.0, 0.0, cx, cn, ce))
     else:
         cx = cn = ce = 0.0
-    buf.append([ts, x, n, e, cx + x, cn + n, ce + e])
-    if len(buf) > size:
-        del buf[0 : len(buf) - size]
+    buf.extend((ts, x, n, e, cx + x, cn + n, ce + e))
+    if len(buf) > size * ROW:
+        del buf[0 : len(buf) - size * ROW]
 
 
 def _multi_sums(
-    buf: list[list[float]], ts: float, scales: list[int], step: float
+    buf: array, ts: float, scales: list[int], step: float
 ) -> list[tuple[float, float, float, bool]]:
     """Per scale w: sums of numerators, denominators and expected numerators over the last w rows,
     and whether they are exactly the w consecutive windows ending at `ts` (no gap)."""
-    last = buf[-1]
-    size = len(buf)
+    size = len(buf) // ROW
+    last = len(buf) - ROW
     out = []
     for w in scales:
         if w > size:
             out.append((0.0, 0.0, 0.0, False))
             continue
-        row = buf[-w]
-        full = row[0] >= ts - (w - 0.5) * step and last[0] <= ts + 0.5 * step
+        r = len(buf) - w * ROW
+        full = buf[r] >= ts - (w - 0.5) * step and buf[last] <= ts + 0.5 * step
         out.append(
             (
-                last[4] - row[4] + row[1],
-                last[5] - row[5] + row[2],
-                last[6] - row[6] + row[3],
+                buf[last + 4] - buf[r + 4] + buf[r + 1],
+                buf[last + 5] - buf[r + 5] + buf[r + 2],
+                buf[last + 6] - buf[r + 6] + buf[r + 3],
                 full,
             )
         )

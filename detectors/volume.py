@@ -37,16 +37,18 @@ Call `assess(ts, count)` once per window in time order (it records the observati
 evidence buffer; it never changes the model), then `learn(ts, value)` with the count or the
 engine's substitute for an anomalous window. Windows must not be skipped (a window without events
 is a 0): a gap leaves the larger scales untested until they are whole again. Memory is fixed
-(≈ 700 floats: profiles, dispersion sums and two buffers of 60 windows).
+(≈ 1,800 doubles in packed arrays: profiles, dispersion sums and two buffers of 60 windows).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 
 from detectors.base import Assessment
 from detectors.intervals import nb_interval, nb_midp, score_from_pvalue, two_sided
+from detectors.packed import packed, rows
 from detectors.seasonality import SeasonalProfile, hour_of_week
 
 DAY = 86400.0
@@ -112,9 +114,10 @@ class VolumeModel:
         self.disp = [[0.0] * 5 for _ in self.scales]
         self.clus = [1.0] * len(self.scales)
         self.phis = [_PHI_PRIOR] * len(self.scales)
-        # Evidence buffer (assessed observations) and learnt buffer: [ts, y, mu, cum y, cum mu].
-        self.seen: list[list[float]] = []
-        self.learnt: list[list[float]] = []
+        # Evidence buffer (assessed observations) and learnt buffer: rows of [ts, y, mu, cum y,
+        # cum mu], packed `ROW` doubles a row (see `_push`)
+        self.seen = array("d")
+        self.learnt = array("d")
         self._ctx: tuple[float, float, float, float, list[float]] | None = None
 
     # ------------------------------------------------------------------ expectation
@@ -323,8 +326,8 @@ class VolumeModel:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "disp": [list(a) for a in self.disp],
-            "seen": [list(r) for r in self.seen],
-            "learnt": [list(r) for r in self.learnt],
+            "seen": rows(self.seen, ROW),
+            "learnt": rows(self.learnt, ROW),
         }
 
     @classmethod
@@ -343,8 +346,8 @@ class VolumeModel:
             for idx, acc in enumerate(m.disp):
                 if acc[0] > 0.0:
                     m.clus[idx], m.phis[idx] = _fit(acc)
-        m.seen = [[float(x) for x in r] for r in state["seen"]]
-        m.learnt = [[float(x) for x in r] for r in state["learnt"]]
+        m.seen = packed(state["seen"])
+        m.learnt = packed(state["learnt"])
         return m
 
 
@@ -353,7 +356,9 @@ def _weight(d: float, c: float, m: float) -> float:
 
     Var(y) ≈ 2d² + c³/M: the second term is the small counts' own (a count of 0 or 1 where
     M ≪ 1 says almost nothing of the spread), so a sparse series leans on its prior instead of
-    fitting φ to a few coincidences."""
+    fitting φ to a few coincidences. A mean that underflows to 0 tells nothing: weight 0."""
+    if m <= 0.0:
+        return 0.0
     return 1.0 / (d * d + 0.5 * c * c * c / m)
 
 
@@ -385,44 +390,47 @@ def _count(ts: float, observed: float) -> float:
     return y
 
 
-def _push(buf: list[list[float]], ts: float, y: float, mu: float, size: int, step: float) -> None:
-    """Append [ts, y, mu, cumulative y, cumulative mu] (replacing an entry for the same window)
-    and keep the last `size` rows."""
-    if buf and abs(buf[-1][0] - ts) < 0.5 * step:
-        prev = buf[-1]
-        buf[-1] = [ts, y, mu, prev[3] - prev[1] + y, prev[4] - prev[2] + mu]
+ROW = 5  # doubles per buffer row: ts, y, mu, cumulative y, cumulative mu
+
+
+def _push(buf: array, ts: float, y: float, mu: float, size: int, step: float) -> None:
+    """Append the row [ts, y, mu, cumulative y, cumulative mu] (replacing the row of the same
+    window) and keep the last `size` rows. Rows are packed in one array of doubles (a list of
+    lists of floats took 4-5 times the memory)."""
+    if buf and abs(buf[-ROW] - ts) < 0.5 * step:
+        prev_y, prev_mu, prev_cy, prev_cmu = buf[-4], buf[-3], buf[-2], buf[-1]
+        buf[-ROW:] = array("d", (ts, y, mu, prev_cy - prev_y + y, prev_cmu - prev_mu + mu))
         return
     if buf:
-        last = buf[-1]
-        buf.append([ts, y, mu, last[3] + y, last[4] + mu])
+        buf.extend((ts, y, mu, buf[-2] + y, buf[-1] + mu))
     else:
-        buf.append([ts, y, mu, y, mu])
-    if len(buf) > size:
-        del buf[0]
+        buf.extend((ts, y, mu, y, mu))
+    if len(buf) > size * ROW:
+        del buf[:ROW]
 
 
-def _rescale(buf: list[list[float]], ratio: float) -> None:
+def _rescale(buf: array, ratio: float) -> None:
     """Multiply the expectations in a buffer by `ratio` (after a level shift was accepted)."""
-    cum = buf[0][4] - buf[0][2] if buf else 0.0
-    for row in buf:
-        row[2] *= ratio
-        cum += row[2]
-        row[4] = cum
+    cum = buf[4] - buf[2] if buf else 0.0
+    for k in range(0, len(buf), ROW):
+        buf[k + 2] *= ratio
+        cum += buf[k + 2]
+        buf[k + 4] = cum
 
 
 def _multi_sums(
-    buf: list[list[float]], ts: float, scales: list[int], step: float
+    buf: array, ts: float, scales: list[int], step: float
 ) -> list[tuple[float, float, bool]]:
     """For each scale w: sums of observed and expected over the last w rows of the buffer, and
     whether they are exactly the w consecutive windows ending at `ts` (no gap)."""
-    last = buf[-1]
-    n = len(buf)
+    n = len(buf) // ROW
+    last_ts, last_cy, last_cmu = buf[-ROW], buf[-2], buf[-1]
     out = []
     for w in scales:
         if w > n:
             out.append((0.0, 0.0, False))
             continue
-        row = buf[-w]
-        full = row[0] >= ts - (w - 0.5) * step and last[0] <= ts + 0.5 * step
-        out.append((last[3] - row[3] + row[1], last[4] - row[4] + row[2], full))
+        r = len(buf) - w * ROW
+        full = buf[r] >= ts - (w - 0.5) * step and last_ts <= ts + 0.5 * step
+        out.append((last_cy - buf[r + 3] + buf[r + 1], last_cmu - buf[r + 4] + buf[r + 2], full))
     return out

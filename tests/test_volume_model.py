@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from detectors.base import Assessment
@@ -244,6 +244,7 @@ def test_rejects_bad_parameters(kwargs):
     ),
     step=st.sampled_from([60, 60, 60, 120, 3600]),
 )
+@example(counts=[5e-324, 0], step=60)  # a mean that underflows to 0 (once a crash)
 @settings(max_examples=100, deadline=None)
 def test_any_counts_give_sane_json_safe_assessments(counts, step):
     m = VolumeModel()
