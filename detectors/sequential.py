@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 ALPHA_PER_DAY = 1e-4  # false alarms per series and day the threshold allows
 DAY = 86400.0
 MIN_RATE = 1e-4  # a reference rate is never taken below this (one LLR stays bounded)
+LN2 = math.log(2.0)  # a total loss is dated where its silence holds this much evidence
 
 
 def threshold(excursions_per_day: float, alpha_per_day: float = ALPHA_PER_DAY) -> float:
@@ -115,7 +116,7 @@ class Cusum:
             self.tail_stat += llr
             self.tail_expected += expected
             self.tail_trials += trials
-            if self.tail_mark is None and self.tail_stat >= math.log(2.0):
+            if self.tail_mark is None and self.tail_stat >= LN2:
                 self.tail_mark = ts
 
     def reset(self) -> None:
