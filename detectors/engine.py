@@ -9,7 +9,8 @@ Per closed window the engine
    deviating span before it too (up to `LEAD_WINDOWS`: a sparse event's first minutes are often
    its best evidence); it fires when the evidence is also worth an alert (`detectors.worth`): for a
    rise, the users arriving in its windows (a visit counts once, however many minutes it
-   spans) beyond chance, unless its events are more than a few users could send;
+   spans) beyond chance, or since its onset by a sequential test of every volume's arriving
+   users (`Series.rise`), unless its events are more than a few users could send;
 4. groups lifecycles into incidents (`detectors.incidents`): a lifecycle that fires joins an
    open incident of the same metric and direction whose series is compatible (no dimension
    with a different value: e.g.
@@ -86,7 +87,6 @@ from detectors.rollup import (
     compatible,
     rollup,
 )
-from detectors.sequential import DAY, threshold
 from detectors.silence import Silence
 from detectors.slice_alerts import SliceAlerts
 from detectors.traffic import (
@@ -97,7 +97,7 @@ from detectors.traffic import (
     traffic_context,
     traffic_mix,
 )
-from detectors.worth import quiet_bucket, worth_an_alert
+from detectors.worth import quiet_bucket, rise_evidence, worth_an_alert
 
 STATE_VERSION = 1
 
@@ -277,6 +277,9 @@ class DetectionEngine:
             quiet = annotated or is_annotated(self._near, r.series, ts - tail, ts + window)
         score = 0.0 if (a.learning or quiet) else a.score
         s.last = (a.observed, a.expected, a.lower, a.upper, score)
+        if r.metric == "volume":
+            usual = a.expected / s.per_arrival
+            rise_evidence(s, ts, r.arrivals, usual, judge=not (a.learning or quiet))
         s.last_weight = r.weight
 
         disappeared = False
@@ -399,8 +402,10 @@ class DetectionEngine:
     def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
         """Have this activity series' users all but stopped? Its silence test
         (`detectors.silence`: users arriving and users going on, each against ρ × usual,
-        `silence_rho`) has reached the threshold that bounds false alarms per series-day
-        whatever the number of excursions (ln(windows a day / α)), what came since its onset is
+        `silence_rho`) has reached the threshold that bounds false alarms per series-day for
+        its own rate of excursions (ln(excursions a day / α), as every sequential test here;
+        a quiet source's test leaves zero more often than a busy one's), what came since its
+        onset is
         at most `silence_told` of the usual, that was worth `silence_min_users`, and the
         arrivals since are too few even for a reference known from a few minutes of traffic.
         Not judged while the model learns or in an annotation. It is the only way active users
@@ -415,7 +420,7 @@ class DetectionEngine:
                     judge=not skip)  # fmt: skip
         cusum = test.cusum
         return (
-            cusum.stat >= threshold(DAY / self._w)
+            cusum.stat >= cusum.limit(ts, cfg.slices.alpha_per_day)
             and cusum.expected >= cfg.silence_min_users
             and cusum.observed <= cfg.silence_told * cusum.expected
             and test.beyond_reference(

@@ -80,6 +80,17 @@ def nb_cdf(k: float, mean: float, phi: float) -> float:
     return float(special.betainc(n, k + 1.0, p))
 
 
+def binom_cdf(k: float, n: float, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p), continuous in k and n (the regularised beta)."""
+    if k < 0.0:
+        return 0.0
+    if k >= n or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    return float(special.betainc(n - k, k + 1.0, 1.0 - p))
+
+
 def nb_quantile(q: float, mean: float, phi: float) -> float:
     """Smallest integer k with P(X ≤ k) ≥ q under NB2(mean, phi).
 

@@ -5,7 +5,8 @@ window before (`before`: their sessions were running) and how many of those were
 (`again`). Active users are then two parts that are nearly independent from one window to the
 next, where the totals are not (a visit counts in each of its minutes):
 
-- users going on: `again` of `before`, binomial at the source's usual continuation rate p;
+- users going on: `again` of `before`, binomial at the source's usual continuation rate p (of
+  at most the users the model expects: an excess, a bot's fresh ids, does not go on as usual);
 - users arriving (new visits, or back after a pause): `users - again`, about Poisson at the
   usual arrival rate, with a dispersion learnt from the traffic: the spread of two successive
   windows' arrivals around their recent level (its mean absolute deviation, which a burst of
@@ -18,11 +19,14 @@ An outage cuts both: the test is a CUSUM of both log-likelihood ratios against Ï
 gathers (an outage does not lower its own reference; traffic falling faster than a young model
 knows, an evening, is no outage). Before it is told, the arrivals since the onset must also be
 too few for a reference that is itself an estimate: the recent rate is known from about
-`recent_minutes / ln 2` windows of arrivals, so what to expect since the onset is negative
-binomial, whose tail stays heavy when that reference holds a few visits (a sparse server source
-silent all night proves nothing).
+`recent_minutes / ln 2` windows of arrivals (the weights' sum: half the EW level's effective
+sample size, as the rate drifts), so what to expect since the onset is negative binomial, whose
+tail stays heavy when that reference holds a few visits (a sparse server source silent all night
+proves nothing). The users going on since the onset are judged with it (binomial at the usual
+share, a rate learnt over hours; the two tails combined as independent tests), so a busy source
+whose running visits vanish with its new ones is told in its first minute.
 
-State per series: a CUSUM and eight floats. Pure: no I/O, JSON-safe state.
+State per series: a CUSUM and ten floats. Pure: no I/O, JSON-safe state.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from detectors.intervals import nb_cdf
+from detectors.intervals import binom_cdf, nb_cdf
 from detectors.sequential import Cusum, bernoulli_llr, poisson_llr
 
 DISPERSION_HALFLIFE = 360.0  # windows: the arrivals' dispersion is learnt over hours
@@ -49,6 +53,8 @@ class Silence:
     last_dev: float = 0.0
     arrived: float = 0.0  # since the onset: arrivals observed ...
     usual: float = 0.0  # ... and expected
+    kept: float = 0.0  # since the onset: users going on ...
+    had: float = 0.0  # ... of the users of the windows before (trials at the usual p)
 
     @property
     def going_on(self) -> float:
@@ -85,19 +91,27 @@ class Silence:
             self.arrivals = arrived
         if not judge:
             self.cusum.reset()
-            self.arrived = self.usual = 0.0
+            self.arrived = self.usual = self.kept = self.had = 0.0
             self._learn(arrived, again, before, keep)
             return
         usual = min(self.arrivals, max(expected * (1.0 - p), 0.0))
         llr = poisson_llr(arrived, usual, rho) / self.dispersion
-        if before > 0.0 and p > 0.0:
-            llr += bernoulli_llr(again, before, p, rho * p)
-        self.cusum.update(ts, llr, users, usual + p * before, 1.0)
+        # the users of the window before are trials of going on at p only up to as many as the
+        # model expects: an excess (a bot's fresh ids, one-page visits of a mailing) does not go
+        # on as the usual users do, and its end is no silence
+        had = min(before, max(expected, 0.0))
+        kept = min(again, had)
+        if had > 0.0 and p > 0.0:
+            llr += bernoulli_llr(kept, had, p, rho * p)
+        self.cusum.update(ts, llr, users, usual + p * had, 1.0)
         if self.cusum.onset is None:
-            self.arrived = self.usual = 0.0
+            self.arrived = self.usual = self.kept = self.had = 0.0
         else:
             self.arrived += arrived
             self.usual += usual
+            if had > 0.0 and p > 0.0:
+                self.kept += kept
+                self.had += had
         # the windows of an excursion after its first are not learnt: an outage does not lower
         # its own reference (the first is, or a sparse source, whose empty minutes each begin
         # one, would learn only its busy ones)
@@ -122,17 +136,27 @@ class Silence:
         self.before = slow * self.before + (1.0 - slow) * before
 
     def beyond_reference(self, memory: float, pvalue: float) -> bool:
-        """Are the arrivals since the onset too few even for a reference known from about
-        `memory` windows of them (negative binomial, Jeffreys' prior on the rate)? At `pvalue`."""
+        """Are the users since the onset too few even for a reference known from about `memory`
+        windows of arrivals? At `pvalue`, on both parts: the arrivals (negative binomial,
+        Jeffreys' prior on the rate) and the users going on (binomial at the usual share, learnt
+        over hours from thousands of users: known). The two are nearly independent, so both
+        being this low has the product t of their tails, whose chance is tÂ·(1 - ln t) (Fisher's
+        two-test combination): a busy source whose running visits and new ones both vanish is
+        told in its first minute, while a quiet one (few users going on) rests on its arrivals."""
         windows = max(self.cusum.trials, 1.0)
         unit = self.dispersion
         known = (self.usual / windows) * memory / unit + 0.5  # arrivals behind the usual
         mean = known * windows / memory
-        return nb_cdf(self.arrived / unit, mean, 1.0 / known) <= pvalue
+        tail = nb_cdf(self.arrived / unit, mean, 1.0 / known)
+        if self.had > 0.0:
+            tail *= binom_cdf(self.kept, self.had, self.going_on)
+            tail = tail * (1.0 - math.log(tail)) if tail > 0.0 else 0.0
+        return tail <= pvalue
 
     def to_state(self) -> list:
         return [self.cusum.to_state(), self.arrivals, self.again, self.before, self.level,
-                self.spread, self.last_dev, self.arrived, self.usual]  # fmt: skip
+                self.spread, self.last_dev, self.arrived, self.usual, self.kept,
+                self.had]  # fmt: skip
 
     @classmethod
     def from_state(cls, s: list) -> Silence:

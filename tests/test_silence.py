@@ -48,3 +48,23 @@ def test_the_usual_is_held_while_evidence_gathers_and_the_state_round_trips():
     assert test.cusum.stat > 0.0 and test.arrivals == KEEP * usual
     again = Silence.from_state(json.loads(json.dumps(test.to_state())))
     assert again.to_state() == test.to_state()
+
+
+def test_users_who_stop_going_on_add_their_evidence_to_the_arrivals():
+    """One minute of a busy source: its arrivals, none against about 7 usual, are no proof
+    against a usual known from ten minutes of traffic (p ≈ 1e-3); the 13 users of the minute
+    before of whom none went on (0.53^13 ≈ 3e-4 at the usual share) make the two together
+    proof at 3e-5. A source whose users do not go on from minute to minute rests on its
+    arrivals alone."""
+    rng = np.random.default_rng(4)
+    busy, lone = Silence(), Silence()
+    for i, n in enumerate(rng.poisson(7.0, 600)):
+        busy.update(i * 60.0, float(n) + 6.0, 6.0, 13.0, 1e9, 0.1, KEEP)
+        lone.update(i * 60.0, float(n), 0.0, 0.0, 1e9, 0.1, KEEP)
+    memory = Silence.memory(10.0, 60.0)
+    busy.update(600 * 60.0, 0.0, 0.0, 13.0, 1e9, 0.1, KEEP)
+    lone.update(600 * 60.0, 0.0, 0.0, 0.0, 1e9, 0.1, KEEP)
+    assert busy.kept == 0.0 and busy.had == 13.0
+    assert busy.beyond_reference(memory, 3.2e-5)
+    assert not lone.beyond_reference(memory, 3.2e-5)
+    assert lone.beyond_reference(memory, 1e-2)  # some evidence, far from proof
