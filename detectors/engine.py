@@ -9,8 +9,7 @@ Per closed window the engine
    deviating span before it too (up to `LEAD_WINDOWS`: a sparse event's first minutes are often
    its best evidence); it fires when the evidence is also worth an alert (`detectors.worth`): for a
    rise, the users arriving in its windows (a visit counts once, however many minutes it
-   spans) beyond chance, or since its onset by a sequential test of every volume's arriving
-   users (`Series.rise`), unless its events are more than a few users could send;
+   spans) beyond chance, unless its events are more than a few users could send;
 4. groups lifecycles into incidents (`detectors.incidents`): a lifecycle that fires joins an
    open incident of the same metric and direction whose series is compatible (no dimension
    with a different value: e.g.
@@ -97,7 +96,7 @@ from detectors.traffic import (
     traffic_context,
     traffic_mix,
 )
-from detectors.worth import quiet_bucket, rise_evidence, worth_an_alert
+from detectors.worth import quiet_bucket, worth_an_alert
 
 STATE_VERSION = 1
 
@@ -277,9 +276,6 @@ class DetectionEngine:
             quiet = annotated or is_annotated(self._near, r.series, ts - tail, ts + window)
         score = 0.0 if (a.learning or quiet) else a.score
         s.last = (a.observed, a.expected, a.lower, a.upper, score)
-        if r.metric == "volume":
-            usual = a.expected / s.per_arrival
-            rise_evidence(s, ts, r.arrivals, usual, judge=not (a.learning or quiet))
         s.last_weight = r.weight
 
         disappeared = False
@@ -405,9 +401,9 @@ class DetectionEngine:
         `silence_rho`) has reached the threshold that bounds false alarms per series-day for
         its own rate of excursions (ln(excursions a day / α), as every sequential test here;
         a quiet source's test leaves zero more often than a busy one's), what came since its
-        onset is
-        at most `silence_told` of the usual, that was worth `silence_min_users`, and the
-        arrivals since are too few even for a reference known from a few minutes of traffic.
+        onset is at most `silence_told` of the usual, that was worth `silence_min_users`, and
+        the users since are too few even for a reference known from a few minutes of traffic
+        (the arrivals, with the users who did not go on: `Silence.beyond_reference`).
         Not judged while the model learns or in an annotation. It is the only way active users
         alert: a partial fall is told by the events that fall (one traffic drop when several
         do), and the window-by-window score of users, on an hour-of-week slot seen once or

@@ -13,7 +13,6 @@ from detectors.attribution import SliceBaseline
 from detectors.base import SeriesModel
 from detectors.lifecycle import Lifecycle
 from detectors.rollup import COUNTS
-from detectors.sequential import Cusum
 from detectors.silence import Silence
 
 # the longest span of windows before `pending` a rise's evidence starts from: the volume model's
@@ -148,9 +147,6 @@ class Series:
     # with `baseline`, what each version usually sends of this event per event it sends
     traffic: SliceBaseline = field(default_factory=SliceBaseline)
     silence: Silence | None = None  # activity series: the evidence that its users fell silent
-    # volumes: arriving users against the usual since the onset, sequential (`detectors.worth.
-    # sustained_rise`); made at the series' first window with more arrivals than usual
-    rise: Cusum | None = None
 
     @property
     def gone(self) -> bool:
@@ -196,7 +192,6 @@ class Series:
             "last": list(self.last) if self.last is not None else None,
             "traffic": self.traffic.to_state(),
             "silence": self.silence.to_state() if self.silence is not None else None,
-            "rise": self.rise.to_state() if self.rise is not None else None,
         }
 
     @classmethod
@@ -225,7 +220,6 @@ class Series:
             last=tuple(s["last"]) if s["last"] is not None else None,
             traffic=SliceBaseline.from_state(s["traffic"]) if "traffic" in s else SliceBaseline(),
             silence=_silence_from_state(s.get("silence")),
-            rise=Cusum.from_state(s["rise"]) if s.get("rise") is not None else None,
         )
 
 

@@ -9,10 +9,8 @@ pending, for a rise also the windows that made it) and asks:
 - a rise: does it stand out from the traffic that came with it (`carried`: a morning that
   comes early lifts every event of a source alike), do the users *arriving* in its windows go
   beyond chance at the firing level (one visitor browsing for ten minutes is one user; a bot's
-  events, more than a few users could send, need no such users) or has its sequential evidence
-  of arriving users since its onset (`sustained_rise`, a CUSUM at `RISE_RHO` times the usual)
-  reached its threshold, and is it not a release arriving (`release_arriving`: an install or
-  update event rising with a new version)?
+  events, more than a few users could send, need no such users), and is it not a release
+  arriving (`release_arriving`: an install or update event rising with a new version)?
 Pure functions of the series' state and the engine's settings.
 
     >>> quiet_bucket(0.0), quiet_bucket(3.0), quiet_bucket(1e9)
@@ -28,7 +26,6 @@ from typing import TYPE_CHECKING
 from detectors.engine_state import Series, Track
 from detectors.intervals import nb_sf
 from detectors.rollup import COUNTS
-from detectors.sequential import Cusum, poisson_llr
 
 if TYPE_CHECKING:
     from detectors.engine_config import EngineConfig
@@ -36,39 +33,6 @@ if TYPE_CHECKING:
 # Events a release itself causes: Segment's mobile lifecycle events sent on the first launch of
 # a newly installed or updated version (a forced update sends a burst of them)
 RELEASE_EVENTS = ("Application Installed", "Application Updated")
-
-
-# a sustained rise is sought at this many times the usual arriving users: a CUSUM at ρ drifts up
-# only where the usual is underestimated by more than (ρ - 1) / ln ρ ≈ 2.2×, well beyond the
-# models' hourly error, while a leak or a bot (×5 and more) builds its evidence at once
-RISE_RHO = 4.0
-
-
-def rise_evidence(s: Series, ts: float, arrivals: float, usual: float, judge: bool) -> None:
-    """Add a volume window to its series' sustained-rise evidence: `arrivals` users arriving
-    where `usual` were expected (sequential, `detectors.sequential`). Not `judge` (the model
-    learns, an annotation): the evidence is forgotten."""
-    if not judge:
-        if s.rise is not None:
-            s.rise.reset()
-        return
-    if s.rise is None:
-        if arrivals <= usual:
-            return  # no evidence of a rise yet: its statistic would stay at zero
-        s.rise = Cusum()
-    s.rise.update(ts, poisson_llr(arrivals, usual, RISE_RHO), arrivals, usual)
-
-
-def sustained_rise(s: Series, alpha_per_day: float) -> float:
-    """The extra users a volume's rise brought since its onset, when its sequential evidence
-    has reached the threshold that bounds false alarms by `alpha_per_day` for the series' own
-    rate of excursions; else 0. A sparse event that leaks (a coupon redeemed by five times the
-    usual users over an hour) rarely holds many users in the few windows since its lifecycle
-    became pending; since its onset it does."""
-    rise = s.rise
-    if rise is None or rise.last is None or rise.stat < rise.limit(rise.last, alpha_per_day):
-        return 0.0
-    return max(rise.observed - rise.expected, 0.0)
 
 
 def quiet_bucket(expected: float) -> int:
@@ -164,12 +128,9 @@ def worth_an_alert(
         # beyond chance at the firing level (three in minutes where one was usual are not)
         arrivals = exp / s.per_arrival  # users arriving (a visit counts once)
         extra_users = track.users - arrivals
-        # ... or, for a rise sustained over longer than its lifecycle has been pending, the
-        # extra users its sequential evidence holds since its onset (`sustained_rise`)
-        sustained = sustained_rise(s, cfg.slices.alpha_per_day)
-        if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > p_fire and not sustained:
+        if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > p_fire:
             return False
         if release_arriving(s, track, fresh, p_fire):
             return False
-        units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0, sustained)
+        units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
     return units >= cfg.min_excess_units and change >= cfg.min_change

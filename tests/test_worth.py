@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from detectors.attribution import SliceBaseline
 from detectors.engine_config import EngineConfig
 from detectors.engine_state import Series, Track
 from detectors.intervals import pvalue_from_score
-from detectors.sequential import Cusum
-from detectors.worth import (
-    RISE_RHO,
-    carried,
-    quiet_bucket,
-    release_arriving,
-    rise_evidence,
-    sustained_rise,
-    worth_an_alert,
-)
+from detectors.worth import carried, quiet_bucket, release_arriving, worth_an_alert
 
 CFG = EngineConfig()
 P_FIRE = pvalue_from_score(CFG.lifecycle.fire_score)
@@ -89,43 +79,3 @@ def test_an_update_event_rising_with_a_new_release_is_the_release_arriving():
     twice = Track(obs=62.0, exp=3.0, users=31.0, parts=parts)
     assert not release_arriving(s, twice, lambda: {"5.8.0"}, P_FIRE)
     assert worth(series(), update, fresh={"5.8.0"})  # a leaked code used from the new release
-
-
-def leak(s, minutes: int, every: int, usual: float = 0.05, judge: bool = True) -> None:
-    """`minutes` windows of a sparse event (`usual` arriving users a window) where one user
-    arrives every `every` windows."""
-    for m in range(minutes):
-        rise_evidence(s, m * 60.0, 1.0 if m % every == 0 else 0.0, usual, judge)
-
-
-def test_a_rise_sustained_since_its_onset_counts_the_users_it_brought_since():
-    """A code redeemed by a user every two minutes where one an hour in 20 minutes is usual:
-    the few windows since its lifecycle went pending hold 3 users (not worth an alert), its
-    hour of sequential evidence holds 30 more users than usual (worth it). The same users
-    spread at the usual rate build no evidence, and a model still learning forgets it."""
-    pending = Track(obs=3.0, exp=0.15, users=3.0)
-    assert not worth(series(), pending)
-    s = series()
-    leak(s, 60, every=2)
-    extra = sustained_rise(s, CFG.slices.alpha_per_day)
-    assert 25.0 <= extra <= 30.0, extra
-    assert worth(s, pending)
-    calm = series()
-    leak(calm, 600, every=20)  # one in 20 minutes: 1 where 0.05 × 20 = 1 is usual
-    assert sustained_rise(calm, CFG.slices.alpha_per_day) == 0.0
-    assert not worth(calm, pending)
-    saved = json.loads(json.dumps(s.rise.to_state()))
-    assert Cusum.from_state(saved).to_state() == s.rise.to_state()
-    leak(s, 1, every=1, judge=False)
-    assert sustained_rise(s, CFG.slices.alpha_per_day) == 0.0 and s.rise.stat == 0.0
-
-
-def test_the_sustained_rise_statistic_drifts_down_under_a_usual_twice_too_low():
-    """The model's usual half of the truth (a young model's evening): each window's expected
-    log-likelihood ratio at ρ = 4 is still negative, so no evidence builds over a day."""
-    rng = np.random.default_rng(5)
-    s = series()
-    for m in range(1440):
-        rise_evidence(s, m * 60.0, float(rng.poisson(0.4)), 0.2, True)
-    assert RISE_RHO == 4.0
-    assert sustained_rise(s, CFG.slices.alpha_per_day) == 0.0
