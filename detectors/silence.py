@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 
 from detectors.intervals import binom_cdf, nb_cdf
-from detectors.sequential import Cusum, bernoulli_llr, poisson_llr
+from detectors.sequential import Cusum, bernoulli_llr, clip_rate, poisson_llr
 
 DISPERSION_HALFLIFE = 360.0  # windows: the arrivals' dispersion is learnt over hours
 
@@ -139,19 +139,22 @@ class Silence:
         """Are the users since the onset too few even for a reference known from about `memory`
         windows of arrivals? At `pvalue`, on both parts: the arrivals (negative binomial,
         Jeffreys' prior on the rate) and the users going on (binomial at the usual share, learnt
-        over hours from thousands of users: known). The two are nearly independent, so both
-        being this low has the product t of their tails, whose chance is t·(1 - ln t) (Fisher's
-        two-test combination): a busy source whose running visits and new ones both vanish is
-        told in its first minute, while a quiet one (few users going on) rests on its arrivals."""
+        over hours: on a busy source, from thousands of users). The two are nearly independent,
+        so both being this low has the product t of their tails, whose chance is t·(1 - ln t)
+        (Fisher's two-test combination): a busy source whose running visits and new ones both
+        vanish is told in its first minute. The combination costs up to a factor 1 - ln t where
+        the users going on say little (few of them); with none at all (`had` 0) the arrivals
+        alone are judged. A tail that is not a number is no proof."""
         windows = max(self.cusum.trials, 1.0)
         unit = self.dispersion
         known = (self.usual / windows) * memory / unit + 0.5  # arrivals behind the usual
         mean = known * windows / memory
         tail = nb_cdf(self.arrived / unit, mean, 1.0 / known)
         if self.had > 0.0:
-            tail *= binom_cdf(self.kept, self.had, self.going_on)
-            tail = tail * (1.0 - math.log(tail)) if tail > 0.0 else 0.0
-        return tail <= pvalue
+            tail *= binom_cdf(self.kept, self.had, clip_rate(self.going_on))
+            if tail > 0.0:
+                tail *= 1.0 - math.log(tail)
+        return tail <= pvalue  # False for NaN
 
     def to_state(self) -> list:
         return [self.cusum.to_state(), self.arrivals, self.again, self.before, self.level,

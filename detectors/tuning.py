@@ -8,7 +8,7 @@ its default.
     lifecycle:
       fire_windows: 5            # and last 5 windows at the firing level
     slices:
-      alpha_per_day: 0.00005     # slice tests: half the false alarms per slice and day
+      alpha_per_day: 0.00005     # slice and silence tests: half the false alarms per series-day
 
 What is not a number here (the series levels, the model classes) is code, not tuning.
 """

@@ -11,6 +11,7 @@ from scipy import stats
 from detectors.intervals import (
     betabinom_midp,
     betabinom_rate_interval,
+    binom_cdf,
     nb_interval,
     nb_midp,
     nb_phi_from_moments,
@@ -44,6 +45,14 @@ def test_nb_tails_and_quantiles_match_scipy(mean, phi, rel):
     assert upper + lower == pytest.approx(1.0)
     for q in (0.005, 0.5, 0.995):
         assert nb_quantile(q, mean, phi) == dist.ppf(q)
+
+
+@given(n=st.integers(0, 400), share=st.floats(0.0, 1.0), p=st.floats(0.0, 1.0))
+@settings(max_examples=150, deadline=None)
+def test_binomial_cdf_matches_scipy(n, share, p):
+    k = float(np.floor(n * share))
+    assert binom_cdf(k, float(n), p) == pytest.approx(stats.binom.cdf(k, n, p), rel=1e-9, abs=1e-15)
+    assert binom_cdf(-1.0, float(n), p) == 0.0
 
 
 @pytest.mark.parametrize(("mean", "phi"), [(0.3, 0.0), (4.0, 0.2), (80.0, 0.05), (5000.0, 0.01)])
