@@ -35,7 +35,7 @@ from detectors.incidents import Incidents
 from detectors.lifecycle import Transition
 from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import MISSING, series_key
-from detectors.slice_feed import EARLY, SliceFeed
+from detectors.slice_feed import SliceFeed, pair_steps
 from detectors.slices import FAMILIES as FAMILY_SPECS
 from detectors.slices import WHOLE, Observation, SliceWatch, Verdict
 
@@ -44,7 +44,7 @@ def _cause(v: Verdict) -> str:
     """The test behind a slice alert, for its sentence (`detectors.explain`): "pair:" and the
     pair's first step, "conversion", or the test's family."""
     if v.family == "pair_gone":
-        return "pair:" + v.subject.partition(EARLY)[0].partition("→")[0]
+        return "pair:" + pair_steps(v.subject)[0]
     if v.family in ("conv_down", "conv_up"):
         return "conversion"
     return v.family
@@ -121,8 +121,7 @@ class SliceAlerts:
         while its last step is broken on its source (see `DetectionEngine._step_broken`)."""
         if obs.measure not in ("funnel", "funnel_early"):
             return True
-        step = obs.subject.partition(EARLY)[0].partition("→")[2]
-        return not self._broken(step, obs.source)
+        return not self._broken(pair_steps(obs.subject)[1], obs.source)
 
     def _target(self, v: Verdict) -> tuple[str, str, str, dict[str, str]]:
         """(parent series key, track name, kind, alert series) of a slice test's verdict."""
@@ -138,8 +137,7 @@ class SliceAlerts:
             else:
                 parent = series_key("volume", {"event": event, **where})
         else:
-            pair, _, within = v.subject.partition(EARLY)
-            from_event, _, to_event = pair.partition("→")
+            from_event, to_event, within = pair_steps(v.subject)
             if v.family == "pair_gone":
                 series = {"event": to_event, **where, **version}
                 parent = series_key("volume", {"event": to_event, **where})
@@ -190,10 +188,10 @@ class SliceAlerts:
             track.told = told
             track.cause = _cause(v)
             if v.value == WHOLE:  # the releases it comes from, as the versions' tests see it
-                sign = -1.0 if FAMILY_SPECS[v.family].low else 1.0
+                low = FAMILY_SPECS[v.family].low
                 track.parts = {
                     "app_version": {
-                        version: [gap, 0.0] if sign > 0 else [0.0, gap]
+                        version: [0.0, gap] if low else [gap, 0.0]
                         for version, gap in self.watch.shortfall_by_value(v.key).items()
                     }
                 }
@@ -202,16 +200,14 @@ class SliceAlerts:
             rate = v.observed / v.trials if v.trials > 0 else 0.0
             track.last = [rate if v.family != "gone" else v.observed, v.rate, 0.0, 0.0]
         self._announce(ts, window, s, name, track, transition, kind, series, out)
-        if track.lifecycle.state == "idle":
-            s.tracks.pop(name, None)
-            self.open.discard((parent, name))
+        self._forget_if_idle(s, name, track)
         return parent, name
 
     def _flooded(self, v: Verdict) -> bool:
         """Is the first step of this pair rising in an open spike on its source (or on every
         source)? Then the users who do not go on are the flood's (bots load pages and send
         nothing else), already told by that spike."""
-        first = v.subject.partition(EARLY)[0].partition("→")[0]
+        first = pair_steps(v.subject)[0]
         return any(
             inc.group == "volume:up"
             and inc.series.get("event") == first
@@ -227,9 +223,13 @@ class SliceAlerts:
         transition = track.lifecycle.step(ts, 0.0, window, self.config.lifecycle)
         if transition == "resolve":
             self._incidents.resolve(ts, window, s, name, out)
+        self._forget_if_idle(s, name, track)
+
+    def _forget_if_idle(self, s: Series, name: str, track: Track) -> None:
+        """A slice track back to idle (resolved and past reopening) is forgotten."""
         if track.lifecycle.state == "idle":
-            self.open.discard((s.key, name))
             s.tracks.pop(name, None)
+            self.open.discard((s.key, name))
 
     def _step(
         self, ts: float, window: float, s: Series, name: str, score: float, since: float

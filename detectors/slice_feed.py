@@ -33,6 +33,14 @@ def pair_subject(from_event: str, to_event: str) -> str:
     return f"{from_event}→{to_event}"
 
 
+def pair_steps(subject: str) -> tuple[str, str, str]:
+    """A step pair's subject ("A→B", or "A→B@10" for its early records) as (first step, next
+    step, minutes of the early records or "")."""
+    pair, _, within = subject.partition(EARLY)
+    from_event, _, to_event = pair.partition("→")
+    return from_event, to_event, within
+
+
 class SliceFeed:
     """Accumulates a batch of windows for the `gone` test; `add` gives each window's
     observations. State: the batch in progress (JSON-safe through `to_state`)."""
