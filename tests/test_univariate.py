@@ -183,6 +183,22 @@ def test_onsets_rule():
     assert quiet.update(0.9) == 0.0 and quiet.update(1.5) == 1.5  # below the margin: silence
 
 
+def test_onsets_the_rows_sharing_a_pattern_must_be_as_rare_as_two_events():
+    onsets = Onsets(refractory=10, margin=1.0)  # overlap: the 3 rows after one that spoke
+    assert onsets.update(4.0) == 4.0
+    assert onsets.update(6.5) == 0.0  # a decade and more above, but not p ≤ p_before²
+    assert onsets.update(8.5) == 8.5  # rarer than the first row's event seen twice over
+    later = Onsets(refractory=10, margin=1.0)
+    assert later.update(4.0) == 4.0
+    assert [later.update(0.0) for _ in range(3)] == [0.0] * 3
+    assert later.update(5.5) == 5.5  # past the overlap a decade is enough: a stir never masks
+    plain = Onsets(refractory=10, margin=1.0, overlap=0)
+    assert plain.update(4.0) == 4.0 and plain.update(5.5) == 5.5
+    for bad in ({"power": 0.5}, {"overlap": -1}):
+        with pytest.raises(ValueError):
+            Onsets(**bad)
+
+
 def test_sustained_surprise_a_run_counts_a_single_row_does_not():
     rng = np.random.default_rng(4)
     run = SustainedSurprise(span=16, memory=2000)

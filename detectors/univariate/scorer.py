@@ -43,12 +43,11 @@ class UnivariateScorer:
     def __init__(self, memory: int = 5000, refractory: int = 64) -> None:
         if memory < 300:
             raise ValueError("memory must be at least 300 rows")
-        self.views: list[View] = [
-            PatternNovelty(memory=memory),
-            SeasonalContext(memory=memory),
-        ]
+        novelty = PatternNovelty(memory=memory)
+        self.views: list[View] = [novelty, SeasonalContext(memory=memory)]
         self.sustained = SustainedSurprise(span=refractory, memory=memory)
-        self.onsets = Onsets(refractory=refractory, memory=memory)
+        # the rows after one that spoke whose patterns share its values
+        self.onsets = Onsets(refractory=refractory, memory=memory, overlap=novelty.length - 1)
 
     def update(self, ts: float, value: float) -> float:
         """Score `value` against the past, then remember it."""
