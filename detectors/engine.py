@@ -416,7 +416,7 @@ class DetectionEngine:
                     judge=not skip)  # fmt: skip
         cusum = test.cusum
         return (
-            cusum.stat >= cusum.limit(ts, cfg.slices.alpha_per_day)
+            cusum.stat >= cusum.limit(ts, cfg.silence_alpha_per_day)
             and cusum.expected >= cfg.silence_min_users
             and cusum.observed <= cfg.silence_told * cusum.expected
             and test.beyond_reference(

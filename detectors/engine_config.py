@@ -111,6 +111,10 @@ class EngineConfig:
     # active users (activity series) far fewer than their model expects, judged sequentially
     # since the onset (`_silenced`): a near-total outage seen in a minute or two, not when the
     # window-by-window score (made wide by the traffic's own spread) finally agrees
+    # false alarms per source and day its silence test allows (threshold ln(excursions a day /
+    # this)): stricter than the slices' (`slices.alpha_per_day`), as a false outage is the
+    # loudest alert and its usual is the least certain (the last minutes' users)
+    silence_alpha_per_day: float = 1e-4
     silence_rho: float = 0.1  # the alternative: at most this share of the expected users came
     silence_told: float = 0.35  # told only if at most this share came since the onset ...
     silence_min_users: float = 5.0  # ... of at least this many expected users

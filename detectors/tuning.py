@@ -8,7 +8,7 @@ its default.
     lifecycle:
       fire_windows: 5            # and last 5 windows at the firing level
     slices:
-      alpha_per_day: 0.00005     # slice and silence tests: half the false alarms per series-day
+      alpha_per_day: 0.0001      # slice tests: a third of the false alarms per series-day
 
 What is not a number here (the series levels, the model classes) is code, not tuning.
 """
@@ -32,7 +32,14 @@ MAX_BYTES = 64 * 1024
 NESTED = {"lifecycle": LifecycleConfig, "slices": SliceConfig}  # blocks of their own
 NOT_TUNABLE = {"levels", "model_classes", "model_options", *NESTED}
 # fractions of a step (smoothing rates, a decay, a probability): in (0, 1]
-FRACTIONS = {"quiet_decay", "baseline_alpha", "alpha_per_day", "silence_rho", "silence_told"}
+FRACTIONS = {
+    "quiet_decay",
+    "baseline_alpha",
+    "alpha_per_day",
+    "silence_alpha_per_day",
+    "silence_rho",
+    "silence_told",
+}
 # counts of windows, events or series that must be at least 1
 AT_LEAST_ONE = {
     "disappear_windows",
@@ -149,7 +156,7 @@ def _checked(name: str, value: Any, default: Any, where: str) -> Any:
         raise TuningError(f"{where}: expected a finite number, got {value!r}")
     if name in FRACTIONS and not 0.0 < value <= 1.0:
         raise TuningError(f"{where}: must be in (0, 1], got {value!r}")
-    if name == "alpha_per_day" and value >= 1.0:
+    if name in ("alpha_per_day", "silence_alpha_per_day") and value >= 1.0:
         raise TuningError(f"{where}: must be below 1, got {value!r}")
     if name in AT_LEAST_ONE and value < 1:
         raise TuningError(f"{where}: must be at least 1, got {value!r}")

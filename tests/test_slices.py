@@ -23,7 +23,7 @@ def test_llr_signs_and_limits():
     assert poisson_llr(1, 5.0, 0.0) == -math.inf  # one event refutes "exactly none"
     assert bernoulli_llr(3, 3, 0.001, 0.25) == pytest.approx(3 * math.log(250))
     assert bernoulli_llr(0, 10, 0.001, 0.25) < 0
-    assert threshold(1.0) == pytest.approx(math.log(1e4))
+    assert threshold(1.0, 1e-4) == pytest.approx(math.log(1e4))
     assert threshold(100.0) > threshold(1.0)  # more chances, more evidence needed
 
 
@@ -252,6 +252,23 @@ def test_double_firing_is_found_within_minutes():
         if hot_at is None and any(v.hot for v in verdicts):
             hot_at = w
     assert hot_at is not None and hot_at - 2 * DAY_WINDOWS <= 15
+
+
+def test_two_repeats_in_four_events_are_not_told_as_double_firing():
+    """A key repeated twice among a new slice's first four events (one user searching the same
+    thing again) reaches the threshold on a reference of 0.1 %; it convinces nobody, and double
+    firing goes on to five events and more."""
+    watch = SliceWatch()
+    for w in range(2 * DAY_WINDOWS):  # a day's history: 2,880 events, 3 repeats
+        repeats = 1 if w % 1000 == 999 else 0
+        watch.window(T0 + w * W, W, [Observation("repeat", "E", "ios", WHOLE, repeats, 2)])
+    start = 2 * DAY_WINDOWS
+    first = [Observation("repeat", "E", "ios", WHOLE, 2, 4)]
+    told = [v.hot for v in watch.window(T0 + start * W, W, first)]
+    alarmed = [t.alarm for sl in watch.slices.values() for t in sl.tests.values()]
+    assert any(alarmed) and not any(told)
+    later = watch.window(T0 + (start + 1) * W, W, [Observation("repeat", "E", "ios", WHOLE, 1, 2)])
+    assert any(v.hot for v in later)  # 3 of 6: told
 
 
 def test_a_slice_unseen_for_long_is_forgotten_and_its_alarm_calmed():

@@ -42,6 +42,15 @@ def test_slice_tests_are_tuned_in_their_own_block() -> None:
         parse_tuning("slice_tests: 1\n")
 
 
+def test_the_silence_test_has_its_own_false_alarm_rate() -> None:
+    config = parse_tuning("silence_alpha_per_day: 0.00005\nslices:\n  alpha_per_day: 0.001\n")
+    assert config.silence_alpha_per_day == 0.00005 and config.slices.alpha_per_day == 0.001
+    assert EngineConfig().silence_alpha_per_day < EngineConfig().slices.alpha_per_day
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(TuningError, match="must be"):
+            parse_tuning(f"silence_alpha_per_day: {bad}\n")
+
+
 def test_settings_change_only_what_they_name() -> None:
     config = parse_tuning(
         "min_excess_units: 8\nslice_dims: [app_version, os]\nmax_series: 500.0\n"
