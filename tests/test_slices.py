@@ -255,11 +255,11 @@ def test_double_firing_is_found_within_minutes():
 
 
 def test_two_repeats_in_four_events_are_not_told_as_double_firing():
-    """A key repeated twice among a new slice's first four events (one user searching the same
-    thing again) reaches the threshold on a reference of 0.1 %; it convinces nobody, and double
+    """A key repeated twice among a slice's next four events (one user searching the same thing
+    again) reaches the threshold on a reference under 0.1 %; it convinces nobody, and double
     firing goes on to five events and more."""
     watch = SliceWatch()
-    for w in range(2 * DAY_WINDOWS):  # a day's history: 2,880 events, 3 repeats
+    for w in range(2 * DAY_WINDOWS):  # two days' history: 5,760 events, 2 repeats
         repeats = 1 if w % 1000 == 999 else 0
         watch.window(T0 + w * W, W, [Observation("repeat", "E", "ios", WHOLE, repeats, 2)])
     start = 2 * DAY_WINDOWS

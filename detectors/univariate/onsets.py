@@ -4,13 +4,15 @@ Two rules turn a row-level surprise s (decades) into the onset score:
 
 - Refractory: a row speaks only if it is more than `margin` decades more surprising than every
   row that spoke in the last `refractory` rows; otherwise it says 0. One event gives one high row
-  (or a few, each ten times rarer than the last), not a run; a sub-threshold stir does not mask
-  a real onset right after it, which only has to beat it by `margin`. The next `overlap` rows
-  after a row that spoke share its values (the pattern novelty's 4-value patterns overlap for 3
-  rows): what they show is largely that row's event seen again, so one of them speaks only if
-  it is also at least `power` times as surprising (with `power` = 2: p ≤ p_before², as rare as
-  that event seen twice over). Without it, a spike entering a pattern speaks up to three times
-  in a row, each a decade higher, and every row is one more false alarm where it is no event.
+  (or a few, each ten times rarer than the last and, within `overlap` rows of it, rarer than
+  p_before^`power`), not a run; a sub-threshold stir does not mask a real onset right after it,
+  which only has to beat it by `margin`. The next `overlap` rows after a row that spoke share
+  its values (the pattern novelty's 4-value patterns overlap for 3 rows): what they show is
+  largely that row's event seen again, so one of them speaks only if it is also more than
+  `power` times as surprising (with `power` = 2: p < p_before², rarer than that event seen twice
+  over; `overlap` is at most `refractory`, the rows the rule remembers). Without it, a spike
+  entering a pattern speaks up to three times in a row, each a decade higher, and every row is
+  one more false alarm where it is no event.
 - Discount: a row that speaks is discounted by how often the series has already produced onsets
   of its size: s - log10(1 + c) for c earlier onsets among the last `memory` rows that reached
   s - `margin`. The first of its kind keeps its surprise; the tenth loses a decade (a pattern
