@@ -40,6 +40,8 @@ FRACTIONS = {
     "silence_rho",
     "silence_told",
 }
+# false alarms per series and day (also fractions): below 1, or the threshold ln(n / α) is void
+FALSE_ALARM_RATES = {"alpha_per_day", "silence_alpha_per_day"}
 # counts of windows, events or series that must be at least 1
 AT_LEAST_ONE = {
     "disappear_windows",
@@ -156,7 +158,7 @@ def _checked(name: str, value: Any, default: Any, where: str) -> Any:
         raise TuningError(f"{where}: expected a finite number, got {value!r}")
     if name in FRACTIONS and not 0.0 < value <= 1.0:
         raise TuningError(f"{where}: must be in (0, 1], got {value!r}")
-    if name in ("alpha_per_day", "silence_alpha_per_day") and value >= 1.0:
+    if name in FALSE_ALARM_RATES and value >= 1.0:
         raise TuningError(f"{where}: must be below 1, got {value!r}")
     if name in AT_LEAST_ONE and value < 1:
         raise TuningError(f"{where}: must be at least 1, got {value!r}")

@@ -44,7 +44,7 @@ class Onsets:
         if refractory < 1 or margin < 0.0 or memory < 1 or overlap < 0 or power < 1.0:
             raise ValueError("need refractory ≥ 1, margin ≥ 0, memory ≥ 1, overlap ≥ 0, power ≥ 1")
         self.margin, self.memory = margin, memory
-        self.overlap, self.power = min(overlap, refractory), power
+        self.overlap, self.power = overlap, power  # past `refractory` rows: none remembered
         self._spoken: deque[float] = deque(maxlen=refractory)
         self._row = 0
         self._onsets: deque[tuple[int, float]] = deque()
