@@ -17,6 +17,7 @@ from detectors.period_data import (
     Move,
     PeriodData,
     Scope,
+    beyond_chance,
     clock_text,
     compare,
     compare_rate,
@@ -213,6 +214,41 @@ def step_before(conversions: list[Cell], event: str, scope: Scope) -> str | None
                 "the step before went on"
             )
     return None
+
+
+def blocked_step_evidence(
+    cells: list[Cell], step: Move, event: str, shifts: list[int]
+) -> Evidence | None:
+    """A funnel step that fell while the plan blocked (quarantined) more of its next event than
+    usual: blocked events never reach the funnel, so the step is counted again as if they had
+    arrived (the users who went on scaled up by the share blocked beyond usual; one event per
+    user, as a step's next event mostly is). Within the usual range then, the blocked events
+    account for the fall (tracking, close to proof); still below, part of the fall is real (a
+    hint). None when the step did not fall or no more was blocked than usual."""
+    if step.expected is None or step.observed >= step.expected:
+        return None
+    blocked = sum(c.get(0).quarantined for c in cells)
+    arrived = blocked + sum(c.get(0).count for c in cells)
+    base_blocked = sum(c.get(k).quarantined for c in cells for k in shifts)
+    base_arrived = base_blocked + sum(c.get(k).count for c in cells for k in shifts)
+    usual = base_blocked / base_arrived if base_arrived else 0.0
+    if arrived <= 0 or blocked < 3 or not beyond_chance(blocked, usual * arrived):
+        return None
+    extra = (blocked / arrived - usual) / (1.0 - usual) if usual < 1 else 0.0
+    if extra <= 0 or extra >= 1:
+        return None
+    counted = Move(step.observed / (1.0 - extra), step.expected, step.spread, step.days)
+    what = (
+        f"counting the {n_text(blocked)} {event} events the tracking plan blocked "
+        f"({pct_text(blocked / arrived)} of them, usually {pct_text(usual)}), about "
+        f"{n_text(counted.observed)} users would have gone on where about "
+        f"{n_text(step.expected)} usually do"
+    )
+    if counted.direction < 0:
+        return Evidence(
+            "real change", 1, f"{what}: even so the step fell, so part of it looks real"
+        )
+    return Evidence("tracking", 2, f"{what}: the blocked events account for the fall")
 
 
 def _group_pairs(

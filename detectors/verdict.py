@@ -42,6 +42,7 @@ from typing import Any
 from detectors.evidence import (
     alert_matches,
     annotation_matches,
+    blocked_step_evidence,
     funnel_focus,
     is_server_scope,
     quality_evidence,
@@ -192,6 +193,10 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
                 f"(usually {pct_text(base_bad / base_all) if base_all else 'none'})",
             )
         )
+    if focus is not None and event is not None:  # a step that fell: were its events blocked?
+        blocked = blocked_step_evidence(total, main, event, shifts)
+        if blocked is not None:
+            ev.append(blocked)
     obs_rep = sum(c.get(0).repeats for c in total)
     base_rep = sum(c.get(k).repeats for c in total for k in shifts)
     usual_rep = base_rep / base_all if base_all else 0.0
@@ -318,6 +323,9 @@ def _paragraph(
             + "; ".join(r[0].upper() + r[1:] if i == 0 else r for i, r in enumerate(reasons))
             + "."
         )
+    against = [e for e in sorted(ev, key=lambda e: -e.weight) if e.side not in (verdict, "context")]
+    if verdict != "unclear" and against:  # the strongest sign the other way, said too
+        text += f" Against that: {against[0].text}."
     if alerts:
         text += f" {len(alerts)} alert{'s' if len(alerts) > 1 else ''} covered this period."
     return text

@@ -389,3 +389,36 @@ def test_a_sparse_event_rising_on_more_than_one_source_is_not_one_trackers_fault
     assert "more than one source" in found[0].text
     one = promo({"storefront": 8, "ios_app": 0, "android_app": 1}, usual)
     assert sources_evidence(one, "Promo", scope, shifts, 1) == []
+
+
+def test_a_step_whose_next_events_the_plan_blocked_is_counted_again_with_them() -> None:
+    """Blocked (quarantined) orders never reach the funnel: counted again as if they had
+    arrived, the step is as usual (the blocked events account for the fall) or still below
+    (part of the fall is real, said against the tracking verdict)."""
+
+    def blocked_orders(went_on: float, blocked: float) -> list[Cell]:
+        return traffic(
+            **{
+                "conv|android_app": {"numerator": went_on, "denominator": 60},
+                "Order Placed|android_app": {
+                    "count": went_on,
+                    "users": went_on,
+                    "quarantined": blocked,
+                    "violations": blocked,
+                },
+            }
+        )
+
+    scope = Scope(funnel="purchase", source="android_app")
+    lost = explain_period(data(blocked_orders(went_on=24, blocked=16)), scope)
+    assert lost.verdict == "tracking", lost.evidence
+    assert any("account for the fall" in e.text and e.side == "tracking" for e in lost.evidence), (
+        lost.evidence
+    )
+    both = explain_period(data(blocked_orders(went_on=14, blocked=6)), scope)
+    assert any(
+        "part of it looks real" in e.text and e.side == "real change" for e in both.evidence
+    ), both.evidence
+    assert both.verdict == "tracking" and "Against that: counting the 6" in both.paragraph
+    untouched = explain_period(data(blocked_orders(went_on=24, blocked=0)), scope)
+    assert not any("blocked" in e.text for e in untouched.evidence), untouched.evidence
