@@ -34,13 +34,18 @@ it belongs to is settled: the windows of an excursion of the statistic wait unti
 without an alarm (then they were usual, good and bad alike: learning only the windows that look
 calm would bias it), and those of an alarm are dropped (a breakage is never learnt as normal).
 It is forgotten with a half-life in time (`halflife_days`), so a slow drift is followed. All the
-families of a measure share it.
+families of a measure share it. A rate's change alarmed for `accept_hours` becomes its normal (a
+new price, a new flow: `conv_down`, `conv_up`); the rate before it is remembered as long as the
+reference's own memory (`halflife_days`), and the other way's test is judged against it too, so
+a rate coming back to it is a recovery, not a change the other way.
 
 Eligibility (no verdict without a reference worth the name): the measure's history on that
 source must span `min_history_hours` and show `min_expected` successes (for the low tests) or
-`min_trials` trials (for the high ones); for `gone` and `pair_gone` a version must have sent the
-event before, or be newer (first seen an hour or more after the event was), so that a release
-that never had an event added later is not "missing" it.
+`min_trials` trials (for the high ones; for `bad` and `repeat`, whose usual share is about none
+on every source, a source that has seen fewer pools the other sources' slices of the same event:
+a small app's few orders a day are judged too); for `gone` and `pair_gone` a version must have
+sent the event before, or be newer (first seen an hour or more after the event was), so that a
+release that never had an event added later is not "missing" it.
 
 Verdicts. A test is *alarmed* once its statistic reaches its threshold (bounded false alarms per
 series and day), and *hot* while it stays there; it calms down once the windows since then make
@@ -132,6 +137,10 @@ MEASURES: dict[str, tuple[str, ...]] = {
     "repeat": ("repeat",),
 }
 _WATCHED_BY_PRESENCE = ("gone", "pair")  # a version must have sent the subject, or be newer
+# the share of events breaking the plan or repeating a business key is the tracking's, about
+# none on every source: where a source has seen too few of the subject to be its own reference
+# (a small app sends a few orders a day), its reference pools the other sources' too
+_POOLED_ACROSS_SOURCES = ("bad", "repeat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,8 @@ class _Slice:
     tests: dict[str, _Test] = field(default_factory=dict)  # family -> its test
     pend_num: float = 0.0  # windows not learnt yet: those of an excursion still open
     pend_den: float = 0.0
+    before: float = -1.0  # the own rate before its last change taken as normal (-1: none)
+    before_until: float = 0.0  # ... remembered until then
 
     @property
     def alarm(self) -> bool:
@@ -222,12 +233,13 @@ class _Slice:
     def to_state(self) -> list:
         tests = {f: t.to_state() for f, t in sorted(self.tests.items())}
         return [self.num, self.den, self.learnt, self.first, self.seen, tests, self.pend_num,
-                self.pend_den]  # fmt: skip
+                self.pend_den, self.before, self.before_until]  # fmt: skip
 
     @classmethod
     def from_state(cls, s: list) -> _Slice:
         tests = {f: _Test.from_state(t) for f, t in s[5].items()}
-        return cls(s[0], s[1], s[2], s[3], s[4], tests, s[6], s[7])
+        before = (s[8], s[9]) if len(s) > 9 else (-1.0, 0.0)  # (older states: none)
+        return cls(s[0], s[1], s[2], s[3], s[4], tests, s[6], s[7], *before)
 
 
 def slice_key(measure: str, subject: str, source: str, value: str) -> str:
@@ -243,6 +255,7 @@ class SliceWatch:
         # (measure, subject, source) -> [first observed, its values (sorted), first success]
         self.groups: dict[str, list] = {}
         self._alarmed: set[str] = set()  # keys of the slices with an alarmed test
+        self._sources: dict[str, list[str]] = {}  # "measure|subject" -> the sources it has
 
     def window(
         self,
@@ -262,10 +275,14 @@ class SliceWatch:
             by_group.setdefault(_group_key(obs.measure, obs.subject, obs.source), []).append(obs)
         out: dict[str, Verdict] = {}
         for gkey in sorted(by_group):
+            items = by_group[gkey]
             group = self.groups.get(gkey)
             if group is None:
                 group = self.groups[gkey] = [ts, [], None]
-            items = by_group[gkey]
+                first = items[0]
+                self._sources.setdefault(f"{first.measure}|{first.subject}", []).append(
+                    first.source
+                )
             totals = (sum(o.successes for o in items), sum(o.trials for o in items))
             for obs in sorted(items, key=lambda o: o.value):
                 key = slice_key(obs.measure, obs.subject, obs.source, obs.value)
@@ -298,8 +315,7 @@ class SliceWatch:
         for skey, sl, test in self._tests_of(tkey):
             if test.cusum.trials <= 0.0:
                 continue
-            sl.num, sl.den = test.cusum.observed, test.cusum.trials
-            sl.pend_num = sl.pend_den = 0.0
+            self._take_as_normal(sl.seen, sl, test.cusum.observed, test.cusum.trials)
             for other in sl.tests.values():
                 other.alarm, other.recovery, other.vetoed = False, 0.0, False
                 other.cusum.reset()
@@ -398,8 +414,7 @@ class SliceWatch:
                 and (ts - onset >= cfg.accept_hours * 3600.0)
             ):
                 # a lasting change of a rate (a new price, a new flow): its new normal
-                sl.num, sl.den, sl.learnt = test.cusum.observed, test.cusum.trials, ts
-                sl.pend_num = sl.pend_den = 0.0
+                self._take_as_normal(ts, sl, test.cusum.observed, test.cusum.trials)
                 test.alarm, calmed = False, True
             elif test.alarm and ref is not None and trials > 0.0:
                 # back to normal? the window's odds of the reference against the rate seen since
@@ -476,6 +491,9 @@ class SliceWatch:
                 if value != obs.value and peer is not None and not peer.alarm:
                     peers_num += peer.num
                     peers_den += peer.den
+        if obs.measure in _POOLED_ACROSS_SOURCES and sl.den + peers_den < cfg.min_trials:
+            far_num, far_den = self._other_sources(obs)
+            peers_num, peers_den = peers_num + far_num, peers_den + far_den
         if peers_den > 0.0 and (peers_num > 0.0 or not fam.low):
             peer_rate = (peers_num + 0.5) / (peers_den + 1.0)
             # the peers' rate is worth `prior_trials` trials (Poisson: as many successes)
@@ -494,14 +512,41 @@ class SliceWatch:
             sd = rate / math.sqrt(max(rate * weight, 1.0))
         else:
             sd = math.sqrt(rate * (1.0 - rate) / (weight + 1.0))
+        recalled = fam.accepts and sl.before >= 0.0 and ts < sl.before_until
         if not fam.low:
             # a rare rate is known no better than a couple of events more would make it (its
             # standard error says too little when few were seen: 1 in 400 may well be 1 in 100)
-            return clip_rate(max(rate + sd, (hits + 2.0) / (trials + 2.0)))
+            ref = max(rate + sd, (hits + 2.0) / (trials + 2.0))
+            # a rate coming back to what it was before a fall taken as normal is no rise
+            return clip_rate(max(ref, sl.before) if recalled else ref)
         # a falling rate is judged against at most `max_reference`: a step followed by the next
         # "always" still misses it now and then (a session cut short, an event late), more
         # often than its history says, and each miss would weigh too much
-        return clip_rate(min(rate - sd, cfg.max_reference))
+        ref = min(rate - sd, cfg.max_reference)
+        return clip_rate(min(ref, sl.before) if recalled else ref)
+
+    def _take_as_normal(self, ts: float, sl: _Slice, num: float, den: float) -> None:
+        """A lasting change becomes the slice's normal; the rate before it is remembered for
+        `halflife_days` (as long as the reference's own memory), so that the rate coming back
+        to it is a recovery, not a change the other way."""
+        sl.before = (sl.num + 0.5) / (sl.den + 1.0) if sl.den > 0.0 else -1.0
+        sl.before_until = ts + self.config.halflife_days * 86400.0
+        sl.num, sl.den, sl.learnt = num, den, ts
+        sl.pend_num = sl.pend_den = 0.0
+
+    def _other_sources(self, obs: Observation) -> tuple[float, float]:
+        """What the other sources' slices of `obs`'s measure and subject learnt (successes,
+        trials), every version's, those in alarm left out."""
+        num = den = 0.0
+        for source in self._sources.get(f"{obs.measure}|{obs.subject}", ()):
+            if source == obs.source:
+                continue
+            for value in self.groups[_group_key(obs.measure, obs.subject, source)][1]:
+                peer = self.slices.get(slice_key(obs.measure, obs.subject, source, value))
+                if peer is not None and not peer.alarm:
+                    num += peer.num
+                    den += peer.den
+        return num, den
 
     def _verdict(
         self, ts: float, window: float, tkey: str, test: _Test, rate: float | None
@@ -580,6 +625,9 @@ class SliceWatch:
         watch.slices = {k: _Slice.from_state(v) for k, v in state.get("slices", {}).items()}
         watch.groups = {k: [g[0], list(g[1]), g[2]] for k, g in state.get("groups", {}).items()}
         watch._alarmed = {k for k, sl in watch.slices.items() if sl.alarm}
+        for gkey in watch.groups:  # (a source named with "|" is not pooled after a restore)
+            head, _, source = gkey.rpartition("|")
+            watch._sources.setdefault(head, []).append(source)
         return watch
 
 

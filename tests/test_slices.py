@@ -271,6 +271,32 @@ def test_two_repeats_in_four_events_are_not_told_as_double_firing():
     assert any(v.hot for v in later)  # 3 of 6: told
 
 
+def test_a_small_apps_release_breaking_its_few_orders_is_judged_against_the_other_sources():
+    """An app that sends four orders a day never sees enough of them to be its own reference
+    for the share breaking the plan (its history fades with a half-life of days); the other
+    sources' clean orders are: a new release whose every order breaks the plan is told within
+    a few of them. Alone (no other source), it is not judged at all."""
+
+    def run(with_web: bool) -> list[float]:
+        watch = SliceWatch()
+        hot = []
+        for w in range(6 * DAY_WINDOWS):
+            ts = T0 + w * W
+            obs = []
+            if with_web and w % 4 == 0:
+                obs.append(Observation("bad", "Order Placed", "web", WHOLE, 0, 1))
+            if w % 360 == 7:  # the app's order, every 6 hours
+                broken = w >= 4 * DAY_WINDOWS
+                version = "3.10.0" if broken else "3.9.0"
+                obs.append(Observation("bad", "Order Placed", "android", version, broken, 1))
+            hot += [ts for v in watch.window(ts, W, obs) if v.hot and v.source == "android"]
+        return hot
+
+    hot = run(with_web=True)
+    assert hot and hot[0] - (T0 + 4 * DAY_WINDOWS * W) <= 4 * 6 * 3600  # by the 4th order
+    assert not run(with_web=False)
+
+
 def test_a_slice_unseen_for_long_is_forgotten_and_its_alarm_calmed():
     watch = SliceWatch(SliceConfig(forget_hours=2.0))
     rng = np.random.default_rng(10)
@@ -297,6 +323,8 @@ def test_a_watch_resumed_from_its_state_behaves_as_the_original(counts, cut):
         for i, (k, n) in enumerate(items):
             ts = T0 + (first + i) * 600.0
             obs = [Observation("bad", "E", "ios", "1.0", min(k, n), n),
+                   Observation("bad", "E", "web", "*", 0, 3),  # pooled: ios sees too few
+                   Observation("funnel", "A→E", "ios", "*", min(k, n), n),  # taken as normal
                    Observation("gone", "E", "ios", "2.0", k, n + 1)]  # fmt: skip
             out.append(watch.window(ts, 600.0, obs))
         return out
@@ -331,3 +359,27 @@ def test_a_fall_refused_as_normal_while_broken_is_never_accepted_once_fixed():
         refs.append(sl.num / sl.den if sl.den else None)
     assert min(r for r in refs[end:] if r is not None) > 0.5, "the fall became the normal"
     assert not rises, [(v.observed, v.expected, v.trials) for v in rises[:3]]
+
+
+def test_a_conversion_back_from_a_fall_taken_as_normal_is_a_recovery_not_a_rise():
+    """The web converts at 65 %, then at 25 % for eight hours: after `accept_hours` the fall is
+    the new normal. When the rate comes back to 65 %, the rate before is still remembered: no
+    rise is told. Tracking firing the order twice a day later (every checkout "converts" about
+    twice as often as it did) is still told."""
+    rng = np.random.default_rng(11)
+    watch = SliceWatch()
+    fall, back, doubled = 2 * DAY_WINDOWS, 2 * DAY_WINDOWS + 480, 3 * DAY_WINDOWS
+    rises: list[int] = []
+    for w in range(3 * DAY_WINDOWS + 240):
+        checkouts = int(rng.poisson(0.3))
+        rate = 0.25 if fall <= w < back else 0.65
+        orders = int(rng.binomial(checkouts, rate))
+        if w >= doubled:  # one more order for most checkouts that did not convert
+            orders += int(rng.binomial(checkouts - orders, 0.9))
+        obs = Observation("funnel", "Checkout→Order", "web", WHOLE, orders, checkouts)
+        verdicts = watch.window(T0 + w * W, W, [obs])
+        rises += [w for v in verdicts if v.family == "conv_up" and v.hot]
+        if w == back:
+            before = watch.slices["funnel|Checkout→Order|web|*"].before
+    assert before > 0.55, "the fall was not taken as normal, or the rate before was lost"
+    assert rises and min(rises) >= doubled, rises[:3]
