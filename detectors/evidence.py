@@ -224,7 +224,8 @@ def blocked_step_evidence(
     arrived (the users who went on scaled up by the share blocked beyond usual; one event per
     user, as a step's next event mostly is). Within the usual range then, the blocked events
     account for the fall (tracking, close to proof); still below, part of the fall is real (a
-    hint). None when the step did not fall or no more was blocked than usual."""
+    hint). None when the step did not fall or no more was blocked than usual (beyond chance, and
+    three at least, as the plan-breaking rule asks of a small period)."""
     if step.expected is None or step.observed >= step.expected:
         return None
     blocked = sum(c.get(0).quarantined for c in cells)

@@ -279,10 +279,7 @@ class SliceWatch:
             group = self.groups.get(gkey)
             if group is None:
                 group = self.groups[gkey] = [ts, [], None]
-                first = items[0]
-                self._sources.setdefault(f"{first.measure}|{first.subject}", []).append(
-                    first.source
-                )
+                self._index(gkey)
             totals = (sum(o.successes for o in items), sum(o.trials for o in items))
             for obs in sorted(items, key=lambda o: o.value):
                 key = slice_key(obs.measure, obs.subject, obs.source, obs.value)
@@ -536,6 +533,13 @@ class SliceWatch:
         sl.before = (sl.num + 0.5) / (sl.den + 1.0) if sl.den > 0.0 else -1.0
         sl.before_until = ts + self.config.halflife_days * 86400.0
 
+    def _index(self, gkey: str) -> None:
+        """File a new group under its measure and subject, by its key alone, so that a watch
+        resumed from its state pools exactly as the original (a source named with "|" is filed
+        under no subject asked for: never pooled)."""
+        head, _, source = gkey.rpartition("|")
+        self._sources.setdefault(head, []).append(source)
+
     def _other_sources(self, obs: Observation) -> tuple[float, float]:
         """What the other sources' slices of `obs`'s measure and subject learnt (successes,
         trials), every version's, those in alarm left out."""
@@ -627,9 +631,8 @@ class SliceWatch:
         watch.slices = {k: _Slice.from_state(v) for k, v in state.get("slices", {}).items()}
         watch.groups = {k: [g[0], list(g[1]), g[2]] for k, g in state.get("groups", {}).items()}
         watch._alarmed = {k for k, sl in watch.slices.items() if sl.alarm}
-        for gkey in watch.groups:  # (a source named with "|" is not pooled after a restore)
-            head, _, source = gkey.rpartition("|")
-            watch._sources.setdefault(head, []).append(source)
+        for gkey in watch.groups:
+            watch._index(gkey)
         return watch
 
 
