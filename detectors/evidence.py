@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.annotations import Annotation
@@ -21,6 +22,7 @@ from detectors.period_data import (
     clock_text,
     compare,
     compare_rate,
+    compare_total,
     n_text,
     pct_text,
     ratio_text,
@@ -152,8 +154,11 @@ def version_evidence(
     event: str | None,
     direction: int = 0,
     data_shifts: list[int] | None = None,
+    counted_back: set[tuple[str, str]] | None = None,
 ) -> list[Evidence]:
-    """An app version that sends the event unlike its peers (and was released just before)."""
+    """An app version that sends the event unlike its peers (and was released just before).
+    `counted_back`: (source, version) whose blocked events a funnel step already counted back
+    (`blocked_step_evidence`): their shortfall is said as context only."""
     if event is None:
         return []
     out: list[Evidence] = []
@@ -176,10 +181,11 @@ def version_evidence(
                 continue  # a version going the other way does not explain the change
             mine, expected = move.observed, move.expected
             how = f"sends no {event}" if mine == 0 else f"sends only {n_text(mine)} {event}"
+            known = (source, v) in (counted_back or set())
             out.append(
                 Evidence(
-                    "tracking",
-                    2,
+                    "context" if known else "tracking",
+                    0 if known else 2,
                     f"app version {v} on {source} {how} where about {n_text(expected)} were due "
                     "for its share of the traffic",
                 )
@@ -188,8 +194,8 @@ def version_evidence(
             if first is not None and data.start - RELEASE_WINDOW <= first <= data.end:
                 out.append(
                     Evidence(
-                        "tracking",
-                        1,
+                        "context" if known else "tracking",
+                        0 if known else 1,
                         f"app version {v} on {source} was released just before (first seen "
                         f"{clock_text(first)})",
                     )
@@ -216,16 +222,23 @@ def step_before(conversions: list[Cell], event: str, scope: Scope) -> str | None
     return None
 
 
-def blocked_step_evidence(
-    cells: list[Cell], step: Move, event: str, shifts: list[int]
-) -> Evidence | None:
+@dataclass(frozen=True)
+class Recount:
+    """A funnel step counted again with the next events the plan blocked (`blocked_recount`)."""
+
+    step: Move  # as counted: the users who went on, had the blocked events arrived
+    blocked: float  # the next event's events blocked in the period ...
+    arrived: float  # ... of those that arrived
+    usual: float  # the share usually blocked
+
+
+def blocked_recount(cells: list[Cell], step: Move, shifts: list[int]) -> Recount | None:
     """A funnel step that fell while the plan blocked (quarantined) more of its next event than
     usual: blocked events never reach the funnel, so the step is counted again as if they had
     arrived (the users who went on scaled up by the share blocked beyond usual; one event per
-    user, as a step's next event mostly is). Within the usual range then, the blocked events
-    account for the fall (tracking, close to proof); still below, part of the fall is real (a
-    hint). None when the step did not fall or no more was blocked than usual (beyond chance, and
-    three at least, as the plan-breaking rule asks of a small period)."""
+    user, as a step's next event mostly is). None when the step did not fall or no more was
+    blocked than usual (beyond chance, and three at least, as the plan-breaking rule asks of a
+    small period)."""
     if step.expected is None or step.observed >= step.expected:
         return None
     blocked = sum(c.get(0).quarantined for c in cells)
@@ -239,17 +252,55 @@ def blocked_step_evidence(
     if extra <= 0 or extra >= 1:
         return None
     counted = Move(step.observed / (1.0 - extra), step.expected, step.spread, step.days)
+    return Recount(counted, blocked, arrived, usual)
+
+
+def blocked_step_evidence(recount: Recount, step: Move, event: str) -> list[Evidence]:
+    """The fall of a step counted again (`blocked_recount`) splits in two: the part the blocked
+    events account for (tracking) and what is still missing once they are counted (real, when
+    beyond chance). Each side weighs 2 when it holds the larger part of the fall, else 1; so a
+    release that blocks a few orders while checkout really converts less is not told as
+    tracking alone."""
+    assert step.expected is not None
+    counted, blocked, arrived, usual = (
+        recount.step,
+        recount.blocked,
+        recount.arrived,
+        recount.usual,
+    )
+    fall = step.expected - step.observed
+    explained = min(counted.observed, step.expected) - step.observed
+    share = explained / fall  # of the fall, the part the blocked events account for
     what = (
         f"counting the {n_text(blocked)} {event} events the tracking plan blocked "
         f"({pct_text(blocked / arrived)} of them, usually {pct_text(usual)}), about "
         f"{n_text(counted.observed)} users would have gone on where about "
         f"{n_text(step.expected)} usually do"
     )
-    if counted.direction < 0:
-        return Evidence(
-            "real change", 1, f"{what}: even so the step fell, so part of it looks real"
-        )
-    return Evidence("tracking", 2, f"{what}: the blocked events account for the fall")
+    if counted.direction >= 0:
+        if share >= 0.5:
+            return [Evidence("tracking", 2, f"{what}: the blocked events account for the fall")]
+        return [
+            Evidence(
+                "tracking",
+                1,
+                f"{what}: the blocked events account for {pct_text(share)} of the fall; the "
+                "rest is within chance",
+            )
+        ]
+    return [
+        Evidence(
+            "tracking",
+            2 if share > 0.5 else 1,
+            f"{what}: the blocked events account for {pct_text(share)} of the fall",
+        ),
+        Evidence(
+            "real change",
+            2 if share < 0.5 else 1,
+            f"even counting them, the step fell: {pct_text(1 - share)} of the fall is not the "
+            "tracking's, so that part looks real",
+        ),
+    ]
 
 
 def _group_pairs(
@@ -265,22 +316,31 @@ def _group_pairs(
 
 
 def sources_evidence(
-    volume: list[Cell], event: str, scope: Scope, shifts: list[int], direction: int
+    volume: list[Cell],
+    event: str,
+    scope: Scope,
+    shifts: list[int],
+    direction: int,
+    with_blocked: bool = False,
 ) -> list[Evidence]:
+    """Whether `event` moved on every source together (real) or on one alone (tracking).
+    `with_blocked`: the events the plan blocked are counted too (a funnel step's fall already
+    split between its blocked events and the rest)."""
+    measure = compare_total if with_blocked else compare
     sources = sorted(
         {c.labels.get("source", "") for c in volume if c.labels.get("event") == event} - {""}
     )
     if len(sources) < 2:
         return []
     moves = {
-        s: compare(
+        s: measure(
             [c for c in volume if c.labels.get("event") == event and c.labels.get("source") == s],
             shifts,
         )
         for s in sources
     }
     sizable = {s: m for s, m in moves.items() if m.expected is not None and m.expected >= 0.5}
-    overall = compare([c for c in volume if c.labels.get("event") == event], shifts)
+    overall = measure([c for c in volume if c.labels.get("event") == event], shifts)
     rel = abs(overall.ratio - 1) if overall.expected else 0.0
     if len(sizable) < 2:  # a sparse event: its sources together
         rest = not_one_source_alone(volume, event, moves, shifts, direction, rel)

@@ -28,9 +28,15 @@ The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
   with no more visitors; the mirroring server event, less what the other sources sent, moved
   by about as much (a likelihood ratio of the two stories);
 - traffic quality: the excess came from visitors who did nothing else (the source's active
-  users rose with it while its other events did not), or from few users sending many events.
+  users rose with it while its other events did not), or from few users sending many events;
+- a funnel step that fell while the plan blocked its next event: the step counted again with
+  the blocked events splits the fall between them (tracking) and the rest (real, when still
+  beyond chance), each side 2 when it holds the larger part, else 1; the blocked events'
+  other signs (their share breaking the plan, their version sending fewer, their source
+  alone) are that split's cause, said as context and not counted twice.
 The verdict is the side with at least 2 and twice the weight of any other; else (or when
-nothing moved and no strong tracking sign is there) unclear, with what more data would tell.
+nothing moved and no strong tracking sign is there) unclear, with what more data would tell,
+or, when there are signs both ways, the strongest of each.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Any
 from detectors.evidence import (
     alert_matches,
     annotation_matches,
+    blocked_recount,
     blocked_step_evidence,
     funnel_focus,
     is_server_scope,
@@ -174,6 +181,17 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- tracking: the plan's own checks
     total = in_scope
+    # a step that fell: were its events blocked? Then the blocked events are counted back
+    # and the fall split between them and the rest; the signs of the same blocked events
+    # (their share breaking the plan, their version sending fewer, their source alone
+    # falling) are that split's cause, said as context, not counted again
+    recount = blocked_recount(total, main, shifts) if focus is not None else None
+    blocked = [] if recount is None else blocked_step_evidence(recount, main, event or "")
+    counted_back = {
+        (c.labels.get("source", ""), c.labels.get("app_version", ""))
+        for c in total
+        if blocked and c.get(0).quarantined
+    }
     obs_all = sum(c.get(0).count + c.get(0).quarantined for c in total)
     obs_bad = sum(c.get(0).violations for c in total)
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
@@ -187,16 +205,13 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         codes = top_codes(total)
         ev.append(
             Evidence(
-                "tracking",
-                2,
+                "context" if blocked else "tracking",
+                0 if blocked else 2,
                 f"{pct_text(obs_bad / obs_all)} of these events break the tracking plan{codes} "
                 f"(usually {pct_text(base_bad / base_all) if base_all else 'none'})",
             )
         )
-    if focus is not None and event is not None:  # a step that fell: were its events blocked?
-        blocked = blocked_step_evidence(total, main, event, shifts)
-        if blocked is not None:
-            ev.append(blocked)
+    ev += blocked
     obs_rep = sum(c.get(0).repeats for c in total)
     base_rep = sum(c.get(k).repeats for c in total for k in shifts)
     usual_rep = base_rep / base_all if base_all else 0.0
@@ -218,7 +233,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- versions: one version alone, or a new one lacking the event
     if scope.app_version is not None or direction:
-        ev += version_evidence(data, scope, volume, totals, event, direction, shifts)
+        ev += version_evidence(data, scope, volume, totals, event, direction, shifts, counted_back)
 
     # ---- the event stopped while what leads to it went on
     if (
@@ -249,10 +264,12 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- across sources: together, alone
     if event is not None and direction:
-        ev += sources_evidence(volume, event, scope, shifts, direction)
+        ev += sources_evidence(volume, event, scope, shifts, direction, bool(blocked))
 
     # ---- the server's view (no tracker feeds it)
-    if direction and not is_server_scope(volume, scope):
+    # (a fall the blocked events account for leaves the server nothing to tell)
+    recounted_away = recount is not None and recount.step.direction == 0
+    if direction and not recounted_away and not is_server_scope(volume, scope):
         ev += server_evidence(
             volume, conversions, scope, event, shifts, main, step=focus is not None
         )
@@ -314,6 +331,10 @@ def _paragraph(
     else:
         head = "It is not clear yet whether this is tracking or real"
         reasons = [_more_data(main, data, shifts)]
+        both = [_strongest(ev, side) for side in ("tracking", "real change")]
+        if direction and all(both):  # signs both ways: say them, not "more data"
+            head = "It is not clear whether this is tracking or real: there are signs of both"
+            reasons = [f"for tracking, {both[0]}", f"for a real change, {both[1]}"]
     if not scope.event:  # an event's name is written as the plan spells it
         level = level[0].upper() + level[1:]
     text = f"{head}. {level}."
@@ -329,6 +350,11 @@ def _paragraph(
     if alerts:
         text += f" {len(alerts)} alert{'s' if len(alerts) > 1 else ''} covered this period."
     return text
+
+
+def _strongest(ev: list[Evidence], side: str) -> str | None:
+    on_side = [e for e in ev if e.side == side and e.weight > 0]
+    return max(on_side, key=lambda e: e.weight).text if on_side else None
 
 
 def _more_data(main: Move, data: PeriodData, shifts: list[int]) -> str:
