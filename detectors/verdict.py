@@ -17,7 +17,8 @@ The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
 - tracking: the share of events breaking the plan, or repeating a business key, rose beyond
   chance (repeats: as a good part of the excess); an app version sends fewer of the event
   (or none) than its peers, or than its source sent before, and was released just before;
-  the event stopped while the step before went on (or the source's other events did);
+  the event stopped while the step before went on (or the source's other events did; a hint
+  only when it fell beyond chance on the other sources too);
   every source fell by more than 80 % at once, or the users active a minute before went
   silent mid-session (lost on the way); the event moved on one source only; a server event
   that mirrors it (the same users go on to it, usually as many), which no
@@ -235,7 +236,16 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     if scope.app_version is not None or direction:
         ev += version_evidence(data, scope, volume, totals, event, direction, shifts, counted_back)
 
-    # ---- the event stopped while what leads to it went on
+    # ---- across sources: together, alone
+    across = (
+        sources_evidence(volume, event, scope, shifts, direction, bool(blocked))
+        if event is not None and direction
+        else []
+    )
+    # ---- the event stopped while what leads to it went on (a hint only when it fell on the
+    # other sources too: then its stop here may be the end of a fall everywhere)
+    elsewhere = any(e.side == "real change" for e in across)
+    stop_weight, stop_note = (1, " (but it fell on other sources too)") if elsewhere else (2, "")
     if (
         event is not None
         and main.expected is not None
@@ -244,7 +254,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     ):
         before = step_before(conversions, event, scope)
         if before is not None:
-            ev.append(Evidence("tracking", 2, before))
+            ev.append(Evidence("tracking", stop_weight, before + stop_note))
         else:
             others = compare(
                 rest_of(
@@ -256,15 +266,12 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
                 ev.append(
                     Evidence(
                         "tracking",
-                        2,
+                        stop_weight,
                         f"{event} stopped (none, about {n_text(main.expected)} expected) while the "
-                        "other events of the same sources went on",
+                        f"other events of the same sources went on{stop_note}",
                     )
                 )
-
-    # ---- across sources: together, alone
-    if event is not None and direction:
-        ev += sources_evidence(volume, event, scope, shifts, direction, bool(blocked))
+    ev += across
 
     # ---- the server's view (no tracker feeds it)
     # (a fall the blocked events account for leaves the server nothing to tell)

@@ -433,3 +433,27 @@ def test_a_step_whose_next_events_the_plan_blocked_is_counted_again_with_them() 
     assert "For tracking, counting the 14" in both.paragraph
     untouched = explain_period(data(blocked_orders(went_on=24, blocked=0)), scope)
     assert not any("blocked" in e.text for e in untouched.evidence), untouched.evidence
+
+
+def test_an_event_stopping_on_one_source_while_it_fell_on_the_others_too_is_no_proof() -> None:
+    """Item Viewed stops on iOS: alone, the other events going on make it tracking; but when it
+    also fell by half on Android beyond chance, the stop may be the end of a fall everywhere
+    (a real change of what people do), so it is a hint only and the verdict stays open."""
+    scope = Scope(event="Item Viewed", source="ios_app")
+    alone = explain_period(
+        data(traffic(**{"Item Viewed|ios_app": {"count": 0, "users": 0}})), scope
+    )
+    assert alone.verdict == "tracking", alone.evidence
+    everywhere = explain_period(
+        data(
+            traffic(
+                **{
+                    "Item Viewed|ios_app": {"count": 0, "users": 0},
+                    "Item Viewed|android_app": {"count": 150, "users": 120},
+                }
+            )
+        ),
+        scope,
+    )
+    assert everywhere.verdict == "unclear", everywhere.evidence
+    assert any("fell on other sources too" in e.text for e in everywhere.evidence)
