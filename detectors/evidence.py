@@ -691,8 +691,10 @@ def quality_evidence(
                 f"{ratio_text(others.ratio)})",
             )
         )
+    # events per user-minute, now and usually (a sparse event's usual is a ratio of two small
+    # expectations, not of one floored at a whole user)
     per_user_now = main.observed / max(users.observed, 1.0)
-    per_user_usual = main.expected / max(users.expected, 1.0)
+    per_user_usual = main.expected / users.expected if users.expected > 0 else 1.0
     if (
         excess > 0
         and not sent_twice  # the same users' repeated keys: told as tracking already

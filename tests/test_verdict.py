@@ -12,8 +12,10 @@ from detectors.verdict import (
     Totals,
     Verdict,
     chosen_shifts,
+    compare,
     compare_rate,
     explain_period,
+    source_totals,
 )
 
 START = datetime(2026, 3, 5, 14, 0, tzinfo=UTC).timestamp()  # a Thursday
@@ -457,3 +459,31 @@ def test_an_event_stopping_on_one_source_while_it_fell_on_the_others_too_is_no_p
     )
     assert everywhere.verdict == "unclear", everywhere.evidence
     assert any("fell on other sources too" in e.text for e in everywhere.evidence)
+
+
+def test_a_sparse_event_sent_by_as_many_more_users_as_events_is_the_usual_visitors() -> None:
+    """A code redeemed once by each of 8 users where one in four periods sees one: events per
+    user are as usual (one each), so the usual visitors are doing more of it. The usual rate
+    per user is a ratio of two small expectations, not one floored at a whole user (which made
+    it look as if each user now sent four times as many)."""
+    from detectors.evidence import quality_evidence
+
+    cells = traffic()
+    promo = cell(
+        "volume",
+        {"event": "Promo", "source": "storefront", "platform": "web"},
+        {"count": 8, "users": 8},
+        {"count": 0.25, "users": 0.25},
+    )
+    scope = Scope(event="Promo")
+    found = quality_evidence(
+        [*cells, promo],
+        source_totals([*cells, promo]),
+        [c for c in cells if c.kind == "activity"],
+        scope,
+        "Promo",
+        DAYS,
+        compare([promo], DAYS),
+    )
+    assert [e.side for e in found] == ["real change"], found
+    assert "each as often as usual" in found[0].text
