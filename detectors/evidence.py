@@ -262,18 +262,13 @@ def blocked_step_evidence(recount: Recount, step: Move, event: str) -> list[Evid
     release that blocks a few orders while checkout really converts less is not told as
     tracking alone."""
     assert step.expected is not None
-    counted, blocked, arrived, usual = (
-        recount.step,
-        recount.blocked,
-        recount.arrived,
-        recount.usual,
-    )
+    counted, blocked, arrived = recount.step, recount.blocked, recount.arrived
     fall = step.expected - step.observed
     explained = min(counted.observed, step.expected) - step.observed
     share = explained / fall  # of the fall, the part the blocked events account for
     what = (
         f"counting the {n_text(blocked)} {event} events the tracking plan blocked "
-        f"({pct_text(blocked / arrived)} of them, usually {pct_text(usual)}), about "
+        f"({pct_text(blocked / arrived)} of them, usually {pct_text(recount.usual)}), about "
         f"{n_text(counted.observed)} users would have gone on where about "
         f"{n_text(step.expected)} usually do"
     )
