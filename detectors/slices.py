@@ -458,8 +458,10 @@ class SliceWatch:
     def _peer_rate(self, obs: Observation, group: list) -> float | None:
         num = den = 0.0
         for value in group[1]:
+            if value in (obs.value, WHOLE):
+                continue
             peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
-            if value != obs.value and peer is not None and not peer.alarm:
+            if peer is not None and not peer.alarm:
                 num += peer.num
                 den += peer.den
         return (num + 0.5) / (den + 1.0) if num > 0.0 else None
@@ -488,8 +490,10 @@ class SliceWatch:
         peers_num = peers_den = 0.0
         if obs.value != WHOLE:
             for value in group[1]:
+                if value in (obs.value, WHOLE):  # the whole source holds this version too
+                    continue
                 peer = self.slices.get(slice_key(obs.measure, obs.subject, obs.source, value))
-                if value != obs.value and peer is not None and not peer.alarm:
+                if peer is not None and not peer.alarm:
                     peers_num += peer.num
                     peers_den += peer.den
         if obs.measure in _POOLED_ACROSS_SOURCES and sl.den + peers_den < cfg.min_trials:
@@ -548,6 +552,8 @@ class SliceWatch:
             if source == obs.source:
                 continue
             for value in self.groups[_group_key(obs.measure, obs.subject, source)][1]:
+                if value == WHOLE:  # (its versions are counted)
+                    continue
                 peer = self.slices.get(slice_key(obs.measure, obs.subject, source, value))
                 if peer is not None and not peer.alarm:
                     num += peer.num

@@ -284,7 +284,7 @@ def test_a_small_apps_release_breaking_its_few_orders_is_judged_against_the_othe
             ts = T0 + w * W
             obs = []
             if with_web and w % 4 == 0:
-                obs.append(Observation("bad", "Order Placed", "web", WHOLE, 0, 1))
+                obs.append(Observation("bad", "Order Placed", "web", "unknown", 0, 1))
             if w % 360 == 7:  # the app's order, every 6 hours
                 broken = w >= 4 * DAY_WINDOWS
                 version = "3.10.0" if broken else "3.9.0"
@@ -295,6 +295,26 @@ def test_a_small_apps_release_breaking_its_few_orders_is_judged_against_the_othe
     hot = run(with_web=True)
     assert hot and hot[0] - (T0 + 4 * DAY_WINDOWS * W) <= 4 * 6 * 3600  # by the 4th order
     assert not run(with_web=False)
+
+
+def test_a_versions_reference_never_counts_the_whole_source_that_holds_it():
+    """A conversion is observed per version and for the whole source ("*"), which holds every
+    version's users: a version's peers are its source's other versions only. A website has one
+    "version": with 18 of its step's users going on in two days (15 once faded) it has no
+    reference worth the name (20 successes), and counting the whole source as its peer (itself
+    again, 30) must not make one."""
+    watch = SliceWatch()
+    told = []
+    for w in range(3 * DAY_WINDOWS):
+        ts = T0 + w * W
+        obs = []
+        if w < 2 * DAY_WINDOWS and w % 80 == 0:  # a user at the step every 80 min, half go on
+            on = float((w // 80) % 2)
+            obs = [Observation("pair", "A→B", "web", v, on, 1) for v in ("unknown", WHOLE)]
+        elif w >= 2 * DAY_WINDOWS and w % 30 == 0:  # then every half hour, and none goes on
+            obs = [Observation("pair", "A→B", "web", v, 0, 1) for v in ("unknown", WHOLE)]
+        told += [v for v in watch.window(ts, W, obs) if v.hot]
+    assert told == []
 
 
 def test_a_slice_unseen_for_long_is_forgotten_and_its_alarm_calmed():
