@@ -258,21 +258,25 @@ def blocked_recount(cells: list[Cell], step: Move, shifts: list[int]) -> Recount
 def blocked_step_evidence(recount: Recount, step: Move, event: str) -> list[Evidence]:
     """The fall of a step counted again (`blocked_recount`) splits in two: the part the blocked
     events account for (tracking) and what is still missing once they are counted (real, when
-    beyond chance). Each side weighs 2 when it holds the larger part of the fall, else 1; so a
-    release that blocks a few orders while checkout really converts less is not told as
-    tracking alone."""
+    beyond chance). Each side weighs 2 when it holds the larger part of the fall (at an even
+    split, neither does), else 1; so a release that blocks a few orders while checkout really
+    converts less is not told as tracking alone. Nothing when the recount adds nobody (no user
+    went on: the blocked events cannot be spread over them)."""
     assert step.expected is not None
     counted, blocked, arrived = recount.step, recount.blocked, recount.arrived
     fall = step.expected - step.observed
     explained = min(counted.observed, step.expected) - step.observed
-    share = explained / fall  # of the fall, the part the blocked events account for
+    if explained <= 0.0:
+        return []
+    share = round(explained / fall, 6)  # of the fall, the blocked events' part (rounded: an
+    # even split must not be decided by floating point)
     what = (
         f"counting the {n_text(blocked)} {event} events the tracking plan blocked "
         f"({pct_text(blocked / arrived)} of them, usually {pct_text(recount.usual)}), about "
         f"{n_text(counted.observed)} users would have gone on where about "
         f"{n_text(step.expected)} usually do"
     )
-    if counted.direction >= 0:
+    if counted.direction >= 0:  # the rest is within chance: the blocked events are the cause
         if share >= 0.5:
             return [Evidence("tracking", 2, f"{what}: the blocked events account for the fall")]
         return [
@@ -338,7 +342,7 @@ def sources_evidence(
     overall = measure([c for c in volume if c.labels.get("event") == event], shifts)
     rel = abs(overall.ratio - 1) if overall.expected else 0.0
     if len(sizable) < 2:  # a sparse event: its sources together
-        rest = not_one_source_alone(volume, event, moves, shifts, direction, rel)
+        rest = not_one_source_alone(volume, event, moves, shifts, direction, rel, with_blocked)
         return [] if rest is None else [rest]
     # together: each source at least 1.5 spreads the same way (the total is significant) and
     # by at least half the event's relative change over every source; alone: the others moved
@@ -359,7 +363,7 @@ def sources_evidence(
                 "real change", 1, f"{event} moved the same way on every source ({', '.join(same)})"
             )
         ]
-    rest = not_one_source_alone(volume, event, moves, shifts, direction, rel)
+    rest = not_one_source_alone(volume, event, moves, shifts, direction, rel, with_blocked)
     if rest is not None:
         return [rest]
     if scope.source is not None and scope.source in same and len(same) == 1 and still:
@@ -383,12 +387,14 @@ def not_one_source_alone(
     shifts: list[int],
     direction: int,
     rel: float,
+    with_blocked: bool = False,
 ) -> Evidence | None:
     """The move is not one source's: without the source that moved most, the others together
     still moved the same way beyond chance (a fault of one tracker stays on its source). For
     sparse events, whose sources each see a handful: the others' count is tested against what
     their earlier periods predict for one period (a Poisson rate known from those periods only,
-    with Jeffreys' prior: a negative binomial), not against a spread floored at one event."""
+    with Jeffreys' prior: a negative binomial), not against a spread floored at one event.
+    `with_blocked`: the events the plan blocked are counted too (as in `moves`)."""
     if direction == 0 or len(moves) < 2 or not shifts:
         return None
     top = max(moves, key=lambda s: direction * (moves[s].observed - (moves[s].expected or 0.0)))
@@ -396,15 +402,20 @@ def not_one_source_alone(
     cells = [
         c for c in volume if c.labels.get("event") == event and c.labels.get("source") in others
     ]
-    now = sum(c.get(0).count for c in cells)
+
+    def sent(k: int) -> float:
+        return sum(c.get(k).count + (c.get(k).quarantined if with_blocked else 0) for c in cells)
+
+    now = sent(0)
     scale = getattr(shifts, "scale", 1.0)
-    before = scale * sum(c.get(k).count for c in cells for k in shifts)
+    before = scale * sum(sent(k) for k in shifts)
     mean = before / len(shifts)
     if (now / mean - 1 if mean else math.inf) * direction < 0.5 * rel:
         return None
     p = _predictive_tail(now, before, len(shifts) / scale, direction)
     # and beyond the earlier periods' own swings, as `same` asks of each source
-    if p > ALONE_P or compare(cells, shifts).z * direction < 1.5:
+    measure = compare_total if with_blocked else compare
+    if p > ALONE_P or measure(cells, shifts).z * direction < 1.5:
         return None
     return Evidence(
         "real change",

@@ -33,8 +33,10 @@ The rules (each piece of evidence weighs 1, or 2 when it is close to proof):
 - a funnel step that fell while the plan blocked its next event: the step counted again with
   the blocked events splits the fall between them (tracking) and the rest (real, when still
   beyond chance), each side 2 when it holds the larger part, else 1; the blocked events'
-  other signs (their share breaking the plan, their version sending fewer, their source
-  alone) are that split's cause, said as context and not counted twice.
+  other signs (their share breaking the plan, their version sending fewer) are that split's
+  cause, said as context and not counted twice; the sources are compared, and the server
+  read, with the blocked events counted in (a fall they account for leaves the server
+  nothing to tell).
 The verdict is the side with at least 2 and twice the weight of any other; else (or when
 nothing moved and no strong tracking sign is there) unclear, with what more data would tell,
 or, when there are signs both ways, the strongest of each.
@@ -184,20 +186,21 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     total = in_scope
     # a step that fell: were its events blocked? Then the blocked events are counted back
     # and the fall split between them and the rest; the signs of the same blocked events
-    # (their share breaking the plan, their version sending fewer, their source alone
-    # falling) are that split's cause, said as context, not counted again
+    # (their share breaking the plan, their version sending fewer) are that split's cause,
+    # said as context, not counted again, and the sources are compared with them counted in
     recount = blocked_recount(total, main, shifts) if focus is not None else None
     blocked = [] if recount is None else blocked_step_evidence(recount, main, event or "")
-    counted_back = {
-        (c.labels.get("source", ""), c.labels.get("app_version", ""))
-        for c in total
-        if blocked and c.get(0).quarantined
-    }
+    counted_back = (
+        _blocked_beyond_usual(total, recount.usual) if blocked and recount is not None else set()
+    )
     obs_all = sum(c.get(0).count + c.get(0).quarantined for c in total)
     obs_bad = sum(c.get(0).violations for c in total)
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
     base_bad = sum(c.get(k).violations for c in total for k in shifts)
     usual_bad = base_bad / base_all if base_all else 0.0
+    # (violations beyond the blocked events, e.g. warn-only ones, are a sign of their own)
+    others_bad = obs_bad - (recount.blocked if blocked and recount is not None else 0.0)
+    only_blocked = bool(blocked) and not beyond_chance(max(others_bad, 0.0), usual_bad * obs_all)
     if (
         ((obs_all >= 5 and obs_bad / obs_all >= 0.1) or (obs_bad >= 3 and obs_bad / obs_all >= 0.5))
         and obs_bad / obs_all > 2 * usual_bad + 0.05
@@ -206,8 +209,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
         codes = top_codes(total)
         ev.append(
             Evidence(
-                "context" if blocked else "tracking",
-                0 if blocked else 2,
+                "context" if only_blocked else "tracking",
+                0 if only_blocked else 2,
                 f"{pct_text(obs_bad / obs_all)} of these events break the tracking plan{codes} "
                 f"(usually {pct_text(base_bad / base_all) if base_all else 'none'})",
             )
@@ -273,12 +276,13 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
                 )
     ev += across
 
-    # ---- the server's view (no tracker feeds it)
-    # (a fall the blocked events account for leaves the server nothing to tell)
-    recounted_away = recount is not None and recount.step.direction == 0
-    if direction and not recounted_away and not is_server_scope(volume, scope):
+    # ---- the server's view (no tracker feeds it), of the step as counted back when its next
+    # events were blocked (the server counts them): a fall they account for leaves it nothing
+    step = recount.step if blocked and recount is not None else main
+    reads = step.direction < 0 if blocked else bool(direction)
+    if reads and not is_server_scope(volume, scope):
         ev += server_evidence(
-            volume, conversions, scope, event, shifts, main, step=focus is not None
+            volume, conversions, scope, event, shifts, step, step=focus is not None
         )
 
     # ---- everything at once: lost on the way, or a real audience change
@@ -357,6 +361,19 @@ def _paragraph(
     if alerts:
         text += f" {len(alerts)} alert{'s' if len(alerts) > 1 else ''} covered this period."
     return text
+
+
+def _blocked_beyond_usual(cells: list[Cell], usual: float) -> set[tuple[str, str]]:
+    """(source, version) whose events the plan blocked beyond the scope's `usual` share (the
+    one the recount counts against: a release broken since its first day is among them)."""
+    out = set()
+    for c in cells:
+        now = c.get(0)
+        if now.quarantined > 0 and beyond_chance(
+            now.quarantined, usual * (now.count + now.quarantined)
+        ):
+            out.add((c.labels.get("source", ""), c.labels.get("app_version", "")))
+    return out
 
 
 def _strongest(ev: list[Evidence], side: str) -> str | None:
