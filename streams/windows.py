@@ -18,7 +18,7 @@ Late events
     window would distort that one); it is counted in `late_events` by source (the worker exports
     it as ``trackwatch_late_events_total``). The event itself is not lost: it is in events.valid.
     Mobile SDKs flush offline batches hours late, so a late event whose window closed less than
-    `late_horizon_seconds` ago (6 h by default; 0: none) is still counted where it belongs: in a
+    `late_horizon_seconds` ago (a week by default; 0: none) is still counted where it belongs: in a
     *revision* record (kind "volume", ``revision=True``, the series and window of the original,
     `count`, `violations`, `violation_codes` and `repeats` of what arrived late for it;
     `distinct_users` 0: user sets are not kept for closed windows). The late events that
@@ -95,7 +95,9 @@ OTHER_UNPLANNED = "(other unplanned)"
 DEFAULT_DIMENSIONS = ("source", "platform", "app_version")
 PRUNE_EVERY = 10  # windows between two prunings of the funnel next-step times
 EARLY_MINUTES = 10  # early conversion records: converted within this many minutes
-LATE_HORIZON_SECONDS = 6 * 3600  # late events of windows closed this recently are revisions
+# late events of windows closed this recently are revisions: a week (offline batches flushed
+# the next morning, a phone back on the network after a weekend), inside the history's 35 days
+LATE_HORIZON_SECONDS = 7 * 24 * 3600
 BROKEN = "(broken)"  # the key of a call that could not be read
 # the paths every tally carries (the platform's fallback, the app version), first and in order
 BASE_PATHS = (("context", "os", "name"), ("context", "app", "version"))
