@@ -158,7 +158,7 @@ def version_evidence(
 ) -> list[Evidence]:
     """An app version that sends the event unlike its peers (and was released just before).
     `counted_back`: (source, version) whose blocked events a funnel step already counted back
-    (`blocked_step_evidence`): their shortfall is said as context only."""
+    (`versions_blocked`): their shortfall is said as context only."""
     if event is None:
         return []
     out: list[Evidence] = []
@@ -253,6 +253,19 @@ def blocked_recount(cells: list[Cell], step: Move, shifts: list[int]) -> Recount
         return None
     counted = Move(step.observed / (1.0 - extra), step.expected, step.spread, step.days)
     return Recount(counted, blocked, arrived, usual)
+
+
+def versions_blocked(cells: list[Cell], usual: float) -> set[tuple[str, str]]:
+    """(source, version) whose events the plan blocked beyond `usual` (the scope's share that
+    `blocked_recount` counts against: a release broken since its first day is among them)."""
+    out = set()
+    for c in cells:
+        now = c.get(0)
+        if now.quarantined > 0 and beyond_chance(
+            now.quarantined, usual * (now.count + now.quarantined)
+        ):
+            out.add((c.labels.get("source", ""), c.labels.get("app_version", "")))
+    return out
 
 
 def blocked_step_evidence(recount: Recount, step: Move, event: str) -> list[Evidence]:

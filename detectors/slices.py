@@ -312,9 +312,8 @@ class SliceWatch:
         for skey, sl, test in self._tests_of(tkey):
             if test.cusum.trials <= 0.0:
                 continue
-            self._remember_before(sl.seen, sl)
-            sl.num, sl.den = test.cusum.observed, test.cusum.trials
-            sl.pend_num = sl.pend_den = 0.0
+            # (its reference's learnt time kept: adopting is no learning)
+            self._take_as_normal(sl.seen, sl, test.cusum.observed, test.cusum.trials, sl.learnt)
             for other in sl.tests.values():
                 other.alarm, other.recovery, other.vetoed = False, 0.0, False
                 other.cusum.reset()
@@ -413,9 +412,7 @@ class SliceWatch:
                 and (ts - onset >= cfg.accept_hours * 3600.0)
             ):
                 # a lasting change of a rate (a new price, a new flow): its new normal
-                self._remember_before(ts, sl)
-                sl.num, sl.den, sl.learnt = test.cusum.observed, test.cusum.trials, ts
-                sl.pend_num = sl.pend_den = 0.0
+                self._take_as_normal(ts, sl, test.cusum.observed, test.cusum.trials, ts)
                 test.alarm, calmed = False, True
             elif test.alarm and ref is not None and trials > 0.0:
                 # back to normal? the window's odds of the reference against the rate seen since
@@ -530,12 +527,16 @@ class SliceWatch:
         ref = min(rate - sd, cfg.max_reference)
         return clip_rate(min(ref, sl.before) if recalled else ref)
 
-    def _remember_before(self, ts: float, sl: _Slice) -> None:
-        """A lasting change is about to become the slice's normal: its rate before is kept for
-        `halflife_days` (as long as the reference's own memory), so that the rate coming back
-        to it is a recovery, not a change the other way."""
+    def _take_as_normal(
+        self, ts: float, sl: _Slice, num: float, den: float, learnt: float | None
+    ) -> None:
+        """A lasting change becomes the slice's normal (`num` of `den`, learnt at `learnt`); the
+        rate before it is kept for `halflife_days` (as long as the reference's own memory), so
+        that the rate coming back to it is a recovery, not a change the other way."""
         sl.before = (sl.num + 0.5) / (sl.den + 1.0) if sl.den > 0.0 else -1.0
         sl.before_until = ts + self.config.halflife_days * 86400.0
+        sl.num, sl.den, sl.learnt = num, den, learnt
+        sl.pend_num = sl.pend_den = 0.0
 
     def _index(self, gkey: str) -> None:
         """File a new group under its measure and subject, by its key alone, so that a watch

@@ -62,6 +62,7 @@ from detectors.evidence import (
     top_codes,
     version_cross,
     version_evidence,
+    versions_blocked,
     whole_traffic_evidence,
 )
 from detectors.period_data import (
@@ -190,17 +191,19 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
     # said as context, not counted again, and the sources are compared with them counted in
     recount = blocked_recount(total, main, shifts) if focus is not None else None
     blocked = [] if recount is None else blocked_step_evidence(recount, main, event or "")
-    counted_back = (
-        _blocked_beyond_usual(total, recount.usual) if blocked and recount is not None else set()
-    )
+    if not blocked:
+        recount = None  # nothing was counted back
+    counted_back = set() if recount is None else versions_blocked(total, recount.usual)
     obs_all = sum(c.get(0).count + c.get(0).quarantined for c in total)
     obs_bad = sum(c.get(0).violations for c in total)
     base_all = sum(c.get(k).count + c.get(k).quarantined for c in total for k in shifts)
     base_bad = sum(c.get(k).violations for c in total for k in shifts)
     usual_bad = base_bad / base_all if base_all else 0.0
     # (violations beyond the blocked events, e.g. warn-only ones, are a sign of their own)
-    others_bad = obs_bad - (recount.blocked if blocked and recount is not None else 0.0)
-    only_blocked = bool(blocked) and not beyond_chance(max(others_bad, 0.0), usual_bad * obs_all)
+    others_bad = obs_bad - (0.0 if recount is None else recount.blocked)
+    only_blocked = recount is not None and not beyond_chance(
+        max(others_bad, 0.0), usual_bad * obs_all
+    )
     if (
         ((obs_all >= 5 and obs_bad / obs_all >= 0.1) or (obs_bad >= 3 and obs_bad / obs_all >= 0.5))
         and obs_bad / obs_all > 2 * usual_bad + 0.05
@@ -241,7 +244,7 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- across sources: together, alone
     across = (
-        sources_evidence(volume, event, scope, shifts, direction, bool(blocked))
+        sources_evidence(volume, event, scope, shifts, direction, recount is not None)
         if event is not None and direction
         else []
     )
@@ -278,8 +281,8 @@ def explain_period(data: PeriodData, scope: Scope) -> Verdict:
 
     # ---- the server's view (no tracker feeds it), of the step as counted back when its next
     # events were blocked (the server counts them): a fall they account for leaves it nothing
-    step = recount.step if blocked and recount is not None else main
-    reads = step.direction < 0 if blocked else bool(direction)
+    step = main if recount is None else recount.step
+    reads = bool(direction) if recount is None else step.direction < 0
     if reads and not is_server_scope(volume, scope):
         ev += server_evidence(
             volume, conversions, scope, event, shifts, step, step=focus is not None
@@ -361,19 +364,6 @@ def _paragraph(
     if alerts:
         text += f" {len(alerts)} alert{'s' if len(alerts) > 1 else ''} covered this period."
     return text
-
-
-def _blocked_beyond_usual(cells: list[Cell], usual: float) -> set[tuple[str, str]]:
-    """(source, version) whose events the plan blocked beyond the scope's `usual` share (the
-    one the recount counts against: a release broken since its first day is among them)."""
-    out = set()
-    for c in cells:
-        now = c.get(0)
-        if now.quarantined > 0 and beyond_chance(
-            now.quarantined, usual * (now.count + now.quarantined)
-        ):
-            out.add((c.labels.get("source", ""), c.labels.get("app_version", "")))
-    return out
 
 
 def _strongest(ev: list[Evidence], side: str) -> str | None:
