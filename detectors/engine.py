@@ -473,8 +473,8 @@ class DetectionEngine:
         )
 
     def _fresh_versions(self) -> set[str]:
-        """App versions first seen within `release_hours`, after their source's first ones
-        (not there from the start): releases arriving."""
+        """App versions first seen within `release_hours`, or their source's newest, after their
+        source's first ones (not there from the start): releases arriving."""
         if self.last_ts is None:
             return set()
         since = self.last_ts - self.config.release_hours * 3600.0

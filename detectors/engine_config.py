@@ -76,9 +76,10 @@ class EngineConfig:
     min_excess_units: float = 5.0  # a spike/drop must be worth this many users' events
     bot_units: float = 50.0  # ... a spike from fewer users must be worth this many (a bot)
     # a rise of an event a release itself causes (`detectors.worth.RELEASE_EVENTS`) from versions
-    # first seen this recently, one event per user, is the release arriving: a forced update
-    # lands within hours, phones' automatic updates overnight (on a charger and Wi-Fi) within a
-    # day of the store offering it; two days cover both with a night to spare
+    # first seen this recently (or its source's newest, still rolling out), one event per user,
+    # is the release arriving: a forced update lands within hours, phones' automatic updates
+    # overnight (on a charger and Wi-Fi) within a day of the store offering it; two days cover
+    # both with a night to spare
     release_hours: float = 48.0
     learn_excess_units: float = 2.0  # a volume window is left unlearnt only if worth this many
     min_change: float = 0.25  # ... and change the total by this fraction

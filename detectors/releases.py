@@ -2,7 +2,8 @@
 
 The engine needs three facts about releases, all from the volume records it is given:
 - when each app version was first seen on its source (any event): a version first seen after
-  the source's first ones, within `release_hours`, is a release arriving (`fresh`);
+  the source's first ones, within `release_hours` or its source's newest, is a release
+  arriving (`fresh`);
 - when each version last sent each event on its source: an older version that stops sending
   an event a newer release sends is superseded, not broken (`superseded`);
 - both forgotten once a version has been silent for `forget_days` (checked hourly), so the
@@ -77,16 +78,23 @@ class Releases:
                 del self.first_seen[key]
 
     def fresh(self, since: float) -> set[str]:
-        """App versions first seen at `since` or later and at least `newer` seconds after their
-        source's first ones (not there from the start): releases arriving."""
+        """Releases arriving: app versions first seen at least `newer` seconds after their
+        source's first ones (not there from the start) that are either their source's newest
+        (users update to the newest release for as long as its rollout lasts: a phased release
+        reaches its last users a week after its first) or first seen at `since` or later."""
         newer = self.newer
-        return {
-            v
-            for seen in self.first_seen.values()
-            if seen
-            for v, first in seen.items()
-            if first >= since and first >= min(seen.values()) + newer
-        }
+        out: set[str] = set()
+        for seen in self.first_seen.values():
+            if not seen:
+                continue
+            start = min(seen.values())
+            newest = max(seen, key=lambda v: (seen[v], v))
+            out.update(
+                v
+                for v, first in seen.items()
+                if first >= start + newer and (first >= since or v == newest)
+            )
+        return out
 
     def superseded(self, series: dict[str, str], since: float) -> bool:
         """Has an app version released after this one (first seen on the source `newer` seconds

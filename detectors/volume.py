@@ -17,8 +17,10 @@ with expected sum M has Var(S) = c_w·M + φ_w·M²: c_w (≥ 1) is the clusteri
 mean square number of events one visit sends within w windows over its mean: the variance/mean
 ratio stays the same whatever the traffic, night or day), φ_w the relative error of the model
 itself. Both are fitted online for each scale w by weighted least squares of (S - M)²/M on
-(1, M) over what `learn` receives (weights about 1/Var(y), which small counts make large, forgotten
-over `dispersion_halflife`; φ shrunk towards a prior it only leaves where φM is comparable to c),
+(1, M) over what `learn` receives (weights about 1/Var(y), which small counts make large, and
+1/w, since successive sums over w windows overlap: a burst is in w of them and is one residual's
+worth of evidence, not w; forgotten over `dispersion_halflife`; φ shrunk towards a prior, worth
+`_PHI_PRIOR_WEIGHT` independent sums at each scale, it only leaves where φM is comparable to c),
 so quiet hours are judged with the same clustering as busy ones, not as Poisson, and a sparse
 series does not take a few coincidences for model error. Tails: S/c_w is
 negative binomial with mean M/c_w and dispersion φ_w (Var(S/c) = M/c + φ(M/c)²), i.e. evidence
@@ -53,9 +55,9 @@ from detectors.seasonality import SeasonalProfile, hour_of_week
 
 DAY = 86400.0
 _PHI_PRIOR = 0.1  # before residuals are seen: ~30 % relative noise on top of Poisson
-_PHI_PRIOR_WEIGHT = 30.0  # windows' worth of evidence behind the prior (c = 1, φ = _PHI_PRIOR)
+_PHI_PRIOR_WEIGHT = 30.0  # independent sums of each scale behind the prior (c = 1, φ = _PHI_PRIOR)
 # φ is seen only where φM is comparable to c (M ≳ 1/φ): the prior on φ alone, worth
-# _PHI_PRIOR_WEIGHT windows at M = 1/_PHI_PRIOR, so a sparse series (M ≪ 1 in every window) keeps
+# _PHI_PRIOR_WEIGHT sums at M = 1/_PHI_PRIOR, so a sparse series (M ≪ 1 in every window) keeps
 # it, its own spread learnt as clustering c, while a busy one outweighs it within hours.
 _PHI_RIDGE = _PHI_PRIOR_WEIGHT / (_PHI_PRIOR**2 * 4.0)  # weight 1/(c + φ₀M)² = 1/4 there, times M²
 _C_CEILING = 1000.0  # clustering factor: a visit sending more than ~1000 events is not a visit
@@ -275,7 +277,7 @@ class VolumeModel:
         """Weighted least squares of y = (S - M)²/M on (1, M), per scale, forgotten over
         `dispersion_halflife` windows; weights about 1/Var(y) (see `_weight`)."""
         keep = _decay(self.dispersion_halflife)
-        for idx, (s_obs, s_exp, full) in enumerate(sums):
+        for idx, (scale, (s_obs, s_exp, full)) in enumerate(zip(self.scales, sums, strict=True)):
             if not full or s_exp <= 0.0:
                 continue
             acc = self.disp[idx]
@@ -292,7 +294,9 @@ class VolumeModel:
             d = c + phi * s_exp
             var = d * s_exp
             y = min((s_obs - s_exp) ** 2, _Z_CAP * _Z_CAP * var) / s_exp
-            w = _weight(d, c, s_exp)
+            # sums over `scale` windows overlap: one window's residual is 1/scale of an
+            # independent one (a burst is seen by `scale` successive sums, not `scale` times)
+            w = _weight(d, c, s_exp) / scale
             acc[0] = keep * acc[0] + w
             acc[1] = keep * acc[1] + w * s_exp
             acc[2] = keep * acc[2] + w * s_exp * s_exp

@@ -61,14 +61,17 @@ def carried(track: Track, context_min_events: float) -> float:
 
 def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_fire: float) -> bool:
     """Is a rise of an event that a release itself causes (`RELEASE_EVENTS`) the release
-    arriving? Without the app versions `fresh()` names (first seen recently) what is left is
-    within chance at the firing level `p_fire`, and there are no more events per arriving user
-    than usual: a forced update's users updating at once. A release that sends it twice rises
+    arriving? Without the app versions `fresh()` names (first seen recently, or their source's
+    newest) what is left is within chance at the firing level `p_fire`, and there are no more
+    events per arriving user than usual: a forced update's users updating at once, or a phased
+    rollout's over a week. A release that sends it twice rises
     in events per user and is still told: "more" is beyond 1.5× the usual, halfway between
     sending it once and sending it twice. Other events are not excused: under forced updates
     most users are on the newest release within hours, so a leaked code's rise comes from it
-    too. (The versions' parts are gathered from `pending` on: the windows before it, in the
-    track's sums through the lead-in, count as the rest, which only makes excusing harder.)"""
+    too. The versions' parts are gathered from `pending` on; the windows before it, in the
+    track's sums through the lead-in, have none, so the mix is judged on the windows that have
+    (counting the lead-in as the rest made a phased rollout's evening of updates, most of it
+    in the lead-in, a spike)."""
     versions = track.parts.get("app_version")
     if s.series.get("event") not in RELEASE_EVENTS or not versions:
         return False
@@ -77,11 +80,12 @@ def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_f
     if track.obs <= track.exp:
         return False
     new_versions = fresh()
-    new = [(obs, exp) for v, (obs, exp) in versions.items() if v in new_versions]
-    if not new:
+    new_obs = sum(obs for v, (obs, _) in versions.items() if v in new_versions)
+    if new_obs <= 0.0:
         return False
-    rest_obs = track.obs - sum(obs for obs, _ in new)
-    rest_exp = max(track.exp - sum(exp for _, exp in new), 0.0)
+    new_exp = sum(exp for v, (_, exp) in versions.items() if v in new_versions)
+    rest_obs = sum(obs for obs, _ in versions.values()) - new_obs
+    rest_exp = max(sum(exp for _, exp in versions.values()) - new_exp, 0.0)
     return nb_sf(rest_obs / s.burst, rest_exp / s.burst, 0.0) > p_fire
 
 

@@ -24,9 +24,21 @@ def test_a_version_first_seen_after_the_sources_first_is_a_release_arriving():
     r.note(0.0, [sent(0.0, "2.0"), sent(0.0, "1.9")])
     r.note(5 * HOUR, [sent(5 * HOUR, "2.1")])
     assert r.fresh(since=4 * HOUR) == {"2.1"}
-    assert r.fresh(since=6 * HOUR) == set()  # no longer recent
+    # the newest release is still arriving however long ago it was first seen (a phased
+    # rollout lasts a week); once a newer one comes, an old one is no longer recent
+    assert r.fresh(since=6 * HOUR) == {"2.1"}
+    r.note(9 * HOUR, [sent(9 * HOUR, "2.2")])
+    assert r.fresh(since=6 * HOUR) == {"2.2"}
+    assert r.fresh(since=4 * HOUR) == {"2.1", "2.2"}
     # the versions there from the start are never releases arriving, however recent the start
-    assert r.fresh(since=0.0) == {"2.1"}
+    assert r.fresh(since=0.0) == {"2.1", "2.2"}
+
+
+def test_a_source_with_only_its_first_versions_has_no_release_arriving():
+    r = Releases(NEWER)
+    r.note(0.0, [sent(0.0, "2.0"), sent(0.0, "1.9")])
+    r.note(9 * DAY, [sent(9 * DAY, "2.0")])
+    assert r.fresh(since=0.0) == set()
 
 
 def test_records_without_a_version_event_or_events_are_not_sightings():

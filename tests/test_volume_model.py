@@ -424,3 +424,23 @@ def test_a_sparse_series_does_not_learn_its_model_error_from_coincidences(seed):
     model = VolumeModel()
     feed(model, ts, ys)
     assert model.phi(1) < 0.3 and model.phi(2) < 0.3
+
+
+def test_one_burst_on_a_sparse_series_is_one_residual_of_each_scale_not_sixty():
+    # a sparse event (0.03 a minute), then one minute with 4: every hour-long sum for the next
+    # hour holds that burst. Counted as sixty independent hour-long residuals, it moved φ of
+    # the hourly sums from 0.001 to 0.08 (an 8-fold rise for 90 minutes then looked like noise);
+    # counted as what it is, one hour's worth of evidence, φ stays near its prior
+    rng = np.random.default_rng(3)
+    model = VolumeModel()
+    t0 = 1_699_920_000.0
+    ys = rng.poisson(0.03, 3 * 1440 + 120).astype(float)
+    ys[3 * 1440] = 4.0
+    for i, y in enumerate(ys[: 3 * 1440]):
+        model.assess(t0 + 60.0 * i, y)
+        model.learn(t0 + 60.0 * i, y)
+    before = model.phi(3)
+    for i in range(3 * 1440, len(ys)):
+        model.assess(t0 + 60.0 * i, ys[i])
+        model.learn(t0 + 60.0 * i, ys[i])
+    assert abs(model.phi(3) - before) < 0.03

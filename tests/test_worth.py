@@ -79,3 +79,17 @@ def test_an_update_event_rising_with_a_new_release_is_the_release_arriving():
     twice = Track(obs=62.0, exp=3.0, users=31.0, parts=parts)
     assert not release_arriving(s, twice, lambda: {"5.8.0"}, P_FIRE)
     assert worth(series(), update, fresh={"5.8.0"})  # a leaked code used from the new release
+
+
+def test_an_update_rise_mostly_in_its_lead_in_is_judged_on_the_windows_with_versions():
+    """40 updates, 32 of them in the windows before the rise became pending (the lead-in, whose
+    versions are not kept), the 8 since all from the release arriving: the release arriving,
+    not 32 updates from unknown versions. The same 8 from a version known for days: a spike."""
+    s = series(event="Application Updated")
+    new = Track(obs=40.0, exp=3.5, users=40.0, parts={"app_version": {"5.8.0": [8.0, 0.3]}})
+    assert release_arriving(s, new, lambda: {"5.8.0"}, P_FIRE)
+    old = Track(obs=40.0, exp=3.5, users=40.0, parts={"app_version": {"5.7.0": [8.0, 0.3]}})
+    assert not release_arriving(s, old, lambda: {"5.8.0"}, P_FIRE)
+    mixed = {"app_version": {"5.8.0": [8.0, 0.3], "5.7.0": [12.0, 0.2]}}
+    assert not release_arriving(s, Track(obs=40.0, exp=3.5, users=40.0, parts=mixed),
+                                lambda: {"5.8.0"}, P_FIRE)  # fmt: skip
