@@ -64,9 +64,9 @@ def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_f
     arriving? Without the app versions `fresh()` names (first seen recently, or their source's
     newest) what is left is within chance at the firing level `p_fire`, and there are no more
     events per arriving user than usual: a forced update's users updating at once, or a phased
-    rollout's over a week. A release that sends it twice rises
-    in events per user and is still told: "more" is beyond 1.5× the usual, halfway between
-    sending it once and sending it twice. Other events are not excused: under forced updates
+    rollout's over a week. A release that sends it twice rises in events per user and is still
+    told: "more" is beyond 1.5× the usual, halfway between sending it once and sending it
+    twice. Other events are not excused: under forced updates
     most users are on the newest release within hours, so a leaked code's rise comes from it
     too. The versions' parts are gathered from `pending` on; the windows before it, in the
     track's sums through the lead-in, have none, so the mix is judged on the windows that have

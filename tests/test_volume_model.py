@@ -433,14 +433,11 @@ def test_one_burst_on_a_sparse_series_is_one_residual_of_each_scale_not_sixty():
     # counted as what it is, one hour's worth of evidence, φ stays near its prior
     rng = np.random.default_rng(3)
     model = VolumeModel()
-    t0 = 1_699_920_000.0
     ys = rng.poisson(0.03, 3 * 1440 + 120).astype(float)
     ys[3 * 1440] = 4.0
-    for i, y in enumerate(ys[: 3 * 1440]):
-        model.assess(t0 + 60.0 * i, y)
-        model.learn(t0 + 60.0 * i, y)
+    ts = 1_699_920_000.0 + MINUTE * np.arange(len(ys))
+    cut = 3 * 1440
+    feed(model, ts[:cut], ys[:cut], fire=math.inf)  # every window learnt as it came
     before = model.phi(3)
-    for i in range(3 * 1440, len(ys)):
-        model.assess(t0 + 60.0 * i, ys[i])
-        model.learn(t0 + 60.0 * i, ys[i])
+    feed(model, ts[cut:], ys[cut:], fire=math.inf)
     assert abs(model.phi(3) - before) < 0.03
