@@ -27,13 +27,17 @@ Per closed window the engine
    firing level (so bursty series are not declared gone in a quiet minute), or when one slice
    of it stopped sending (7.);
 5. lets each model learn, following this rule: a window is learnt as observed when it looks
-   normal; while the series deviates (score ≥ the resolve score, or a lifecycle pending or
-   firing), is annotated, or a related series has an open incident (an event's total, its
-   source, its slices), the model learns its own expected value instead (the anomaly does not
-   leak into the baseline, and no false "drop" follows the end of a spike). A lasting level
-   shift is accepted once its alert has been firing for `accept_after_minutes`: the alert
-   resolves, the series learns what it observes and stays quiet in that direction until the
-   model has caught up (its score falls below the resolve score). A disappeared series is never
+   normal; while a lifecycle of the series is pending or firing, it is annotated, or a related
+   series has an open incident (an event's total, its source, its slices), the model learns its
+   own expected value instead (the anomaly does not leak into the baseline, and no false "drop"
+   follows the end of a spike); a count that deviates otherwise (score ≥ the resolve score) is
+   learnt clipped to what the model's hour-long band allows (`VolumeModel.learnable`), so that
+   a bias of the model's own (a night that falls faster than it knows, deviating on the hour's
+   sums every night) is learnt away while an outage's zeros or a sparse event's burst are not
+   learnt as they are (a rate still learns its expectation). A level shift is accepted once
+   its alert has been firing for `accept_after_minutes`: the alert resolves, the series learns
+   what it observes and stays quiet in that direction until the model has caught up (its score
+   falls below the resolve score). A disappeared series is never
    accepted (it resolves when events come back), nor is a drop that is part of a disappearance
    (an event's total while the event is gone from one source);
 6. detects new events: an event the plan does not know (or, after `new_event_after_minutes` of
@@ -316,6 +320,7 @@ class DetectionEngine:
             disappeared = False
         deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
         accepted = False
+        held = annotated  # (see below)
         for family in FAMILIES[r.metric]:
             track = s.tracks.setdefault(family, Track())
             sign = 1 if family == "up" else -1
@@ -349,7 +354,7 @@ class DetectionEngine:
                 if family == "down" and onset is not None:
                     track.lifecycle.started = min(track.lifecycle.started or ts, onset)
             if track.lifecycle.active:
-                deviating = True
+                held = True
                 self._gather(track, s, r, a, fam_score, mix, ts + window)
             sure = disappeared or (silenced and family == "down")
             if transition in ("fire", "reopen") and not (
@@ -389,11 +394,17 @@ class DetectionEngine:
                 track.lifecycle.force_resolve(ts + window)
                 self.incidents.resolve(ts, window, s, family, out)
 
-        if not deviating and self.incidents.open:
-            # near an open incident of its own, or (a conversion) its last step broken: not
-            # the normal to learn, however little a window shows it
-            deviating = self._near_incident(ts, s) or self._step_broken(s)
-        self._learn(ts, s, r, a, deviating and not accepted, mix)
+        # what the window teaches: an annotated window, one of a trouble being judged (pending
+        # or firing), near an open incident of its own, or (a conversion) with its last step
+        # broken is not the normal: the model learns its own expectation instead. A count that
+        # deviates and is none of those is learnt clipped to what an hour's chance allows: a
+        # bias of the model itself (a night that falls faster than it knows) deviates on the
+        # hour's sums every night, and learning the expectation there kept the bias for good
+        if not held and self.incidents.open:
+            held = self._near_incident(ts, s) or self._step_broken(s)
+        if accepted:
+            held = deviating = False
+        self._learn(ts, s, r, a, held or (deviating and r.metric not in COUNTS), deviating, mix)
 
     def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
         """Have this activity series' users all but stopped? Its silence test
@@ -493,15 +504,27 @@ class DetectionEngine:
         return source_mix(s.series, s.metric, mix, self.config.slice_dims)
 
     def _learn(
-        self, ts: float, s: Series, r: Rolled, a: Assessment, substitute: bool, mix: Mix
+        self,
+        ts: float,
+        s: Series,
+        r: Rolled,
+        a: Assessment,
+        substitute: bool,
+        deviating: bool,
+        mix: Mix,
     ) -> None:
-        if a.learning and substitute:
+        if a.learning and (substitute or deviating):
             return  # cold start and anomalous/annotated: skip rather than learn it
         if substitute:
             if r.metric in COUNTS:
                 s.model.learn(ts, a.expected, 1.0)
             else:
                 s.model.learn(ts, a.expected * r.denominator, r.denominator)
+            return
+        if deviating:  # a count off its band, no trouble: learnt within what an hour allows
+            bounds = getattr(s.model, "learnable", None)
+            lower, upper = bounds(a.expected) if bounds else (a.lower, a.upper)
+            s.model.learn(ts, min(max(r.numerator, lower), upper), r.weight)
             return
         s.model.learn(ts, r.numerator, r.weight)
         s.baseline.learn(r.breakdown)

@@ -47,6 +47,8 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
+from functools import cache
+from statistics import NormalDist
 
 from detectors.base import Assessment
 from detectors.intervals import nb_interval, nb_midp, score_from_pvalue, two_sided
@@ -206,6 +208,20 @@ class VolumeModel:
             span_expected=sums[best][1] if best >= 0 else 0.0,
             span_windows=self.scales[best] if best >= 0 else 0,
         )
+
+    def learnable(self, expected: float) -> tuple[float, float]:
+        """The range a deviating window is learnt within (the engine clips it there): the
+        window's expectation times the relative band of the longest span at `interval_level`.
+        A bias of the model's own (every night a fifth lower than it expects) is within what an
+        hour may show, and is learnt; a burst on a sparse event (its hour's band is wide in
+        relative terms, a few times the expectation) or an outage's zeros move the model no
+        further than an hour's chance could."""
+        if expected <= 0.0:
+            return 0.0, 0.0
+        span = expected * self.scales[-1]
+        sd = math.sqrt(self.clus[-1] * span + self.phis[-1] * span * span)
+        reach = _z(self.interval_level) * sd / span
+        return expected * max(0.0, 1.0 - reach), expected * (1.0 + reach)
 
     # ------------------------------------------------------------------ learn
     def learn(self, ts: float, observed: float, weight: float = 1.0) -> None:
@@ -438,3 +454,9 @@ def _multi_sums(
         full = buf[r] >= ts - (w - 0.5) * step and last_ts <= ts + 0.5 * step
         out.append((last_cy - buf[r + 3] + buf[r + 1], last_cmu - buf[r + 4] + buf[r + 2], full))
     return out
+
+
+@cache
+def _z(level: float) -> float:
+    """The two-sided normal quantile of `level` (2.58 at 0.99)."""
+    return NormalDist().inv_cdf(0.5 + level / 2.0)

@@ -896,6 +896,45 @@ def test_annotation_suppresses_and_is_not_learnt():
     assert "conversion_up" in kinds and "spike" not in kinds, kinds
 
 
+class BiasedCount(FakeCount):
+    """A count model biased high: it expects 10 a window where 6 come, which its hour's sums find
+    significant (score 0.4: past resolving, short of firing), never enough to alert. Records what
+    it is taught."""
+
+    def __init__(self, window_seconds: float = 60.0) -> None:
+        super().__init__(window_seconds)
+        self.taught: list[float] = []
+
+    def assess(self, ts, observed, weight=1.0):
+        return Assessment(observed, 10.0, 5.0, 15.0, 0.4, -1, False, span_observed=360.0,
+                          span_expected=600.0, span_windows=60)  # fmt: skip
+
+    def learn(self, ts, observed, weight=1.0):
+        self.taught.append(observed)
+        super().learn(ts, observed, weight)
+
+
+@pytest.mark.parametrize("count, taught", [(6, 6.0), (2, 5.0), (30, 15.0)])
+def test_a_deviation_that_is_no_trouble_is_learnt_at_the_band_edge_not_as_the_expectation(
+    count, taught
+):
+    # learning its own expectation in every deviating window kept a model's bias for good (a
+    # night falling faster than it knew was 20 % lower than expected every night, one false
+    # drop after another); the band's edge still keeps an outage's zeros out of the normal
+    config = replace(CFG, model_classes={**FAKES, "volume": BiasedCount})
+    ann = Annotation("mailing", T0 + 20 * W, T0 + 30 * W, frozenset(), frozenset())
+    records = [[WindowRecord(series={"event": "Product Viewed", "source": "web", "platform": "web",
+                                     "app_version": "unknown"},
+                             window_start=T0 + w * W, window_end=T0 + (w + 1) * W, count=count,
+                             distinct_users=count)] for w in range(30)]  # fmt: skip
+    engine, alerts = run(records, config=config, annotations=[ann])
+    assert firings(alerts) == []
+    for key in ("event=Product Viewed", "event=Product Viewed|platform=web|source=web"):
+        learnt = engine.series[f"volume|{key}"].model.taught
+        assert learnt[:20] == [taught] * 20
+        assert learnt[20:] == [10.0] * 10  # annotated: learnt as expected, as before
+
+
 # ---------------------------------------------------------------------------------- plumbing
 
 

@@ -441,3 +441,19 @@ def test_one_burst_on_a_sparse_series_is_one_residual_of_each_scale_not_sixty():
     before = model.phi(3)
     feed(model, ts[cut:], ys[cut:], fire=math.inf)
     assert abs(model.phi(3) - before) < 0.03
+
+
+def test_a_deviating_window_is_learnt_no_further_than_an_hours_chance_allows():
+    # the engine clips a deviating window (no incident) to `learnable`: a busy series learns a
+    # bias of its own step by step, an outage's zeros are not learnt as they are, and a burst on
+    # a sparse event (×8 for 90 min) is not learnt as it comes
+    for base, outage_floor, burst_cap in ((60.0, 0.5, 2.0), (0.04, 0.0, 8.0)):
+        ts, _, ys = synthetic(8, base, 0.0, 0.5, 0.7, 5)
+        m = VolumeModel()
+        feed(m, ts, ys)
+        e = m.expected(float(ts[-1]) + MINUTE)
+        lower, upper = m.learnable(e)
+        assert lower < e < upper
+        assert lower >= outage_floor * e
+        assert upper < burst_cap * e
+    assert VolumeModel().learnable(0.0) == (0.0, 0.0)
