@@ -59,10 +59,14 @@ def carried(track: Track, context_min_events: float) -> float:
     return max(1.0, track.ctx_obs / track.ctx_exp)
 
 
-def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_fire: float) -> bool:
+def release_arriving(
+    s: Series, track: Track, fresh: Callable[[], set[str]], p_fire: float, min_units: float
+) -> bool:
     """Is a rise of an event that a release itself causes (`RELEASE_EVENTS`) the release
     arriving? Without the app versions `fresh()` names (first seen recently, or their source's
-    newest) what is left is within chance at the firing level `p_fire`, and there are no more
+    newest) what is left is no spike: within chance at the firing level `p_fire`, or worth
+    fewer than `min_units` users' events (one user updating to an older version, where none
+    were expected, is no proof against a phased rollout's hundreds), and there are no more
     events per arriving user than usual: a forced update's users updating at once, or a phased
     rollout's over a week. A release that sends it twice rises in events per user and is still
     told: "more" is beyond 1.5× the usual, halfway between sending it once and sending it
@@ -86,6 +90,8 @@ def release_arriving(s: Series, track: Track, fresh: Callable[[], set[str]], p_f
     new_exp = sum(exp for v, (_, exp) in versions.items() if v in new_versions)
     rest_obs = sum(obs for obs, _ in versions.values()) - new_obs
     rest_exp = max(sum(exp for _, exp in versions.values()) - new_exp, 0.0)
+    if (rest_obs - rest_exp) / s.burst < min_units:
+        return True
     return nb_sf(rest_obs / s.burst, rest_exp / s.burst, 0.0) > p_fire
 
 
@@ -134,7 +140,7 @@ def worth_an_alert(
         extra_users = track.users - arrivals
         if units < cfg.bot_units and nb_sf(track.users, arrivals, 0.0) > p_fire:
             return False
-        if release_arriving(s, track, fresh, p_fire):
+        if release_arriving(s, track, fresh, p_fire, cfg.min_excess_units):
             return False
         units = max(min(units, extra_users), units if units >= cfg.bot_units else 0.0)
     return units >= cfg.min_excess_units and change >= cfg.min_change

@@ -16,6 +16,7 @@ from detectors.worth import carried, quiet_bucket, release_arriving, worth_an_al
 
 CFG = EngineConfig()
 P_FIRE = pvalue_from_score(CFG.lifecycle.fire_score)
+UNITS = CFG.min_excess_units
 Z_FIRE = 4.0
 
 
@@ -73,11 +74,11 @@ def test_an_update_event_rising_with_a_new_release_is_the_release_arriving():
     parts = {"app_version": {"5.8.0": [30.0, 1.0], "5.7.0": [2.0, 2.0]}}
     update = Track(obs=32.0, exp=3.0, users=32.0, parts=parts)
     s = series(event="Application Updated")
-    assert release_arriving(s, update, lambda: {"5.8.0"}, P_FIRE)
+    assert release_arriving(s, update, lambda: {"5.8.0"}, P_FIRE, UNITS)
     assert not worth(s, update, fresh={"5.8.0"})
     assert worth(s, update, fresh=set())  # 5.8.0 known for days: a spike
     twice = Track(obs=62.0, exp=3.0, users=31.0, parts=parts)
-    assert not release_arriving(s, twice, lambda: {"5.8.0"}, P_FIRE)
+    assert not release_arriving(s, twice, lambda: {"5.8.0"}, P_FIRE, UNITS)
     assert worth(series(), update, fresh={"5.8.0"})  # a leaked code used from the new release
 
 
@@ -87,9 +88,23 @@ def test_an_update_rise_mostly_in_its_lead_in_is_judged_on_the_windows_with_vers
     not 32 updates from unknown versions. The same 8 from a version known for days: a spike."""
     s = series(event="Application Updated")
     new = Track(obs=40.0, exp=3.5, users=40.0, parts={"app_version": {"5.8.0": [8.0, 0.3]}})
-    assert release_arriving(s, new, lambda: {"5.8.0"}, P_FIRE)
+    assert release_arriving(s, new, lambda: {"5.8.0"}, P_FIRE, UNITS)
     old = Track(obs=40.0, exp=3.5, users=40.0, parts={"app_version": {"5.7.0": [8.0, 0.3]}})
-    assert not release_arriving(s, old, lambda: {"5.8.0"}, P_FIRE)
+    assert not release_arriving(s, old, lambda: {"5.8.0"}, P_FIRE, UNITS)
     mixed = {"app_version": {"5.8.0": [8.0, 0.3], "5.7.0": [12.0, 0.2]}}
     assert not release_arriving(s, Track(obs=40.0, exp=3.5, users=40.0, parts=mixed),
-                                lambda: {"5.8.0"}, P_FIRE)  # fmt: skip
+                                lambda: {"5.8.0"}, P_FIRE, UNITS)  # fmt: skip
+
+
+def test_one_update_from_an_older_version_does_not_make_a_phased_rollout_a_spike():
+    """A phased release's seventh day: 322 updates to 8.2.0, its source's newest, and one user
+    updating to 8.1.0, where none were expected. That one is beyond chance at the firing level
+    but worth one user's event, not the five a spike takes: still the release arriving. Twelve
+    from 8.1.0 are a spike of their own."""
+    s = series(event="Application Updated")
+    one = {"app_version": {"8.2.0": [322.0, 22.6], "8.1.0": [1.0, 0.0]}}
+    track = Track(obs=329.0, exp=23.4, users=329.0, parts=one)
+    assert release_arriving(s, track, lambda: {"8.2.0"}, P_FIRE, UNITS)
+    twelve = {"app_version": {"8.2.0": [322.0, 22.6], "8.1.0": [12.0, 0.0]}}
+    track = Track(obs=340.0, exp=23.4, users=340.0, parts=twelve)
+    assert not release_arriving(s, track, lambda: {"8.2.0"}, P_FIRE, UNITS)
