@@ -34,7 +34,11 @@ class Assessment:
 
 
 class SeriesModel(Protocol):
-    """An online model of one series. Memory is bounded, whatever the length of the series."""
+    """An online model of one series. Memory is bounded, whatever the length of the series.
+
+    A model of counts (volume, activity) also says `learnable(expected) -> (lower, upper)`: the
+    range the engine clips a deviating window to before teaching it (`VolumeModel.learnable`).
+    """
 
     def assess(self, ts: float, observed: float, weight: float = 1.0) -> Assessment:
         """Judge `observed` at window start `ts` (UTC epoch seconds), without learning it.

@@ -318,7 +318,7 @@ class DetectionEngine:
         ):
             score = 0.0  # users moved to a newer release that sends it: not a loss
             disappeared = False
-        deviating = annotated or (score >= cfg.lifecycle.resolve_score and self._unusual(s, a))
+        deviating = score >= cfg.lifecycle.resolve_score and self._unusual(s, a)
         accepted = False
         held = annotated  # (see below)
         for family in FAMILIES[r.metric]:
@@ -404,7 +404,7 @@ class DetectionEngine:
             held = self._near_incident(ts, s) or self._step_broken(s)
         if accepted:
             held = deviating = False
-        self._learn(ts, s, r, a, held or (deviating and r.metric not in COUNTS), deviating, mix)
+        self._learn(ts, s, r, a, held, deviating, mix)
 
     def _silenced(self, ts: float, s: Series, r: Rolled, a: Assessment, skip: bool) -> bool:
         """Have this activity series' users all but stopped? Its silence test
@@ -509,21 +509,23 @@ class DetectionEngine:
         s: Series,
         r: Rolled,
         a: Assessment,
-        substitute: bool,
+        held: bool,
         deviating: bool,
         mix: Mix,
     ) -> None:
-        if a.learning and (substitute or deviating):
+        """Teach the model this window (see step 5 of the module's docstring): `held` (not the
+        normal), or a rate that `deviating`: its own expectation; a count that is `deviating`:
+        clipped to its model's `learnable` range; otherwise what was observed."""
+        if a.learning and (held or deviating):
             return  # cold start and anomalous/annotated: skip rather than learn it
-        if substitute:
+        if held or (deviating and r.metric not in COUNTS):
             if r.metric in COUNTS:
                 s.model.learn(ts, a.expected, 1.0)
             else:
                 s.model.learn(ts, a.expected * r.denominator, r.denominator)
             return
         if deviating:  # a count off its band, no trouble: learnt within what an hour allows
-            bounds = getattr(s.model, "learnable", None)
-            lower, upper = bounds(a.expected) if bounds else (a.lower, a.upper)
+            lower, upper = s.model.learnable(a.expected)
             s.model.learn(ts, min(max(r.numerator, lower), upper), r.weight)
             return
         s.model.learn(ts, r.numerator, r.weight)

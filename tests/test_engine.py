@@ -60,8 +60,11 @@ class FakeCount(_Fake):
     def assess(self, ts, observed, weight=1.0):
         exp = self.mean
         score, direction, learning = self._judge(observed, exp, exp)
-        sd = 3 * math.sqrt(exp + 1)
-        return Assessment(observed, exp, max(0.0, exp - sd), exp + sd, score, direction, learning)
+        return Assessment(observed, exp, *self.learnable(exp), score, direction, learning)
+
+    def learnable(self, expected):
+        sd = 3 * math.sqrt(expected + 1)
+        return max(0.0, expected - sd), expected + sd
 
     def learn(self, ts, observed, weight=1.0):
         self.n += 1
@@ -899,15 +902,19 @@ def test_annotation_suppresses_and_is_not_learnt():
 class BiasedCount(FakeCount):
     """A count model biased high: it expects 10 a window where 6 come, which its hour's sums find
     significant (score 0.4: past resolving, short of firing), never enough to alert. Records what
-    it is taught."""
+    it is taught. What it may learn of a deviating window (`learnable`: 5 to 15) is narrower than
+    its window's band (0 to 20), so the engine is seen to ask the model."""
 
     def __init__(self, window_seconds: float = 60.0) -> None:
         super().__init__(window_seconds)
         self.taught: list[float] = []
 
     def assess(self, ts, observed, weight=1.0):
-        return Assessment(observed, 10.0, 5.0, 15.0, 0.4, -1, False, span_observed=360.0,
+        return Assessment(observed, 10.0, 0.0, 20.0, 0.4, -1, False, span_observed=360.0,
                           span_expected=600.0, span_windows=60)  # fmt: skip
+
+    def learnable(self, expected):
+        return 5.0, 15.0
 
     def learn(self, ts, observed, weight=1.0):
         self.taught.append(observed)
