@@ -345,6 +345,53 @@ def test_simple_patterns_match_like_re_search(pattern: str, data: st.DataObject)
         assert decided == (re.search(pattern, text) is not None), (pattern, text)
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    ["^p_[0-9a-z]{4,12}$", "^ord_[0-9A-Za-z]{6,20}$", "^[A-Z]{2}$", "^a{2,3}b+$", "^a+b?a$"],
+)
+def test_simple_patterns_on_edge_texts(pattern: str) -> None:
+    """Run lengths at and past the counts, trailing newlines, a neighbour's characters (the
+    first four patterns take the single-pass matcher: no atom may be empty and neighbours
+    share no character; the last one the general matcher)."""
+    matcher = fastpath._fastcheck.SimplePattern(fastpath.simple_pattern(pattern))
+    texts = [
+        "",
+        "\n",
+        "p_",
+        "p_abcd",
+        "p_abcd\n",
+        "p_abcd\n\n",
+        "p_abcdefghijkl",
+        "p_abcdefghijklm",
+        "p_abc",
+        "p__abcd",
+        "pp_abcd",
+        "p_abcD",
+        "ord_ABCdef",
+        "ord_ABCde",
+        "ord_" + "a" * 21,
+        "ord_" + "a" * 20 + "\n",
+        "EU",
+        "EUR",
+        "E",
+        "eu",
+        "EU\n",
+        "aab",
+        "aaab",
+        "aaaab",
+        "aabbb\n",
+        "ab",
+        "aa",
+        "aba",
+        "aaba",
+        "aa\n",
+        "a\na",
+        " aab",
+    ]
+    for text in texts:
+        assert matcher.match(text) == (re.search(pattern, text) is not None), (pattern, text)
+
+
 def test_other_patterns_are_left_to_re() -> None:
     for pattern in ("^a+?$", "^(a|b)$", "^a.$", "^x{,3}$", r"^\d+$", "^[^a]$", "a+", "^a$x"):
         assert fastpath.simple_pattern(pattern) is None, pattern

@@ -73,6 +73,7 @@ cdef class SimplePattern:
     cdef int mins[MAX_ATOMS]
     cdef int maxs[MAX_ATOMS]
     cdef int count
+    cdef bint greedy  # each atom takes the whole run of its characters (see `__init__`)
 
     def __init__(self, atoms):
         """`atoms`: (characters, least, most) in order; most < 0: no upper bound."""
@@ -89,6 +90,13 @@ cdef class SimplePattern:
                 self.sets[i][ord(ch)] = 1
             self.mins[i] = least
             self.maxs[i] = MAX_MATCH_LENGTH + 1 if most < 0 else most
+        # When every atom takes at least one character and no two neighbours share one
+        # (`^p_[0-9a-z]{4,12}$`), a match has no choice: each atom must take the whole run of
+        # its characters where it starts (a shorter take leaves one of its own characters,
+        # which the next atom cannot start with), so one greedy left-to-right pass decides.
+        self.greedy = all(least >= 1 for _, least, _ in atoms) and all(
+            not set(a[0]) & set(b[0]) for a, b in zip(atoms, atoms[1:])
+        )
 
     def match(self, text):
         """1 if `re.search` finds the pattern in `text`, 0 if not, -1 when not decided here."""
@@ -101,6 +109,8 @@ cdef class SimplePattern:
         if PyUnicode_KIND(text) != PyUnicode_1BYTE_KIND:
             return -1
         cdef const unsigned char* ch = <const unsigned char*>PyUnicode_DATA(text)
+        if self.greedy:
+            return self.decide_greedy(ch, n)
         cdef unsigned char reach[MAX_MATCH_LENGTH + 2]
         cdef int run[MAX_MATCH_LENGTH + 2]
         cdef int diff[MAX_MATCH_LENGTH + 3]
@@ -132,6 +142,21 @@ cdef class SimplePattern:
                 return 0
         # `$`: at the end, or before a newline that ends the text
         if reach[n] or (n >= 1 and ch[n - 1] == 10 and reach[n - 1]):
+            return 1
+        return 0
+
+    cdef int decide_greedy(self, const unsigned char* ch, Py_ssize_t n):
+        """`decide` for a `greedy` pattern: each atom takes the run of its characters."""
+        cdef Py_ssize_t p = 0, start
+        cdef int a
+        for a in range(self.count):
+            start = p
+            while p < n and ch[p] < 128 and self.sets[a][ch[p]] and p - start < self.maxs[a]:
+                p += 1
+            if p - start < self.mins[a]:
+                return 0
+        # `$`: at the end, or before a newline that ends the text
+        if p == n or (p == n - 1 and ch[p] == 10):
             return 1
         return 0
 
@@ -168,7 +193,7 @@ cdef class Spec:
     cdef public object container  # "properties", "traits" or None (alias)
     cdef public str container_name  # the key of the container in the output event
     cdef public bint deprecated
-    cdef public object sources  # frozenset or None
+    cdef public frozenset sources  # or None
     cdef public tuple call_fields
     cdef public list fields  # at most 64
     cdef public dict by_name  # the same by name
@@ -231,6 +256,11 @@ cdef class Helpers:
     cdef public bint pii_active
 
 
+cdef inline bint is_container(PyObject* value):
+    """Is `value` exactly a dict or a list (what the PII search walks into)?"""
+    return type(<object>value) is dict or type(<object>value) is list
+
+
 cdef inline void put_slot(char* base, Py_ssize_t offset, object value):
     """Store a new reference to `value` in the (empty) slot at `offset` of an object."""
     Py_INCREF(value)
@@ -288,12 +318,17 @@ cdef int parse_canonical_c(str text, double* out):
     return 1
 
 
-cdef inline void put(char* buf, int at, int value, int width):
-    """`value` as `width` decimal digits (zero-padded) at `buf[at]`."""
-    cdef int i
-    for i in range(width - 1, -1, -1):
-        buf[at + i] = <char>(48 + value % 10)
-        value //= 10
+cdef const char* PAIRS = (
+    b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    b"8081828384858687888990919293949596979899"
+)
+
+
+cdef inline void put2(char* buf, int at, int value):
+    """`value` (0..99) as two decimal digits at `buf[at]`."""
+    buf[at] = PAIRS[2 * value]
+    buf[at + 1] = PAIRS[2 * value + 1]
 
 
 cdef str format_c(double epoch):
@@ -303,24 +338,26 @@ cdef str format_c(double epoch):
     cdef long long second = total // 1000
     cdef int millis = <int>(total - second * 1000)
     cdef long long days = second // 86400
-    cdef long long rest = second - days * 86400
+    cdef int rest = <int>(second - days * 86400)
     cdef int y, m, d
     civil_from_days(days, &y, &m, &d)
     text = PyUnicode_New(24, 127)  # ASCII: written in place, no decoding
     cdef char* buf = <char*>PyUnicode_DATA(text)
-    put(buf, 0, y, 4)
+    put2(buf, 0, y // 100)
+    put2(buf, 2, y % 100)
     buf[4] = 45
-    put(buf, 5, m, 2)
+    put2(buf, 5, m)
     buf[7] = 45
-    put(buf, 8, d, 2)
+    put2(buf, 8, d)
     buf[10] = 84
-    put(buf, 11, <int>(rest // 3600), 2)
+    put2(buf, 11, rest // 3600)
     buf[13] = 58
-    put(buf, 14, <int>((rest // 60) % 60), 2)
+    put2(buf, 14, (rest // 60) % 60)
     buf[16] = 58
-    put(buf, 17, <int>(rest % 60), 2)
+    put2(buf, 17, rest % 60)
     buf[19] = 46
-    put(buf, 20, millis, 3)
+    buf[20] = <char>(48 + millis // 100)
+    put2(buf, 21, millis % 100)
     buf[23] = 90
     return text
 
@@ -482,8 +519,9 @@ cdef class FastChecker:
         cdef Helpers h = self.h
         if spec.deprecated:
             return None
-        if spec.sources is not None and source is not None and source not in spec.sources:
-            return None
+        if spec.sources is not None and source is not None:
+            if not PySet_Contains(spec.sources, source):
+                return None
         cdef object value
         for field in spec.call_fields:
             value = b.get(field)
@@ -650,24 +688,19 @@ cdef class FastChecker:
         False when one is, or when nesting is deeper than MAX_DEPTH (the full path decides)."""
         if depth > MAX_DEPTH:
             return False
-        cdef Helpers h = self.h
-        cdef object safe = h.safe
         cdef Py_ssize_t pos = 0
         cdef PyObject* k
         cdef PyObject* v
         cdef object child
-        cdef type kind
         if type(value) is dict:
             while PyDict_Next(value, &pos, &k, &v):
-                if not self._known_safe(k) and h.is_pii(<object>k):
+                if not self._known_safe(k) and self.h.is_pii(<object>k):
                     return False
-                kind = type(<object>v)
-                if (kind is dict or kind is list) and not self._no_pii(<object>v, depth + 1):
+                if is_container(v) and not self._no_pii(<object>v, depth + 1):
                     return False
         else:
             for child in <list>value:
-                kind = type(child)
-                if (kind is dict or kind is list) and not self._no_pii(child, depth + 1):
+                if is_container(<PyObject*>child) and not self._no_pii(child, depth + 1):
                     return False
         return True
 
