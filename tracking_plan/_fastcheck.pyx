@@ -102,7 +102,7 @@ cdef class SimplePattern:
         """1 if `re.search` finds the pattern in `text`, 0 if not, -1 when not decided here."""
         return self.decide(text)
 
-    cdef int decide(self, str text):
+    cdef int decide(self, str text) noexcept:
         cdef Py_ssize_t n = len(text)
         if n > MAX_MATCH_LENGTH or not PyUnicode_IS_READY(text):
             return -1
@@ -145,7 +145,7 @@ cdef class SimplePattern:
             return 1
         return 0
 
-    cdef int decide_greedy(self, const unsigned char* ch, Py_ssize_t n):
+    cdef int decide_greedy(self, const unsigned char* ch, Py_ssize_t n) noexcept:
         """`decide` for a `greedy` pattern: each atom takes the run of its characters."""
         cdef Py_ssize_t p = 0, start
         cdef int a
@@ -256,18 +256,18 @@ cdef class Helpers:
     cdef public bint pii_active
 
 
-cdef inline bint is_container(PyObject* value):
+cdef inline bint is_container(PyObject* value) noexcept:
     """Is `value` exactly a dict or a list (what the PII search walks into)?"""
     return type(<object>value) is dict or type(<object>value) is list
 
 
-cdef inline void put_slot(char* base, Py_ssize_t offset, object value):
+cdef inline void put_slot(char* base, Py_ssize_t offset, object value) noexcept:
     """Store a new reference to `value` in the (empty) slot at `offset` of an object."""
     Py_INCREF(value)
     (<PyObject**>(base + offset))[0] = <PyObject*>value
 
 
-cdef inline int days_from_civil(long long y, int m, int d, long long* out):
+cdef inline int days_from_civil(long long y, int m, int d, long long* out) noexcept:
     y -= m <= 2
     cdef long long era = (y if y >= 0 else y - 399) // 400
     cdef long long yoe = y - era * 400
@@ -278,7 +278,7 @@ cdef inline int days_from_civil(long long y, int m, int d, long long* out):
     return 0
 
 
-cdef inline void civil_from_days(long long z, int* yy, int* mm, int* dd):
+cdef inline void civil_from_days(long long z, int* yy, int* mm, int* dd) noexcept:
     z += 719468
     cdef long long era = (z if z >= 0 else z - 146096) // 146097
     cdef long long doe = z - era * 146097
@@ -293,7 +293,7 @@ cdef inline void civil_from_days(long long z, int* yy, int* mm, int* dd):
     dd[0] = d
 
 
-cdef inline int days_in_month(int year, int month):
+cdef inline int days_in_month(int year, int month) noexcept:
     if month == 2:
         return 29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28
     if month == 4 or month == 6 or month == 9 or month == 11:
@@ -301,13 +301,13 @@ cdef inline int days_in_month(int year, int month):
     return 31
 
 
-cdef inline int digit(unsigned int c):
+cdef inline int digit(unsigned int c) noexcept:
     if c >= 48 and c <= 57:
         return <int>c - 48
     return -1
 
 
-cdef int parse_canonical_c(str text, double* out):
+cdef int parse_canonical_c(str text, double* out) noexcept:
     """`YYYY-MM-DDTHH:MM:SS.mmmZ` (a valid date and time) -> epoch seconds, computed as
     `normalise.parse_canonical` does (epoch second + millis / 1000.0). 1 if parsed, else 0."""
     cdef long long second
@@ -325,7 +325,7 @@ cdef const char* PAIRS = (
 )
 
 
-cdef inline void put2(char* buf, int at, int value):
+cdef inline void put2(char* buf, int at, int value) noexcept:
     """`value` (0..99) as two decimal digits at `buf[at]`."""
     buf[at] = PAIRS[2 * value]
     buf[at + 1] = PAIRS[2 * value + 1]
@@ -362,7 +362,7 @@ cdef str format_c(double epoch):
     return text
 
 
-cdef int parse_stamp(str text, long long* second, int* millis):
+cdef int parse_stamp(str text, long long* second, int* millis) noexcept:
     """The fields of `YYYY-MM-DDTHH:MM:SS.mmmZ` (Latin-1 digits, a valid date and time):
     epoch second and milliseconds in `second`, `millis`. 1 if parsed, else 0."""
     if len(text) != 24:
