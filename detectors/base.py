@@ -36,8 +36,9 @@ class Assessment:
 class SeriesModel(Protocol):
     """An online model of one series. Memory is bounded, whatever the length of the series.
 
-    A model of counts (volume, activity) also says `learnable(expected) -> (lower, upper)`: the
-    range the engine clips a deviating window to before teaching it (`VolumeModel.learnable`).
+    It also says `learnable(expected, weight) -> (lower, upper)`: the range the engine clips a
+    deviating window's observed value (a count, or a rate's numerator) to before teaching it
+    (`VolumeModel.learnable`, `RateModel.learnable`).
     """
 
     def assess(self, ts: float, observed: float, weight: float = 1.0) -> Assessment:

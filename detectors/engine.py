@@ -30,11 +30,12 @@ Per closed window the engine
    normal; while a lifecycle of the series is pending or firing, it is annotated, or a related
    series has an open incident (an event's total, its source, its slices), the model learns its
    own expected value instead (the anomaly does not leak into the baseline, and no false "drop"
-   follows the end of a spike); a count that deviates otherwise (score ≥ the resolve score) is
-   learnt clipped to what the model's hour-long band allows (`VolumeModel.learnable`), so that
-   a bias of the model's own (a night that falls faster than it knows, deviating on the hour's
-   sums every night) is learnt away while an outage's zeros or a sparse event's burst are not
-   learnt as they are (a rate still learns its expectation). A level shift is accepted once
+   follows the end of a spike); a window that deviates otherwise (score ≥ the resolve score) is
+   learnt clipped to what the model's longest span allows (`VolumeModel.learnable`: an hour's
+   band; `RateModel.learnable`: four hours'), so that a bias of the model's own (a night that
+   falls faster than it knows, deviating on the hour's sums every night; an hour converting a
+   little less than learnt) is learnt away while an outage's zeros, a sparse event's burst or a
+   funnel step's breakage are not learnt as they are. A level shift is accepted once
    its alert has been firing for `accept_after_minutes`: the alert resolves, the series learns
    what it observes and stays quiet in that direction until the model has caught up (its score
    falls below the resolve score). A disappeared series is never
@@ -396,10 +397,10 @@ class DetectionEngine:
 
         # what the window teaches: an annotated window, one of a trouble being judged (pending
         # or firing), near an open incident of its own, or (a conversion) with its last step
-        # broken is not the normal: the model learns its own expectation instead. A count that
-        # deviates and is none of those is learnt clipped to what an hour's chance allows: a
-        # bias of the model itself (a night that falls faster than it knows) deviates on the
-        # hour's sums every night, and learning the expectation there kept the bias for good
+        # broken is not the normal: the model learns its own expectation instead. A window that
+        # deviates and is none of those is learnt clipped to what its longest span's chance
+        # allows: a bias of the model itself (a night that falls faster than it knows) deviates
+        # on the span's sums every night, and learning the expectation there kept it for good
         if not held and self.incidents.open:
             held = self._near_incident(ts, s) or self._step_broken(s)
         if accepted:
@@ -514,18 +515,18 @@ class DetectionEngine:
         mix: Mix,
     ) -> None:
         """Teach the model this window (see step 5 of the module's docstring): `held` (not the
-        normal), or a rate that `deviating`: its own expectation; a count that is `deviating`:
-        clipped to its model's `learnable` range; otherwise what was observed."""
+        normal): its own expectation; `deviating`: clipped to its model's `learnable` range;
+        otherwise what was observed."""
         if a.learning and (held or deviating):
             return  # cold start and anomalous/annotated: skip rather than learn it
-        if held or (deviating and r.metric not in COUNTS):
+        if held:
             if r.metric in COUNTS:
                 s.model.learn(ts, a.expected, 1.0)
             else:
                 s.model.learn(ts, a.expected * r.denominator, r.denominator)
             return
-        if deviating:  # a count off its band, no trouble: learnt within what an hour allows
-            lower, upper = s.model.learnable(a.expected)
+        if deviating:  # off its band, no trouble: learnt within what its longest span allows
+            lower, upper = s.model.learnable(a.expected, r.weight)
             s.model.learn(ts, min(max(r.numerator, lower), upper), r.weight)
             return
         s.model.learn(ts, r.numerator, r.weight)

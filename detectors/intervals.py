@@ -16,6 +16,8 @@ Conventions:
 from __future__ import annotations
 
 import math
+from functools import cache
+from statistics import NormalDist
 
 import numpy as np
 from scipy import special
@@ -23,6 +25,12 @@ from scipy import special
 POISSON_PHI = 1e-6
 SCORE_DECADES = 6.0
 _TINY = 1e-300
+
+
+@cache
+def z_two_sided(level: float) -> float:
+    """The two-sided normal quantile of `level` (2.58 at 0.99)."""
+    return NormalDist().inv_cdf(0.5 + level / 2.0)
 
 
 def score_from_pvalue(p: float) -> float:

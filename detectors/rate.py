@@ -39,6 +39,7 @@ from detectors.intervals import (
     betabinom_rate_interval,
     score_from_pvalue,
     two_sided,
+    z_two_sided,
 )
 from detectors.packed import packed, rows
 
@@ -190,6 +191,25 @@ class RateModel:
             span_windows=span[2],
             span_weight=span[3],
         )
+
+    def learnable(self, expected: float, weight: float = 1.0) -> tuple[float, float]:
+        """The range of numerators a deviating window of `weight` users is learnt within (the
+        engine clips it there), as `VolumeModel.learnable` does for counts: the expected
+        numerator times 1 ± the relative band of the longest span's sum at `interval_level`
+        (beta-binomial, the span's users as they were assessed). A bias of the model's own (an
+        hour converting a little less every day than it learnt) is within what the span may
+        show, and is learnt; a real fall moves the rate no further than the span's chance could
+        (about a sixth of the rate on a busy funnel, most of it on a few users a minute)."""
+        n = max(float(weight), 0.0)
+        if n <= 0.0 or expected <= 0.0:
+            return 0.0, 0.0
+        q = min(expected, 0.999)
+        span = self.seen[2::ROW]  # the denominators of the last windows assessed
+        sn = max(sum(span[-self.scales[-1] :]), n)
+        nu = self.concentration(len(self.scales) - 1)
+        sd = math.sqrt(sn * q * (1.0 - q) * (nu + sn) / (nu + 1.0))
+        reach = z_two_sided(self.interval_level) * sd / (sn * q)
+        return n * q * max(0.0, 1.0 - reach), min(n, n * q * (1.0 + reach))
 
     def learn(self, ts: float, observed: float, weight: float = 1.0) -> None:
         # not rounded: the engine's substitute for an anomalous window is the expected numerator

@@ -47,11 +47,9 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
-from functools import cache
-from statistics import NormalDist
 
 from detectors.base import Assessment
-from detectors.intervals import nb_interval, nb_midp, score_from_pvalue, two_sided
+from detectors.intervals import nb_interval, nb_midp, score_from_pvalue, two_sided, z_two_sided
 from detectors.packed import packed, rows
 from detectors.seasonality import SeasonalProfile, hour_of_week
 
@@ -209,9 +207,10 @@ class VolumeModel:
             span_windows=self.scales[best] if best >= 0 else 0,
         )
 
-    def learnable(self, expected: float) -> tuple[float, float]:
-        """The range a deviating window is learnt within (the engine clips it there): the
-        window's expectation times the relative band of the longest span at `interval_level`.
+    def learnable(self, expected: float, weight: float = 1.0) -> tuple[float, float]:
+        """The range a deviating window is learnt within (the engine clips it there; `weight`
+        is 1 for a count, as in `learn`): the window's expectation times the relative band of
+        the longest span at `interval_level`.
         A bias of the model's own (every night a fifth lower than it expects) is within what an
         hour may show, and is learnt; a burst on a sparse event (its hour's band is wide in
         relative terms, a few times the expectation) or an outage's zeros move the model no
@@ -220,7 +219,7 @@ class VolumeModel:
             return 0.0, 0.0
         span = expected * self.scales[-1]
         sd = math.sqrt(self.clus[-1] * span + self.phis[-1] * span * span)
-        reach = _z(self.interval_level) * sd / span
+        reach = z_two_sided(self.interval_level) * sd / span
         return expected * max(0.0, 1.0 - reach), expected * (1.0 + reach)
 
     # ------------------------------------------------------------------ learn
@@ -454,9 +453,3 @@ def _multi_sums(
         full = buf[r] >= ts - (w - 0.5) * step and last_ts <= ts + 0.5 * step
         out.append((last_cy - buf[r + 3] + buf[r + 1], last_cmu - buf[r + 4] + buf[r + 2], full))
     return out
-
-
-@cache
-def _z(level: float) -> float:
-    """The two-sided normal quantile of `level` (2.58 at 0.99)."""
-    return NormalDist().inv_cdf(0.5 + level / 2.0)

@@ -62,7 +62,7 @@ class FakeCount(_Fake):
         score, direction, learning = self._judge(observed, exp, exp)
         return Assessment(observed, exp, *self.learnable(exp), score, direction, learning)
 
-    def learnable(self, expected):
+    def learnable(self, expected, weight=1.0):
         sd = 3 * math.sqrt(expected + 1)
         return max(0.0, expected - sd), expected + sd
 
@@ -92,6 +92,10 @@ class FakeRate(_Fake):
         score, direction, learning = self._judge(observed, weight * p, weight * p * (1 - p))
         rate = observed / weight if weight else p
         return Assessment(rate, p, 0.0, 1.0, score, direction, learning)
+
+    def learnable(self, expected, weight=1.0):
+        sd = 3 * math.sqrt(weight * expected * (1 - expected) + 1)
+        return max(0.0, weight * expected - sd), min(weight, weight * expected + sd)
 
     def learn(self, ts, observed, weight=1.0):
         self.n += 1
@@ -913,7 +917,7 @@ class BiasedCount(FakeCount):
         return Assessment(observed, 10.0, 0.0, 20.0, 0.4, -1, False, span_observed=360.0,
                           span_expected=600.0, span_windows=60)  # fmt: skip
 
-    def learnable(self, expected):
+    def learnable(self, expected, weight=1.0):
         return 5.0, 15.0
 
     def learn(self, ts, observed, weight=1.0):
@@ -940,6 +944,44 @@ def test_a_deviation_that_is_no_trouble_is_learnt_at_the_band_edge_not_as_the_ex
         learnt = engine.series[f"volume|{key}"].model.taught
         assert learnt[:20] == [taught] * 20
         assert learnt[20:] == [10.0] * 10  # annotated: learnt as expected, as before
+
+
+class BiasedRate(FakeRate):
+    """A rate model biased high: it expects 40 % where 30 % convert, which its span's sums find
+    significant (score 0.4), never enough to alert. Records the numerators it is taught; it
+    may learn a deviating window's numerator between 35 % and 45 % of its users."""
+
+    def __init__(self, window_seconds: float = 60.0) -> None:
+        super().__init__(window_seconds)
+        self.taught: list[tuple[float, float]] = []
+
+    def assess(self, ts, observed, weight=1.0):
+        rate = observed / weight if weight else 0.4
+        return Assessment(rate, 0.4, 0.0, 1.0, 0.4, -1, False)
+
+    def learnable(self, expected, weight=1.0):
+        return 0.35 * weight, 0.45 * weight
+
+    def learn(self, ts, observed, weight=1.0):
+        self.taught.append((observed, weight))
+        super().learn(ts, observed, weight)
+
+
+def test_a_rate_that_deviates_without_trouble_is_learnt_at_the_band_edge():
+    # a conversion the model expects too high is learnt at its band's edge (35 % of the users),
+    # not as the model's own 40 % (which kept its bias for good), nor as the 30 % observed
+    config = replace(CFG, model_classes={**FAKES, "conversion": BiasedRate})
+    ann = Annotation("mailing", T0 + 20 * W, T0 + 30 * W, frozenset(), frozenset())
+    series = {"funnel": "purchase", "from_event": "Checkout Started",
+              "to_event": "Order Completed", "source": "web", "platform": "web"}  # fmt: skip
+    records = [[WindowRecord(series=series, window_start=T0 + w * W, window_end=T0 + (w + 1) * W,
+                             kind="conversion", numerator=30, denominator=100)]
+               for w in range(30)]  # fmt: skip
+    engine, alerts = run(records, config=config, annotations=[ann])
+    assert firings(alerts) == []
+    taught = next(s.model.taught for s in engine.series.values() if s.metric == "conversion")
+    assert taught[:20] == [(35.0, 100.0)] * 20
+    assert taught[20:] == [(40.0, 100.0)] * 10  # annotated: learnt as expected, as before
 
 
 # ---------------------------------------------------------------------------------- plumbing

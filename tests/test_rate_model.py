@@ -275,3 +275,25 @@ def test_substitutes_are_learnt_as_given_not_rounded():
     assert rounded.base_rate() < 0.3  # what rounding did
     with pytest.raises(ValueError):
         honest.learn(T0, float("nan"), 1.0)
+
+
+def test_a_deviating_window_is_learnt_no_further_than_the_spans_chance_allows():
+    # the engine clips a deviating window (no incident) to `learnable`: a busy funnel learns a
+    # bias of its own step by step but not a breakage as it comes; a sparse one may move more,
+    # never past its window's users
+    widths = []
+    for users, rate, seed in ((300.0, 0.2, 2), (2.0, 0.3, 11)):
+        ts, xs, ns = funnel(3 * 1440, users, rate, np.inf, seed)
+        m = RateModel()
+        feed(m, ts, xs, ns)
+        n = users
+        q = m.expected(float(ts[-1]) + 60.0)
+        m.assess(float(ts[-1]) + 60.0, 0.0, n)  # a window where nobody converted
+        lower, upper = m.learnable(q, n)
+        assert 0.0 <= lower < n * q < upper <= n
+        widths.append((upper - lower) / (n * q))
+    busy, sparse = widths
+    assert busy < 0.5  # a fall by half is not learnt as it comes on 300 users a minute
+    assert sparse > busy
+    assert RateModel().learnable(0.3, 0.0) == (0.0, 0.0)
+    assert RateModel().learnable(0.0, 10.0) == (0.0, 0.0)
