@@ -175,7 +175,12 @@ class SliceAlerts:
             self.watch.adopt(v.key)  # its users moved to a newer release that sends it
             v = replace(v, hot=False, calm=True)
         score = 1.0 if v.hot else (0.0 if v.calm else 0.5)
-        track, transition = self._step(ts, window, s, name, score, since=v.onset or ts)
+        since = v.onset or ts
+        if v.family == "pair_gone" and v.value == WHOLE and s.zero_since is not None:
+            # the pair's evidence is dated by its first step (the screen), the next step cannot
+            # have stopped before it last came: not before the source's empty run of it began
+            since = max(since, s.zero_since)
+        track, transition = self._step(ts, window, s, name, score, since=since)
         if track is None:
             return parent, name
         self.open.add((parent, name))

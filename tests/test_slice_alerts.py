@@ -202,6 +202,23 @@ def test_a_pair_whose_first_step_is_flooded_is_discarded() -> None:
     )
 
 
+def test_a_next_step_that_stopped_is_dated_no_earlier_than_it_last_came() -> None:
+    """A pair's evidence is dated by its first step (the screen): its onset may come before the
+    next step last arrived (the screen's users of 00:10 would have sent it by 00:14). "Has
+    stopped arriving since" is then the start of the source's empty run of the next step; a
+    version's slice keeps its onset (the source's other versions may have sent it since)."""
+    subject = "Checkout Started→Order Placed"
+    for value, empty_since, started in (
+        (WHOLE, 14, "00:14"),  # Order Placed last came from the iOS app in window 13
+        ("3.10.0", 14, "00:10"),
+        (WHOLE, 5, "00:10"),  # empty since before the onset: the onset stands
+    ):
+        desk = Desk()
+        desk.add("volume", PLACED).zero_since = T0 + empty_since * W
+        (alert,) = desk.window(30, verdict("pair_gone", subject, value=value))
+        assert alert.kind == "disappeared" and alert.started_at == f"2026-11-02T{started}:00Z"
+
+
 def test_a_funnel_step_whose_last_step_is_broken_is_never_accepted() -> None:
     desk = Desk()
     desk.window(30)
