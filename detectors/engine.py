@@ -62,7 +62,8 @@ forgotten, and at most `max_series` series are kept (the least recently active g
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -106,7 +107,7 @@ from detectors.worth import quiet_bucket, worth_an_alert
 STATE_VERSION = 1
 
 
-def _add_lead(track: Track, entry: list[float]) -> None:
+def _add_lead(track: Track, entry: Sequence[float]) -> None:
     """Add one volume window's evidence (`DetectionEngine._lead_entry`) to a track's sums."""
     track.obs += entry[1]
     track.exp += entry[2]
@@ -273,7 +274,7 @@ class DetectionEngine:
         s.planned = s.planned and r.planned and self._plan_knows(r.series)
         a = s.model.assess(ts, r.numerator, r.weight)
         if r.metric in COUNTS:
-            s.lead.append(self._lead_entry(ts, r, a))
+            s.lead.append(array("d", self._lead_entry(ts, r, a)))  # packed: 0.1 kB, not 0.3
         annotated = quiet = False
         if self._near:
             annotated = is_annotated(self._near, r.series, ts, ts + window)

@@ -5,6 +5,7 @@ incident began (`Track`), and the open incidents (`Incident`). Plain data with J
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,8 +133,9 @@ class Series:
     zero_expected: float = 0.0
     zero_since: float | None = None
     recent: deque = field(default_factory=deque)  # [ts, count] of the last windows (new_event)
-    # volumes: the evidence of the last windows ([ts, count, expected, users, context observed,
-    # context expected, own expected]), so that a rise starts from the windows that made it
+    # volumes: the evidence of the last windows (packed doubles: ts, count, expected, users,
+    # context observed, context expected, own expected), so that a rise starts from the windows
+    # that made it
     lead: deque = field(default_factory=lambda: deque(maxlen=LEAD_WINDOWS))
     announced: bool = False
     ew_events: float = 0.0  # EW events and distinct users per window (burstiness)
@@ -211,7 +213,7 @@ class Series:
             zero_expected=s["zero_expected"],
             zero_since=s["zero_since"],
             recent=deque(s["recent"]),
-            lead=deque(s.get("lead", ()), maxlen=LEAD_WINDOWS),
+            lead=deque((array("d", x) for x in s.get("lead", ())), maxlen=LEAD_WINDOWS),
             announced=s["announced"],
             ew_events=s["ew_events"],
             ew_users=s["ew_users"],

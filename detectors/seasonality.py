@@ -73,7 +73,8 @@ class SeasonalProfile:
         self.week_e = _doubles(0.0, 168)
         self.week_n = _doubles(0.0, 168)
         self.week_p = _doubles(1.0, 168)  # prior of each week slot
-        self.week_like = _doubles(0.0, 168)  # 1 when that prior came from a day of the same kind
+        # 1 when that prior came from a day of the same kind (a flag: one byte a slot)
+        self.week_like = array("b", bytes(168))
 
     @staticmethod
     def position(ts: float) -> tuple[int, int, float]:
@@ -182,7 +183,7 @@ class SeasonalProfile:
             self._keep_other_days(i, before / self.day[d])
             if self.week_n[i] == 0.0:
                 self.week_p[i], like = self.week_prior(i)
-                self.week_like[i] = 1.0 if like else 0.0
+                self.week_like[i] = 1 if like else 0
             keep = (1.0 - self.week_rate) ** wi
             base = level * self.day[d]
             o = self.week_o[i] = keep * self.week_o[i] + wy
@@ -226,7 +227,10 @@ class SeasonalProfile:
     def from_state(cls, state: dict) -> SeasonalProfile:
         p = cls(float(state["day_rate"]), float(state["week_rate"]))
         for name in _FIELDS:
-            setattr(p, name, array("d", (float(x) for x in state[name])))
+            if name == "week_like":
+                p.week_like = array("b", (1 if x else 0 for x in state[name]))
+            else:
+                setattr(p, name, array("d", (float(x) for x in state[name])))
         return p
 
 

@@ -113,7 +113,7 @@ class VolumeModel:
         self.last_ts: float | None = None
         # Dispersion per scale: EW weighted sums of 1, M, M², y and y·M with y = (S - M)²/M (the
         # observed variance/mean ratio), and the fit c + φ·M they give (see `_fit`).
-        self.disp = [[0.0] * 5 for _ in self.scales]
+        self.disp = [array("d", bytes(40)) for _ in self.scales]  # 5 doubles each, packed
         self.clus = [1.0] * len(self.scales)
         self.phis = [_PHI_PRIOR] * len(self.scales)
         # Evidence buffer (assessed observations) and learnt buffer: rows of [ts, y, mu, cum y,
@@ -361,7 +361,7 @@ class VolumeModel:
         m.first_ts = state["first_ts"]
         m.last_ts = state["last_ts"]
         if len(state.get("disp") or ()) == len(m.scales):  # else (older state): learnt anew
-            m.disp = [[float(x) for x in a] for a in state["disp"]]
+            m.disp = [array("d", (float(x) for x in a)) for a in state["disp"]]
             for idx, acc in enumerate(m.disp):
                 if acc[0] > 0.0:
                     m.clus[idx], m.phis[idx] = _fit(acc)
