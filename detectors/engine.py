@@ -520,11 +520,8 @@ class DetectionEngine:
         otherwise what was observed."""
         if a.learning and (held or deviating):
             return  # cold start and anomalous/annotated: skip rather than learn it
-        if held:
-            if r.metric in COUNTS:
-                s.model.learn(ts, a.expected, 1.0)
-            else:
-                s.model.learn(ts, a.expected * r.denominator, r.denominator)
+        if held:  # (a rate's expectation is per user: its numerator is that times the users)
+            s.model.learn(ts, a.expected * r.weight, r.weight)
             return
         if deviating:  # off its band, no trouble: learnt within what its longest span allows
             lower, upper = s.model.learnable(a.expected, r.weight)

@@ -204,8 +204,9 @@ class RateModel:
         if n <= 0.0 or expected <= 0.0 or not self.seen:
             return 0.0, 0.0
         q = min(expected, 0.999)
-        buf = self.seen  # the last `scales[-1]` windows assessed; their users from the cum sums
-        sn = max(buf[-2] - buf[5] + buf[2], n)
+        buf = self.seen  # the last `scales[-1]` windows assessed: their users
+        _, span_users, _, _ = _multi_sums(buf, buf[-ROW], [len(buf) // ROW], self.window_seconds)[0]
+        sn = max(span_users, n)
         nu = self.concentration(len(self.scales) - 1)
         sd = math.sqrt(sn * q * (1.0 - q) * (nu + sn) / (nu + 1.0))
         reach = z_two_sided(self.interval_level) * sd / (sn * q)

@@ -113,7 +113,7 @@ class VolumeModel:
         self.last_ts: float | None = None
         # Dispersion per scale: EW weighted sums of 1, M, M², y and y·M with y = (S - M)²/M (the
         # observed variance/mean ratio), and the fit c + φ·M they give (see `_fit`).
-        self.disp = [array("d", bytes(40)) for _ in self.scales]  # 5 doubles each, packed
+        self.disp = [array("d", [0.0] * 5) for _ in self.scales]
         self.clus = [1.0] * len(self.scales)
         self.phis = [_PHI_PRIOR] * len(self.scales)
         # Evidence buffer (assessed observations) and learnt buffer: rows of [ts, y, mu, cum y,
