@@ -65,6 +65,17 @@ def test_time_and_kind_rules():
     assert not matches(lab, span(started=T - 300, ended=T - 60))  # resolved before
 
 
+def test_a_disappearance_dated_at_its_last_arrival_finds_the_stop_it_fired_on():
+    gone = label(kind="disappeared")
+    # the last event came 25 min before the stop, the absence was told 4 h after it
+    late_told = span(kind="disappeared", started=T - 1500, fired=T + 4 * H)
+    assert matches(gone, late_told)
+    # told before the stop began: an earlier absence, not this incident
+    assert not matches(gone, span(kind="disappeared", started=T - 1500, fired=T - 60))
+    # a drop keeps the strict rule: its start is an onset, not a last arrival
+    assert not matches(label(), span(started=T - 1500, fired=T + H))
+
+
 def test_fold_alert_lines_keeps_latest_kind_and_first_firing():
     lines = [
         {"id": "x", "kind": "drop", "state": "firing", "series": {"event": "A"},
