@@ -14,10 +14,12 @@ Matching rule (an alert "finds" a label):
 - time overlap: the alert starts no earlier than `LEAD_MINUTES` before the label's start, and
   no later than `slack_minutes` after its end (conversion rates are known only once the funnel
   window has passed, an hour by default); an alert that resolved before the label began does
-  not count. A disappearance is dated at the series' last arrival, which precedes the stop by
-  up to the event's usual gap (half an hour and more for an event that comes twice an hour):
-  it may start earlier, as long as it first fired after the label's start (an absence alerted
-  before the stop is not this incident's).
+  not count. An alert's start is an estimate (a disappearance is dated at the series' last
+  arrival, half an hour and more before the stop for an event that comes twice an hour; a
+  sparse rate's change can be dated no finer than its trials): an alert that first fired
+  during the incident (from its start to its end plus the slack) finds it however early it
+  dated the onset; one that started earlier and fired before the incident began was about
+  something else.
 An alert that finds no label expecting one is a false alert (alerts during an announced
 campaign are false alerts too), unless it matches, by the same rule, one of the `related`
 deviations a label lists (what the incident itself does to other series, e.g. the extra
@@ -151,8 +153,8 @@ def matches(label: Label, span: AlertSpan, slack_minutes: float = DEFAULT_SLACK_
         return False
     if span.started > label.end + slack_minutes * 60:
         return False
-    dated_at_last_arrival = label.kind == "disappeared" and span.fired >= label.start
-    if span.started < label.start - LEAD_MINUTES * 60 and not dated_at_last_arrival:
+    fired_during = label.start <= span.fired <= label.end + slack_minutes * 60
+    if span.started < label.start - LEAD_MINUTES * 60 and not fired_during:
         return False
     return span.ended is None or span.ended >= label.start
 

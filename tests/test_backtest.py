@@ -59,21 +59,23 @@ def test_time_and_kind_rules():
     assert matches(lab, span())
     assert not matches(lab, span(kind="spike"))
     assert not matches(lab, span(kind="disappeared"))
-    assert not matches(lab, span(started=T - 3 * H))  # an old alert that was already open
+    assert not matches(lab, span(started=T - 3 * H, fired=T - 2 * H))  # already open before
     assert not matches(lab, span(started=T + 4 * H))  # too late even with the slack
     assert matches(lab, span(started=T + 2.5 * H, fired=T + 2.6 * H))  # within the slack
     assert not matches(lab, span(started=T - 300, ended=T - 60))  # resolved before
 
 
-def test_a_disappearance_dated_at_its_last_arrival_finds_the_stop_it_fired_on():
+def test_an_alert_dated_early_finds_the_incident_it_first_fired_during():
     gone = label(kind="disappeared")
-    # the last event came 25 min before the stop, the absence was told 4 h after it
-    late_told = span(kind="disappeared", started=T - 1500, fired=T + 4 * H)
+    # the last event came 25 min before the stop, the absence was told 50 min after it
+    late_told = span(kind="disappeared", started=T - 1500, fired=T + 3000)
     assert matches(gone, late_told)
     # told before the stop began: an earlier absence, not this incident
     assert not matches(gone, span(kind="disappeared", started=T - 1500, fired=T - 60))
-    # a drop keeps the strict rule: its start is an onset, not a last arrival
-    assert not matches(label(), span(started=T - 1500, fired=T + H))
+    # a fall dated 11 min early by its estimate, fired during the incident
+    assert matches(label(), span(started=T - 660, fired=T + H))
+    # fired after the incident and its slack: about something else
+    assert not matches(label(), span(started=T - 660, fired=T + 3.5 * H))
 
 
 def test_fold_alert_lines_keeps_latest_kind_and_first_firing():
