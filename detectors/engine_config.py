@@ -38,6 +38,7 @@ SEQUENTIAL = {
     "gone": ("volume:down", "disappeared"),
     "pair_gone": ("volume:down", "disappeared"),
     "conv_down": ("conversion:down", "conversion_down"),
+    "conv_less": ("conversion:down", "conversion_down"),
     "conv_up": ("conversion:up", "conversion_up"),
     "bad": ("violation:up", "violation_surge"),
     "repeat": ("volume:up", "spike"),

@@ -39,13 +39,15 @@ from detectors.slice_feed import SliceFeed, pair_steps
 from detectors.slices import FAMILIES as FAMILY_SPECS
 from detectors.slices import WHOLE, Observation, SliceWatch, Verdict
 
+CONVERSION_FAMILIES = ("conv_down", "conv_less", "conv_up")  # a funnel step's tests
+
 
 def _cause(v: Verdict) -> str:
     """The test behind a slice alert, for its sentence (`detectors.explain`): "pair:" and the
     pair's first step, "conversion", or the test's family."""
     if v.family == "pair_gone":
         return "pair:" + pair_steps(v.subject)[0]
-    if v.family in ("conv_down", "conv_up"):
+    if v.family in CONVERSION_FAMILIES:
         return "conversion"
     return v.family
 
@@ -159,8 +161,8 @@ class SliceAlerts:
         s = self._lookup(parent)
         if s is None:
             return parent, name
-        if v.family in ("conv_down", "conv_up") and not v.calm:
-            own = s.tracks.get("down" if v.family == "conv_down" else "up")
+        if v.family in CONVERSION_FAMILIES and not v.calm:
+            own = s.tracks.get("down" if FAMILY_SPECS[v.family].low else "up")
             if own is not None and own.muted:  # the series accepted this change already
                 self.watch.adopt(v.key)
                 v = replace(v, hot=False, calm=True)
@@ -186,7 +188,7 @@ class SliceAlerts:
         self.open.add((parent, name))
         if not v.calm:
             expected = v.expected
-            if v.family in ("bad", "repeat", "conv_down", "conv_up", "pair_gone"):
+            if v.family in ("bad", "repeat", "pair_gone", *CONVERSION_FAMILIES):
                 told = [v.observed, expected, v.trials, v.minutes]
             else:
                 told = [v.observed, expected, 0.0, v.minutes]

@@ -15,7 +15,12 @@ counts is its *measure* (`MEASURES`); each measure is tested by one or more *fam
   that follows it): of the users who did the first step, how many did the next (family
   `pair_gone`: Bernoulli, ρ = 0.1: the next step has stopped arriving);
 - measures `funnel` and `funnel_early` (a plan funnel's step pair, over its whole window and
-  within a few minutes): the conversion halved (`conv_down`) or doubled (`conv_up`);
+  within a few minutes): the conversion halved (`conv_down`), a quarter lower (`conv_less`,
+  whole sources only) or doubled (`conv_up`). A fall's size is not known beforehand, and a
+  test tuned to one size gathers evidence slowly on another (against "halved", a fall by a
+  third adds about 70 % of the evidence a test of its own size would, a fall by a quarter
+  none at all): two sizes, each test at its own false-alarm bound, cover falls from a fifth
+  to most of the rate;
 - measure `bad`, family `bad`: events breaking the plan (Bernoulli, against "a quarter or more of
   the rest break it");
 - measure `repeat`, family `repeat`: events repeating a business key already received, double
@@ -35,9 +40,10 @@ without an alarm (then they were usual, good and bad alike: learning only the wi
 calm would bias it), and those of an alarm are dropped (a breakage is never learnt as normal).
 It is forgotten with a half-life in time (`halflife_days`), so a slow drift is followed. All the
 families of a measure share it. A rate's change alarmed for `accept_hours` becomes its normal (a
-new price, a new flow: `conv_down`, `conv_up`); the rate before it is remembered as long as the
-reference's own memory (`halflife_days`), and the other way's test is judged against it too, so
-a rate coming back to it is a recovery, not a change the other way.
+new price, a new flow: `conv_down`, `conv_less`, `conv_up`), and the slice's other tests start
+afresh from it; the rate before it is remembered as long as the reference's own memory
+(`halflife_days`), and the other way's test is judged against it too, so a rate coming back to
+it is a recovery, not a change the other way.
 
 Eligibility (no verdict without a reference worth the name): the measure's history on that
 source must span `min_history_hours` and show `min_expected` successes (for the low tests) or
@@ -67,6 +73,7 @@ from dataclasses import dataclass, field
 from detectors.sequential import ALPHA_PER_DAY, Cusum, bernoulli_llr, clip_rate
 
 WHOLE = "*"  # the value that stands for a whole source
+MAX_STARTS = 32  # possible starts of a rise kept per test (the most recent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +127,11 @@ FAMILIES: dict[str, Family] = {
         "bernoulli", low=True, rho=0.1, told_ratio=0.25, min_told=5.0, since_last_success=True
     ),
     "conv_down": Family("bernoulli", low=True, rho=0.5, told_ratio=0.8, accepts=True),
+    # a quarter lower: judged on whole sources only, as a rise is: the users left on an older
+    # version as a release spreads are its least active ones, and convert less
+    "conv_less": Family(
+        "bernoulli", low=True, rho=0.75, told_ratio=0.8, accepts=True, whole_only=True
+    ),
     "conv_up": Family(
         "bernoulli", low=False, rho=2.0, told_ratio=1.25, accepts=True, whole_only=True
     ),
@@ -131,8 +143,8 @@ FAMILIES: dict[str, Family] = {
 MEASURES: dict[str, tuple[str, ...]] = {
     "gone": ("gone",),
     "pair": ("pair_gone",),
-    "funnel": ("conv_down", "conv_up"),
-    "funnel_early": ("conv_down", "conv_up"),
+    "funnel": ("conv_down", "conv_less", "conv_up"),
+    "funnel_early": ("conv_down", "conv_less", "conv_up"),
     "bad": ("bad",),
     "repeat": ("repeat",),
 }
@@ -203,14 +215,48 @@ class _Test:
     # this alarm was once refused as the new normal (the caller knew it for a breakage): its
     # change is a breakage's, never accepted, only calmed once the rate is back
     vetoed: bool = False
+    # the evidence's onset, then for later windows that moved the way the test looks for (a
+    # success for a rise, a failure for a fall) their start and what the evidence held before
+    # them (successes, expected, trials): where the change may have begun (`_likeliest_start`).
+    # At most MAX_STARTS, spread over the whole excursion: when full, every other one is
+    # dropped and from then on only every `stride`-th such window is noted
+    starts: list[float] = field(default_factory=list)
+    stride: int = 1
+    skipped: int = 0  # such windows since the last one noted
+
+    def mark(self, ts: float, successes: float, expected: float, trials: float, low: bool) -> None:
+        """Note this window (already added to the statistic) as a possible start of a change
+        (a fall if `low`, else a rise)."""
+        c = self.cusum
+        if c.onset is None:
+            self.starts.clear()
+            return
+        if not self.starts or self.starts[0] != c.onset:
+            self.starts[:] = [c.onset]
+            self.stride, self.skipped = 1, 0
+        if not (trials > successes if low else successes > 0.0) or ts == c.onset:
+            return
+        self.skipped += 1
+        if self.skipped < self.stride:
+            return
+        self.skipped = 0
+        self.starts += [ts, c.observed - successes, c.expected - expected, c.trials - trials]
+        if len(self.starts) > 1 + 4 * MAX_STARTS:
+            kept = [x for i in range(1, len(self.starts), 8) for x in self.starts[i : i + 4]]
+            self.starts[1:] = kept
+            self.stride *= 2
 
     def to_state(self) -> list:
-        return [self.cusum.to_state(), self.alarm, self.recovery, self.vetoed]
+        return [self.cusum.to_state(), self.alarm, self.recovery, self.vetoed, list(self.starts),
+                self.stride, self.skipped]  # fmt: skip
 
     @classmethod
     def from_state(cls, s: list) -> _Test:
         vetoed = bool(s[3]) if len(s) > 3 else False
-        return cls(Cusum.from_state(s[0]), bool(s[1]), float(s[2]), vetoed)
+        starts = [float(x) for x in s[4]] if len(s) > 4 else []
+        stride, skipped = (int(s[5]), int(s[6])) if len(s) > 6 else (1, 0)
+        return cls(Cusum.from_state(s[0]), bool(s[1]), float(s[2]), vetoed, starts, stride,
+                   skipped)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -240,6 +286,32 @@ class _Slice:
         tests = {f: _Test.from_state(t) for f, t in s[5].items()}
         before = (s[8], s[9]) if len(s) > 9 else (-1.0, 0.0)  # (older states: none)
         return cls(s[0], s[1], s[2], s[3], s[4], tests, s[6], s[7], *before)
+
+
+def _likeliest_start(test: _Test, fam: Family) -> tuple[float | None, float, float, float]:
+    """Where a change most likely began, and what came since (successes, expected, trials).
+
+    The statistic's onset is where it last left zero, and one success by chance at a low rate
+    (a key repeated once in a while) lifts it for hours: a rise that begins later continues
+    that excursion and would be dated at the chance success (as a fall would at a few chance
+    failures before it). The start is taken where the change is likeliest, the rate since
+    being unknown: of the onset and each later window that moved the test's way, the one whose
+    evidence since, at the rate it shows, is the strongest (the generalised likelihood ratio,
+    on at least the trials the family tells on)."""
+    c = test.cusum
+    best = (-math.inf, c.onset, c.observed, c.expected, c.trials)
+    starts = test.starts if test.starts and test.starts[0] == c.onset else [c.onset]
+    candidates = [(c.onset, 0.0, 0.0, 0.0)] + [
+        (starts[i], starts[i + 1], starts[i + 2], starts[i + 3]) for i in range(1, len(starts), 4)
+    ]
+    for start, k0, e0, n0 in candidates:
+        k, e, n = c.observed - k0, c.expected - e0, c.trials - n0
+        if n <= 0.0 or (k >= e if fam.low else k <= e) or (n < fam.min_told and start != c.onset):
+            continue
+        evidence = bernoulli_llr(k, n, e / n, k / n)
+        if evidence > best[0]:
+            best = (evidence, start, k, e, n)
+    return best[1], best[2], best[3], best[4]
 
 
 def slice_key(measure: str, subject: str, source: str, value: str) -> str:
@@ -398,6 +470,8 @@ class SliceWatch:
                 expected = ref * trials
                 llr = bernoulli_llr(obs.successes, trials, ref, fam.alternative(ref))
                 test.cusum.update(ts, llr, obs.successes, expected, trials)
+                if fam.model == "bernoulli":
+                    test.mark(ts, obs.successes, expected, trials, fam.low)
             limit = test.cusum.limit(ts, cfg.alpha_per_day)
             calmed = False
             onset = test.cusum.onset
@@ -411,9 +485,14 @@ class SliceWatch:
                 and onset is not None
                 and (ts - onset >= cfg.accept_hours * 3600.0)
             ):
-                # a lasting change of a rate (a new price, a new flow): its new normal
+                # a lasting change of a rate (a new price, a new flow): its new normal; the
+                # slice's other tests (the same fall seen at another size) start afresh from it
                 self._take_as_normal(ts, sl, test.cusum.observed, test.cusum.trials, ts)
                 test.alarm, calmed = False, True
+                for other in sl.tests.values():
+                    if other is not test:
+                        other.alarm, other.recovery, other.vetoed = False, 0.0, False
+                        other.cusum.reset()
             elif test.alarm and ref is not None and trials > 0.0:
                 # back to normal? the window's odds of the reference against the rate seen since
                 # the onset, added up (never below zero) until they reach `calm_nats`
@@ -570,6 +649,7 @@ class SliceWatch:
         limit = cusum.limit(ts, self.config.alpha_per_day)
         onset, observed = cusum.onset, cusum.observed
         expected, trials = cusum.expected, cusum.trials
+        told = fam.told(observed, expected, trials)  # (on the whole evidence)
         if (
             fam.since_last_success
             and cusum.tail_onset is not None
@@ -579,6 +659,8 @@ class SliceWatch:
             expected, trials = cusum.tail_expected, cusum.tail_trials
             onset = cusum.tail_start()
         else:
+            if fam.model == "bernoulli":
+                onset, observed, expected, trials = _likeliest_start(test, fam)
             since = onset
         minutes = 0.0  # what was seen is told since the last success; the start is its estimate
         if since is not None and cusum.last is not None:
@@ -591,7 +673,7 @@ class SliceWatch:
             subject=subject,
             source=source,
             value=value,
-            hot=test.alarm and cusum.stat >= limit and fam.told(observed, expected, trials),
+            hot=test.alarm and cusum.stat >= limit and told,
             calm=not test.alarm,
             onset=onset,
             observed=observed,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from detectors.attribution import SliceBaseline
 from detectors.engine_config import EngineConfig
 from detectors.engine_state import Incident, Series, Track
@@ -148,7 +150,10 @@ def test_a_verdict_on_a_series_the_engine_does_not_model_is_dropped() -> None:
     assert desk.alerts.open == set()
 
 
-def test_a_whole_source_conversion_falling_is_its_step_pairs_and_names_the_releases() -> None:
+@pytest.mark.parametrize("family", ["conv_down", "conv_less"])  # halved, a quarter lower
+def test_a_whole_source_conversion_falling_is_its_step_pairs_and_names_the_releases(
+    family: str,
+) -> None:
     """A funnel step's early conversion on the whole source: a track of the step pair's early
     conversion on that source (no version), attributed to the releases the versions' tests
     find short."""
@@ -156,20 +161,21 @@ def test_a_whole_source_conversion_falling_is_its_step_pairs_and_names_the_relea
     early = {**STEPS, WITHIN: "10", **IOS}
     parent = desk.add("conversion", early)
     subject = "Checkout Started→Order Placed@10"
-    v = verdict("conv_down", subject, WHOLE, observed=5.0, expected=15.0, trials=50.0)
+    v = verdict(family, subject, WHOLE, observed=5.0, expected=15.0, trials=50.0)
     (alert,) = desk.window(30, v)
     assert (alert.kind, alert.series) == ("conversion_down", early)
-    track = parent.tracks[f"seq:conv_down:{subject}:ios_app:{WHOLE}"]
+    track = parent.tracks[f"seq:{family}:{subject}:ios_app:{WHOLE}"]
     assert track.told == [5.0, 15.0, 50.0, 20.0] and track.cause == "conversion"
     assert track.parts == {"app_version": {"3.10.0": [0.0, 12.0]}}
     assert track.last == [0.1, 0.2, 0.0, 0.0]
 
 
-def test_a_conversion_change_its_series_accepted_already_is_adopted_not_told() -> None:
+@pytest.mark.parametrize("family", ["conv_down", "conv_less"])
+def test_a_conversion_change_its_series_accepted_already_is_adopted_not_told(family: str) -> None:
     desk = Desk()
     parent = desk.add("conversion", {**STEPS, **IOS})
     parent.tracks["down"] = Track(muted=True)
-    v = verdict("conv_down", "Checkout Started→Order Placed", WHOLE, trials=50.0)
+    v = verdict(family, "Checkout Started→Order Placed", WHOLE, trials=50.0)
     assert not desk.window(30, v)
     assert desk.watch.adopted == [v.key] and list(parent.tracks) == ["down"]
 

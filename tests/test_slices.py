@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 
 import numpy as np
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.sequential import Cusum, bernoulli_llr, poisson_llr, threshold
-from detectors.slices import WHOLE, Observation, SliceConfig, SliceWatch
+from detectors.slices import MAX_STARTS, WHOLE, Observation, SliceConfig, SliceWatch, _Test
 
 T0 = 1_793_577_600.0  # Monday 2026-11-02 00:00 UTC
 W = 60.0
@@ -403,3 +405,90 @@ def test_a_conversion_back_from_a_fall_taken_as_normal_is_a_recovery_not_a_rise(
             before = watch.slices["funnel|Checkout→Order|web|*"].before
     assert before > 0.55, "the fall was not taken as normal, or the rate before was lost"
     assert rises and min(rises) >= doubled, rises[:3]
+
+
+def test_a_fall_by_a_third_is_told_by_the_quarter_test_where_the_halving_test_lags():
+    """A checkout converting at 64 % (24 checkouts an hour) falls to 43 % for eight hours. The
+    test against "halved" gathers about 70 % of the evidence a test of the fall's own size
+    would, the test against "a quarter lower" about 95 %: over six runs the step's fall is told
+    within the eight hours in four with both tests, in two by the halving test alone; neither
+    test alarms in the three usual days before."""
+    told, halving = 0, 0
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        watch = SliceWatch()
+        fall = 3 * DAY_WINDOWS
+        first: dict[str, int] = {}
+        for w in range(fall + 480):
+            checkouts = int(rng.poisson(0.4))
+            orders = int(rng.binomial(checkouts, 0.43 if w >= fall else 0.64))
+            obs = Observation("funnel", "Checkout→Order", "ios", WHOLE, orders, checkouts)
+            for v in watch.window(T0 + w * W, W, [obs]):
+                if v.hot:
+                    first.setdefault(v.family, w)
+        assert all(w >= fall for w in first.values()), first
+        told += bool(first)
+        halving += "conv_down" in first
+    assert (told, halving) == (4, 2)
+
+
+def test_a_quarter_lower_is_judged_on_whole_sources_only():
+    """The users left on an older version as a release spreads are its least active ones and
+    convert less: a version is tested for a halved conversion, not for a quarter lower."""
+    watch = SliceWatch()
+    for w in range(0, 2 * DAY_WINDOWS, 10):
+        observations = [
+            Observation("funnel", "Checkout→Order", "ios", value, 2.0, 3.0)
+            for value in (WHOLE, "6.4.0")
+        ]
+        watch.window(T0 + w * W, W, observations)
+    assert set(watch.slices["funnel|Checkout→Order|ios|*"].tests) == {
+        "conv_down", "conv_less", "conv_up"
+    }  # fmt: skip
+    assert set(watch.slices["funnel|Checkout→Order|ios|6.4.0"].tests) == {"conv_down"}
+
+
+def test_a_rise_is_dated_where_it_began_not_at_a_chance_success_before_it():
+    """An order tracked every ten minutes repeats a key 2 % of the time. One repeat by chance
+    80 minutes before the tracker starts firing twice (60 % of orders) lifts the statistic for
+    longer than that: the rise continues the same excursion, whose onset is the chance repeat.
+    The verdict dates the rise at its likeliest start, the first repeat of the rise, and counts
+    what came since; the dating survives a save and a resume."""
+    rng = np.random.default_rng(3)
+    watch = SliceWatch()
+    start, chance = 2 * DAY_WINDOWS, 2 * DAY_WINDOWS - 80
+    hot, since_rise = None, [0.0, 0.0]  # repeats and orders since the rise began
+    for w in range(0, start + 300, 10):
+        if w == start + 20:
+            watch = SliceWatch.from_state(json.loads(json.dumps(watch.to_state())))
+        rate = 0.6 if w >= start else 0.02
+        repeated = 1.0 if w == chance else float(rng.random() < rate)
+        if w >= start:
+            since_rise = [since_rise[0] + repeated, since_rise[1] + 1.0]
+        obs = Observation("repeat", "Order Placed", "web", WHOLE, repeated, 1.0)
+        hot = next((v for v in watch.window(T0 + w * W, W, [obs]) if v.hot), None)
+        if hot is not None:
+            break
+    assert hot is not None
+    test = watch.slices["repeat|Order Placed|web|*"].tests["repeat"]
+    assert test.cusum.onset == T0 + chance * W  # the statistic's own onset: the chance repeat
+    assert hot.onset == T0 + start * W and hot.since == hot.onset
+    assert [hot.observed, hot.trials] == since_rise  # since the rise, not since the chance
+
+
+def test_the_possible_starts_of_a_change_are_bounded_and_spread_over_its_excursion():
+    """A fall's evidence over 500 windows, each with a failure: at most MAX_STARTS possible
+    starts are kept, spread evenly from the first windows to the last (every other one dropped
+    when full), and they survive a save and a resume."""
+    test = _Test()
+    test.cusum.update(0.0, 1.0, 0.0, 0.5, 1.0)
+    for i in range(1, 500):
+        test.cusum.update(i * W, 0.01, 0.0, 0.5, 1.0)
+        test.mark(i * W, 0.0, 0.5, 1.0, low=True)
+    times = test.starts[1::4]
+    assert test.starts[0] == 0.0 and len(times) <= MAX_STARTS
+    assert times[0] <= 2 * W and times[-1] >= 480 * W
+    gaps = {round((b - a) / W) for a, b in itertools.pairwise(times)}
+    assert gaps == {test.stride}
+    again = _Test.from_state(json.loads(json.dumps(test.to_state())))
+    assert again.to_state() == test.to_state()
