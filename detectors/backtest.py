@@ -151,11 +151,11 @@ def series_match(label: dict[str, str], span: AlertSpan) -> bool:
 def matches(label: Label, span: AlertSpan, slack_minutes: float = DEFAULT_SLACK_MINUTES) -> bool:
     if label.kind not in (span.kinds or {span.kind}) or not series_match(label.series, span):
         return False
-    if span.started > label.end + slack_minutes * 60:
+    late = label.end + slack_minutes * 60
+    if span.started > late:
         return False
-    fired_during = label.start <= span.fired <= label.end + slack_minutes * 60
-    if span.started < label.start - LEAD_MINUTES * 60 and not fired_during:
-        return False
+    if span.started < label.start - LEAD_MINUTES * 60 and not label.start <= span.fired <= late:
+        return False  # it began before, and did not first fire during the incident
     return span.ended is None or span.ended >= label.start
 
 

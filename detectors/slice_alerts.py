@@ -37,9 +37,9 @@ from detectors.records import WITHIN, Anomaly, WindowRecord
 from detectors.rollup import MISSING, series_key
 from detectors.slice_feed import SliceFeed, pair_steps
 from detectors.slices import FAMILIES as FAMILY_SPECS
-from detectors.slices import WHOLE, Observation, SliceWatch, Verdict
+from detectors.slices import MEASURES, WHOLE, Observation, SliceWatch, Verdict
 
-CONVERSION_FAMILIES = ("conv_down", "conv_less", "conv_up")  # a funnel step's tests
+CONVERSION_FAMILIES = MEASURES["funnel"]  # a funnel step's tests
 
 
 def _cause(v: Verdict) -> str:
@@ -188,7 +188,7 @@ class SliceAlerts:
         self.open.add((parent, name))
         if not v.calm:
             expected = v.expected
-            if v.family in ("bad", "repeat", "pair_gone", *CONVERSION_FAMILIES):
+            if FAMILY_SPECS[v.family].model == "bernoulli":  # its trials are users or events
                 told = [v.observed, expected, v.trials, v.minutes]
             else:
                 told = [v.observed, expected, 0.0, v.minutes]

@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from detectors.sequential import ALPHA_PER_DAY, Cusum, bernoulli_llr, clip_rate
 
 WHOLE = "*"  # the value that stands for a whole source
-MAX_STARTS = 32  # possible starts of a rise kept per test (the most recent)
+MAX_STARTS = 32  # possible starts of a change kept per test, spread over its excursion
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +223,11 @@ class _Test:
     starts: list[float] = field(default_factory=list)
     stride: int = 1
     skipped: int = 0  # such windows since the last one noted
+
+    def restart(self) -> None:
+        """Neither alarmed nor refused: its evidence starts afresh."""
+        self.alarm, self.recovery, self.vetoed = False, 0.0, False
+        self.cusum.reset()
 
     def mark(self, ts: float, successes: float, expected: float, trials: float, low: bool) -> None:
         """Note this window (already added to the statistic) as a possible start of a change
@@ -387,8 +392,7 @@ class SliceWatch:
             # (its reference's learnt time kept: adopting is no learning)
             self._take_as_normal(sl.seen, sl, test.cusum.observed, test.cusum.trials, sl.learnt)
             for other in sl.tests.values():
-                other.alarm, other.recovery, other.vetoed = False, 0.0, False
-                other.cusum.reset()
+                other.restart()
             self._alarmed.discard(skey)
 
     def discard(self, tkey: str) -> None:
@@ -396,8 +400,7 @@ class SliceWatch:
         engine explained it otherwise: a flood of the first step's users that do not go on)."""
         for skey, sl, test in self._tests_of(tkey):
             sl.pend_num = sl.pend_den = 0.0
-            test.alarm, test.recovery, test.vetoed = False, 0.0, False
-            test.cusum.reset()
+            test.restart()
             if not sl.alarm:
                 self._alarmed.discard(skey)
 
@@ -491,8 +494,7 @@ class SliceWatch:
                 test.alarm, calmed = False, True
                 for other in sl.tests.values():
                     if other is not test:
-                        other.alarm, other.recovery, other.vetoed = False, 0.0, False
-                        other.cusum.reset()
+                        other.restart()
             elif test.alarm and ref is not None and trials > 0.0:
                 # back to normal? the window's odds of the reference against the rate seen since
                 # the onset, added up (never below zero) until they reach `calm_nats`
